@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { ConfigError, loadConfigFile, resolveConfig } from '../config/load-config.js';
+import { DataDirLockedError } from '../storage/data-dir-lock.js';
+import { DataDirMismatchError } from '../storage/repository.js';
+import { KvNode } from '../server/node.js';
+import { runRestore } from './restore.js';
+
+const usage = `Usage:
+  kvstore [--config node.yaml] [--log-level info]   run a node (no config: one node on defaults)
+  kvstore restore --from <backup dir> --config node.yaml [--force]
+                                                   restore a stopped node's data from a backup
+
+Exit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config, 3 data dir refused.`;
+
+/** Runs the `kvstore` command; resolves with the process exit code. */
+export async function runKvstore(argv: string[]): Promise<number> {
+  if (argv[0] === 'restore') return runRestore(argv.slice(1));
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      options: { config: { type: 'string', short: 'c' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`kvstore: ${(err as Error).message}\n${usage}\n`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  let config;
+  try {
+    config = args.config !== undefined ? loadConfigFile(args.config) : resolveConfig({}, 'default config');
+    if (args['log-level'] !== undefined) config = resolveConfig({ ...stripDerived(config), logLevel: args['log-level'] }, '--log-level');
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`kvstore: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const logger = pino({ level: config.logLevel, base: { node: config.nodeId } });
+  let node: KvNode;
+  try {
+    node = await KvNode.start(config, logger);
+  } catch (err) {
+    if (err instanceof DataDirLockedError || err instanceof DataDirMismatchError) {
+      logger.fatal(err.message);
+      process.stderr.write(`kvstore: ${err.message}\n`);
+      return 3;
+    }
+    logger.fatal({ err }, 'node failed to start');
+    process.stderr.write(`kvstore: failed to start: ${(err as Error).message}\n`);
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        resolve(1);
+        return;
+      }
+      stopping = true;
+      logger.info({ signal }, 'stopping: finishing in-flight calls');
+      node.stop().then(
+        () => {
+          logger.info('stopped cleanly');
+          resolve(0);
+        },
+        (err) => {
+          logger.error({ err }, 'error while stopping');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+/** A resolved config turned back into input (for re-validation with an override). */
+function stripDerived(config: ReturnType<typeof resolveConfig>): Record<string, unknown> {
+  return { ...config };
+}
+
+function isEntryPoint(): boolean {
+  if (process.argv[1] === undefined) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  runKvstore(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      process.stderr.write(`kvstore: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

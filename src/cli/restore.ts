@@ -1,0 +1,82 @@
+import { copyFileSync, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile } from '../config/load-config.js';
+import { backupManifestName, type NodeBackup } from '../replication/backups.js';
+import { DataDirLock, DataDirLockedError } from '../storage/data-dir-lock.js';
+import { environmentFileName, Repository } from '../storage/repository.js';
+
+/**
+ * `kvstore restore --from <backup dir> --config node.yaml`: replaces a stopped node's LMDB
+ * environment with a backup's copy. The current environment is kept beside it as
+ * `kvstore.mdb.before-restore-<time>` (nothing is deleted). Started again, the node is brought
+ * up to date by its peers' replication logs and by anti-entropy.
+ */
+export async function runRestore(argv: string[]): Promise<number> {
+  let args;
+  try {
+    args = parseArgs({ args: argv, options: { from: { type: 'string' }, config: { type: 'string', short: 'c' }, force: { type: 'boolean' } }, strict: true }).values;
+  } catch (err) {
+    process.stderr.write(`kvstore restore: ${(err as Error).message}\n`);
+    return 2;
+  }
+  if (args.from === undefined || args.config === undefined) {
+    process.stderr.write('kvstore restore: --from <backup dir> and --config <node.yaml> are required\n');
+    return 2;
+  }
+  let config;
+  try {
+    config = loadConfigFile(args.config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`kvstore restore: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const source = join(args.from, environmentFileName);
+  if (!existsSync(source)) {
+    process.stderr.write(`kvstore restore: ${args.from} is not a kvstore backup (no ${environmentFileName})\n`);
+    return 2;
+  }
+  const backupOwner = readBackupOwner(args.from);
+  if (backupOwner !== config.nodeId && !args.force) {
+    process.stderr.write(`kvstore restore: backup belongs to node "${backupOwner}", config is for "${config.nodeId}" (use --force to restore anyway)\n`);
+    return 3;
+  }
+  let lock: DataDirLock;
+  try {
+    lock = DataDirLock.acquire(config.dataDir);
+  } catch (err) {
+    if (err instanceof DataDirLockedError) {
+      process.stderr.write(`kvstore restore: ${err.message}; stop the node first\n`);
+      return 3;
+    }
+    throw err;
+  }
+  try {
+    const target = join(config.dataDir, environmentFileName);
+    if (existsSync(target)) {
+      const aside = `${target}.before-restore-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      renameSync(target, aside);
+      process.stdout.write(`previous data kept at ${aside}\n`);
+    }
+    rmSync(`${target}-lock`, { force: true });
+    copyFileSync(source, target);
+    process.stdout.write(`restored ${config.nodeId} from ${args.from} into ${config.dataDir}; start the node to bring it up to date\n`);
+    return 0;
+  } finally {
+    lock.release();
+  }
+}
+
+function readBackupOwner(dir: string): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(join(dir, backupManifestName), 'utf8')) as NodeBackup).nodeId;
+  } catch {
+    const copy = Repository.openReadOnly(dir);
+    const owner = copy.nodeId;
+    void copy.close();
+    return owner;
+  }
+}

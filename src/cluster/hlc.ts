@@ -1,0 +1,81 @@
+import { type Version, versionCounterMax, versionWallMsMax } from './version.js';
+
+/** A clock reading without a node id: what the clock persists as its high-water mark. */
+export interface ClockReading {
+  readonly wallMs: number;
+  readonly counter: number;
+}
+
+/**
+ * Default bound on how far ahead of this node's wall clock a received version may pull the
+ * clock: beyond it, a peer's clock is considered broken and the HLC does not follow it
+ * (the record is still stored; LWW stays a pure function of versions).
+ */
+export const clockDriftMsMax = 60_000;
+
+/**
+ * Hybrid logical clock (Kulkarni et al.): versions track wall time when clocks are sane, never go
+ * backwards (even if the wall clock does, or across restarts when seeded with the persisted
+ * high-water mark), and always exceed every version this node has observed within the drift
+ * bound. Pure: the wall clock is injected, so tests drive it by hand.
+ */
+export class HybridLogicalClock {
+  private wallMs: number;
+  private counter: number;
+  /** Versions observed beyond the drift bound (a peer with a broken clock); for metrics. */
+  rejectedDriftCount = 0;
+
+  constructor(
+    readonly nodeId: string,
+    private readonly physicalNowMs: () => number = Date.now,
+    start: ClockReading = { wallMs: 0, counter: 0 },
+    private readonly driftMsMax: number = clockDriftMsMax,
+  ) {
+    this.wallMs = start.wallMs;
+    this.counter = start.counter;
+  }
+
+  /** Issues a new version for a local write: strictly greater than every earlier one. */
+  now(): Version {
+    const physical = this.physicalNowMs();
+    if (physical > this.wallMs) {
+      this.wallMs = physical;
+      this.counter = 0;
+    } else {
+      this.tick();
+    }
+    return { wallMs: this.wallMs, counter: this.counter, nodeId: this.nodeId };
+  }
+
+  /**
+   * Takes in a version seen from elsewhere (a replicated record, a replica read), so that later
+   * local versions are greater. Returns false, and leaves the clock alone, if the version is
+   * further ahead of the wall clock than the drift bound.
+   */
+  observe(v: Version): boolean {
+    if (v.wallMs < this.wallMs || (v.wallMs === this.wallMs && v.counter <= this.counter)) return true;
+    if (v.wallMs > this.physicalNowMs() + this.driftMsMax) {
+      this.rejectedDriftCount++;
+      return false;
+    }
+    this.wallMs = v.wallMs;
+    this.counter = v.counter;
+    return true;
+  }
+
+  /** The latest reading issued or observed: persist it, and seed the clock with it on restart. */
+  reading(): ClockReading {
+    return { wallMs: this.wallMs, counter: this.counter };
+  }
+
+  private tick(): void {
+    if (this.counter < versionCounterMax) {
+      this.counter++;
+      return;
+    }
+    // 65,536 versions in one millisecond: borrow the next millisecond rather than wrap.
+    if (this.wallMs >= versionWallMsMax) throw new Error('HLC exhausted: wall clock beyond 48 bits');
+    this.wallMs++;
+    this.counter = 0;
+  }
+}

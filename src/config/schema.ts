@@ -1,0 +1,154 @@
+import { z } from 'zod';
+
+/**
+ * The node configuration (node.yaml). This is the only place config is parsed; everything else
+ * receives a validated `NodeConfig`. Objects are strict: an unknown key is an error, so a typo
+ * never silently falls back to a default.
+ */
+
+/** Default public API address of `npm start` with no config. */
+export const listenDefault = '127.0.0.1:50051';
+/** Default internal (peer) API address. */
+export const peerListenDefault = '127.0.0.1:50052';
+export const dataDirDefault = './data';
+/** Default key size limit: 1 KiB, like most Dynamo-style stores. */
+export const keyBytesMaxDefault = 1024;
+/** Default value size limit: 1 MiB, well inside gRPC's 4 MiB message default. */
+export const valueBytesMaxDefault = 1024 * 1024;
+/** LMDB (as built by lmdb-js) refuses keys longer than 1978 bytes. */
+export const lmdbKeyBytesMax = 1978;
+/** Hard ceiling for limits.maxValueBytes: values travel in one gRPC message. */
+export const valueBytesMaxCeiling = 32 * 1024 * 1024;
+
+const nodeIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit');
+
+const hostPortSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:50051')
+  .refine((s) => Number(s.slice(s.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535');
+
+const consistencySchema = z.enum(['one', 'quorum', 'all']);
+
+const memberSchema = z.strictObject({
+  /** The member's nodeId. */
+  id: nodeIdSchema,
+  /** host:port of the member's peerListen address. */
+  peer: hostPortSchema,
+});
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const nodeConfigSchema = z
+  .strictObject({
+    nodeId: nodeIdSchema.default('node1'),
+    listen: hostPortSchema.default(listenDefault),
+    peerListen: hostPortSchema.default(peerListenDefault),
+    dataDir: z.string().min(1).default(dataDirDefault),
+    /** Where Backup writes; defaults to `<dataDir>/backups`. */
+    backupDir: z.string().min(1).optional(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    cluster: z
+      .strictObject({
+        /** Replicas per key; defaults to min(3, number of members). */
+        replicationFactor: positiveInt.optional(),
+        /** Every member including this node; empty means a single-node cluster of this node. */
+        members: z.array(memberSchema).default([]),
+        /** Virtual nodes per member on the hash ring. */
+        vnodesPerMember: positiveInt.max(4096).default(128),
+      })
+      .default({ members: [], vnodesPerMember: 128 }),
+    consistency: z
+      .strictObject({
+        read: consistencySchema.default('quorum'),
+        write: consistencySchema.default('quorum'),
+      })
+      .default({ read: 'quorum', write: 'quorum' }),
+    limits: z
+      .strictObject({
+        maxKeyBytes: positiveInt.max(lmdbKeyBytesMax).default(keyBytesMaxDefault),
+        maxValueBytes: positiveInt.max(valueBytesMaxCeiling).default(valueBytesMaxDefault),
+      })
+      .default({ maxKeyBytes: keyBytesMaxDefault, maxValueBytes: valueBytesMaxDefault }),
+    timeouts: z
+      .strictObject({
+        /** Server-side cap on a client request when the client set no shorter deadline. */
+        requestMs: positiveInt.default(10_000),
+        /** Deadline of one node-to-node call. */
+        peerCallMs: positiveInt.default(5_000),
+      })
+      .default({ requestMs: 10_000, peerCallMs: 5_000 }),
+    replication: z
+      .strictObject({
+        /** Most log entries sent to a peer in one Replicate call. */
+        batchMaxEntries: positiveInt.max(100_000).default(1024),
+        /** Most bytes of records sent to a peer in one Replicate call. */
+        batchMaxBytes: positiveInt.max(48 * 1024 * 1024).default(8 * 1024 * 1024),
+        /** First retry delay towards an unreachable peer. */
+        retryMinMs: positiveInt.default(50),
+        /** Cap of the exponential, jittered retry delay. */
+        retryMaxMs: positiveInt.default(2_000),
+        /** Liveness probe interval towards peers with no other traffic. */
+        probeIntervalMs: positiveInt.default(1_000),
+      })
+      .default({ batchMaxEntries: 1024, batchMaxBytes: 8 * 1024 * 1024, retryMinMs: 50, retryMaxMs: 2_000, probeIntervalMs: 1_000 }),
+    hints: z
+      .strictObject({
+        /** Log entries older than this are dropped (0: no age limit); anti-entropy repairs the gap. */
+        maxAgeSeconds: nonNegativeInt.default(0),
+        /** Log bytes per peer beyond which the oldest entries are dropped (0: no limit). */
+        maxBytesPerPeer: nonNegativeInt.default(0),
+      })
+      .default({ maxAgeSeconds: 0, maxBytesPerPeer: 0 }),
+    antiEntropy: z
+      .strictObject({
+        /** Seconds between background exchanges with each peer; 0 turns them off. */
+        intervalSeconds: nonNegativeInt.default(60),
+        /** Most records per second an exchange sends or applies. */
+        maxRecordsPerSecond: positiveInt.default(20_000),
+      })
+      .default({ intervalSeconds: 60, maxRecordsPerSecond: 20_000 }),
+    tombstones: z
+      .strictObject({
+        /** Tombstones older than this, acknowledged by every replica, are purged. */
+        graceSeconds: positiveInt.default(86_400),
+      })
+      .default({ graceSeconds: 86_400 }),
+    clock: z
+      .strictObject({
+        /** How far ahead of the local wall clock a peer's version may pull this node's HLC. */
+        maxDriftMs: positiveInt.default(60_000),
+      })
+      .default({ maxDriftMs: 60_000 }),
+  })
+  .superRefine((cfg, ctx) => {
+    const members = cfg.cluster.members;
+    if (members.length > 0) {
+      const ids = new Set<string>();
+      members.forEach((m, i) => {
+        if (ids.has(m.id)) ctx.addIssue({ code: 'custom', path: ['cluster', 'members', i, 'id'], message: `duplicate member id "${m.id}"` });
+        ids.add(m.id);
+      });
+      if (!ids.has(cfg.nodeId)) {
+        ctx.addIssue({ code: 'custom', path: ['cluster', 'members'], message: `must include this node (nodeId "${cfg.nodeId}")` });
+      }
+    }
+    const memberCount = Math.max(1, members.length);
+    const rf = cfg.cluster.replicationFactor;
+    if (rf !== undefined && rf > memberCount) {
+      ctx.addIssue({ code: 'custom', path: ['cluster', 'replicationFactor'], message: `is ${rf} but the cluster has only ${memberCount} member(s)` });
+    }
+  });
+
+export type NodeConfigInput = z.input<typeof nodeConfigSchema>;
+type ParsedConfig = z.output<typeof nodeConfigSchema>;
+
+/** A validated config with every default filled in. */
+export interface NodeConfig extends Omit<ParsedConfig, 'backupDir' | 'cluster'> {
+  backupDir: string;
+  cluster: ParsedConfig['cluster'] & { replicationFactor: number };
+}
+
+export type ConsistencySetting = z.infer<typeof consistencySchema>;

@@ -1,0 +1,46 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Repository } from '../storage/repository.js';
+import { isTombstoneRecord } from '../storage/record-codec.js';
+import type { PeerLink } from './peer-link.js';
+
+/** What one node's backup holds. */
+export interface NodeBackup {
+  readonly path: string;
+  readonly bytes: number;
+  readonly keyCount: number;
+  readonly createdAtMs: number;
+  readonly nodeId: string;
+}
+
+/** Written next to the LMDB copy so a restore can check whose backup it is. */
+export const backupManifestName = 'kvstore-backup.json';
+
+/**
+ * Takes this node's hot, consistent backup (LMDB's compacting copy) into a new directory under
+ * backupDir named `<nodeId>-<UTC timestamp>`, counts its live keys from the copy itself, and
+ * writes a manifest.
+ */
+export async function backupLocal(repo: Repository, nodeId: string, backupDir: string): Promise<NodeBackup> {
+  const createdAtMs = Date.now();
+  const stamp = new Date(createdAtMs).toISOString().replace(/[:.]/g, '-');
+  const path = join(backupDir, `${nodeId}-${stamp}`);
+  const { bytes } = await repo.backup(path);
+  const copy = Repository.openReadOnly(path);
+  let keyCount = 0;
+  try {
+    for (const { value } of copy.records.getRange({})) if (!isTombstoneRecord(value)) keyCount++;
+  } finally {
+    await copy.close();
+  }
+  const backup: NodeBackup = { path, bytes, keyCount, createdAtMs, nodeId };
+  writeFileSync(join(path, backupManifestName), `${JSON.stringify(backup, null, 2)}\n`);
+  return backup;
+}
+
+/** Asks a peer to take its own backup. */
+export async function backupPeer(link: PeerLink, selfId: string, timeoutMs: number): Promise<NodeBackup> {
+  const res = await link.client.backup({ fromNodeId: selfId }, { signal: AbortSignal.timeout(timeoutMs) });
+  link.markContact();
+  return { path: res.path, bytes: Number(res.bytes), keyCount: Number(res.keyCount), createdAtMs: Number(res.createdAtUnixMs), nodeId: res.nodeId };
+}

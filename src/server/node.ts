@@ -1,0 +1,222 @@
+import { createServer, type Server } from 'nice-grpc';
+import { HealthDefinition, HealthServiceImpl } from 'nice-grpc-server-health';
+import type { Logger } from 'pino';
+import { PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
+import { type BackupStatus, KVStoreDefinition, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import { HybridLogicalClock } from '../cluster/hlc.js';
+import { Ring } from '../cluster/ring.js';
+import type { NodeConfig } from '../config/schema.js';
+import { backupLocal, backupPeer, type NodeBackup } from '../replication/backups.js';
+import { Coordinator } from '../replication/coordinator.js';
+import { DeliveryLoop } from '../replication/delivery-loop.js';
+import { PeerLink } from '../replication/peer-link.js';
+import { PeerProber } from '../replication/peer-prober.js';
+import { Repository } from '../storage/repository.js';
+import { errorMiddleware } from './error-middleware.js';
+import { createKvService } from './kv-service.js';
+import { createPeerService } from './peer-service.js';
+
+/** Room for the key and protobuf framing on top of the largest value a client may send. */
+const requestOverheadBytes = 64 * 1024;
+/** How long a graceful stop waits for in-flight calls before cutting them off. */
+export const shutdownGraceMs = 10_000;
+/** Server version reported by Status. */
+export const serverVersion = '0.1.0';
+
+/**
+ * One kvstore node: opens its LMDB repository, builds the ring and the peer links, runs one
+ * replication delivery loop per peer, and serves the public API on `listen` and the internal API
+ * on `peerListen` (only when the cluster has other members).
+ */
+export class KvNode {
+  private readonly startedAtMs = Date.now();
+
+  private constructor(
+    readonly config: NodeConfig,
+    readonly repo: Repository,
+    readonly coordinator: Coordinator,
+    private readonly links: PeerLink[],
+    private readonly loops: DeliveryLoop[],
+    private readonly prober: PeerProber,
+    private readonly publicServer: Server,
+    private readonly peerServer: Server | undefined,
+    /** Bound public address (host:port with the real port when configured with port 0). */
+    readonly listenAddress: string,
+    readonly peerAddress: string | undefined,
+    private readonly logger: Logger,
+  ) {}
+
+  static async start(config: NodeConfig, logger: Logger): Promise<KvNode> {
+    const selfId = config.nodeId;
+    const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
+    const peers = members.filter((m) => m.id !== selfId);
+    const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id) });
+    try {
+      const clock = new HybridLogicalClock(selfId, Date.now, repo.clockReading(), config.clock.maxDriftMs);
+      const ring = new Ring(members, config.cluster.vnodesPerMember);
+      const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
+      const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes));
+      const loops = links.map(
+        (link) =>
+          new DeliveryLoop(
+            link,
+            repo.hints,
+            { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs },
+            logger,
+          ),
+      );
+      const coordinator = new Coordinator(
+        { selfId, replicationFactor: config.cluster.replicationFactor, peerCallMs: config.timeouts.peerCallMs },
+        ring,
+        repo,
+        clock,
+        new Map(links.map((l) => [l.id, l])),
+        new Map(loops.map((l) => [l.peerId, l])),
+        logger,
+      );
+      const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, logger);
+
+      const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
+      let node: KvNode | undefined;
+      const publicServer = createServer({
+        'grpc.max_receive_message_length': config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes,
+        'grpc.max_send_message_length': config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes,
+      }).use(errorMiddleware(logger));
+      publicServer.add(
+        KVStoreDefinition,
+        createKvService({
+          coordinator,
+          limits: config.limits,
+          defaultRead: config.consistency.read,
+          defaultWrite: config.consistency.write,
+          requestMs: config.timeouts.requestMs,
+          status: () => node!.status(),
+          backup: (allNodes) => node!.backup(allNodes),
+        }),
+      );
+      publicServer.add(HealthDefinition, HealthServiceImpl());
+
+      let peerServer: Server | undefined;
+      let peerAddress: string | undefined;
+      if (peers.length > 0) {
+        peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': peerMessageBytes }).use(
+          errorMiddleware(logger),
+        );
+        peerServer.add(
+          PeerServiceDefinition,
+          createPeerService({
+            selfId,
+            repo,
+            clock,
+            members: new Set(members.map((m) => m.id)),
+            backup: async () => toPeerBackup(await backupSelf()),
+          }),
+        );
+        const peerPort = await peerServer.listen(config.peerListen);
+        peerAddress = withPort(config.peerListen, peerPort);
+      }
+      const port = await publicServer.listen(config.listen);
+      const listenAddress = withPort(config.listen, port);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, publicServer, peerServer, listenAddress, peerAddress, logger);
+      for (const loop of loops) loop.start();
+      prober.start();
+      logger.info(
+        { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
+        `kvstore node ${selfId} listening on ${listenAddress}, data in ${config.dataDir}`,
+      );
+      return node;
+    } catch (err) {
+      await repo.close();
+      throw err;
+    }
+  }
+
+  /** This node's view of itself and every member. */
+  status(): StatusResponse {
+    const counts = this.repo.recordCounts();
+    const now = Date.now();
+    const members = this.config.cluster.members.length > 0 ? this.config.cluster.members : [{ id: this.config.nodeId, peer: this.peerAddress ?? '' }];
+    return {
+      nodeId: this.config.nodeId,
+      uptimeSeconds: (now - this.startedAtMs) / 1000,
+      keyCount: BigInt(counts.live),
+      recordCount: BigInt(counts.records),
+      replicationFactor: this.config.cluster.replicationFactor,
+      listen: this.listenAddress,
+      dataDir: this.config.dataDir,
+      version: serverVersion,
+      members: members.map((m) => {
+        const link = this.links.find((l) => l.id === m.id);
+        if (link === undefined) {
+          return { nodeId: m.id, peer: m.peer, self: true, reachable: true, backlogEntries: 0n, backlogBytes: 0n, backlogOldestAgeMs: 0n, lastContactUnixMs: BigInt(now), droppedEntries: 0n };
+        }
+        const backlog = this.repo.hints.stats(m.id);
+        return {
+          nodeId: m.id,
+          peer: m.peer,
+          self: false,
+          reachable: link.reachable,
+          backlogEntries: BigInt(backlog.entries),
+          backlogBytes: BigInt(backlog.bytes),
+          backlogOldestAgeMs: BigInt(backlog.oldestEnqueuedAtMs === undefined ? 0 : Math.max(0, now - backlog.oldestEnqueuedAtMs)),
+          lastContactUnixMs: BigInt(link.lastContactMs),
+          droppedEntries: BigInt(backlog.dropped),
+        };
+      }),
+    };
+  }
+
+  /** Backs up this node, or with `allNodes` every member (members that fail are reported, not fatal). */
+  async backup(allNodes: boolean): Promise<BackupStatus> {
+    const own = await backupLocal(this.repo, this.config.nodeId, this.config.backupDir);
+    if (!allNodes) return { ...toBackupStatus(own), nodes: [], error: '' };
+    const results = await Promise.allSettled(this.links.map((l) => backupPeer(l, this.config.nodeId, shutdownGraceMs * 6)));
+    const nodes: BackupStatus[] = [{ ...toBackupStatus(own), nodes: [], error: '' }];
+    const errors: string[] = [];
+    results.forEach((r, i) => {
+      const id = this.links[i]!.id;
+      if (r.status === 'fulfilled') nodes.push({ ...toBackupStatus(r.value), nodes: [], error: '' });
+      else {
+        const message = `${id}: ${(r.reason as Error).message}`;
+        errors.push(message);
+        nodes.push({ path: '', bytes: 0n, keyCount: 0n, createdAtUnixMs: 0n, nodeId: id, nodes: [], error: message });
+      }
+    });
+    return { ...toBackupStatus(own), nodes, error: errors.join('; ') };
+  }
+
+  /**
+   * Graceful stop: refuse new calls and let in-flight ones finish (their replication included),
+   * then stop delivery and close LMDB. Entries still in the log are delivered after restart.
+   */
+  async stop(): Promise<void> {
+    const forceTimer = setTimeout(() => {
+      this.logger.warn({ graceMs: shutdownGraceMs }, 'in-flight calls did not finish in time; cutting them off');
+      this.publicServer.forceShutdown();
+      this.peerServer?.forceShutdown();
+    }, shutdownGraceMs);
+    try {
+      await this.publicServer.shutdown();
+      this.coordinator.close();
+      await this.peerServer?.shutdown();
+    } finally {
+      clearTimeout(forceTimer);
+    }
+    this.prober.stop();
+    await Promise.all(this.loops.map((l) => l.stop()));
+    for (const link of this.links) link.close();
+    await this.repo.close();
+  }
+}
+
+function withPort(hostPort: string, port: number): string {
+  return `${hostPort.slice(0, hostPort.lastIndexOf(':'))}:${port}`;
+}
+
+function toBackupStatus(b: NodeBackup): Omit<BackupStatus, 'nodes' | 'error'> {
+  return { path: b.path, bytes: BigInt(b.bytes), keyCount: BigInt(b.keyCount), createdAtUnixMs: BigInt(b.createdAtMs), nodeId: b.nodeId };
+}
+
+function toPeerBackup(b: NodeBackup) {
+  return { path: b.path, bytes: BigInt(b.bytes), keyCount: BigInt(b.keyCount), createdAtUnixMs: BigInt(b.createdAtMs), nodeId: b.nodeId };
+}

@@ -1,0 +1,57 @@
+import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
+import type { HybridLogicalClock } from '../cluster/hlc.js';
+import { InvalidRequestError } from '../replication/errors.js';
+import { decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
+import { type Repository, scanPageRecordsMax } from '../storage/repository.js';
+
+export interface PeerServiceDeps {
+  readonly selfId: string;
+  readonly repo: Repository;
+  readonly clock: HybridLogicalClock;
+  /** Member ids allowed to call (anything else is a misconfigured node). */
+  readonly members: ReadonlySet<string>;
+  backup(): Promise<BackupResponse>;
+}
+
+/** Most keys one ReadReplica call may ask for. */
+export const readReplicaKeysMax = 1024;
+
+const empty = Buffer.alloc(0);
+
+/** The internal node-to-node service, served on peerListen only. */
+export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementation {
+  const { repo, clock } = deps;
+  const checkCaller = (from: string) => {
+    if (!deps.members.has(from)) throw new InvalidRequestError(`node "${from}" is not a member of this cluster (${[...deps.members].join(', ')})`);
+  };
+  return {
+    async replicate(request) {
+      checkCaller(request.fromNodeId);
+      for (const r of request.records) {
+        if (r.key.length === 0) throw new InvalidRequestError('replicated record has an empty key');
+        // Decoding validates the record; observing keeps our clock ahead of what we store.
+        clock.observe(decodeRecordHeader(r.record).version);
+      }
+      const previous = await repo.applyRecords(request.records, request.wantPrevious);
+      return { previous: previous.map((record, i) => ({ key: request.records[request.wantPrevious[i]!]!.key, record: record ?? empty })) };
+    },
+    async readReplica(request) {
+      checkCaller(request.fromNodeId);
+      if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
+      return { records: request.keys.map((key) => ({ key, record: repo.getRecord(key) ?? empty })) };
+    },
+    async scanLocal(request) {
+      const page = repo.scan(request.prefix, request.startAfter, request.limit);
+      // Only the header (version, tombstone flag) matters for the listing merge: leave values out.
+      const records = page.map(({ key, record }) => ({ key, record: record.subarray(0, recordHeaderBytesFixed + record[9]!) }));
+      return { records, done: page.length < Math.min(Math.max(1, request.limit), scanPageRecordsMax) };
+    },
+    async ping() {
+      return { nodeId: deps.selfId };
+    },
+    async backup(request) {
+      checkCaller(request.fromNodeId);
+      return deps.backup();
+    },
+  };
+}

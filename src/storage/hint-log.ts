@@ -1,0 +1,161 @@
+import type { Database } from 'lmdb';
+import { nodeIdBytesMax } from './record-codec.js';
+
+/**
+ * The replication log (hinted handoff): for each peer, an ordered queue of records that peer
+ * must still receive. Entries are appended inside the same LMDB write transaction as the local
+ * apply (see Repository.commitWrite), so a write acknowledged to a client is in the log for every
+ * other replica, and survives a crash of this process.
+ *
+ * LMDB key:   peer id (latin1) | 0x00 | sequence (uint64 big-endian)  -> each peer's entries in order
+ * LMDB value: enqueued-at ms (uint48 BE) | key length (uint16 BE) | key | encoded record
+ */
+
+const seqBytes = 8;
+const entryHeaderBytes = 8;
+
+export interface HintEntry {
+  readonly peer: string;
+  readonly seq: number;
+  readonly enqueuedAtMs: number;
+  readonly key: Buffer;
+  readonly record: Buffer;
+  /** Bytes the entry occupies in the log (key + value), for backlog accounting. */
+  readonly bytes: number;
+}
+
+export interface BacklogStats {
+  entries: number;
+  bytes: number;
+  /** Enqueue time of the oldest entry, or undefined when the backlog is empty. */
+  oldestEnqueuedAtMs: number | undefined;
+  /** Entries dropped because of hints limits since start. */
+  dropped: number;
+}
+
+interface PeerQueue {
+  readonly prefix: Buffer;
+  nextSeq: number;
+  entries: number;
+  bytes: number;
+  dropped: number;
+}
+
+export class HintLog {
+  private readonly queues = new Map<string, PeerQueue>();
+
+  constructor(
+    private readonly db: Database<Buffer, Buffer>,
+    peers: readonly string[],
+  ) {
+    for (const peer of peers) {
+      if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
+      const prefix = Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
+      const queue: PeerQueue = { prefix, nextSeq: 1, entries: 0, bytes: 0, dropped: 0 };
+      for (const { key, value } of db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
+        queue.entries++;
+        queue.bytes += key.length + value.length;
+        queue.nextSeq = seqOf(key) + 1;
+      }
+      this.queues.set(peer, queue);
+    }
+  }
+
+  peers(): string[] {
+    return [...this.queues.keys()];
+  }
+
+  /** Appends an entry for `peer`. Must run inside a write transaction; returns its sequence. */
+  appendInTransaction(peer: string, key: Uint8Array, record: Uint8Array, nowMs: number): number {
+    const queue = this.queue(peer);
+    const seq = queue.nextSeq++;
+    const value = Buffer.allocUnsafe(entryHeaderBytes + key.length + record.length);
+    value.writeUIntBE(nowMs, 0, 6);
+    value.writeUInt16BE(key.length, 6);
+    value.set(key, entryHeaderBytes);
+    value.set(record, entryHeaderBytes + key.length);
+    const logKey = logKeyOf(queue.prefix, seq);
+    this.db.putSync(logKey, value);
+    queue.entries++;
+    queue.bytes += logKey.length + value.length;
+    return seq;
+  }
+
+  /** Up to `maxEntries` entries (and about `maxBytes`) for `peer` with sequence > afterSeq, in order. */
+  read(peer: string, afterSeq: number, maxEntries: number, maxBytes: number): HintEntry[] {
+    const queue = this.queue(peer);
+    const out: HintEntry[] = [];
+    let bytes = 0;
+    const range = this.db.getRange({ start: logKeyOf(queue.prefix, afterSeq + 1), end: prefixEndOf(queue.prefix), limit: maxEntries });
+    for (const { key, value } of range) {
+      const entry = decodeEntry(peer, key, value);
+      if (out.length > 0 && bytes + entry.bytes > maxBytes) break;
+      out.push(entry);
+      bytes += entry.bytes;
+    }
+    return out;
+  }
+
+  /** Removes delivered (or dropped) entries; resolves once committed. */
+  async remove(entries: readonly HintEntry[], dropped = false): Promise<void> {
+    if (entries.length === 0) return;
+    const queue = this.queue(entries[0]!.peer);
+    await this.db.transaction(() => {
+      for (const e of entries) {
+        if (this.db.removeSync(logKeyOf(queue.prefix, e.seq))) {
+          queue.entries--;
+          queue.bytes -= e.bytes;
+          if (dropped) queue.dropped++;
+        }
+      }
+    });
+  }
+
+  /** The oldest entry for `peer`, if any. */
+  oldest(peer: string): HintEntry | undefined {
+    return this.read(peer, 0, 1, Number.MAX_SAFE_INTEGER)[0];
+  }
+
+  stats(peer: string): BacklogStats {
+    const queue = this.queue(peer);
+    const oldest = queue.entries > 0 ? this.oldest(peer) : undefined;
+    return { entries: queue.entries, bytes: queue.bytes, oldestEnqueuedAtMs: oldest?.enqueuedAtMs, dropped: queue.dropped };
+  }
+
+  private queue(peer: string): PeerQueue {
+    const queue = this.queues.get(peer);
+    if (queue === undefined) throw new Error(`no replication log for unknown peer "${peer}"`);
+    return queue;
+  }
+}
+
+function logKeyOf(prefix: Buffer, seq: number): Buffer {
+  const key = Buffer.allocUnsafe(prefix.length + seqBytes);
+  prefix.copy(key, 0);
+  key.writeUInt32BE(Math.floor(seq / 2 ** 32), prefix.length);
+  key.writeUInt32BE(seq >>> 0, prefix.length + 4);
+  return key;
+}
+
+function seqOf(logKey: Buffer): number {
+  const at = logKey.length - seqBytes;
+  return logKey.readUInt32BE(at) * 2 ** 32 + logKey.readUInt32BE(at + 4);
+}
+
+function prefixEndOf(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  end[end.length - 1] = 1; // prefix ends with 0x00 separator
+  return end;
+}
+
+function decodeEntry(peer: string, logKey: Buffer, value: Buffer): HintEntry {
+  const keyLength = value.readUInt16BE(6);
+  return {
+    peer,
+    seq: seqOf(logKey),
+    enqueuedAtMs: value.readUIntBE(0, 6),
+    key: value.subarray(entryHeaderBytes, entryHeaderBytes + keyLength),
+    record: value.subarray(entryHeaderBytes + keyLength),
+    bytes: logKey.length + value.length,
+  };
+}

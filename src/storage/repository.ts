@@ -1,0 +1,237 @@
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Database, type RootDatabase, open } from 'lmdb';
+import type { ClockReading } from '../cluster/hlc.js';
+import { DataDirLock } from './data-dir-lock.js';
+import { HintLog } from './hint-log.js';
+import { scanBounds } from './key-range.js';
+import { compareEncodedVersions, isTombstoneRecord } from './record-codec.js';
+
+/** File name of the LMDB environment inside dataDir (and inside a backup directory). */
+export const environmentFileName = 'kvstore.mdb';
+/** On-disk layout version; a data dir from a newer layout is refused rather than misread. */
+export const schemaVersion = 1;
+/** Most records one scan page returns, whatever the caller asks. */
+export const scanPageRecordsMax = 10_000;
+/** LMDB map size: the most the environment may grow to. Sparse, so it costs nothing unused. */
+
+const metaNodeId = 'nodeId';
+const metaSchemaVersion = 'schemaVersion';
+const metaClock = 'hlc';
+
+/** The data dir belongs to another node id, or has a layout this build cannot read. */
+export class DataDirMismatchError extends Error {
+  override name = 'DataDirMismatchError';
+}
+
+export interface StoredRecord {
+  readonly key: Buffer;
+  /** Encoded record (see record-codec.ts). */
+  readonly record: Buffer;
+}
+
+export interface WriteOutcome {
+  /** The record stored before this write on this node, if any and if applied locally. */
+  readonly previous: Buffer | undefined;
+  /** Log sequence per peer that must receive the write. */
+  readonly hintSeqs: ReadonlyMap<string, number>;
+}
+
+export interface RepositoryOptions {
+  readonly dataDir: string;
+  readonly nodeId: string;
+  /** Ids of the other members: each gets a replication-log queue. */
+  readonly peers: readonly string[];
+}
+
+/**
+ * The node's LMDB environment: `records` (key -> encoded record), `hints` (the replication log)
+ * and `meta` (node id, schema version, clock high-water mark). Knows nothing of gRPC or of the
+ * cluster; the replication layer decides what to write where.
+ *
+ * Durability: every write method resolves only after its transaction is committed and flushed
+ * to disk (lmdb-js commits on a worker thread with overlapping sync; we wait for `flushed`).
+ */
+export class Repository {
+  readonly hints: HintLog;
+
+  private constructor(
+    private readonly env: RootDatabase,
+    private readonly records: Database<Buffer, Buffer>,
+    private readonly meta: Database<Buffer, string>,
+    hintsDb: Database<Buffer, Buffer>,
+    private readonly lock: DataDirLock | undefined,
+    readonly dataDir: string,
+    peers: readonly string[],
+  ) {
+    this.hints = new HintLog(hintsDb, peers);
+  }
+
+  /**
+   * Opens (creating if needed) the environment in `dataDir`. Refuses a directory held by another
+   * live process, or written by another node id.
+   */
+  static open(options: RepositoryOptions): Repository {
+    mkdirSync(options.dataDir, { recursive: true });
+    const lock = DataDirLock.acquire(options.dataDir);
+    try {
+      const env = open({ path: join(options.dataDir, environmentFileName), maxDbs: 8 });
+      const meta = env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
+      const records = env.openDB<Buffer, Buffer>({ name: 'records', encoding: 'binary', keyEncoding: 'binary' });
+      const hints = env.openDB<Buffer, Buffer>({ name: 'hints', encoding: 'binary', keyEncoding: 'binary' });
+      Repository.claimIdentity(meta, options);
+      return new Repository(env, records, meta, hints, lock, options.dataDir, options.peers);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  /** Opens a backup (or any environment file) read-only, for inspection and tests. */
+  static openReadOnly(dir: string): { records: Database<Buffer, Buffer>; nodeId: string | undefined; close(): Promise<void> } {
+    const env = open({ path: join(dir, environmentFileName), readOnly: true, maxDbs: 8 });
+    const meta = env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
+    const records = env.openDB<Buffer, Buffer>({ name: 'records', encoding: 'binary', keyEncoding: 'binary' });
+    return { records, nodeId: meta.get(metaNodeId)?.toString('utf8'), close: () => env.close() };
+  }
+
+  private static claimIdentity(meta: Database<Buffer, string>, options: RepositoryOptions): void {
+    const stored = meta.get(metaNodeId)?.toString('utf8');
+    if (stored !== undefined && stored !== options.nodeId) {
+      throw new DataDirMismatchError(
+        `data directory ${options.dataDir} belongs to node "${stored}", not "${options.nodeId}": ` +
+          `point dataDir at this node's own directory (or an empty one)`,
+      );
+    }
+    const version = meta.get(metaSchemaVersion)?.readUInt32BE(0);
+    if (version !== undefined && version > schemaVersion) {
+      throw new DataDirMismatchError(`data directory ${options.dataDir} has layout version ${version}; this build reads up to ${schemaVersion}`);
+    }
+    if (stored === undefined) {
+      meta.transactionSync(() => {
+        meta.putSync(metaNodeId, Buffer.from(options.nodeId, 'utf8'));
+        const v = Buffer.alloc(4);
+        v.writeUInt32BE(schemaVersion);
+        meta.putSync(metaSchemaVersion, v);
+      });
+    }
+  }
+
+  /** The persisted clock high-water mark, to seed the HLC on start. */
+  clockReading(): ClockReading | undefined {
+    const buf = this.meta.get(metaClock);
+    if (buf === undefined) return undefined;
+    return { wallMs: buf.readUIntBE(0, 6), counter: buf.readUInt16BE(6) };
+  }
+
+  /** The encoded record stored for `key` (a copy), or undefined. */
+  getRecord(key: Uint8Array): Buffer | undefined {
+    return this.records.get(key as Buffer);
+  }
+
+  /**
+   * Commits a write coordinated by this node in one transaction: the record (last-writer-wins
+   * against the stored one) when this node is a replica, one replication-log entry per peer in
+   * `hintPeers`, and the clock high-water mark. `onLogged` runs inside the transaction for each
+   * log entry, before any reader can see it. Resolves after the commit is flushed.
+   */
+  async commitWrite(
+    key: Buffer,
+    record: Buffer,
+    applyLocally: boolean,
+    hintPeers: readonly string[],
+    clock: ClockReading,
+    onLogged?: (peer: string, seq: number) => void,
+  ): Promise<WriteOutcome> {
+    const outcome = await this.env.transaction(() => {
+      let previous: Buffer | undefined;
+      if (applyLocally) {
+        previous = this.records.get(key);
+        if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.records.putSync(key, record);
+      }
+      const hintSeqs = new Map<string, number>();
+      const now = Date.now();
+      for (const peer of hintPeers) {
+        const seq = this.hints.appendInTransaction(peer, key, record, now);
+        hintSeqs.set(peer, seq);
+        onLogged?.(peer, seq);
+      }
+      this.meta.putSync(metaClock, encodeClock(clock));
+      return { previous, hintSeqs };
+    });
+    await this.env.flushed;
+    return outcome;
+  }
+
+  /**
+   * Merges records received from a peer (replication, read repair, anti-entropy) in one
+   * transaction: each is stored only if its version is newer than the stored one. Returns, for
+   * each index in `wantPrevious`, the record stored before. Resolves after the commit is flushed.
+   */
+  async applyRecords(batch: readonly StoredRecord[], wantPrevious: readonly number[] = []): Promise<(Buffer | undefined)[]> {
+    const previous = await this.env.transaction(() => {
+      const before: (Buffer | undefined)[] = new Array(wantPrevious.length);
+      const wanted = new Map<number, number>();
+      wantPrevious.forEach((index, i) => wanted.set(index, i));
+      batch.forEach(({ key, record }, index) => {
+        const stored = this.records.get(key);
+        const slot = wanted.get(index);
+        if (slot !== undefined) before[slot] = stored;
+        if (stored === undefined || compareEncodedVersions(record, stored) > 0) this.records.putSync(key, record);
+      });
+      return before;
+    });
+    await this.env.flushed;
+    return previous;
+  }
+
+  /**
+   * One page of records in key order: keys starting with `prefix` and strictly after
+   * `startAfter`, tombstones included.
+   */
+  scan(prefix: Uint8Array, startAfter: Uint8Array, limit: number): StoredRecord[] {
+    const { start, end } = scanBounds(prefix, startAfter);
+    const out: StoredRecord[] = [];
+    const pageLimit = Math.min(Math.max(1, limit), scanPageRecordsMax);
+    for (const { key, value } of this.records.getRange({ start, end, limit: pageLimit })) out.push({ key, record: value });
+    return out;
+  }
+
+  /** Record counts: all records, and live (non-tombstone) ones. Scans the records. */
+  recordCounts(): { records: number; live: number } {
+    let records = 0;
+    let live = 0;
+    for (const { value } of this.records.getRange({})) {
+      records++;
+      if (!isTombstoneRecord(value)) live++;
+    }
+    return { records, live };
+  }
+
+  /**
+   * Hot, consistent copy of the environment (LMDB's copy, compacted) into `targetDir`, which must
+   * not exist yet. The node keeps serving while it runs.
+   */
+  async backup(targetDir: string): Promise<{ bytes: number }> {
+    mkdirSync(targetDir, { recursive: false });
+    await this.env.backup(join(targetDir, environmentFileName), true);
+    let bytes = 0;
+    for (const name of readdirSync(targetDir)) bytes += statSync(join(targetDir, name)).size;
+    return { bytes };
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.env.close();
+    } finally {
+      this.lock?.release();
+    }
+  }
+}
+
+function encodeClock(clock: ClockReading): Buffer {
+  const buf = Buffer.allocUnsafe(8);
+  buf.writeUIntBE(clock.wallMs, 0, 6);
+  buf.writeUInt16BE(clock.counter, 6);
+  return buf;
+}
