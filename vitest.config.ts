@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
     // Cluster tests start real node processes; give them room, but every wait inside a test has
     // its own deadline, so a hang fails with a message rather than at this limit.
     testTimeout: 120_000,

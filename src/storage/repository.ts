@@ -1,5 +1,5 @@
 import { mkdirSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type Database, type RootDatabase, open } from 'lmdb';
 import type { ClockReading } from '../cluster/hlc.js';
 import { DataDirLock } from './data-dir-lock.js';
@@ -213,6 +213,7 @@ export class Repository {
    * not exist yet. The node keeps serving while it runs.
    */
   async backup(targetDir: string): Promise<{ bytes: number }> {
+    mkdirSync(dirname(targetDir), { recursive: true });
     mkdirSync(targetDir, { recursive: false });
     await this.env.backup(join(targetDir, environmentFileName), true);
     let bytes = 0;
