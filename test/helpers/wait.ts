@@ -1,3 +1,6 @@
+/** T without its falsy members: what waitFor hands back. */
+export type Truthy<T> = Exclude<T, false | null | undefined | 0 | ''>;
+
 /** Default ceiling for condition waits in tests. */
 export const waitDeadlineMsDefault = 30_000;
 /** Poll interval: short, so tests finish as soon as the condition holds. */
@@ -8,13 +11,13 @@ const pollMs = 50;
  * throws with `what` and the last observation when the deadline passes. Tests wait on
  * conditions, never on fixed sleeps.
  */
-export async function waitFor<T>(what: string, check: () => T | Promise<T>, deadlineMs = waitDeadlineMsDefault): Promise<NonNullable<T>> {
+export async function waitFor<T>(what: string, check: () => T | Promise<T>, deadlineMs = waitDeadlineMsDefault): Promise<Truthy<T>> {
   const until = Date.now() + deadlineMs;
   let last: unknown;
   for (;;) {
     try {
       const value = await check();
-      if (value) return value as NonNullable<T>;
+      if (value) return value as Truthy<T>;
       last = value;
     } catch (err) {
       last = err;
