@@ -8,6 +8,7 @@ import { untilAborted } from './deadline.js';
 import type { DeliveryLoop, DeliveryOutcome } from './delivery-loop.js';
 import { NotEnoughReplicasError, ShuttingDownError } from './errors.js';
 import type { PeerLink } from './peer-link.js';
+import { ReadBatcher } from './read-batcher.js';
 
 /** Keys fetched per node per page while merging a cluster-wide listing. */
 export const listPageRecords = 1000;
@@ -42,6 +43,7 @@ export interface CoordinatorCounters {
 export class Coordinator {
   readonly counters: CoordinatorCounters = { readRepairs: 0 };
   private closed = false;
+  private readonly readers: ReadonlyMap<string, ReadBatcher>;
 
   constructor(
     private readonly settings: CoordinatorSettings,
@@ -51,7 +53,9 @@ export class Coordinator {
     private readonly links: ReadonlyMap<string, PeerLink>,
     private readonly loops: ReadonlyMap<string, DeliveryLoop>,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.readers = new Map([...links.values()].map((l) => [l.id, new ReadBatcher(l, settings.selfId, settings.peerCallMs)]));
+  }
 
   /** Stops taking new requests (in-flight ones finish). */
   close(): void {
@@ -156,25 +160,19 @@ export class Coordinator {
           return;
         }
         const node = candidates[next++]!;
-        const link = this.links.get(node)!;
         inFlight++;
-        link.client
-          .readReplica({ fromNodeId: this.settings.selfId, keys: [key] }, { signal: AbortSignal.timeout(this.settings.peerCallMs) })
-          .then(
-            (res) => {
-              link.markContact();
-              inFlight--;
-              const rec = res.records[0]?.record;
-              answers.push({ node, record: rec !== undefined && rec.length > 0 ? rec : undefined });
-              if (answers.length >= need) resolve(answers);
-            },
-            (err: Error) => {
-              link.markFailure(err);
-              inFlight--;
-              reasons.push(`${node}: ${err.message}`);
-              launch();
-            },
-          );
+        this.readers.get(node)!.read(key).then(
+          (record) => {
+            inFlight--;
+            answers.push({ node, record });
+            if (answers.length >= need) resolve(answers);
+          },
+          (err: Error) => {
+            inFlight--;
+            reasons.push(`${node}: ${err.message}`);
+            launch();
+          },
+        );
       };
       for (let i = 0; i < need; i++) launch();
     });

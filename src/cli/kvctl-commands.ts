@@ -1,0 +1,18 @@
+/**
+ * The kvctl command table: every command, in the order `kvctl --help` lists them.
+ *
+ * To add a command (bench, verify, repair, ...): implement a {@link KvctlCommand} in its own
+ * kvctl-<name>.ts file and append it here; the dispatcher, `--help` and flag parsing pick it up.
+ */
+import { backupCommand, statusCommand } from './kvctl-admin.js';
+import type { KvctlCommand } from './kvctl-command.js';
+import { delCommand, getCommand, lsCommand, putCommand } from './kvctl-kv.js';
+
+export const kvctlCommands: readonly KvctlCommand[] = [
+  putCommand,
+  getCommand,
+  delCommand,
+  lsCommand,
+  backupCommand,
+  statusCommand,
+];

@@ -1,0 +1,650 @@
+import { createChannel, createClient, Metadata, Status, type CallOptions, type Channel } from 'nice-grpc';
+import { KVStoreDefinition, type KeyList, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+import { CallScope } from './call-scope.js';
+import {
+  fromBackupStatus,
+  fromStatusResponse,
+  isBytes,
+  isConsistencyLevel,
+  parseEndpoints,
+  toBuffer,
+  toConsistency,
+} from './convert.js';
+import { KvError, toKvError } from './errors.js';
+import type {
+  BackupOptions,
+  BackupStatus,
+  Bytes,
+  ConsistencyLevel,
+  KvCallOptions,
+  KvClientOptions,
+  ListKeysOptions,
+  NodeStatus,
+  PutResult,
+  StatusOptions,
+} from './types.js';
+
+/** Default deadline of a call: long enough for a quorum write across a LAN with a slow disk. */
+export const deadlineMsDefault = 5000;
+/** setTimeout's largest delay; a longer deadline would fire at once. */
+const deadlineMsMax = 2_147_483_647;
+/** Default wait for a connection before skipping an endpoint: a LAN connect takes milliseconds. */
+export const connectTimeoutMsDefault = 1000;
+/** Upper bound of maxAttempts: retries are a failover tool, not a way to wait out an outage. */
+export const attemptsMax = 64;
+/** Upper bound of channelsPerEndpoint: each is a TCP connection to the node. */
+export const channelsPerEndpointMax = 64;
+/** Jittered pause between full rounds over the endpoints, so clients do not retry in lockstep. */
+const roundBackoffMsMin = 10;
+const roundBackoffMsMax = 100;
+/** grpc-timeout allows at most 8 digits. */
+const grpcTimeoutMsMax = 99_999_999;
+/** ListKeysRequest.limit is a uint32. */
+const listLimitMax = 0xffff_ffff;
+
+/**
+ * Channel defaults. grpc-js backs off reconnects up to 120 s by default, so a node that comes back
+ * would stay unused for minutes; we cap the backoff so a recovered node is used within seconds.
+ */
+const channelOptionsDefault: Record<string, string | number> = {
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 2000,
+};
+
+/** grpc-js connectivity states (gRPC spec values; grpc-js itself is not a direct dependency). */
+const channelReady = 2;
+const channelTransientFailure = 3;
+const channelShutdown = 4;
+
+const emptyBuffer = Buffer.alloc(0);
+
+/** One node address and its connections. */
+interface Endpoint {
+  readonly index: number;
+  readonly address: string;
+  readonly channels: Channel[];
+  readonly clients: KVStoreClient[];
+  /** Round-robin position over `channels`. */
+  next: number;
+}
+
+/** The connection one attempt uses. */
+interface Target {
+  readonly index: number;
+  readonly address: string;
+  readonly channel: Channel;
+  readonly client: KVStoreClient;
+}
+
+/** How an operation may be retried on another endpoint. */
+type RetryPolicy =
+  /** Idempotent: retried on UNAVAILABLE, whether answered by a node or by the transport. */
+  | 'read'
+  /** Mutation: retried only while it has not been sent (the endpoint was not connected). */
+  | 'mutation';
+
+/**
+ * A client of a kvstore cluster: typed calls over gRPC with per-call deadlines, failover between
+ * endpoints and safe retries.
+ *
+ * The client talks to one endpoint at a time (the current one) and moves to the next when a
+ * connection fails. Reads (`get`, `listKeys`, `status`, `backup`) are retried on the next endpoint
+ * when they fail with `UNAVAILABLE`. Mutations (`put`, `delete`) are sent only on a connected
+ * channel and are retried only if they were never sent; once sent, any failure is surfaced,
+ * because the write may have been applied (see {@link KvError}). Retries stop at `maxAttempts` or
+ * at the call's deadline, whichever comes first. Every failure is a {@link KvError}.
+ *
+ * Connections are made lazily by the first call; call {@link close} when done.
+ *
+ * @example
+ * ```ts
+ * import { KvClient } from 'kvstore';
+ *
+ * const client = new KvClient({ endpoints: ['10.0.0.1:50051', '10.0.0.2:50051'], consistency: 'quorum' });
+ * try {
+ *   await client.put('user:42', JSON.stringify({ name: 'Ada' }));
+ *   const value = await client.getString('user:42');
+ *   console.log(value); // {"name":"Ada"}
+ * } finally {
+ *   client.close();
+ * }
+ * ```
+ */
+export class KvClient {
+  private readonly endpointList: readonly Endpoint[];
+  private readonly deadlineMs: number;
+  private readonly consistency: ConsistencyLevel | undefined;
+  private readonly maxAttempts: number;
+  private readonly connectTimeoutMs: number;
+  private current = 0;
+  private closed = false;
+
+  /**
+   * Creates a client. No connection is made until the first call.
+   *
+   * @throws Error if no endpoint is given, an endpoint is not `host:port`, or an option is out of
+   *   range.
+   *
+   * @example
+   * ```ts
+   * const client = new KvClient({
+   *   endpoints: ['127.0.0.1:50051', '127.0.0.1:50052'],
+   *   deadlineMs: 2000,
+   *   consistency: 'quorum',
+   *   channelsPerEndpoint: 4,
+   * });
+   * ```
+   */
+  constructor(options: KvClientOptions) {
+    if (typeof options !== 'object' || options === null || !Array.isArray(options.endpoints)) {
+      throw new Error('KvClient: options.endpoints (an array of host:port) is required');
+    }
+    const addresses = parseEndpoints(options.endpoints);
+    this.deadlineMs = checkDeadline(options.deadlineMs ?? deadlineMsDefault, 'deadlineMs');
+    this.connectTimeoutMs = checkDeadline(options.connectTimeoutMs ?? connectTimeoutMsDefault, 'connectTimeoutMs');
+    if (options.consistency !== undefined && !isConsistencyLevel(options.consistency)) {
+      throw new Error(`KvClient: consistency must be 'one', 'quorum' or 'all', got ${JSON.stringify(options.consistency)}`);
+    }
+    this.consistency = options.consistency;
+    const attempts = options.maxAttempts ?? addresses.length * 2;
+    if (!Number.isInteger(attempts) || attempts < 1) {
+      throw new Error(`KvClient: maxAttempts must be a positive integer, got ${String(options.maxAttempts)}`);
+    }
+    this.maxAttempts = Math.min(attempts, attemptsMax);
+    const channelsPerEndpoint = options.channelsPerEndpoint ?? 1;
+    if (!Number.isInteger(channelsPerEndpoint) || channelsPerEndpoint < 1 || channelsPerEndpoint > channelsPerEndpointMax) {
+      throw new Error(
+        `KvClient: channelsPerEndpoint must be an integer from 1 to ${channelsPerEndpointMax}, got ${String(options.channelsPerEndpoint)}`,
+      );
+    }
+    const channelOptions: Record<string, string | number> = {
+      ...channelOptionsDefault,
+      // grpc-js shares one connection between channels to the same address unless each channel
+      // has its own subchannel pool.
+      ...(channelsPerEndpoint > 1 ? { 'grpc.use_local_subchannel_pool': 1 } : {}),
+      ...options.channelOptions,
+    };
+    this.endpointList = addresses.map((address, index) => {
+      const channels = Array.from({ length: channelsPerEndpoint }, () => createChannel(address, undefined, channelOptions));
+      const clients = channels.map((channel): KVStoreClient => createClient(KVStoreDefinition, channel));
+      return { index, address, channels, clients, next: 0 };
+    });
+  }
+
+  /**
+   * Creates a client from a list of endpoints or a comma-separated string (as in
+   * `KVSTORE_ENDPOINTS`). Like the constructor, it does not wait for a connection.
+   *
+   * @example
+   * ```ts
+   * const client = KvClient.connect(process.env.KVSTORE_ENDPOINTS ?? '127.0.0.1:50051', { deadlineMs: 1000 });
+   * ```
+   */
+  static connect(endpoints: string | string[], options: Omit<KvClientOptions, 'endpoints'> = {}): KvClient {
+    return new KvClient({ ...options, endpoints: parseEndpoints(endpoints) });
+  }
+
+  /**
+   * The endpoints, in failover order.
+   *
+   * @example
+   * ```ts
+   * console.log(client.endpoints); // ['127.0.0.1:50051', '127.0.0.1:50052']
+   * ```
+   */
+  get endpoints(): readonly string[] {
+    return this.endpointList.map((endpoint) => endpoint.address);
+  }
+
+  /**
+   * The endpoint the next call tries first (it moves on when a connection fails).
+   *
+   * @example
+   * ```ts
+   * await client.get('k');
+   * console.log(`served by ${client.currentEndpoint}`);
+   * ```
+   */
+  get currentEndpoint(): string {
+    return this.endpointList[this.current]!.address;
+  }
+
+  /**
+   * Stores `value` under `key` and answers the value it replaced.
+   *
+   * Acknowledged once `consistency` replicas durably committed it. Sent at most once: if it fails
+   * after being sent (`UNAVAILABLE`, `DEADLINE_EXCEEDED`), it may still be applied.
+   *
+   * @example
+   * ```ts
+   * const { found, oldValue } = await client.put('color', 'blue', { consistency: 'all' });
+   * if (found) console.log(`was ${oldValue!.toString()}`);
+   * ```
+   */
+  async put(key: Bytes, value: Bytes, options: KvCallOptions = {}): Promise<PutResult> {
+    const operation = 'put';
+    this.checkOpen(operation);
+    const request = {
+      key: checkKey(operation, key),
+      value: checkValue(operation, value),
+      consistency: this.consistencyOf(operation, options),
+    };
+    const response = await this.call(operation, 'mutation', options, (client, callOptions) => client.put(request, callOptions));
+    return response.found ? { found: true, oldValue: response.value } : { found: false };
+  }
+
+  /**
+   * Reads `key`: its value, or `undefined` if it is absent or deleted.
+   *
+   * @example
+   * ```ts
+   * const value = await client.get('color', { consistency: 'quorum', deadlineMs: 500 });
+   * if (value === undefined) console.log('no color');
+   * ```
+   */
+  async get(key: Bytes, options: KvCallOptions = {}): Promise<Buffer | undefined> {
+    const operation = 'get';
+    this.checkOpen(operation);
+    const request = { key: checkKey(operation, key), consistency: this.consistencyOf(operation, options) };
+    const response = await this.call(operation, 'read', options, (client, callOptions) => client.get(request, callOptions));
+    return response.found ? response.value : undefined;
+  }
+
+  /**
+   * Reads `key` and decodes its value as UTF-8; `undefined` if it is absent or deleted.
+   *
+   * @example
+   * ```ts
+   * await client.put('greeting', 'héllo');
+   * console.log(await client.getString('greeting')); // héllo
+   * ```
+   */
+  async getString(key: Bytes, options: KvCallOptions = {}): Promise<string | undefined> {
+    const value = await this.get(key, options);
+    return value?.toString('utf8');
+  }
+
+  /**
+   * Deletes `key` (writes a replicated tombstone) and answers whether a live value existed.
+   * Deleting an absent key is not an error. Retried like {@link put}: only if never sent.
+   *
+   * @example
+   * ```ts
+   * if (await client.delete('color')) console.log('deleted');
+   * ```
+   */
+  async delete(key: Bytes, options: KvCallOptions = {}): Promise<boolean> {
+    const operation = 'delete';
+    this.checkOpen(operation);
+    const request = { key: checkKey(operation, key), consistency: this.consistencyOf(operation, options) };
+    const response = await this.call(operation, 'mutation', options, (client, callOptions) => client.delete(request, callOptions));
+    return response.found;
+  }
+
+  /**
+   * Lists live keys in ascending byte order, one at a time, reading the node's batches lazily.
+   *
+   * If the stream breaks with `UNAVAILABLE`, the listing resumes on the next endpoint after the
+   * last key received, so no key is repeated or skipped. `deadlineMs` bounds each wait (for a
+   * connection and for the next batch), not the whole listing; abort `signal` to stop it, or just
+   * `break` out of the loop.
+   *
+   * @example
+   * ```ts
+   * for await (const key of client.listKeys({ prefix: 'user:', limit: 100 })) {
+   *   console.log(key.toString());
+   * }
+   * ```
+   */
+  listKeys(options: ListKeysOptions = {}): AsyncGenerator<Buffer, void, undefined> {
+    const batches = this.listKeyBatches(options);
+    return (async function* keys() {
+      for await (const batch of batches) yield* batch;
+    })();
+  }
+
+  /**
+   * Lists live keys in ascending byte order as the node's batches (non-empty arrays). Same
+   * semantics as {@link listKeys}; fewer iterations when keys are processed in bulk.
+   *
+   * @example
+   * ```ts
+   * let count = 0;
+   * for await (const batch of client.listKeyBatches({ startAfter: 'user:0999' })) count += batch.length;
+   * ```
+   */
+  listKeyBatches(options: ListKeysOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
+    const operation = 'listKeys';
+    this.checkOpen(operation);
+    const prefix = options.prefix === undefined ? emptyBuffer : checkBytes(operation, 'prefix', options.prefix);
+    const startAfter = options.startAfter === undefined ? emptyBuffer : checkBytes(operation, 'startAfter', options.startAfter);
+    const limit = options.limit ?? 0;
+    if (!Number.isInteger(limit) || limit < 0 || limit > listLimitMax) {
+      throw invalid(operation, `limit must be an integer from 0 (all) to ${listLimitMax}, got ${String(options.limit)}`);
+    }
+    const budgetMs = checkCallDeadline(operation, options.deadlineMs ?? this.deadlineMs);
+    return this.streamKeys(operation, { prefix, startAfter, limit }, budgetMs, options.signal);
+  }
+
+  /**
+   * Takes a hot, consistent backup of the answering node (or of every node with `allNodes`) into
+   * its backup directory, and describes it. Restore with `kvstore restore --from <path>`.
+   *
+   * @example
+   * ```ts
+   * const backup = await client.backup({ allNodes: true, deadlineMs: 60_000 });
+   * for (const node of backup.nodes) {
+   *   console.log(node.nodeId, node.error || `${node.keyCount} keys in ${node.path}`);
+   * }
+   * ```
+   */
+  async backup(options: BackupOptions = {}): Promise<BackupStatus> {
+    const operation = 'backup';
+    this.checkOpen(operation);
+    const request = { allNodes: options.allNodes === true };
+    const response = await this.call(operation, 'read', options, (client, callOptions) => client.backup(request, callOptions));
+    return fromBackupStatus(response);
+  }
+
+  /**
+   * Describes the answering node and its view of the cluster: members, reachability and the
+   * replication backlog towards each.
+   *
+   * @example
+   * ```ts
+   * const status = await client.status();
+   * for (const member of status.members) {
+   *   if (!member.reachable) console.warn(`${member.nodeId}: ${member.backlogEntries} writes waiting`);
+   * }
+   * ```
+   */
+  async status(options: StatusOptions = {}): Promise<NodeStatus> {
+    const operation = 'status';
+    this.checkOpen(operation);
+    const response = await this.call(operation, 'read', options, (client, callOptions) => client.status({}, callOptions));
+    return fromStatusResponse(response);
+  }
+
+  /**
+   * Closes every connection. Calls in flight fail; later calls throw `FAILED_PRECONDITION`.
+   * Closing twice is harmless.
+   *
+   * @example
+   * ```ts
+   * const client = KvClient.connect('127.0.0.1:50051');
+   * try {
+   *   await client.put('k', 'v');
+   * } finally {
+   *   client.close();
+   * }
+   * ```
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const endpoint of this.endpointList) {
+      for (const channel of endpoint.channels) channel.close();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private checkOpen(operation: string): void {
+    if (this.closed) throw new KvError(Status.FAILED_PRECONDITION, 'the client is closed', '', { operation });
+  }
+
+  private consistencyOf(operation: string, options: KvCallOptions) {
+    const level = options.consistency ?? this.consistency;
+    if (level !== undefined && !isConsistencyLevel(level)) {
+      throw invalid(operation, `consistency must be 'one', 'quorum' or 'all', got ${JSON.stringify(level)}`);
+    }
+    return toConsistency(level);
+  }
+
+  /** The connection attempt number `position` uses: endpoints in order, channels round-robin. */
+  private target(position: number): Target {
+    const endpoint = this.endpointList[position % this.endpointList.length]!;
+    const slot = endpoint.next;
+    endpoint.next = (slot + 1) % endpoint.channels.length;
+    return { index: endpoint.index, address: endpoint.address, channel: endpoint.channels[slot]!, client: endpoint.clients[slot]! };
+  }
+
+  /** Moves the current endpoint past `index` after a connection failure there. */
+  private failover(index: number): void {
+    // Several calls may fail on the same endpoint at once: move on once, not once per call.
+    if (this.current === index) this.current = (index + 1) % this.endpointList.length;
+  }
+
+  /**
+   * Waits until the target's channel is connected. Answers `undefined` when it is, or the error
+   * that explains why the endpoint is skipped (the caller checks `scope.aborted` first). A channel
+   * already failing to connect is skipped at once, as gRPC's fail-fast calls do.
+   */
+  private async connect(target: Target, scope: CallScope, operation: string): Promise<KvError | undefined> {
+    const { channel } = target;
+    const until = Math.min(scope.deadlineAt, Date.now() + this.connectTimeoutMs);
+    for (;;) {
+      const state: number = channel.getConnectivityState(true);
+      if (state === channelReady) return undefined;
+      if (state === channelTransientFailure || state === channelShutdown) {
+        return unreachableError(operation, target.address, 'could not connect (connection refused or failing)');
+      }
+      if (scope.aborted) return unreachableError(operation, target.address, 'aborted while connecting');
+      if (Date.now() >= until) {
+        return unreachableError(operation, target.address, `not connected within ${this.connectTimeoutMs}ms`);
+      }
+      const changed = await new Promise<boolean>((resolve) => {
+        const onAbort = (): void => resolve(false);
+        scope.signal.addEventListener('abort', onAbort, { once: true });
+        channel.watchConnectivityState(state as Parameters<Channel['watchConnectivityState']>[0], until, (error) => {
+          scope.signal.removeEventListener('abort', onAbort);
+          resolve(error === undefined);
+        });
+      });
+      if (!changed && !scope.aborted) {
+        return unreachableError(operation, target.address, `not connected within ${this.connectTimeoutMs}ms`);
+      }
+    }
+  }
+
+  /** Call options of one attempt: the scope's signal and its deadline, told to the node too. */
+  private callOptions(scope: CallScope, withDeadline: boolean): CallOptions {
+    if (!withDeadline) return { signal: scope.signal };
+    // The gRPC wire deadline lets the node stop waiting for replicas when we stop waiting for it.
+    const remainingMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(scope.remainingMs())));
+    return { signal: scope.signal, metadata: Metadata().set('grpc-timeout', `${remainingMs}m`) };
+  }
+
+  /** Runs a unary call with the deadline, failover and retry rules of `policy`. */
+  private async call<T>(
+    operation: string,
+    policy: RetryPolicy,
+    options: KvCallOptions,
+    send: (client: KVStoreClient, callOptions: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    const scope = new CallScope(checkCallDeadline(operation, options.deadlineMs ?? this.deadlineMs), options.signal);
+    const start = this.current;
+    const count = this.endpointList.length;
+    let lastUnreachable: KvError | undefined;
+    let lastAnswered: KvError | undefined;
+    let endpoint = this.endpointList[start]!.address;
+    try {
+      for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+        if (attempt > 0 && attempt % count === 0) await scope.sleep(roundBackoffMs());
+        if (scope.aborted) throw scope.abortError(operation, endpoint, lastAnswered === undefined);
+        const target = this.target(start + attempt);
+        endpoint = target.address;
+        const skipped = await this.connect(target, scope, operation);
+        if (scope.aborted) throw scope.abortError(operation, endpoint, lastAnswered === undefined);
+        if (skipped !== undefined) {
+          lastUnreachable = skipped;
+          this.failover(target.index);
+          continue;
+        }
+        try {
+          return await send(target.client, this.callOptions(scope, true));
+        } catch (error) {
+          if (scope.aborted) throw scope.abortError(operation, endpoint, false, policy === 'mutation');
+          const failure = toKvError(error, operation, endpoint);
+          // A mutation that was sent may have been applied: never send it again.
+          if (policy === 'mutation' || failure.code !== Status.UNAVAILABLE) throw failure;
+          if (target.channel.getConnectivityState(false) === channelReady) {
+            lastAnswered = failure;
+          } else {
+            lastUnreachable = unreachableError(operation, endpoint, `connection lost: ${failure.details}`);
+            this.failover(target.index);
+          }
+        }
+      }
+      throw this.exhausted(operation, lastAnswered, lastUnreachable);
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** The error once every attempt failed: the last node's answer, or "cannot connect". */
+  private exhausted(operation: string, lastAnswered: KvError | undefined, lastUnreachable: KvError | undefined): KvError {
+    if (lastAnswered !== undefined) return lastAnswered;
+    const tried = this.endpoints.join(', ');
+    const last = lastUnreachable === undefined ? '' : `; last: ${lastUnreachable.endpoint}: ${lastUnreachable.details}`;
+    return new KvError(
+      Status.UNAVAILABLE,
+      `cannot connect to any endpoint (${tried}) after ${this.maxAttempts} attempts${last}`,
+      lastUnreachable?.endpoint ?? '',
+      { operation, unreachable: true, cause: lastUnreachable },
+    );
+  }
+
+  /** The ListKeys stream with resume-after-last-key on UNAVAILABLE. */
+  private async *streamKeys(
+    operation: string,
+    request: { prefix: Buffer; startAfter: Buffer; limit: number },
+    budgetMs: number,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Buffer[], void, undefined> {
+    const scope = new CallScope(budgetMs, signal);
+    const count = this.endpointList.length;
+    const unlimited = request.limit === 0;
+    let remaining = request.limit;
+    let startAfter = request.startAfter;
+    let position = this.current;
+    let attemptsWithoutProgress = 0;
+    let lastUnreachable: KvError | undefined;
+    let lastAnswered: KvError | undefined;
+    let endpoint = this.endpointList[position]!.address;
+    try {
+      for (;;) {
+        if (attemptsWithoutProgress >= this.maxAttempts) throw this.exhausted(operation, lastAnswered, lastUnreachable);
+        if (attemptsWithoutProgress > 0 && attemptsWithoutProgress % count === 0) await scope.sleep(roundBackoffMs());
+        if (scope.aborted) throw scope.abortError(operation, endpoint, lastAnswered === undefined);
+        const target = this.target(position);
+        endpoint = target.address;
+        position += 1;
+        attemptsWithoutProgress += 1;
+        const skipped = await this.connect(target, scope, operation);
+        if (scope.aborted) throw scope.abortError(operation, endpoint, lastAnswered === undefined);
+        if (skipped !== undefined) {
+          lastUnreachable = skipped;
+          this.failover(target.index);
+          continue;
+        }
+        // No wire deadline: the budget restarts with every batch, the node cannot know that.
+        const stream = target.client.listKeys(
+          { prefix: request.prefix, startAfter, limit: unlimited ? 0 : remaining },
+          this.callOptions(scope, false),
+        );
+        const iterator = stream[Symbol.asyncIterator]();
+        try {
+          for (;;) {
+            let result: IteratorResult<KeyList>;
+            try {
+              result = await iterator.next();
+            } catch (error) {
+              if (scope.aborted) {
+                throw scope.abortError(operation, endpoint, false, false, `no batch of keys within ${budgetMs}ms`);
+              }
+              const failure = toKvError(error, operation, endpoint);
+              if (failure.code !== Status.UNAVAILABLE) throw failure;
+              if (target.channel.getConnectivityState(false) === channelReady) {
+                lastAnswered = failure;
+              } else {
+                lastUnreachable = unreachableError(operation, endpoint, `connection lost: ${failure.details}`);
+                this.failover(target.index);
+              }
+              break; // resume on the next endpoint after the last key received
+            }
+            if (result.done === true) return;
+            let keys = result.value.keys;
+            if (keys.length === 0) {
+              scope.arm(); // an empty batch still shows the stream is alive
+              continue;
+            }
+            if (!unlimited) {
+              if (keys.length > remaining) keys = keys.slice(0, remaining);
+              remaining -= keys.length;
+            }
+            startAfter = keys[keys.length - 1]!;
+            attemptsWithoutProgress = 0;
+            lastAnswered = undefined;
+            lastUnreachable = undefined;
+            // The consumer's time with a batch does not count against the deadline.
+            scope.disarm();
+            yield keys;
+            scope.arm();
+            if (!unlimited && remaining === 0) return;
+          }
+        } finally {
+          // Cancels the call if it is still open (early return, break or error in the consumer).
+          await iterator.return?.().catch(() => undefined);
+        }
+      }
+    } finally {
+      scope.dispose();
+    }
+  }
+}
+
+function roundBackoffMs(): number {
+  return roundBackoffMsMin + Math.random() * (roundBackoffMsMax - roundBackoffMsMin);
+}
+
+function unreachableError(operation: string, endpoint: string, details: string): KvError {
+  return new KvError(Status.UNAVAILABLE, details, endpoint, { operation, unreachable: true });
+}
+
+function invalid(operation: string, details: string): KvError {
+  return new KvError(Status.INVALID_ARGUMENT, details, '', { operation });
+}
+
+function checkBytes(operation: string, name: string, value: unknown): Buffer {
+  if (!isBytes(value)) throw invalid(operation, `${name} must be a string or a Uint8Array, got ${typeof value}`);
+  return toBuffer(value);
+}
+
+function checkKey(operation: string, key: unknown): Buffer {
+  const bytes = checkBytes(operation, 'key', key);
+  if (bytes.length === 0) throw invalid(operation, 'key must not be empty');
+  return bytes;
+}
+
+function checkValue(operation: string, value: unknown): Buffer {
+  return checkBytes(operation, 'value', value);
+}
+
+function isValidDeadline(ms: unknown): ms is number {
+  return typeof ms === 'number' && Number.isFinite(ms) && ms > 0 && ms <= deadlineMsMax;
+}
+
+function checkDeadline(ms: unknown, name: string): number {
+  if (!isValidDeadline(ms)) {
+    throw new Error(`KvClient: ${name} must be a number of milliseconds from 1 to ${deadlineMsMax}, got ${String(ms)}`);
+  }
+  return ms;
+}
+
+function checkCallDeadline(operation: string, ms: unknown): number {
+  if (!isValidDeadline(ms)) {
+    throw invalid(operation, `deadlineMs must be a number of milliseconds from 1 to ${deadlineMsMax}, got ${String(ms)}`);
+  }
+  return ms;
+}

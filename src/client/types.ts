@@ -1,0 +1,164 @@
+/**
+ * Public types of the kvstore SDK: options, call options and the plain result objects.
+ *
+ * Everything here is plain data: no gRPC types, no bigint (64-bit counters become `number`, exact
+ * up to 2^53, far beyond any count or size a node reports), dates as `Date`.
+ */
+
+/** Consistency of one request: how many of the key's replicas must answer. */
+export type ConsistencyLevel = 'one' | 'quorum' | 'all';
+
+/** The consistency levels, in the order of increasing strength. */
+export const consistencyLevels: readonly ConsistencyLevel[] = ['one', 'quorum', 'all'];
+
+/** A key or a value: a string is encoded as UTF-8, bytes are sent as they are. */
+export type Bytes = string | Uint8Array;
+
+/** Options of {@link KvClient}. Only `endpoints` is required. */
+export interface KvClientOptions {
+  /**
+   * Node addresses as `host:port` (IPv6 as `[::1]:50051`), at least one. Any node coordinates
+   * any request; the client talks to one at a time and fails over to the next.
+   */
+  endpoints: string[];
+  /** Default deadline of each call in milliseconds (default 5000). */
+  deadlineMs?: number;
+  /** Default consistency of every call (default: the node's configured default). */
+  consistency?: ConsistencyLevel;
+  /**
+   * Maximum attempts of one call across endpoints, counting skipped (unreachable) endpoints
+   * (default `endpoints.length * 2`, at most 64). Every attempt is also bounded by the deadline.
+   */
+  maxAttempts?: number;
+  /**
+   * Separate connections (HTTP/2 sessions) per endpoint; calls spread over them round-robin
+   * (default 1, at most 64). More than one helps a single client drive high throughput.
+   */
+  channelsPerEndpoint?: number;
+  /**
+   * How long one attempt waits for a connection to an endpoint before skipping to the next one,
+   * in milliseconds (default 1000; never more than the call's remaining deadline). An endpoint
+   * whose connection is already known to be failing is skipped at once.
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Extra @grpc/grpc-js channel options (e.g. `grpc.keepalive_time_ms`), merged over the SDK's
+   * own (`grpc.initial_reconnect_backoff_ms` 250, `grpc.max_reconnect_backoff_ms` 2000).
+   */
+  channelOptions?: Record<string, string | number>;
+}
+
+/** Options of one call; each overrides the client's default. */
+export interface KvCallOptions {
+  /** Deadline of this call in milliseconds (retries included). */
+  deadlineMs?: number;
+  /** Consistency of this call. */
+  consistency?: ConsistencyLevel;
+  /** Aborting this signal cancels the call; it then rejects with a `CANCELLED` {@link KvError}. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link KvClient.listKeys} and {@link KvClient.listKeyBatches}. */
+export interface ListKeysOptions {
+  /** Only keys starting with these bytes. */
+  prefix?: Bytes;
+  /** Only keys strictly greater than this one (continue a listing after its last key). */
+  startAfter?: Bytes;
+  /** At most this many keys in total (default: all). */
+  limit?: number;
+  /**
+   * Longest wait for the connection and for each next batch, in milliseconds (default: the
+   * client's `deadlineMs`). It does not bound the whole listing: use `signal` for that.
+   */
+  deadlineMs?: number;
+  /** Aborting this signal stops the listing with a `CANCELLED` {@link KvError}. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link KvClient.backup}. */
+export interface BackupOptions {
+  /** Back up every reachable member, not just the node answering. */
+  allNodes?: boolean;
+  /** Deadline in milliseconds (default: the client's `deadlineMs`). */
+  deadlineMs?: number;
+  /** Aborting this signal cancels the call. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link KvClient.status}. */
+export interface StatusOptions {
+  /** Deadline in milliseconds (default: the client's `deadlineMs`). */
+  deadlineMs?: number;
+  /** Aborting this signal cancels the call. */
+  signal?: AbortSignal;
+}
+
+/** The result of {@link KvClient.put}. */
+export interface PutResult {
+  /** True if a live value existed before this put (on the replicas that acknowledged it). */
+  found: boolean;
+  /** The value this put replaced, when `found`. */
+  oldValue?: Buffer;
+}
+
+/** Where a backup was written and what it holds. */
+export interface BackupStatus {
+  /** Directory holding the copy, on the node that made it. */
+  path: string;
+  /** Size of the copy in bytes. */
+  bytes: number;
+  /** Live keys in the copy. */
+  keyCount: number;
+  /** When the copy was taken. */
+  createdAt: Date;
+  /** Node the copy belongs to. */
+  nodeId: string;
+  /** With `allNodes`: one entry per member (the answering node's included); otherwise empty. */
+  nodes: BackupStatus[];
+  /** With `allNodes`: why this member's backup failed; empty when it did not. */
+  error: string;
+}
+
+/** One cluster member as seen from the node that answered {@link KvClient.status}. */
+export interface MemberStatus {
+  /** Member id. */
+  nodeId: string;
+  /** Peer address (host:port of its internal API). */
+  peer: string;
+  /** True for the answering node itself. */
+  self: boolean;
+  /** Whether the answering node's last contact with this member succeeded. */
+  reachable: boolean;
+  /** Replication log entries waiting to be delivered to this member. */
+  backlogEntries: number;
+  /** Bytes of those entries. */
+  backlogBytes: number;
+  /** Age of the oldest waiting entry in milliseconds (0 when the backlog is empty). */
+  backlogOldestAgeMs: number;
+  /** Last successful contact; absent if there never was one. */
+  lastContact?: Date;
+  /** Entries dropped from the log towards this member because of hints limits. */
+  droppedEntries: number;
+}
+
+/** The answering node's view of itself and the cluster. */
+export interface NodeStatus {
+  /** This node's configured id. */
+  nodeId: string;
+  /** Seconds since the node started. */
+  uptimeSeconds: number;
+  /** Live (non-deleted) records stored on this node. */
+  keyCount: number;
+  /** Records stored on this node including tombstones. */
+  recordCount: number;
+  /** Replication factor of the cluster. */
+  replicationFactor: number;
+  /** Public API address the node listens on. */
+  listen: string;
+  /** Data directory of the node. */
+  dataDir: string;
+  /** Server version. */
+  version: string;
+  /** Every cluster member, the answering node included. */
+  members: MemberStatus[];
+}
