@@ -80,8 +80,11 @@ export class Coordinator {
       if (!waitForPeers) return;
       const loop = this.loops.get(peer)!;
       tracked.push({ loop, seq, outcome: loop.track(seq) });
+    }, () => {
+      // Visible, not yet flushed: peers apply while our fsync runs. The client is answered only
+      // after our flush and W durable acks, so overlapping them changes no guarantee.
+      for (const peer of peers) this.loops.get(peer)!.wake();
     });
-    for (const peer of peers) this.loops.get(peer)!.wake();
 
     let newest = committed.previous;
     if (!waitForPeers) return toReadResult(newest);

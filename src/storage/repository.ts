@@ -133,7 +133,8 @@ export class Repository {
    * Commits a write coordinated by this node in one transaction: the record (last-writer-wins
    * against the stored one) when this node is a replica, one replication-log entry per peer in
    * `hintPeers`, and the clock high-water mark. `onLogged` runs inside the transaction for each
-   * log entry, before any reader can see it. Resolves after the commit is flushed.
+   * log entry, before any reader can see it; `onCommitted` runs once the commit is visible but
+   * before it is flushed (so replication can overlap the local fsync). Resolves after the flush.
    */
   async commitWrite(
     key: Buffer,
@@ -142,6 +143,7 @@ export class Repository {
     hintPeers: readonly string[],
     clock: ClockReading,
     onLogged?: (peer: string, seq: number) => void,
+    onCommitted?: () => void,
   ): Promise<WriteOutcome> {
     const outcome = await this.env.transaction(() => {
       let previous: Buffer | undefined;
@@ -159,6 +161,7 @@ export class Repository {
       this.meta.putSync(metaClock, encodeClock(clock));
       return { previous, hintSeqs };
     });
+    onCommitted?.();
     await this.env.flushed;
     return outcome;
   }

@@ -65,7 +65,9 @@ export class TcpProxy {
       return;
     }
     const [host, port] = [this.target.slice(0, this.target.lastIndexOf(':')), Number(this.target.slice(this.target.lastIndexOf(':') + 1))];
-    const upstream = connect(port, host);
+    const upstream = connect({ port, host, noDelay: true });
+    // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to every small gRPC message.
+    client.setNoDelay(true);
     this.track(upstream);
     upstream.on('error', () => client.destroy());
     client.on('error', () => upstream.destroy());
