@@ -37,6 +37,8 @@ export const channelsPerEndpointMax = 64;
 /** Jittered pause between full rounds over the endpoints, so clients do not retry in lockstep. */
 const roundBackoffMsMin = 10;
 const roundBackoffMsMax = 100;
+/** Largest message the client sends or accepts: the node's 32 MiB value ceiling plus framing. */
+const messageBytesMax = 40 * 1024 * 1024;
 /** grpc-timeout allows at most 8 digits. */
 const grpcTimeoutMsMax = 99_999_999;
 /** ListKeysRequest.limit is a uint32. */
@@ -49,6 +51,10 @@ const listLimitMax = 0xffff_ffff;
 const channelOptionsDefault: Record<string, string | number> = {
   'grpc.initial_reconnect_backoff_ms': 250,
   'grpc.max_reconnect_backoff_ms': 2000,
+  // A node may allow values up to 32 MiB (limits.maxValueBytes); grpc-js would refuse any
+  // answer over 4 MiB, so a Get (or a Put's old value) of a large value would fail.
+  'grpc.max_receive_message_length': messageBytesMax,
+  'grpc.max_send_message_length': messageBytesMax,
 };
 
 /** grpc-js connectivity states (gRPC spec values; grpc-js itself is not a direct dependency). */

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Repository } from '../storage/repository.js';
@@ -18,13 +19,14 @@ export const backupManifestName = 'kvstore-backup.json';
 
 /**
  * Takes this node's hot, consistent backup (LMDB's compacting copy) into a new directory under
- * backupDir named `<nodeId>-<UTC timestamp>`, counts its live keys from the copy itself, and
+ * backupDir named `<nodeId>-<UTC timestamp>-<random>`, counts its live keys from the copy itself, and
  * writes a manifest.
  */
 export async function backupLocal(repo: Repository, nodeId: string, backupDir: string): Promise<NodeBackup> {
   const createdAtMs = Date.now();
   const stamp = new Date(createdAtMs).toISOString().replace(/[:.]/g, '-');
-  const path = join(backupDir, `${nodeId}-${stamp}`);
+  // The random suffix keeps two backups taken in the same millisecond apart.
+  const path = join(backupDir, `${nodeId}-${stamp}-${randomBytes(3).toString('hex')}`);
   const { bytes } = await repo.backup(path);
   const copy = Repository.openReadOnly(path);
   let keyCount = 0;
