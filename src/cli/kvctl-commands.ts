@@ -5,6 +5,7 @@
  * kvctl-<name>.ts file and append it here; the dispatcher, `--help` and flag parsing pick it up.
  */
 import { backupCommand, statusCommand } from './kvctl-admin.js';
+import { benchCommand } from './kvctl-bench.js';
 import type { KvctlCommand } from './kvctl-command.js';
 import { delCommand, getCommand, lsCommand, putCommand } from './kvctl-kv.js';
 
@@ -15,4 +16,5 @@ export const kvctlCommands: readonly KvctlCommand[] = [
   lsCommand,
   backupCommand,
   statusCommand,
+  benchCommand,
 ];

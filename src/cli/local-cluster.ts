@@ -34,7 +34,7 @@ export class LocalCluster {
     const members = ids.map((id, i) => ({ id, peer: `127.0.0.1:${basePort + 100 + i}` }));
     const paths = ids.map((id, i) => {
       const path = join(dir, `${id}.yaml`);
-      const config = { nodeId: id, listen: `127.0.0.1:${basePort + i}`, peerListen: `127.0.0.1:${basePort + 100 + i}`, dataDir: join(dir, id), logLevel: 'warn', cluster: { members }, ...extra };
+      const config = { nodeId: id, listen: `127.0.0.1:${basePort + i}`, peerListen: `127.0.0.1:${basePort + 100 + i}`, dataDir: join(dir, id), logLevel: 'info', cluster: { members }, ...extra };
       writeFileSync(path, stringify(config));
       return path;
     });

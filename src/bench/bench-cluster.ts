@@ -1,0 +1,150 @@
+/**
+ * A throwaway local cluster for `kvctl bench --local-cluster N` and the suite: N node processes
+ * (src/cli/local-cluster.ts) on free ports in a temp dir, stopped and removed afterwards.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LocalCluster } from '../cli/local-cluster.js';
+import { KvClient } from '../client/index.js';
+
+/** LocalCluster's layout: public ports basePort+i, peer ports basePort+peerPortOffset+i. */
+export const peerPortOffset = 100;
+/** Base ports are drawn from [basePortMin, basePortMax) (below Linux's ephemeral range 32768+). */
+const basePortMin = 20_000;
+const basePortMax = 32_000;
+/** Attempts to find a base port whose 2N ports are all free (and to start on it). */
+const startAttemptsMax = 5;
+/** A node gets SIGTERM and this long to exit before SIGKILL. */
+const stopGraceMs = 15_000;
+const host = '127.0.0.1';
+/** How long a fresh cluster may take until every node reaches every peer (probes run every second). */
+const healthyTimeoutMs = 30_000;
+const healthPollMs = 200;
+/** Deadline of one Status call while polling. */
+const statusDeadlineMs = 2000;
+
+/**
+ * Waits until every node answers Status and sees every peer reachable (and, with `drained`, has
+ * no replication backlog). A fresh cluster's nodes start at the same time and only learn that
+ * their peers are up from their first probe; a write at consistency ALL before that fails.
+ * Answers false if that did not happen within `timeoutMs`.
+ */
+export async function waitUntilHealthy(endpoints: readonly string[], drained: boolean, timeoutMs = healthyTimeoutMs): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  const clients = endpoints.map((endpoint) => new KvClient({ endpoints: [endpoint], deadlineMs: statusDeadlineMs }));
+  try {
+    for (;;) {
+      const statuses = await Promise.all(clients.map((client) => client.status().catch(() => undefined)));
+      const healthy = statuses.every(
+        (status) => status !== undefined && status.members.every((member) => member.self || (member.reachable && (!drained || member.backlogEntries === 0))),
+      );
+      if (healthy) return true;
+      if (Date.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, healthPollMs));
+    }
+  } finally {
+    for (const client of clients) client.close();
+  }
+}
+
+export interface BenchCluster {
+  readonly endpoints: string[];
+  readonly pids: number[];
+  readonly nodeIds: string[];
+  readonly dir: string;
+  readonly replicationFactor: number;
+  /** Stops every node (SIGTERM, then SIGKILL after a grace period) and removes the temp dir. */
+  stop(): Promise<void>;
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
+  });
+}
+
+async function findBasePort(size: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = basePortMin + Math.floor(Math.random() * (basePortMax - basePortMin - peerPortOffset - size));
+    const ports = Array.from({ length: size }, (_, i) => [base + i, base + peerPortOffset + i]).flat();
+    const free = await Promise.all(ports.map(portFree));
+    if (free.every(Boolean)) return base;
+  }
+  throw new Error(`no free block of ports for a ${size}-node local cluster between ${basePortMin} and ${basePortMax}`);
+}
+
+/**
+ * The `extra` config of LocalCluster.generate. It spreads over each node's config, so a `cluster`
+ * key replaces generate's own: with a replication factor we rebuild its member list
+ * (ids n1..nN, peers on basePort+100+i, as generate writes them).
+ */
+export function localClusterExtra(size: number, basePort: number, replicationFactor: number | undefined): Record<string, unknown> {
+  // LocalCluster detects a started node by its "listening" line, which pino prints at info.
+  const extra: Record<string, unknown> = { logLevel: 'info' };
+  if (replicationFactor !== undefined) {
+    const members = Array.from({ length: size }, (_, i) => ({ id: `n${i + 1}`, peer: `${host}:${basePort + peerPortOffset + i}` }));
+    extra['cluster'] = { members, replicationFactor };
+  }
+  return extra;
+}
+
+async function stopNodes(cluster: LocalCluster): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const stopped = await Promise.race([
+    cluster.stop().then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), stopGraceMs);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (stopped) return;
+  // Only our own children, by their handles.
+  await Promise.all(
+    cluster.nodes.map(
+      (node) =>
+        new Promise<void>((resolve) => {
+          if (node.child.exitCode !== null || node.child.signalCode !== null) return resolve();
+          node.child.once('exit', () => resolve());
+          node.child.kill('SIGKILL');
+        }),
+    ),
+  );
+}
+
+/** Starts `size` local nodes in a fresh temp dir; retries on another port block if one is taken. */
+export async function startBenchCluster(size: number, replicationFactor?: number): Promise<BenchCluster> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < startAttemptsMax; attempt++) {
+    const dir = mkdtempSync(join(tmpdir(), 'kvstore-bench-'));
+    try {
+      const basePort = await findBasePort(size);
+      const cluster = await LocalCluster.generate(size, dir, basePort, localClusterExtra(size, basePort, replicationFactor));
+      if (!(await waitUntilHealthy(cluster.endpoints, false))) {
+        await stopNodes(cluster);
+        throw new Error(`the local cluster's nodes did not all see each other within ${healthyTimeoutMs} ms`);
+      }
+      let stopping: Promise<void> | undefined;
+      return {
+        endpoints: cluster.endpoints,
+        pids: cluster.nodes.map((node) => node.child.pid ?? 0).filter((pid) => pid > 0),
+        nodeIds: cluster.nodes.map((node) => node.id),
+        dir,
+        replicationFactor: replicationFactor ?? Math.min(3, size),
+        stop() {
+          stopping ??= stopNodes(cluster).finally(() => rmSync(dir, { recursive: true, force: true }));
+          return stopping;
+        },
+      };
+    } catch (error) {
+      lastError = error;
+      rmSync(dir, { recursive: true, force: true });
+      // A taken port shows as a node that exited before listening: try another block.
+      if (!/EADDRINUSE|address already in use|exited with code/i.test(error instanceof Error ? error.message : String(error))) break;
+    }
+  }
+  throw lastError instanceof Error ? lastError : new Error(String(lastError));
+}

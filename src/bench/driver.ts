@@ -1,0 +1,173 @@
+/**
+ * How a worker issues operations: through the SDK (KvClient: per-call deadline timer, failover,
+ * retries of reads) or through bare nice-grpc clients of gen/ (one request object and one call;
+ * the deadline travels as grpc-timeout and the node enforces it). Both spread a thread's channels
+ * over the endpoints the same way, so their numbers are comparable.
+ */
+import { ClientError, createChannel, createClient, Metadata, Status, type Channel } from 'nice-grpc';
+import { KVStoreDefinition, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+import { toConsistency } from '../client/convert.js';
+import { KvClient, KvError, channelsPerEndpointMax, statusName, type ConsistencyLevel } from '../client/index.js';
+import type { ClientKind } from './options.js';
+import type { OpName } from './workload.js';
+
+/** How long a worker waits for all its channels to connect before giving up. */
+export const connectTimeoutMs = 10_000;
+/** Values may exceed grpc-js's default 4 MiB receive limit (get of a large value). */
+const receiveBytesUnlimited = -1;
+/** Cap the reconnect backoff (grpc-js default 120 s) so a restarted node is used again quickly. */
+const channelOptions = {
+  'grpc.max_receive_message_length': receiveBytesUnlimited,
+  'grpc.initial_reconnect_backoff_ms': 250,
+  'grpc.max_reconnect_backoff_ms': 2000,
+  // Each channel its own TCP connection, even to the same address.
+  'grpc.use_local_subchannel_pool': 1,
+} as const;
+
+/** grpc-js connectivity states. */
+const channelReady = 2;
+const channelTransientFailure = 3;
+const channelShutdown = 4;
+
+export interface Driver {
+  /** Connects every channel; rejects with a {@link ConnectError} naming the endpoint. */
+  connect(): Promise<void>;
+  /** Runs one operation on channel `slot`; rejects with the call's error. */
+  exec(op: OpName, slot: number, key: Buffer, value: Buffer, signal: AbortSignal): Promise<void>;
+  close(): void;
+}
+
+/** No channel to an endpoint could be connected. */
+export class ConnectError extends Error {
+  override readonly name = 'ConnectError';
+}
+
+/** The gRPC status code name of an operation's failure (`CANCELLED` for an abort). */
+export function errorCodeName(error: unknown): string {
+  if (KvError.isKvError(error)) return statusName(error.code);
+  if (error instanceof ClientError) return statusName(error.code);
+  if (error instanceof Error && error.name === 'AbortError') return statusName(Status.CANCELLED);
+  return statusName(Status.UNKNOWN);
+}
+
+/** A one-line description of an operation's failure. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof ClientError) return `${statusName(error.code)}: ${error.details}`;
+  return error instanceof Error ? error.message : String(error);
+}
+
+export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }): Driver {
+  return kind === 'sdk' ? new SdkDriver(options) : new RawDriver(options);
+}
+
+/** Waits until `channel` is READY; fails at once on TRANSIENT_FAILURE (refused) or at the deadline. */
+async function waitReady(channel: Channel, address: string, deadlineAt: number): Promise<void> {
+  for (;;) {
+    const state: number = channel.getConnectivityState(true);
+    if (state === channelReady) return;
+    if (state === channelTransientFailure || state === channelShutdown) {
+      throw new ConnectError(`cannot connect to ${address}: connection refused or failing`);
+    }
+    if (Date.now() >= deadlineAt) throw new ConnectError(`cannot connect to ${address}: not connected within ${connectTimeoutMs} ms`);
+    await new Promise<void>((resolve) => {
+      channel.watchConnectivityState(state as Parameters<Channel['watchConnectivityState']>[0], deadlineAt, () => resolve());
+    });
+  }
+}
+
+class RawDriver implements Driver {
+  private readonly channels: Channel[];
+  private readonly clients: KVStoreClient[];
+  private readonly consistency: number;
+  /** Read-only: nice-grpc converts it to grpc-js metadata on every call. */
+  private readonly metadata: Metadata;
+
+  constructor(private readonly options: { channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }) {
+    this.channels = options.channelEndpoints.map((address) => createChannel(address, undefined, channelOptions));
+    this.clients = this.channels.map((channel) => createClient(KVStoreDefinition, channel));
+    this.consistency = toConsistency(options.consistency);
+    this.metadata = Metadata().set('grpc-timeout', `${options.timeoutMs}m`);
+  }
+
+  async connect(): Promise<void> {
+    const deadlineAt = Date.now() + connectTimeoutMs;
+    await Promise.all(this.channels.map((channel, i) => waitReady(channel, this.options.channelEndpoints[i]!, deadlineAt)));
+  }
+
+  async exec(op: OpName, slot: number, key: Buffer, value: Buffer, signal: AbortSignal): Promise<void> {
+    const client = this.clients[slot]!;
+    const callOptions = { signal, metadata: this.metadata };
+    switch (op) {
+      case 'get':
+        await client.get({ key, consistency: this.consistency }, callOptions);
+        return;
+      case 'put':
+        await client.put({ key, value, consistency: this.consistency }, callOptions);
+        return;
+      case 'delete':
+        await client.delete({ key, consistency: this.consistency }, callOptions);
+        return;
+    }
+  }
+
+  close(): void {
+    for (const channel of this.channels) channel.close();
+  }
+}
+
+class SdkDriver implements Driver {
+  /** One client per endpoint this thread has channels to, that endpoint first (then failover). */
+  private readonly clientsByEndpoint = new Map<string, { client: KvClient; channels: number }>();
+  private readonly slotClients: KvClient[];
+
+  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }) {
+    const counts = new Map<string, number>();
+    for (const address of options.channelEndpoints) counts.set(address, (counts.get(address) ?? 0) + 1);
+    for (const [address, count] of counts) {
+      const start = Math.max(0, options.endpoints.indexOf(address));
+      const rotated = [...options.endpoints.slice(start), ...options.endpoints.slice(0, start)];
+      const channels = Math.min(count, channelsPerEndpointMax);
+      const client = new KvClient({
+        endpoints: rotated.length > 0 ? rotated : [address],
+        deadlineMs: options.timeoutMs,
+        channelsPerEndpoint: channels,
+        channelOptions: { 'grpc.max_receive_message_length': receiveBytesUnlimited },
+        ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
+      });
+      this.clientsByEndpoint.set(address, { client, channels });
+    }
+    this.slotClients = options.channelEndpoints.map((address) => this.clientsByEndpoint.get(address)!.client);
+  }
+
+  async connect(): Promise<void> {
+    // A call round-robins over the client's channels: one status call per channel opens each.
+    await Promise.all(
+      [...this.clientsByEndpoint.entries()].flatMap(([address, { client, channels }]) =>
+        Array.from({ length: channels }, () =>
+          client.status({ deadlineMs: connectTimeoutMs }).catch((error: unknown) => {
+            throw new ConnectError(`cannot connect to ${address}: ${errorMessage(error)}`);
+          }),
+        ),
+      ),
+    );
+  }
+
+  async exec(op: OpName, slot: number, key: Buffer, value: Buffer, signal: AbortSignal): Promise<void> {
+    const client = this.slotClients[slot]!;
+    switch (op) {
+      case 'get':
+        await client.get(key, { signal });
+        return;
+      case 'put':
+        await client.put(key, value, { signal });
+        return;
+      case 'delete':
+        await client.delete(key, { signal });
+        return;
+    }
+  }
+
+  close(): void {
+    for (const { client } of this.clientsByEndpoint.values()) client.close();
+  }
+}
