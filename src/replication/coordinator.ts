@@ -4,7 +4,7 @@ import { type ConsistencyLevel, canStillReach, requiredAcks } from '../cluster/q
 import type { Ring } from '../cluster/ring.js';
 import { compareEncodedVersions, decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
-import { untilAborted } from './deadline.js';
+import { type RequestDeadline, untilAborted } from './deadline.js';
 import type { DeliveryLoop, DeliveryOutcome } from './delivery-loop.js';
 import { NotEnoughReplicasError, ShuttingDownError } from './errors.js';
 import type { PeerLink } from './peer-link.js';
@@ -63,7 +63,7 @@ export class Coordinator {
   }
 
   /** Writes `value` (or a tombstone) and answers the newest previous value among the acknowledging replicas. */
-  async write(key: Buffer, value: Buffer, tombstone: boolean, level: ConsistencyLevel, signal: AbortSignal): Promise<ReadResult> {
+  async write(key: Buffer, value: Buffer, tombstone: boolean, level: ConsistencyLevel, deadline: RequestDeadline): Promise<ReadResult> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     const { selfId, replicationFactor } = this.settings;
     const replicas = this.ring.preferenceList(key, replicationFactor);
@@ -113,7 +113,7 @@ export class Coordinator {
             });
           }
         }),
-        signal,
+        deadline,
         describe,
       );
     } finally {
@@ -123,7 +123,7 @@ export class Coordinator {
   }
 
   /** Reads `key` from enough replicas for `level` and answers the newest version. */
-  async read(key: Buffer, level: ConsistencyLevel, signal: AbortSignal): Promise<ReadResult> {
+  async read(key: Buffer, level: ConsistencyLevel, deadline: RequestDeadline): Promise<ReadResult> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     const { selfId, replicationFactor } = this.settings;
     const replicas = this.ring.preferenceList(key, replicationFactor);
@@ -132,7 +132,7 @@ export class Coordinator {
     if (replicas.includes(selfId)) answers.push({ node: selfId, record: this.repo.getRecord(key) });
     if (answers.length < required) {
       const candidates = replicas.filter((id) => id !== selfId).sort((a, b) => Number(this.links.get(b)!.reachable) - Number(this.links.get(a)!.reachable));
-      answers.push(...(await this.readFromPeers(key, candidates, answers.length, required, level, signal)));
+      answers.push(...(await this.readFromPeers(key, candidates, answers.length, required, level, deadline)));
     }
     let newest: Buffer | undefined;
     for (const a of answers) newest = newerRecord(newest, a.record);
@@ -147,7 +147,7 @@ export class Coordinator {
    * Asks enough of `candidates` (in order, replacing failures with the next) for their record to
    * reach `required` answers together with the `have` local ones.
    */
-  private readFromPeers(key: Buffer, candidates: readonly string[], have: number, required: number, level: ConsistencyLevel, signal: AbortSignal): Promise<ReplicaAnswer[]> {
+  private readFromPeers(key: Buffer, candidates: readonly string[], have: number, required: number, level: ConsistencyLevel, deadline: RequestDeadline): Promise<ReplicaAnswer[]> {
     const need = required - have;
     const answers: ReplicaAnswer[] = [];
     const reasons: string[] = [];
@@ -179,7 +179,7 @@ export class Coordinator {
       };
       for (let i = 0; i < need; i++) launch();
     });
-    return untilAborted(work, signal, () => `read deadline passed: ${describe()}`);
+    return untilAborted(work, deadline, () => `read deadline passed: ${describe()}`);
   }
 
   /** Read repair: sends the newest record to every replica that answered with an older one. */

@@ -118,7 +118,7 @@ export class DeliveryLoop {
       }
       // Deleting delivered entries need not hold up the next batch: a crash before the delete
       // commits only means redelivery, which the LWW merge makes harmless.
-      this.log.remove(batch).catch((err) => this.logger.error({ err, peer: this.link.id }, 'removing delivered log entries failed'));
+      this.log.remove(batch);
     }
   }
 

@@ -2,6 +2,7 @@ import type { CallContext } from 'nice-grpc';
 import type { BackupStatus, KVStoreServiceImplementation, StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import type { ConsistencyLevel } from '../cluster/quorum.js';
 import type { Coordinator } from '../replication/coordinator.js';
+import type { RequestDeadline } from '../replication/deadline.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
 
 export interface KvServiceDeps {
@@ -23,25 +24,25 @@ const emptyValue = Buffer.alloc(0);
  */
 export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementation {
   const { coordinator, limits } = deps;
-  const requestSignal = (context: CallContext) => AbortSignal.any([context.signal, AbortSignal.timeout(deps.requestMs)]);
+  const requestDeadline = (context: CallContext): RequestDeadline => ({ signal: context.signal, timeoutMs: deps.requestMs });
   return {
     async put(request, context) {
       const key = checkKey(request.key, limits);
       const value = checkValue(request.value, limits);
       const level = checkConsistency(request.consistency, deps.defaultWrite);
-      const old = await coordinator.write(key, value, false, level, requestSignal(context));
+      const old = await coordinator.write(key, value, false, level, requestDeadline(context));
       return { found: old.found, value: old.value ?? emptyValue };
     },
     async get(request, context) {
       const key = checkKey(request.key, limits);
       const level = checkConsistency(request.consistency, deps.defaultRead);
-      const result = await coordinator.read(key, level, requestSignal(context));
+      const result = await coordinator.read(key, level, requestDeadline(context));
       return { found: result.found, value: result.value ?? emptyValue };
     },
     async delete(request, context) {
       const key = checkKey(request.key, limits);
       const level = checkConsistency(request.consistency, deps.defaultWrite);
-      const old = await coordinator.write(key, emptyValue, true, level, requestSignal(context));
+      const old = await coordinator.write(key, emptyValue, true, level, requestDeadline(context));
       return { found: old.found };
     },
     async *listKeys(request, context) {

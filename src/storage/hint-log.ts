@@ -36,13 +36,21 @@ export interface BacklogStats {
 interface PeerQueue {
   readonly prefix: Buffer;
   nextSeq: number;
+  /** Entries up to this sequence are delivered (or dropped): logically gone, maybe not yet deleted. */
+  goneThroughSeq: number;
   entries: number;
   bytes: number;
   dropped: number;
 }
 
+/** How long delivered entries may wait for a write transaction to delete them in. */
+export const removalDelayMsMax = 20;
+
 export class HintLog {
   private readonly queues = new Map<string, PeerQueue>();
+  /** Log keys of delivered entries, deleted in the next write transaction (see `remove`). */
+  private pendingRemovals: Buffer[] = [];
+  private removalTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly db: Database<Buffer, Buffer>,
@@ -51,7 +59,7 @@ export class HintLog {
     for (const peer of peers) {
       if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
       const prefix = Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
-      const queue: PeerQueue = { prefix, nextSeq: 1, entries: 0, bytes: 0, dropped: 0 };
+      const queue: PeerQueue = { prefix, nextSeq: 1, goneThroughSeq: 0, entries: 0, bytes: 0, dropped: 0 };
       for (const { key, value } of db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
         queue.entries++;
         queue.bytes += key.length + value.length;
@@ -86,7 +94,8 @@ export class HintLog {
     const queue = this.queue(peer);
     const out: HintEntry[] = [];
     let bytes = 0;
-    const range = this.db.getRange({ start: logKeyOf(queue.prefix, afterSeq + 1), end: prefixEndOf(queue.prefix), limit: maxEntries });
+    const from = Math.max(afterSeq, queue.goneThroughSeq) + 1;
+    const range = this.db.getRange({ start: logKeyOf(queue.prefix, from), end: prefixEndOf(queue.prefix), limit: maxEntries });
     for (const { key, value } of range) {
       const entry = decodeEntry(peer, key, value);
       if (out.length > 0 && bytes + entry.bytes > maxBytes) break;
@@ -96,19 +105,42 @@ export class HintLog {
     return out;
   }
 
-  /** Removes delivered (or dropped) entries; resolves once committed. */
-  async remove(entries: readonly HintEntry[], dropped = false): Promise<void> {
+  /**
+   * Marks delivered (or dropped) entries, which must be the oldest of their peer's queue, as gone,
+   * and deletes them in the next write transaction (any repository write drains them, or a timer
+   * after removalDelayMsMax). A separate fsynced transaction per delivered batch was a large share
+   * of commits; a crash before the delete only means redelivery, which LWW makes harmless.
+   */
+  remove(entries: readonly HintEntry[], dropped = false): void {
     if (entries.length === 0) return;
     const queue = this.queue(entries[0]!.peer);
-    await this.db.transaction(() => {
-      for (const e of entries) {
-        if (this.db.removeSync(logKeyOf(queue.prefix, e.seq))) {
-          queue.entries--;
-          queue.bytes -= e.bytes;
-          if (dropped) queue.dropped++;
-        }
-      }
-    });
+    for (const e of entries) {
+      if (e.seq <= queue.goneThroughSeq) continue;
+      queue.goneThroughSeq = e.seq;
+      queue.entries--;
+      queue.bytes -= e.bytes;
+      if (dropped) queue.dropped++;
+      this.pendingRemovals.push(logKeyOf(queue.prefix, e.seq));
+    }
+    this.removalTimer ??= setTimeout(() => {
+      this.removalTimer = undefined;
+      if (this.pendingRemovals.length > 0) void this.db.transaction(() => this.drainRemovalsInTransaction());
+    }, removalDelayMsMax);
+  }
+
+  /** Deletes entries marked gone. Must run inside a write transaction. */
+  drainRemovalsInTransaction(): void {
+    const keys = this.pendingRemovals;
+    if (keys.length === 0) return;
+    this.pendingRemovals = [];
+    for (const key of keys) this.db.removeSync(key);
+  }
+
+  /** Stops the removal timer (on close, after a last drain by the caller's transaction). */
+  async flushRemovals(): Promise<void> {
+    clearTimeout(this.removalTimer);
+    this.removalTimer = undefined;
+    if (this.pendingRemovals.length > 0) await this.db.transaction(() => this.drainRemovalsInTransaction());
   }
 
   /** The oldest entry for `peer`, if any. */

@@ -159,6 +159,7 @@ export class Repository {
         onLogged?.(peer, seq);
       }
       this.meta.putSync(metaClock, encodeClock(clock));
+      this.hints.drainRemovalsInTransaction();
       return { previous, hintSeqs };
     });
     onCommitted?.();
@@ -182,6 +183,7 @@ export class Repository {
         if (slot !== undefined) before[slot] = stored;
         if (stored === undefined || compareEncodedVersions(record, stored) > 0) this.records.putSync(key, record);
       });
+      this.hints.drainRemovalsInTransaction();
       return before;
     });
     await this.env.flushed;
@@ -226,6 +228,7 @@ export class Repository {
 
   async close(): Promise<void> {
     try {
+      await this.hints.flushRemovals();
       await this.env.close();
     } finally {
       this.lock?.release();
