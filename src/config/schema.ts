@@ -15,8 +15,8 @@ export const dataDirDefault = './data';
 export const keyBytesMaxDefault = 1024;
 /** Default value size limit: 1 MiB, well inside gRPC's 4 MiB message default. */
 export const valueBytesMaxDefault = 1024 * 1024;
-/** LMDB (as built by lmdb-js) refuses keys longer than 1978 bytes. */
-export const lmdbKeyBytesMax = 1978;
+/** LMDB (as built by lmdb-js) refuses keys over 1978 bytes; the hash index prefixes 4 bytes. */
+export const lmdbKeyBytesMax = 1974;
 /** Hard ceiling for limits.maxValueBytes: values travel in one gRPC message. */
 export const valueBytesMaxCeiling = 32 * 1024 * 1024;
 

@@ -1,5 +1,5 @@
 import type { CallContext } from 'nice-grpc';
-import type { BackupStatus, KVStoreServiceImplementation, StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import type { BackupStatus, KVStoreServiceImplementation, RepairResponse, StatusResponse, VerifyResponse } from '../../gen/kvstore/v1/kvstore.js';
 import type { ConsistencyLevel } from '../cluster/quorum.js';
 import type { Coordinator } from '../replication/coordinator.js';
 import type { RequestDeadline } from '../replication/deadline.js';
@@ -14,6 +14,8 @@ export interface KvServiceDeps {
   readonly requestMs: number;
   status(): StatusResponse;
   backup(allNodes: boolean): Promise<BackupStatus>;
+  verify(): Promise<VerifyResponse>;
+  repair(): Promise<RepairResponse>;
 }
 
 const emptyValue = Buffer.alloc(0);
@@ -56,6 +58,12 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
     },
     async status() {
       return deps.status();
+    },
+    async verify() {
+      return deps.verify();
+    },
+    async repair() {
+      return deps.repair();
     },
   };
 }

@@ -7,7 +7,10 @@ import { HybridLogicalClock } from '../cluster/hlc.js';
 import { Ring } from '../cluster/ring.js';
 import type { NodeConfig } from '../config/schema.js';
 import { backupLocal, backupPeer, type NodeBackup } from '../replication/backups.js';
+import { DigestForest } from '../cluster/digest-tree.js';
+import { AntiEntropy } from '../replication/anti-entropy.js';
 import { Coordinator } from '../replication/coordinator.js';
+import { HintLimits } from '../replication/hint-limits.js';
 import { DeliveryLoop } from '../replication/delivery-loop.js';
 import { PeerLink } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
@@ -38,6 +41,8 @@ export class KvNode {
     private readonly links: PeerLink[],
     private readonly loops: DeliveryLoop[],
     private readonly prober: PeerProber,
+    readonly antiEntropy: AntiEntropy,
+    private readonly hintLimits: HintLimits,
     private readonly publicServer: Server,
     private readonly peerServer: Server | undefined,
     /** Bound public address (host:port with the real port when configured with port 0). */
@@ -54,6 +59,8 @@ export class KvNode {
     try {
       const clock = new HybridLogicalClock(selfId, Date.now, repo.clockReading(), config.clock.maxDriftMs);
       const ring = new Ring(members, config.cluster.vnodesPerMember);
+      const forest = new DigestForest(ring);
+      repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
       const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
       const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes));
       const loops = links.map(
@@ -75,6 +82,22 @@ export class KvNode {
         logger,
       );
       const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, logger);
+      const antiEntropy = new AntiEntropy(
+        {
+          selfId,
+          replicationFactor: config.cluster.replicationFactor,
+          intervalSeconds: config.antiEntropy.intervalSeconds,
+          maxRecordsPerSecond: config.antiEntropy.maxRecordsPerSecond,
+          peerCallMs: config.timeouts.peerCallMs,
+        },
+        ring,
+        forest,
+        repo,
+        clock,
+        new Map(links.map((l) => [l.id, l])),
+        logger,
+      );
+      const hintLimits = new HintLimits(repo.hints, config.hints, logger);
 
       const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
       let node: KvNode | undefined;
@@ -92,6 +115,20 @@ export class KvNode {
           requestMs: config.timeouts.requestMs,
           status: () => node!.status(),
           backup: (allNodes) => node!.backup(allNodes),
+          verify: async () => {
+            const ranges = await antiEntropy.verify();
+            return { ranges, differingRanges: ranges.filter((r) => !r.agree).length };
+          },
+          repair: async () => ({
+            peers: (await antiEntropy.repairAll()).map((r) => ({
+              nodeId: r.peer,
+              rangesCompared: r.rangesCompared,
+              rangesDiffering: r.rangesDiffering,
+              recordsPulled: BigInt(r.pulled),
+              recordsPushed: BigInt(r.pushed),
+              error: r.error ?? '',
+            })),
+          }),
         }),
       );
       publicServer.add(HealthDefinition, HealthServiceImpl());
@@ -109,6 +146,7 @@ export class KvNode {
             repo,
             clock,
             members: new Set(members.map((m) => m.id)),
+            forest,
             backup: async () => toPeerBackup(await backupSelf()),
           }),
         );
@@ -117,9 +155,11 @@ export class KvNode {
       }
       const port = await publicServer.listen(config.listen);
       const listenAddress = withPort(config.listen, port);
-      node = new KvNode(config, repo, coordinator, links, loops, prober, publicServer, peerServer, listenAddress, peerAddress, logger);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, publicServer, peerServer, listenAddress, peerAddress, logger);
       for (const loop of loops) loop.start();
       prober.start();
+      antiEntropy.start();
+      hintLimits.start();
       logger.info(
         { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
         `kvstore node ${selfId} listening on ${listenAddress}, data in ${config.dataDir}`,
@@ -148,9 +188,23 @@ export class KvNode {
       members: members.map((m) => {
         const link = this.links.find((l) => l.id === m.id);
         if (link === undefined) {
-          return { nodeId: m.id, peer: m.peer, self: true, reachable: true, backlogEntries: 0n, backlogBytes: 0n, backlogOldestAgeMs: 0n, lastContactUnixMs: BigInt(now), droppedEntries: 0n };
+          return {
+            nodeId: m.id,
+            peer: m.peer,
+            self: true,
+            reachable: true,
+            backlogEntries: 0n,
+            backlogBytes: 0n,
+            backlogOldestAgeMs: 0n,
+            lastContactUnixMs: BigInt(now),
+            droppedEntries: 0n,
+            lastExchangeUnixMs: 0n,
+            lastExchangeRepaired: 0n,
+            lastExchangeError: '',
+          };
         }
         const backlog = this.repo.hints.stats(m.id);
+        const exchange = this.antiEntropy.lastExchange.get(m.id);
         return {
           nodeId: m.id,
           peer: m.peer,
@@ -161,6 +215,9 @@ export class KvNode {
           backlogOldestAgeMs: BigInt(backlog.oldestEnqueuedAtMs === undefined ? 0 : Math.max(0, now - backlog.oldestEnqueuedAtMs)),
           lastContactUnixMs: BigInt(link.lastContactMs),
           droppedEntries: BigInt(backlog.dropped),
+          lastExchangeUnixMs: BigInt(exchange?.finishedAtMs ?? 0),
+          lastExchangeRepaired: BigInt((exchange?.pulled ?? 0) + (exchange?.pushed ?? 0)),
+          lastExchangeError: exchange?.error ?? '',
         };
       }),
     };
@@ -203,6 +260,8 @@ export class KvNode {
       clearTimeout(forceTimer);
     }
     this.prober.stop();
+    this.hintLimits.stop();
+    await this.antiEntropy.stop();
     await Promise.all(this.loops.map((l) => l.stop()));
     for (const link of this.links) link.close();
     await this.repo.close();

@@ -1,4 +1,5 @@
 import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
+import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { InvalidRequestError } from '../replication/errors.js';
 import { decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
@@ -10,6 +11,8 @@ export interface PeerServiceDeps {
   readonly clock: HybridLogicalClock;
   /** Member ids allowed to call (anything else is a misconfigured node). */
   readonly members: ReadonlySet<string>;
+  /** This node's hash trees (anti-entropy). */
+  readonly forest: DigestForest;
   backup(): Promise<BackupResponse>;
 }
 
@@ -20,7 +23,10 @@ const empty = Buffer.alloc(0);
 
 /** The internal node-to-node service, served on peerListen only. */
 export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementation {
-  const { repo, clock } = deps;
+  const { repo, clock, forest } = deps;
+  const checkRange = (range: number) => {
+    if (!Number.isInteger(range) || range >= forest.rangeCount) throw new InvalidRequestError(`range ${range} out of 0..${forest.rangeCount - 1}: are the members' configs identical?`);
+  };
   const checkCaller = (from: string) => {
     if (!deps.members.has(from)) throw new InvalidRequestError(`node "${from}" is not a member of this cluster (${[...deps.members].join(', ')})`);
   };
@@ -48,6 +54,23 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     },
     async ping() {
       return { nodeId: deps.selfId };
+    },
+    async rangeDigests(request) {
+      checkCaller(request.fromNodeId);
+      request.ranges.forEach(checkRange);
+      return { roots: request.ranges.map((r) => forest.root(r)), recordCounts: request.ranges.map((r) => BigInt(forest.recordCount(r))) };
+    },
+    async leafDigests(request) {
+      checkCaller(request.fromNodeId);
+      checkRange(request.range);
+      return { leaves: forest.leaves(request.range) };
+    },
+    async bucketRecords(request) {
+      checkCaller(request.fromNodeId);
+      checkRange(request.range);
+      if (request.bucket >= leafBucketsPerRange) throw new InvalidRequestError(`bucket ${request.bucket} out of 0..${leafBucketsPerRange - 1}`);
+      const interval = forest.bucketInterval(request.range, request.bucket);
+      return { records: repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive) };
     },
     async backup(request) {
       checkCaller(request.fromNodeId);

@@ -5,7 +5,8 @@ import type { ClockReading } from '../cluster/hlc.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { HintLog } from './hint-log.js';
 import { scanBounds } from './key-range.js';
-import { compareEncodedVersions, isTombstoneRecord } from './record-codec.js';
+import { murmur3x86_32 } from '../cluster/hash.js';
+import { compareEncodedVersions, isTombstoneRecord, recordHeaderBytesFixed } from './record-codec.js';
 
 /** File name of the LMDB environment inside dataDir (and inside a backup directory). */
 export const environmentFileName = 'kvstore.mdb';
@@ -29,6 +30,21 @@ export interface StoredRecord {
   /** Encoded record (see record-codec.ts). */
   readonly record: Buffer;
 }
+
+/**
+ * Told of every change to a stored record, inside the transaction that makes it: the key, its
+ * hash, and the version headers before and after (undefined for absent). Anti-entropy keeps its
+ * hash trees current with this.
+ */
+export type RecordObserver = (key: Buffer, keyHash: number, oldHeader: Buffer | undefined, newHeader: Buffer | undefined) => void;
+
+/** The version header (flags, clock, node id) of an encoded record, without the value. */
+export function recordHeader(record: Buffer): Buffer {
+  return record.subarray(0, recordHeaderBytesFixed + record[9]!);
+}
+
+/** Seed of the key hash shared by the ring and the hash index (both use murmur3 seed 0). */
+const keyHashSeed = 0;
 
 export interface WriteOutcome {
   /** The record stored before this write on this node, if any and if applied locally. */
@@ -54,12 +70,15 @@ export interface RepositoryOptions {
  */
 export class Repository {
   readonly hints: HintLog;
+  private observer: RecordObserver | undefined;
 
   private constructor(
     private readonly env: RootDatabase,
     private readonly records: Database<Buffer, Buffer>,
     private readonly meta: Database<Buffer, string>,
     hintsDb: Database<Buffer, Buffer>,
+    /** (murmur3(key) u32 BE | key) -> version header: the records in key-hash order, for anti-entropy. */
+    private readonly hashIndex: Database<Buffer, Buffer>,
     private readonly lock: DataDirLock | undefined,
     readonly dataDir: string,
     peers: readonly string[],
@@ -79,8 +98,10 @@ export class Repository {
       const meta = env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
       const records = env.openDB<Buffer, Buffer>({ name: 'records', encoding: 'binary', keyEncoding: 'binary' });
       const hints = env.openDB<Buffer, Buffer>({ name: 'hints', encoding: 'binary', keyEncoding: 'binary' });
+      const hashIndex = env.openDB<Buffer, Buffer>({ name: 'hashindex', encoding: 'binary', keyEncoding: 'binary' });
       Repository.claimIdentity(meta, options);
-      return new Repository(env, records, meta, hints, lock, options.dataDir, options.peers);
+      Repository.checkHashIndex(records, hashIndex);
+      return new Repository(env, records, meta, hints, hashIndex, lock, options.dataDir, options.peers);
     } catch (err) {
       lock.release();
       throw err;
@@ -93,6 +114,16 @@ export class Repository {
     const meta = env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
     const records = env.openDB<Buffer, Buffer>({ name: 'records', encoding: 'binary', keyEncoding: 'binary' });
     return { records, nodeId: meta.get(metaNodeId)?.toString('utf8'), close: () => env.close() };
+  }
+
+  /** Rebuilds the hash index if it does not cover the records (e.g. after a restore of an old copy). */
+  private static checkHashIndex(records: Database<Buffer, Buffer>, hashIndex: Database<Buffer, Buffer>): void {
+    const entries = (db: Database<Buffer, Buffer>) => (db.getStats() as { entryCount: number }).entryCount;
+    if (entries(records) === entries(hashIndex)) return;
+    hashIndex.transactionSync(() => {
+      hashIndex.clearSync();
+      for (const { key, value } of records.getRange({})) hashIndex.putSync(hashIndexKey(key, murmur3x86_32(key, keyHashSeed)), recordHeader(value));
+    });
   }
 
   private static claimIdentity(meta: Database<Buffer, string>, options: RepositoryOptions): void {
@@ -115,6 +146,49 @@ export class Repository {
         meta.putSync(metaSchemaVersion, v);
       });
     }
+  }
+
+  /**
+   * Sets the observer of record changes and replays every stored record to it (as new). Replays
+   * from the records themselves, not the hash index, so a digest always describes what is stored.
+   */
+  observeRecords(observer: RecordObserver): void {
+    this.observer = observer;
+    for (const { key, value } of this.records.getRange({})) {
+      observer(key, murmur3x86_32(key, keyHashSeed), undefined, recordHeader(value));
+    }
+  }
+
+  /** Every record whose key hash lies in (startExclusive, endInclusive], wrapping past 2^32 - 1. */
+  recordsInHashInterval(startExclusive: number, endInclusive: number): StoredRecord[] {
+    const out: StoredRecord[] = [];
+    const scan = (fromInclusive: number, toInclusive: number) => {
+      const start = Buffer.alloc(4);
+      start.writeUInt32BE(fromInclusive);
+      const end = toInclusive < 0xffffffff ? Buffer.alloc(4) : undefined;
+      end?.writeUInt32BE(toInclusive + 1);
+      for (const { key } of this.hashIndex.getRange({ start, end })) {
+        const userKey = key.subarray(4);
+        const record = this.records.get(userKey);
+        if (record !== undefined) out.push({ key: Buffer.from(userKey), record });
+      }
+    };
+    if (startExclusive === endInclusive) return out;
+    if (startExclusive < endInclusive) scan(startExclusive + 1, endInclusive);
+    else {
+      if (startExclusive < 0xffffffff) scan(startExclusive + 1, 0xffffffff);
+      scan(0, endInclusive);
+    }
+    return out;
+  }
+
+  /** Stores `record` for `key` over `previous` inside a write transaction, keeping the index and observer current. */
+  private storeInTransaction(key: Buffer, record: Buffer, previous: Buffer | undefined): void {
+    this.records.putSync(key, record);
+    const keyHash = murmur3x86_32(key, keyHashSeed);
+    const header = recordHeader(record);
+    this.hashIndex.putSync(hashIndexKey(key, keyHash), header);
+    this.observer?.(key, keyHash, previous === undefined ? undefined : recordHeader(previous), header);
   }
 
   /** The persisted clock high-water mark, to seed the HLC on start. */
@@ -149,7 +223,7 @@ export class Repository {
       let previous: Buffer | undefined;
       if (applyLocally) {
         previous = this.records.get(key);
-        if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.records.putSync(key, record);
+        if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.storeInTransaction(key, record, previous);
       }
       const hintSeqs = new Map<string, number>();
       const now = Date.now();
@@ -181,7 +255,7 @@ export class Repository {
         const stored = this.records.get(key);
         const slot = wanted.get(index);
         if (slot !== undefined) before[slot] = stored;
-        if (stored === undefined || compareEncodedVersions(record, stored) > 0) this.records.putSync(key, record);
+        if (stored === undefined || compareEncodedVersions(record, stored) > 0) this.storeInTransaction(key, record, stored);
       });
       this.hints.drainRemovalsInTransaction();
       return before;
@@ -241,4 +315,11 @@ function encodeClock(clock: ClockReading): Buffer {
   buf.writeUIntBE(clock.wallMs, 0, 6);
   buf.writeUInt16BE(clock.counter, 6);
   return buf;
+}
+
+function hashIndexKey(key: Uint8Array, keyHash: number): Buffer {
+  const out = Buffer.allocUnsafe(4 + key.length);
+  out.writeUInt32BE(keyHash, 0);
+  out.set(key, 4);
+  return out;
 }

@@ -200,6 +200,76 @@ export interface MemberStatus {
    * anti-entropy).
    */
   droppedEntries: bigint;
+  /** Unix epoch milliseconds of the last completed anti-entropy exchange with this member (0 if never). */
+  lastExchangeUnixMs: bigint;
+  /** Records that exchange copied (both directions). */
+  lastExchangeRepaired: bigint;
+  /** Error of the last exchange attempt, empty if it succeeded. */
+  lastExchangeError: string;
+}
+
+/** Verify takes no arguments. */
+export interface VerifyRequest {
+}
+
+/** Per-range agreement of the replicas. */
+export interface VerifyResponse {
+  /** Every range of the ring, in order. */
+  ranges: RangeVerification[];
+  /** Number of ranges whose replicas disagree (or could not be asked). */
+  differingRanges: number;
+}
+
+/** One ring range and its replicas' digests. */
+export interface RangeVerification {
+  /** Ring range index. */
+  range: number;
+  /** Hash interval the range covers: (start_exclusive, end_inclusive] of murmur3(key). */
+  startExclusive: number;
+  /** End of the interval (inclusive). */
+  endInclusive: number;
+  /** One entry per replica of the range. */
+  replicas: ReplicaDigest[];
+  /** True if every replica answered with the same digest. */
+  agree: boolean;
+}
+
+/** One replica's digest of a range. */
+export interface ReplicaDigest {
+  /** Replica node id. */
+  nodeId: string;
+  /** Root hash as 16 hex digits; empty if the replica could not be asked. */
+  digest: string;
+  /** Records (tombstones included) the replica holds in the range. */
+  recordCount: bigint;
+  /** Why the replica could not be asked, if it could not. */
+  error: string;
+}
+
+/** Repair takes no arguments. */
+export interface RepairRequest {
+}
+
+/** What one on-demand anti-entropy round did. */
+export interface RepairResponse {
+  /** One entry per peer of the answering node. */
+  peers: PeerRepair[];
+}
+
+/** The exchange with one peer. */
+export interface PeerRepair {
+  /** Peer id. */
+  nodeId: string;
+  /** Ranges compared. */
+  rangesCompared: number;
+  /** Ranges whose digests differed. */
+  rangesDiffering: number;
+  /** Records copied from the peer to this node. */
+  recordsPulled: bigint;
+  /** Records copied from this node to the peer. */
+  recordsPushed: bigint;
+  /** Error, empty if the exchange completed. */
+  error: string;
 }
 
 function createBaseKeyValue(): KeyValue {
@@ -1366,6 +1436,9 @@ function createBaseMemberStatus(): MemberStatus {
     backlogOldestAgeMs: 0n,
     lastContactUnixMs: 0n,
     droppedEntries: 0n,
+    lastExchangeUnixMs: 0n,
+    lastExchangeRepaired: 0n,
+    lastExchangeError: "",
   };
 }
 
@@ -1412,6 +1485,21 @@ export const MemberStatus: MessageFns<MemberStatus> = {
         throw new globalThis.Error("value provided for field message.droppedEntries of type uint64 too large");
       }
       writer.uint32(72).uint64(message.droppedEntries);
+    }
+    if (message.lastExchangeUnixMs !== 0n) {
+      if (BigInt.asIntN(64, message.lastExchangeUnixMs) !== message.lastExchangeUnixMs) {
+        throw new globalThis.Error("value provided for field message.lastExchangeUnixMs of type int64 too large");
+      }
+      writer.uint32(80).int64(message.lastExchangeUnixMs);
+    }
+    if (message.lastExchangeRepaired !== 0n) {
+      if (BigInt.asUintN(64, message.lastExchangeRepaired) !== message.lastExchangeRepaired) {
+        throw new globalThis.Error("value provided for field message.lastExchangeRepaired of type uint64 too large");
+      }
+      writer.uint32(88).uint64(message.lastExchangeRepaired);
+    }
+    if (message.lastExchangeError !== "") {
+      writer.uint32(98).string(message.lastExchangeError);
     }
     return writer;
   },
@@ -1501,6 +1589,30 @@ export const MemberStatus: MessageFns<MemberStatus> = {
             message.droppedEntries = reader.uint64() as bigint;
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.lastExchangeUnixMs = reader.int64() as bigint;
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.lastExchangeRepaired = reader.uint64() as bigint;
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.lastExchangeError = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1548,6 +1660,21 @@ export const MemberStatus: MessageFns<MemberStatus> = {
         : isSet(object.dropped_entries)
         ? BigInt(object.dropped_entries)
         : 0n,
+      lastExchangeUnixMs: isSet(object.lastExchangeUnixMs)
+        ? BigInt(object.lastExchangeUnixMs)
+        : isSet(object.last_exchange_unix_ms)
+        ? BigInt(object.last_exchange_unix_ms)
+        : 0n,
+      lastExchangeRepaired: isSet(object.lastExchangeRepaired)
+        ? BigInt(object.lastExchangeRepaired)
+        : isSet(object.last_exchange_repaired)
+        ? BigInt(object.last_exchange_repaired)
+        : 0n,
+      lastExchangeError: isSet(object.lastExchangeError)
+        ? globalThis.String(object.lastExchangeError)
+        : isSet(object.last_exchange_error)
+        ? globalThis.String(object.last_exchange_error)
+        : "",
     };
   },
 
@@ -1580,6 +1707,15 @@ export const MemberStatus: MessageFns<MemberStatus> = {
     if (message.droppedEntries !== 0n) {
       obj.droppedEntries = message.droppedEntries.toString();
     }
+    if (message.lastExchangeUnixMs !== 0n) {
+      obj.lastExchangeUnixMs = message.lastExchangeUnixMs.toString();
+    }
+    if (message.lastExchangeRepaired !== 0n) {
+      obj.lastExchangeRepaired = message.lastExchangeRepaired.toString();
+    }
+    if (message.lastExchangeError !== "") {
+      obj.lastExchangeError = message.lastExchangeError;
+    }
     return obj;
   },
 
@@ -1607,6 +1743,729 @@ export const MemberStatus: MessageFns<MemberStatus> = {
     message.droppedEntries = (object.droppedEntries !== undefined && object.droppedEntries !== null)
       ? BigInt(object.droppedEntries)
       : 0n;
+    message.lastExchangeUnixMs = (object.lastExchangeUnixMs !== undefined && object.lastExchangeUnixMs !== null)
+      ? BigInt(object.lastExchangeUnixMs)
+      : 0n;
+    message.lastExchangeRepaired = (object.lastExchangeRepaired !== undefined && object.lastExchangeRepaired !== null)
+      ? BigInt(object.lastExchangeRepaired)
+      : 0n;
+    message.lastExchangeError = object.lastExchangeError ?? "";
+    return message;
+  },
+};
+
+function createBaseVerifyRequest(): VerifyRequest {
+  return {};
+}
+
+export const VerifyRequest: MessageFns<VerifyRequest> = {
+  encode(_: VerifyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VerifyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVerifyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): VerifyRequest {
+    return {};
+  },
+
+  toJSON(_: VerifyRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<VerifyRequest>): VerifyRequest {
+    return VerifyRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<VerifyRequest>): VerifyRequest {
+    const message = createBaseVerifyRequest();
+    return message;
+  },
+};
+
+function createBaseVerifyResponse(): VerifyResponse {
+  return { ranges: [], differingRanges: 0 };
+}
+
+export const VerifyResponse: MessageFns<VerifyResponse> = {
+  encode(message: VerifyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ranges) {
+      RangeVerification.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.differingRanges !== 0) {
+      writer.uint32(16).uint32(message.differingRanges);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VerifyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVerifyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ranges.push(RangeVerification.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.differingRanges = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VerifyResponse {
+    return {
+      ranges: globalThis.Array.isArray(object?.ranges)
+        ? object.ranges.map((e: any) => RangeVerification.fromJSON(e))
+        : [],
+      differingRanges: isSet(object.differingRanges)
+        ? globalThis.Number(object.differingRanges)
+        : isSet(object.differing_ranges)
+        ? globalThis.Number(object.differing_ranges)
+        : 0,
+    };
+  },
+
+  toJSON(message: VerifyResponse): unknown {
+    const obj: any = {};
+    if (message.ranges?.length) {
+      obj.ranges = message.ranges.map((e) => RangeVerification.toJSON(e));
+    }
+    if (message.differingRanges !== 0) {
+      obj.differingRanges = Math.round(message.differingRanges);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VerifyResponse>): VerifyResponse {
+    return VerifyResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VerifyResponse>): VerifyResponse {
+    const message = createBaseVerifyResponse();
+    message.ranges = object.ranges?.map((e) => RangeVerification.fromPartial(e)) || [];
+    message.differingRanges = object.differingRanges ?? 0;
+    return message;
+  },
+};
+
+function createBaseRangeVerification(): RangeVerification {
+  return { range: 0, startExclusive: 0, endInclusive: 0, replicas: [], agree: false };
+}
+
+export const RangeVerification: MessageFns<RangeVerification> = {
+  encode(message: RangeVerification, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.range !== 0) {
+      writer.uint32(8).uint32(message.range);
+    }
+    if (message.startExclusive !== 0) {
+      writer.uint32(16).uint32(message.startExclusive);
+    }
+    if (message.endInclusive !== 0) {
+      writer.uint32(24).uint32(message.endInclusive);
+    }
+    for (const v of message.replicas) {
+      ReplicaDigest.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.agree !== false) {
+      writer.uint32(40).bool(message.agree);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RangeVerification {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRangeVerification();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.range = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.startExclusive = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.endInclusive = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.replicas.push(ReplicaDigest.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.agree = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RangeVerification {
+    return {
+      range: isSet(object.range) ? globalThis.Number(object.range) : 0,
+      startExclusive: isSet(object.startExclusive)
+        ? globalThis.Number(object.startExclusive)
+        : isSet(object.start_exclusive)
+        ? globalThis.Number(object.start_exclusive)
+        : 0,
+      endInclusive: isSet(object.endInclusive)
+        ? globalThis.Number(object.endInclusive)
+        : isSet(object.end_inclusive)
+        ? globalThis.Number(object.end_inclusive)
+        : 0,
+      replicas: globalThis.Array.isArray(object?.replicas)
+        ? object.replicas.map((e: any) => ReplicaDigest.fromJSON(e))
+        : [],
+      agree: isSet(object.agree) ? globalThis.Boolean(object.agree) : false,
+    };
+  },
+
+  toJSON(message: RangeVerification): unknown {
+    const obj: any = {};
+    if (message.range !== 0) {
+      obj.range = Math.round(message.range);
+    }
+    if (message.startExclusive !== 0) {
+      obj.startExclusive = Math.round(message.startExclusive);
+    }
+    if (message.endInclusive !== 0) {
+      obj.endInclusive = Math.round(message.endInclusive);
+    }
+    if (message.replicas?.length) {
+      obj.replicas = message.replicas.map((e) => ReplicaDigest.toJSON(e));
+    }
+    if (message.agree !== false) {
+      obj.agree = message.agree;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RangeVerification>): RangeVerification {
+    return RangeVerification.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RangeVerification>): RangeVerification {
+    const message = createBaseRangeVerification();
+    message.range = object.range ?? 0;
+    message.startExclusive = object.startExclusive ?? 0;
+    message.endInclusive = object.endInclusive ?? 0;
+    message.replicas = object.replicas?.map((e) => ReplicaDigest.fromPartial(e)) || [];
+    message.agree = object.agree ?? false;
+    return message;
+  },
+};
+
+function createBaseReplicaDigest(): ReplicaDigest {
+  return { nodeId: "", digest: "", recordCount: 0n, error: "" };
+}
+
+export const ReplicaDigest: MessageFns<ReplicaDigest> = {
+  encode(message: ReplicaDigest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.digest !== "") {
+      writer.uint32(18).string(message.digest);
+    }
+    if (message.recordCount !== 0n) {
+      if (BigInt.asUintN(64, message.recordCount) !== message.recordCount) {
+        throw new globalThis.Error("value provided for field message.recordCount of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.recordCount);
+    }
+    if (message.error !== "") {
+      writer.uint32(34).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplicaDigest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplicaDigest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.digest = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.recordCount = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplicaDigest {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      digest: isSet(object.digest) ? globalThis.String(object.digest) : "",
+      recordCount: isSet(object.recordCount)
+        ? BigInt(object.recordCount)
+        : isSet(object.record_count)
+        ? BigInt(object.record_count)
+        : 0n,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: ReplicaDigest): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.digest !== "") {
+      obj.digest = message.digest;
+    }
+    if (message.recordCount !== 0n) {
+      obj.recordCount = message.recordCount.toString();
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReplicaDigest>): ReplicaDigest {
+    return ReplicaDigest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplicaDigest>): ReplicaDigest {
+    const message = createBaseReplicaDigest();
+    message.nodeId = object.nodeId ?? "";
+    message.digest = object.digest ?? "";
+    message.recordCount = (object.recordCount !== undefined && object.recordCount !== null)
+      ? BigInt(object.recordCount)
+      : 0n;
+    message.error = object.error ?? "";
+    return message;
+  },
+};
+
+function createBaseRepairRequest(): RepairRequest {
+  return {};
+}
+
+export const RepairRequest: MessageFns<RepairRequest> = {
+  encode(_: RepairRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepairRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepairRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): RepairRequest {
+    return {};
+  },
+
+  toJSON(_: RepairRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<RepairRequest>): RepairRequest {
+    return RepairRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<RepairRequest>): RepairRequest {
+    const message = createBaseRepairRequest();
+    return message;
+  },
+};
+
+function createBaseRepairResponse(): RepairResponse {
+  return { peers: [] };
+}
+
+export const RepairResponse: MessageFns<RepairResponse> = {
+  encode(message: RepairResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.peers) {
+      PeerRepair.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RepairResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRepairResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.peers.push(PeerRepair.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RepairResponse {
+    return {
+      peers: globalThis.Array.isArray(object?.peers) ? object.peers.map((e: any) => PeerRepair.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: RepairResponse): unknown {
+    const obj: any = {};
+    if (message.peers?.length) {
+      obj.peers = message.peers.map((e) => PeerRepair.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RepairResponse>): RepairResponse {
+    return RepairResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RepairResponse>): RepairResponse {
+    const message = createBaseRepairResponse();
+    message.peers = object.peers?.map((e) => PeerRepair.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePeerRepair(): PeerRepair {
+  return { nodeId: "", rangesCompared: 0, rangesDiffering: 0, recordsPulled: 0n, recordsPushed: 0n, error: "" };
+}
+
+export const PeerRepair: MessageFns<PeerRepair> = {
+  encode(message: PeerRepair, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.rangesCompared !== 0) {
+      writer.uint32(16).uint32(message.rangesCompared);
+    }
+    if (message.rangesDiffering !== 0) {
+      writer.uint32(24).uint32(message.rangesDiffering);
+    }
+    if (message.recordsPulled !== 0n) {
+      if (BigInt.asUintN(64, message.recordsPulled) !== message.recordsPulled) {
+        throw new globalThis.Error("value provided for field message.recordsPulled of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.recordsPulled);
+    }
+    if (message.recordsPushed !== 0n) {
+      if (BigInt.asUintN(64, message.recordsPushed) !== message.recordsPushed) {
+        throw new globalThis.Error("value provided for field message.recordsPushed of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.recordsPushed);
+    }
+    if (message.error !== "") {
+      writer.uint32(50).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PeerRepair {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePeerRepair();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rangesCompared = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rangesDiffering = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.recordsPulled = reader.uint64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.recordsPushed = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PeerRepair {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      rangesCompared: isSet(object.rangesCompared)
+        ? globalThis.Number(object.rangesCompared)
+        : isSet(object.ranges_compared)
+        ? globalThis.Number(object.ranges_compared)
+        : 0,
+      rangesDiffering: isSet(object.rangesDiffering)
+        ? globalThis.Number(object.rangesDiffering)
+        : isSet(object.ranges_differing)
+        ? globalThis.Number(object.ranges_differing)
+        : 0,
+      recordsPulled: isSet(object.recordsPulled)
+        ? BigInt(object.recordsPulled)
+        : isSet(object.records_pulled)
+        ? BigInt(object.records_pulled)
+        : 0n,
+      recordsPushed: isSet(object.recordsPushed)
+        ? BigInt(object.recordsPushed)
+        : isSet(object.records_pushed)
+        ? BigInt(object.records_pushed)
+        : 0n,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: PeerRepair): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.rangesCompared !== 0) {
+      obj.rangesCompared = Math.round(message.rangesCompared);
+    }
+    if (message.rangesDiffering !== 0) {
+      obj.rangesDiffering = Math.round(message.rangesDiffering);
+    }
+    if (message.recordsPulled !== 0n) {
+      obj.recordsPulled = message.recordsPulled.toString();
+    }
+    if (message.recordsPushed !== 0n) {
+      obj.recordsPushed = message.recordsPushed.toString();
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PeerRepair>): PeerRepair {
+    return PeerRepair.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PeerRepair>): PeerRepair {
+    const message = createBasePeerRepair();
+    message.nodeId = object.nodeId ?? "";
+    message.rangesCompared = object.rangesCompared ?? 0;
+    message.rangesDiffering = object.rangesDiffering ?? 0;
+    message.recordsPulled = (object.recordsPulled !== undefined && object.recordsPulled !== null)
+      ? BigInt(object.recordsPulled)
+      : 0n;
+    message.recordsPushed = (object.recordsPushed !== undefined && object.recordsPushed !== null)
+      ? BigInt(object.recordsPushed)
+      : 0n;
+    message.error = object.error ?? "";
     return message;
   },
 };
@@ -1715,6 +2574,31 @@ export const KVStoreDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * Verify compares, for every ring range, the hash-tree root of each replica (asking the other
+     * members), and reports which ranges disagree. Read-only.
+     */
+    verify: {
+      name: "Verify",
+      requestType: VerifyRequest as typeof VerifyRequest,
+      requestStream: false,
+      responseType: VerifyResponse as typeof VerifyResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * Repair runs an anti-entropy exchange now between the answering node and each of its peers
+     * (the same exchange the background runs every antiEntropy.intervalSeconds) and reports what
+     * it repaired.
+     */
+    repair: {
+      name: "Repair",
+      requestType: RepairRequest as typeof RepairRequest,
+      requestStream: false,
+      responseType: RepairResponse as typeof RepairResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -1765,6 +2649,17 @@ export interface KVStoreServiceImplementation<CallContextExt = {}> {
    * member its reachability and this node's replication backlog towards it.
    */
   status(request: StatusRequest, context: CallContext & CallContextExt): Promise<DeepPartial<StatusResponse>>;
+  /**
+   * Verify compares, for every ring range, the hash-tree root of each replica (asking the other
+   * members), and reports which ranges disagree. Read-only.
+   */
+  verify(request: VerifyRequest, context: CallContext & CallContextExt): Promise<DeepPartial<VerifyResponse>>;
+  /**
+   * Repair runs an anti-entropy exchange now between the answering node and each of its peers
+   * (the same exchange the background runs every antiEntropy.intervalSeconds) and reports what
+   * it repaired.
+   */
+  repair(request: RepairRequest, context: CallContext & CallContextExt): Promise<DeepPartial<RepairResponse>>;
 }
 
 export interface KVStoreClient<CallOptionsExt = {}> {
@@ -1811,6 +2706,17 @@ export interface KVStoreClient<CallOptionsExt = {}> {
    * member its reachability and this node's replication backlog towards it.
    */
   status(request: DeepPartial<StatusRequest>, options?: CallOptions & CallOptionsExt): Promise<StatusResponse>;
+  /**
+   * Verify compares, for every ring range, the hash-tree root of each replica (asking the other
+   * members), and reports which ranges disagree. Read-only.
+   */
+  verify(request: DeepPartial<VerifyRequest>, options?: CallOptions & CallOptionsExt): Promise<VerifyResponse>;
+  /**
+   * Repair runs an anti-entropy exchange now between the answering node and each of its peers
+   * (the same exchange the background runs every antiEntropy.intervalSeconds) and reports what
+   * it repaired.
+   */
+  repair(request: DeepPartial<RepairRequest>, options?: CallOptions & CallOptionsExt): Promise<RepairResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {

@@ -109,6 +109,52 @@ export interface BackupResponse {
   nodeId: string;
 }
 
+/** Ranges whose digests to answer. */
+export interface RangeDigestsRequest {
+  /** Id of the asking node. */
+  fromNodeId: string;
+  /** Ring range indexes (see src/cluster/ring.ts); the ring is the same on every member. */
+  ranges: number[];
+}
+
+/** One digest per asked range. */
+export interface RangeDigestsResponse {
+  /** 8-byte root hash per range, in the order asked. */
+  roots: Buffer[];
+  /** Records per range, in the order asked. */
+  recordCounts: bigint[];
+}
+
+/** Which range's leaves to answer. */
+export interface LeafDigestsRequest {
+  /** Id of the asking node. */
+  fromNodeId: string;
+  /** Ring range index. */
+  range: number;
+}
+
+/** The leaf hashes of one range. */
+export interface LeafDigestsResponse {
+  /** 8-byte hash per leaf bucket, in bucket order. */
+  leaves: Buffer[];
+}
+
+/** Which bucket's records to answer. */
+export interface BucketRecordsRequest {
+  /** Id of the asking node. */
+  fromNodeId: string;
+  /** Ring range index. */
+  range: number;
+  /** Leaf bucket within the range. */
+  bucket: number;
+}
+
+/** Every record this node holds in the bucket. */
+export interface BucketRecordsResponse {
+  /** Full encoded records, tombstones included. */
+  records: Record[];
+}
+
 function createBaseRecord(): Record {
   return { key: Buffer.alloc(0), record: Buffer.alloc(0) };
 }
@@ -1109,6 +1155,551 @@ export const BackupResponse: MessageFns<BackupResponse> = {
   },
 };
 
+function createBaseRangeDigestsRequest(): RangeDigestsRequest {
+  return { fromNodeId: "", ranges: [] };
+}
+
+export const RangeDigestsRequest: MessageFns<RangeDigestsRequest> = {
+  encode(message: RangeDigestsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.ranges.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.ranges) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RangeDigestsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRangeDigestsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.ranges.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.ranges.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RangeDigestsRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      ranges: globalThis.Array.isArray(object?.ranges) ? object.ranges.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: RangeDigestsRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.ranges?.length) {
+      obj.ranges = message.ranges.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RangeDigestsRequest>): RangeDigestsRequest {
+    return RangeDigestsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RangeDigestsRequest>): RangeDigestsRequest {
+    const message = createBaseRangeDigestsRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.ranges = object.ranges?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseRangeDigestsResponse(): RangeDigestsResponse {
+  return { roots: [], recordCounts: [] };
+}
+
+export const RangeDigestsResponse: MessageFns<RangeDigestsResponse> = {
+  encode(message: RangeDigestsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.roots) {
+      writer.uint32(10).bytes(v!);
+    }
+    if (message.recordCounts.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.recordCounts) {
+        if (BigInt.asUintN(64, v) !== v) {
+          throw new globalThis.Error("a value provided in array field recordCounts of type uint64 is too large");
+        }
+        writer.uint64(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RangeDigestsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRangeDigestsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.roots.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.recordCounts.push(reader.uint64() as bigint);
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.recordCounts.push(reader.uint64() as bigint);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RangeDigestsResponse {
+    return {
+      roots: globalThis.Array.isArray(object?.roots)
+        ? object.roots.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : [],
+      recordCounts: globalThis.Array.isArray(object?.recordCounts)
+        ? object.recordCounts.map((e: any) => BigInt(e))
+        : globalThis.Array.isArray(object?.record_counts)
+        ? object.record_counts.map((e: any) => BigInt(e))
+        : [],
+    };
+  },
+
+  toJSON(message: RangeDigestsResponse): unknown {
+    const obj: any = {};
+    if (message.roots?.length) {
+      obj.roots = message.roots.map((e) => base64FromBytes(e));
+    }
+    if (message.recordCounts?.length) {
+      obj.recordCounts = message.recordCounts.map((e) => e.toString());
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RangeDigestsResponse>): RangeDigestsResponse {
+    return RangeDigestsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RangeDigestsResponse>): RangeDigestsResponse {
+    const message = createBaseRangeDigestsResponse();
+    message.roots = object.roots?.map((e) => e) || [];
+    message.recordCounts = object.recordCounts?.map((e) => BigInt(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLeafDigestsRequest(): LeafDigestsRequest {
+  return { fromNodeId: "", range: 0 };
+}
+
+export const LeafDigestsRequest: MessageFns<LeafDigestsRequest> = {
+  encode(message: LeafDigestsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.range !== 0) {
+      writer.uint32(16).uint32(message.range);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LeafDigestsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLeafDigestsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.range = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LeafDigestsRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      range: isSet(object.range) ? globalThis.Number(object.range) : 0,
+    };
+  },
+
+  toJSON(message: LeafDigestsRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.range !== 0) {
+      obj.range = Math.round(message.range);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LeafDigestsRequest>): LeafDigestsRequest {
+    return LeafDigestsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LeafDigestsRequest>): LeafDigestsRequest {
+    const message = createBaseLeafDigestsRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.range = object.range ?? 0;
+    return message;
+  },
+};
+
+function createBaseLeafDigestsResponse(): LeafDigestsResponse {
+  return { leaves: [] };
+}
+
+export const LeafDigestsResponse: MessageFns<LeafDigestsResponse> = {
+  encode(message: LeafDigestsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.leaves) {
+      writer.uint32(10).bytes(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LeafDigestsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLeafDigestsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.leaves.push(Buffer.from(reader.bytes()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LeafDigestsResponse {
+    return {
+      leaves: globalThis.Array.isArray(object?.leaves)
+        ? object.leaves.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : [],
+    };
+  },
+
+  toJSON(message: LeafDigestsResponse): unknown {
+    const obj: any = {};
+    if (message.leaves?.length) {
+      obj.leaves = message.leaves.map((e) => base64FromBytes(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LeafDigestsResponse>): LeafDigestsResponse {
+    return LeafDigestsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LeafDigestsResponse>): LeafDigestsResponse {
+    const message = createBaseLeafDigestsResponse();
+    message.leaves = object.leaves?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseBucketRecordsRequest(): BucketRecordsRequest {
+  return { fromNodeId: "", range: 0, bucket: 0 };
+}
+
+export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
+  encode(message: BucketRecordsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.range !== 0) {
+      writer.uint32(16).uint32(message.range);
+    }
+    if (message.bucket !== 0) {
+      writer.uint32(24).uint32(message.bucket);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BucketRecordsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBucketRecordsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.range = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bucket = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BucketRecordsRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      range: isSet(object.range) ? globalThis.Number(object.range) : 0,
+      bucket: isSet(object.bucket) ? globalThis.Number(object.bucket) : 0,
+    };
+  },
+
+  toJSON(message: BucketRecordsRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.range !== 0) {
+      obj.range = Math.round(message.range);
+    }
+    if (message.bucket !== 0) {
+      obj.bucket = Math.round(message.bucket);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BucketRecordsRequest>): BucketRecordsRequest {
+    return BucketRecordsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BucketRecordsRequest>): BucketRecordsRequest {
+    const message = createBaseBucketRecordsRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.range = object.range ?? 0;
+    message.bucket = object.bucket ?? 0;
+    return message;
+  },
+};
+
+function createBaseBucketRecordsResponse(): BucketRecordsResponse {
+  return { records: [] };
+}
+
+export const BucketRecordsResponse: MessageFns<BucketRecordsResponse> = {
+  encode(message: BucketRecordsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.records) {
+      Record.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BucketRecordsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBucketRecordsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records.push(Record.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BucketRecordsResponse {
+    return {
+      records: globalThis.Array.isArray(object?.records) ? object.records.map((e: any) => Record.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: BucketRecordsResponse): unknown {
+    const obj: any = {};
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => Record.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BucketRecordsResponse>): BucketRecordsResponse {
+    return BucketRecordsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BucketRecordsResponse>): BucketRecordsResponse {
+    const message = createBaseBucketRecordsResponse();
+    message.records = object.records?.map((e) => Record.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /** What one node asks of another. */
 export type PeerServiceDefinition = typeof PeerServiceDefinition;
 export const PeerServiceDefinition = {
@@ -1176,6 +1767,39 @@ export const PeerServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * RangeDigests answers this node's hash-tree root for each asked ring range (anti-entropy and
+     * verify): two replicas in sync find out with this one call.
+     */
+    rangeDigests: {
+      name: "RangeDigests",
+      requestType: RangeDigestsRequest as typeof RangeDigestsRequest,
+      requestStream: false,
+      responseType: RangeDigestsResponse as typeof RangeDigestsResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** LeafDigests answers the leaf hashes of one range's tree, to find the differing buckets. */
+    leafDigests: {
+      name: "LeafDigests",
+      requestType: LeafDigestsRequest as typeof LeafDigestsRequest,
+      requestStream: false,
+      responseType: LeafDigestsResponse as typeof LeafDigestsResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * BucketRecords answers every record (tombstones included, with values) in one bucket of one
+     * range, so the two replicas can exchange exactly what differs.
+     */
+    bucketRecords: {
+      name: "BucketRecords",
+      requestType: BucketRecordsRequest as typeof BucketRecordsRequest,
+      requestStream: false,
+      responseType: BucketRecordsResponse as typeof BucketRecordsResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -1209,6 +1833,27 @@ export interface PeerServiceImplementation<CallContextExt = {}> {
    * a client's Backup with all_nodes).
    */
   backup(request: BackupRequest, context: CallContext & CallContextExt): Promise<DeepPartial<BackupResponse>>;
+  /**
+   * RangeDigests answers this node's hash-tree root for each asked ring range (anti-entropy and
+   * verify): two replicas in sync find out with this one call.
+   */
+  rangeDigests(
+    request: RangeDigestsRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<RangeDigestsResponse>>;
+  /** LeafDigests answers the leaf hashes of one range's tree, to find the differing buckets. */
+  leafDigests(
+    request: LeafDigestsRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<LeafDigestsResponse>>;
+  /**
+   * BucketRecords answers every record (tombstones included, with values) in one bucket of one
+   * range, so the two replicas can exchange exactly what differs.
+   */
+  bucketRecords(
+    request: BucketRecordsRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<BucketRecordsResponse>>;
 }
 
 export interface PeerServiceClient<CallOptionsExt = {}> {
@@ -1241,6 +1886,27 @@ export interface PeerServiceClient<CallOptionsExt = {}> {
    * a client's Backup with all_nodes).
    */
   backup(request: DeepPartial<BackupRequest>, options?: CallOptions & CallOptionsExt): Promise<BackupResponse>;
+  /**
+   * RangeDigests answers this node's hash-tree root for each asked ring range (anti-entropy and
+   * verify): two replicas in sync find out with this one call.
+   */
+  rangeDigests(
+    request: DeepPartial<RangeDigestsRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<RangeDigestsResponse>;
+  /** LeafDigests answers the leaf hashes of one range's tree, to find the differing buckets. */
+  leafDigests(
+    request: DeepPartial<LeafDigestsRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<LeafDigestsResponse>;
+  /**
+   * BucketRecords answers every record (tombstones included, with values) in one bucket of one
+   * range, so the two replicas can exchange exactly what differs.
+   */
+  bucketRecords(
+    request: DeepPartial<BucketRecordsRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<BucketRecordsResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {

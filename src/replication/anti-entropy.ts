@@ -1,0 +1,203 @@
+import type { Logger } from 'pino';
+import type { RangeVerification } from '../../gen/kvstore/v1/kvstore.js';
+import { DigestForest, formatDigest, leafBucketsPerRange } from '../cluster/digest-tree.js';
+import type { HybridLogicalClock } from '../cluster/hlc.js';
+import type { Ring } from '../cluster/ring.js';
+import { compareEncodedVersions, decodeRecordHeader } from '../storage/record-codec.js';
+import type { Repository, StoredRecord } from '../storage/repository.js';
+import type { PeerLink } from './peer-link.js';
+import { RateLimiter } from './rate-limiter.js';
+
+export interface AntiEntropySettings {
+  readonly selfId: string;
+  readonly replicationFactor: number;
+  /** Seconds between background rounds; 0 turns the background off (on-demand still works). */
+  readonly intervalSeconds: number;
+  readonly maxRecordsPerSecond: number;
+  readonly peerCallMs: number;
+}
+
+/** What one exchange with one peer did. */
+export interface ExchangeResult {
+  readonly peer: string;
+  readonly rangesCompared: number;
+  readonly rangesDiffering: number;
+  readonly pulled: number;
+  readonly pushed: number;
+  readonly finishedAtMs: number;
+  readonly error: string | undefined;
+}
+
+/** Records per Replicate call when pushing repairs. */
+const pushBatchRecordsMax = 512;
+
+/**
+ * Anti-entropy: makes replicas converge whatever happened (lost disk, restore from an old
+ * backup, dropped replication-log entries, bugs). Each exchange with a peer compares the roots of
+ * every ring range both hold (one call), descends into the leaves of differing ranges only, and
+ * exchanges just the records of differing buckets, newest version winning in both directions.
+ * Runs in the background every intervalSeconds and on demand (Repair RPC), rate-limited in
+ * records per second.
+ */
+export class AntiEntropy {
+  readonly lastExchange = new Map<string, ExchangeResult>();
+  private readonly limiter: RateLimiter;
+  private readonly running = new Map<string, Promise<ExchangeResult>>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly settings: AntiEntropySettings,
+    private readonly ring: Ring,
+    private readonly forest: DigestForest,
+    private readonly repo: Repository,
+    private readonly clock: HybridLogicalClock,
+    private readonly links: ReadonlyMap<string, PeerLink>,
+    private readonly logger: Logger,
+  ) {
+    this.limiter = new RateLimiter(settings.maxRecordsPerSecond);
+  }
+
+  start(): void {
+    if (this.settings.intervalSeconds === 0) return;
+    const schedule = () => {
+      if (this.stopped) return;
+      this.timer = setTimeout(() => void this.backgroundRound().finally(schedule), this.settings.intervalSeconds * 1000);
+      this.timer.unref();
+    };
+    schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await Promise.allSettled(this.running.values());
+  }
+
+  /** Runs an exchange with every peer now (one at a time); a peer already exchanging is joined. */
+  async repairAll(): Promise<ExchangeResult[]> {
+    const results: ExchangeResult[] = [];
+    for (const peer of this.links.keys()) results.push(await this.exchangeWith(peer));
+    return results;
+  }
+
+  exchangeWith(peer: string): Promise<ExchangeResult> {
+    let run = this.running.get(peer);
+    if (run === undefined) {
+      run = this.exchange(peer).finally(() => this.running.delete(peer));
+      this.running.set(peer, run);
+    }
+    return run;
+  }
+
+  /** Digest of every range from every replica (this node's own and the peers'). */
+  async verify(): Promise<RangeVerification[]> {
+    const { selfId, replicationFactor } = this.settings;
+    const rangesOf = new Map<string, number[]>();
+    for (let r = 0; r < this.forest.rangeCount; r++) {
+      for (const node of this.ring.replicasOfRange(r, replicationFactor)) {
+        if (node !== selfId) (rangesOf.get(node) ?? rangesOf.set(node, []).get(node)!).push(r);
+      }
+    }
+    const answers = new Map<string, { roots: Map<number, { digest: string; count: number }>; error?: string }>();
+    await Promise.all(
+      [...rangesOf].map(async ([node, ranges]) => {
+        const link = this.links.get(node)!;
+        try {
+          const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges }, { signal: AbortSignal.timeout(this.settings.peerCallMs) });
+          link.markContact();
+          answers.set(node, { roots: new Map(ranges.map((r, i) => [r, { digest: formatDigest(res.roots[i]!), count: Number(res.recordCounts[i] ?? 0) }])) });
+        } catch (err) {
+          link.markFailure(err);
+          answers.set(node, { roots: new Map(), error: (err as Error).message });
+        }
+      }),
+    );
+    const out: RangeVerification[] = [];
+    for (let r = 0; r < this.forest.rangeCount; r++) {
+      const range = this.forest.range(r);
+      const replicas = this.ring.replicasOfRange(r, replicationFactor).map((node) => {
+        if (node === selfId) return { nodeId: node, digest: formatDigest(this.forest.root(r)), recordCount: BigInt(this.forest.recordCount(r)), error: '' };
+        const answer = answers.get(node)!;
+        const root = answer.roots.get(r);
+        return { nodeId: node, digest: root?.digest ?? '', recordCount: BigInt(root?.count ?? 0), error: root === undefined ? (answer.error ?? 'no answer') : '' };
+      });
+      const agree = replicas.every((x) => x.digest !== '' && x.digest === replicas[0]!.digest);
+      out.push({ range: r, startExclusive: range.startExclusive, endInclusive: range.endInclusive, replicas, agree });
+    }
+    return out;
+  }
+
+  private async backgroundRound(): Promise<void> {
+    for (const [peer, link] of this.links) {
+      if (this.stopped) return;
+      if (!link.reachable) continue;
+      const result = await this.exchangeWith(peer);
+      if (result.error === undefined && result.pulled + result.pushed > 0) {
+        this.logger.info({ peer, pulled: result.pulled, pushed: result.pushed, ranges: result.rangesDiffering }, 'anti-entropy repaired records');
+      }
+    }
+  }
+
+  private async exchange(peer: string): Promise<ExchangeResult> {
+    const { selfId, replicationFactor, peerCallMs } = this.settings;
+    const link = this.links.get(peer)!;
+    const call = () => ({ signal: AbortSignal.timeout(peerCallMs) });
+    const shared: number[] = [];
+    for (let r = 0; r < this.forest.rangeCount; r++) {
+      const replicas = this.ring.replicasOfRange(r, replicationFactor);
+      if (replicas.includes(selfId) && replicas.includes(peer)) shared.push(r);
+    }
+    let rangesDiffering = 0;
+    let pulled = 0;
+    let pushed = 0;
+    try {
+      const { roots } = await link.client.rangeDigests({ fromNodeId: selfId, ranges: shared }, call());
+      link.markContact();
+      const differing = shared.filter((r, i) => !this.forest.root(r).equals(roots[i]!));
+      rangesDiffering = differing.length;
+      for (const range of differing) {
+        if (this.stopped) break;
+        const { leaves } = await link.client.leafDigests({ fromNodeId: selfId, range }, call());
+        const mine = this.forest.leaves(range);
+        for (let bucket = 0; bucket < leafBucketsPerRange; bucket++) {
+          if (mine[bucket]!.equals(leaves[bucket]!)) continue;
+          const theirs = (await link.client.bucketRecords({ fromNodeId: selfId, range, bucket }, call())).records;
+          const interval = this.forest.bucketInterval(range, bucket);
+          const ours = new Map(this.repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive).map((r) => [r.key.toString('latin1'), r]));
+          const toPull: StoredRecord[] = [];
+          for (const t of theirs) {
+            const k = t.key.toString('latin1');
+            const o = ours.get(k);
+            ours.delete(k);
+            const cmp = o === undefined ? 1 : compareEncodedVersions(t.record, o.record);
+            if (cmp > 0) toPull.push({ key: t.key, record: t.record });
+            else if (cmp < 0) ours.set(k, o!); // ours is newer: push it
+          }
+          const toPush = [...ours.values()];
+          await this.limiter.take(toPull.length + toPush.length);
+          if (toPull.length > 0) {
+            for (const p of toPull) this.clock.observe(decodeRecordHeader(p.record).version);
+            await this.repo.applyRecords(toPull);
+            pulled += toPull.length;
+          }
+          for (let i = 0; i < toPush.length; i += pushBatchRecordsMax) {
+            const batch = toPush.slice(i, i + pushBatchRecordsMax);
+            await link.client.replicate({ fromNodeId: selfId, records: batch, wantPrevious: [] }, call());
+            pushed += batch.length;
+          }
+        }
+      }
+      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: undefined };
+      this.lastExchange.set(peer, result);
+      return result;
+    } catch (err) {
+      link.markFailure(err);
+      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: (err as Error).message };
+      this.lastExchange.set(peer, result);
+      return result;
+    }
+  }
+}
+
+export { DigestForest };
