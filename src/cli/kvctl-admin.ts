@@ -1,7 +1,8 @@
 /**
  * kvctl operator commands: backup, status.
  */
-import type { BackupStatus, NodeStatus } from '../client/index.js';
+import type { BackupStatus, MemberStatus, NodeStatus } from '../client/index.js';
+import { oneLine } from '../client/errors.js';
 import { exitCode, type KvctlCommand } from './kvctl-command.js';
 import { formatAgo, formatBytes, formatDuration, formatTable, jsonLine } from './kvctl-format.js';
 
@@ -69,23 +70,36 @@ export function formatStatus(status: NodeStatus, now: Date): string {
     member.backlogEntries === 0 ? '-' : formatDuration(member.backlogOldestAgeMs / 1000),
     member.self ? '-' : formatAgo(member.lastContact, now),
     String(member.droppedEntries),
+    member.self ? '-' : formatExchange(member, now),
+    member.self ? '-' : String(member.lastExchangeRepaired),
   ]);
   const table = formatTable(
-    ['ID', 'PEER', 'SELF', 'REACHABLE', 'BACKLOG', 'BACKLOG BYTES', 'OLDEST', 'LAST CONTACT', 'DROPPED'],
+    ['ID', 'PEER', 'SELF', 'REACHABLE', 'BACKLOG', 'BACKLOG BYTES', 'OLDEST', 'LAST CONTACT', 'DROPPED', 'LAST EXCHANGE', 'REPAIRED'],
     rows,
   );
-  return `${summary}\n\n${table}`;
+  const failures = status.members
+    .filter((member) => !member.self && member.lastExchangeError !== undefined)
+    .map((member) => `last anti-entropy exchange with ${member.nodeId} failed: ${oneLine(member.lastExchangeError ?? '')}`);
+  return `${summary}\n\n${table}${failures.map((line) => `${line}\n`).join('')}`;
+}
+
+/** Age of the last anti-entropy exchange, flagged when the last attempt failed. */
+function formatExchange(member: MemberStatus, now: Date): string {
+  const age = formatAgo(member.lastExchange, now);
+  return member.lastExchangeError === undefined ? age : `${age} (FAILED)`;
 }
 
 export const statusCommand: KvctlCommand = {
   name: 'status',
   usage: '',
-  summary: 'Show the answering node and its view of every member (reachability, backlog)',
+  summary: 'Show the answering node and its view of every member (reachability, backlog, repair)',
   positionals: [],
   help: [
     'Shows the node that answers (the first reachable endpoint): id, version, uptime, key count,',
     'and for each member: peer address, reachability, the replication backlog towards it',
-    '(entries, bytes, age of the oldest), last successful contact and entries dropped.',
+    '(entries, bytes, age of the oldest), last successful contact, entries dropped, and the last',
+    'anti-entropy exchange with it: LAST EXCHANGE is its age ("(FAILED)" if the latest attempt',
+    'failed; the error is printed below the table), REPAIRED the records it copied (both ways).',
     'Use --endpoints host:port to ask one particular node. --json prints the raw status object.',
   ].join('\n'),
   async run(context) {

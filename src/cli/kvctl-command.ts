@@ -19,6 +19,8 @@ export const exitCode = {
   server: 3,
   /** No endpoint could be connected to. */
   unreachable: 4,
+  /** verify: the replicas of at least one ring range disagree (or could not all be asked). */
+  differ: 5,
 } as const;
 
 /** Where kvctl writes: process.stdout / process.stderr, or a test's collector. */

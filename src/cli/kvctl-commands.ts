@@ -8,6 +8,8 @@ import { backupCommand, statusCommand } from './kvctl-admin.js';
 import { benchCommand } from './kvctl-bench.js';
 import type { KvctlCommand } from './kvctl-command.js';
 import { delCommand, getCommand, lsCommand, putCommand } from './kvctl-kv.js';
+import { repairCommand } from './kvctl-repair.js';
+import { verifyCommand } from './kvctl-verify.js';
 
 export const kvctlCommands: readonly KvctlCommand[] = [
   putCommand,
@@ -16,5 +18,7 @@ export const kvctlCommands: readonly KvctlCommand[] = [
   lsCommand,
   backupCommand,
   statusCommand,
+  verifyCommand,
+  repairCommand,
   benchCommand,
 ];

@@ -42,6 +42,7 @@ const exitCodesHelp = [
   '  2  usage error (unknown command or flag, missing or invalid argument)',
   '  3  server or cluster error; the message starts with the gRPC status, e.g. "UNAVAILABLE: ..."',
   '  4  cannot connect to any endpoint',
+  '  5  verify: the replicas of at least one range differ',
 ].join('\n');
 
 const globalOptionsHelp = [

@@ -11,6 +11,8 @@ import { runRestore } from './restore.js';
 
 const usage = `Usage:
   kvstore [--config node.yaml] [--log-level info]   run a node (no config: one node on defaults)
+          [--allow-stale-start]                      start although this node was out of the cluster longer
+                                                   than tombstones.graceSeconds (only after a whole-cluster outage)
   kvstore restore --from <backup dir> --config node.yaml [--force]
                                                    restore a stopped node's data from a backup
 
@@ -23,7 +25,7 @@ export async function runKvstore(argv: string[]): Promise<number> {
   try {
     args = parseArgs({
       args: argv,
-      options: { config: { type: 'string', short: 'c' }, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: { config: { type: 'string', short: 'c' }, 'log-level': { type: 'string' }, 'allow-stale-start': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
       strict: true,
       allowPositionals: false,
     }).values;
@@ -49,7 +51,7 @@ export async function runKvstore(argv: string[]): Promise<number> {
   const logger = pino({ level: config.logLevel, base: { node: config.nodeId } });
   let node: KvNode;
   try {
-    node = await KvNode.start(config, logger);
+    node = await KvNode.start(config, logger, args['allow-stale-start'] === true);
   } catch (err) {
     if (err instanceof DataDirLockedError || err instanceof DataDirMismatchError) {
       logger.fatal(err.message);

@@ -5,9 +5,25 @@ import {
   Consistency,
   type BackupStatus as BackupStatusMessage,
   type MemberStatus as MemberStatusMessage,
+  type PeerRepair as PeerRepairMessage,
+  type RangeVerification as RangeVerificationMessage,
+  type RepairResponse,
+  type ReplicaDigest as ReplicaDigestMessage,
   type StatusResponse,
+  type VerifyResponse,
 } from '../../gen/kvstore/v1/kvstore.js';
-import type { BackupStatus, Bytes, ConsistencyLevel, MemberStatus, NodeStatus } from './types.js';
+import type {
+  BackupStatus,
+  Bytes,
+  ConsistencyLevel,
+  MemberStatus,
+  NodeStatus,
+  PeerRepair,
+  RangeVerification,
+  RepairReport,
+  ReplicaDigest,
+  VerifyReport,
+} from './types.js';
 
 /** A string as UTF-8 bytes; bytes as a Buffer over the same memory (no copy). */
 export function toBuffer(bytes: Bytes): Buffer {
@@ -71,9 +87,13 @@ export function fromMemberStatus(message: MemberStatusMessage): MemberStatus {
     backlogBytes: toNumber(message.backlogBytes),
     backlogOldestAgeMs: toNumber(message.backlogOldestAgeMs),
     droppedEntries: toNumber(message.droppedEntries),
+    lastExchangeRepaired: toNumber(message.lastExchangeRepaired),
   };
   const lastContact = toOptionalDate(message.lastContactUnixMs);
   if (lastContact !== undefined) member.lastContact = lastContact;
+  const lastExchange = toOptionalDate(message.lastExchangeUnixMs);
+  if (lastExchange !== undefined) member.lastExchange = lastExchange;
+  if (message.lastExchangeError !== '') member.lastExchangeError = message.lastExchangeError;
   return member;
 }
 
@@ -90,6 +110,47 @@ export function fromStatusResponse(message: StatusResponse): NodeStatus {
     version: message.version,
     members: message.members.map(fromMemberStatus),
   };
+}
+
+/** A ReplicaDigest message as a plain object (`error` only when there is one). */
+export function fromReplicaDigest(message: ReplicaDigestMessage): ReplicaDigest {
+  const replica: ReplicaDigest = { nodeId: message.nodeId, digest: message.digest, recordCount: toNumber(message.recordCount) };
+  if (message.error !== '') replica.error = message.error;
+  return replica;
+}
+
+/** A RangeVerification message as a plain object. */
+export function fromRangeVerification(message: RangeVerificationMessage): RangeVerification {
+  return {
+    range: message.range,
+    startExclusive: message.startExclusive,
+    endInclusive: message.endInclusive,
+    agree: message.agree,
+    replicas: message.replicas.map(fromReplicaDigest),
+  };
+}
+
+/** A VerifyResponse message as a plain object. */
+export function fromVerifyResponse(message: VerifyResponse): VerifyReport {
+  return { ranges: message.ranges.map(fromRangeVerification), differingRanges: message.differingRanges };
+}
+
+/** A PeerRepair message as a plain object (`error` only when there is one). */
+export function fromPeerRepair(message: PeerRepairMessage): PeerRepair {
+  const peer: PeerRepair = {
+    nodeId: message.nodeId,
+    rangesCompared: message.rangesCompared,
+    rangesDiffering: message.rangesDiffering,
+    recordsPulled: toNumber(message.recordsPulled),
+    recordsPushed: toNumber(message.recordsPushed),
+  };
+  if (message.error !== '') peer.error = message.error;
+  return peer;
+}
+
+/** A RepairResponse message as a plain object. */
+export function fromRepairResponse(message: RepairResponse): RepairReport {
+  return { peers: message.peers.map(fromPeerRepair) };
 }
 
 /** `host:port`, `[ipv6]:port`; the port is 1..65535. */

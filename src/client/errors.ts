@@ -2,7 +2,10 @@ import { ClientError, Status } from 'nice-grpc';
 
 /** Extra facts about a {@link KvError}. */
 export interface KvErrorOptions {
-  /** The SDK operation that failed (`put`, `get`, `delete`, `listKeys`, `backup`, `status`). */
+  /**
+   * The SDK operation that failed (`put`, `get`, `delete`, `listKeys`, `backup`, `status`,
+   * `verify`, `repair`).
+   */
   operation?: string;
   /** True when no server answered: no endpoint could be connected to. */
   unreachable?: boolean;

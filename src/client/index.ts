@@ -19,6 +19,8 @@ export {
   channelsPerEndpointMax,
   connectTimeoutMsDefault,
   deadlineMsDefault,
+  repairDeadlineMsDefault,
+  verifyDeadlineMsDefault,
 } from './kv-client.js';
 export { KvError, statusName, type KvErrorOptions } from './errors.js';
 export { parseEndpoints } from './convert.js';
@@ -33,7 +35,14 @@ export {
   type ListKeysOptions,
   type MemberStatus,
   type NodeStatus,
+  type PeerRepair,
   type PutResult,
+  type RangeVerification,
+  type RepairOptions,
+  type RepairReport,
+  type ReplicaDigest,
   type StatusOptions,
+  type VerifyOptions,
+  type VerifyReport,
 } from './types.js';
 export { Status } from 'nice-grpc';

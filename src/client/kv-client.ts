@@ -3,7 +3,9 @@ import { KVStoreDefinition, type KeyList, type KVStoreClient } from '../../gen/k
 import { CallScope } from './call-scope.js';
 import {
   fromBackupStatus,
+  fromRepairResponse,
   fromStatusResponse,
+  fromVerifyResponse,
   isBytes,
   isConsistencyLevel,
   parseEndpoints,
@@ -21,11 +23,19 @@ import type {
   ListKeysOptions,
   NodeStatus,
   PutResult,
+  RepairOptions,
+  RepairReport,
   StatusOptions,
+  VerifyOptions,
+  VerifyReport,
 } from './types.js';
 
 /** Default deadline of a call: long enough for a quorum write across a LAN with a slow disk. */
 export const deadlineMsDefault = 5000;
+/** Default deadline of {@link KvClient.verify}: it asks every replica of every ring range. */
+export const verifyDeadlineMsDefault = 60_000;
+/** Default deadline of {@link KvClient.repair}: an exchange that copies many records takes minutes. */
+export const repairDeadlineMsDefault = 10 * 60 * 1000;
 /** setTimeout's largest delay; a longer deadline would fire at once. */
 const deadlineMsMax = 2_147_483_647;
 /** Default wait for a connection before skipping an endpoint: a LAN connect takes milliseconds. */
@@ -94,7 +104,7 @@ type RetryPolicy =
  * endpoints and safe retries.
  *
  * The client talks to one endpoint at a time (the current one) and moves to the next when a
- * connection fails. Reads (`get`, `listKeys`, `status`, `backup`) are retried on the next endpoint
+ * connection fails. Reads (`get`, `listKeys`, `status`, `backup`, `verify`, `repair`) are retried on the next endpoint
  * when they fail with `UNAVAILABLE`. Mutations (`put`, `delete`) are sent only on a connected
  * channel and are retried only if they were never sent; once sent, any failure is surfaced,
  * because the write may have been applied (see {@link KvError}). Retries stop at `maxAttempts` or
@@ -353,14 +363,15 @@ export class KvClient {
   }
 
   /**
-   * Describes the answering node and its view of the cluster: members, reachability and the
-   * replication backlog towards each.
+   * Describes the answering node and its view of the cluster: members, reachability, the
+   * replication backlog towards each and the last anti-entropy exchange with each.
    *
    * @example
    * ```ts
    * const status = await client.status();
    * for (const member of status.members) {
    *   if (!member.reachable) console.warn(`${member.nodeId}: ${member.backlogEntries} writes waiting`);
+   *   if (member.lastExchangeError !== undefined) console.warn(`${member.nodeId}: anti-entropy failed: ${member.lastExchangeError}`);
    * }
    * ```
    */
@@ -369,6 +380,61 @@ export class KvClient {
     this.checkOpen(operation);
     const response = await this.call(operation, 'read', options, (client, callOptions) => client.status({}, callOptions));
     return fromStatusResponse(response);
+  }
+
+  /**
+   * Compares, for every ring range, the hash-tree root of each replica and reports which ranges
+   * disagree. Read-only; the answering node asks the other members. A range whose replica could
+   * not be asked counts as differing (its entry has an `error`).
+   *
+   * Retried on another endpoint like a read. Default deadline: 60 s (not the client's
+   * `deadlineMs`).
+   *
+   * @example
+   * ```ts
+   * const report = await client.verify();
+   * if (report.differingRanges === 0) {
+   *   console.log(`${report.ranges.length} ranges, all replicas agree`);
+   * } else {
+   *   for (const range of report.ranges.filter((r) => !r.agree)) {
+   *     console.log(range.range, range.replicas.map((r) => `${r.nodeId}=${r.error ?? r.digest}`).join(' '));
+   *   }
+   * }
+   * ```
+   */
+  async verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+    const operation = 'verify';
+    this.checkOpen(operation);
+    const callOptions = { ...options, deadlineMs: options.deadlineMs ?? verifyDeadlineMsDefault };
+    const response = await this.call(operation, 'read', callOptions, (client, grpcOptions) => client.verify({}, grpcOptions));
+    return fromVerifyResponse(response);
+  }
+
+  /**
+   * Runs an anti-entropy exchange now between the answering node and each of its peers (the
+   * exchange the node runs in the background every `antiEntropy.intervalSeconds`) and reports
+   * what it copied. Only the answering node's exchanges run: to repair every pair, call it on
+   * each node (as `kvctl repair` does for every endpoint).
+   *
+   * Safe to repeat, so retried on another endpoint like a read (the repair then runs there).
+   * Default deadline: 10 minutes (not the client's `deadlineMs`). A failed exchange with one
+   * peer is reported in its entry's `error`, not thrown.
+   *
+   * @example
+   * ```ts
+   * const report = await client.repair({ deadlineMs: 30 * 60_000 });
+   * for (const peer of report.peers) {
+   *   if (peer.error !== undefined) console.error(`${peer.nodeId}: ${peer.error}`);
+   *   else console.log(`${peer.nodeId}: pulled ${peer.recordsPulled}, pushed ${peer.recordsPushed}`);
+   * }
+   * ```
+   */
+  async repair(options: RepairOptions = {}): Promise<RepairReport> {
+    const operation = 'repair';
+    this.checkOpen(operation);
+    const callOptions = { ...options, deadlineMs: options.deadlineMs ?? repairDeadlineMsDefault };
+    const response = await this.call(operation, 'read', callOptions, (client, grpcOptions) => client.repair({}, grpcOptions));
+    return fromRepairResponse(response);
   }
 
   /**

@@ -93,6 +93,25 @@ export interface StatusOptions {
   signal?: AbortSignal;
 }
 
+/** Options of {@link KvClient.verify}. */
+export interface VerifyOptions {
+  /** Deadline in milliseconds (default 60 000, not the client's `deadlineMs`: every replica of every range is asked). */
+  deadlineMs?: number;
+  /** Aborting this signal cancels the call. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@link KvClient.repair}. */
+export interface RepairOptions {
+  /**
+   * Deadline in milliseconds (default 600 000, not the client's `deadlineMs`: an exchange that
+   * copies many records can take minutes).
+   */
+  deadlineMs?: number;
+  /** Aborting this signal cancels the call (exchanges already under way on the node finish). */
+  signal?: AbortSignal;
+}
+
 /** The result of {@link KvClient.put}. */
 export interface PutResult {
   /** True if a live value existed before this put (on the replicas that acknowledged it). */
@@ -139,6 +158,12 @@ export interface MemberStatus {
   lastContact?: Date;
   /** Entries dropped from the log towards this member because of hints limits. */
   droppedEntries: number;
+  /** Last completed anti-entropy exchange with this member; absent if there never was one. */
+  lastExchange?: Date;
+  /** Records that exchange copied (both directions). */
+  lastExchangeRepaired: number;
+  /** Why the last exchange attempt failed; absent if it succeeded (or none was attempted). */
+  lastExchangeError?: string;
 }
 
 /** The answering node's view of itself and the cluster. */
@@ -161,4 +186,60 @@ export interface NodeStatus {
   version: string;
   /** Every cluster member, the answering node included. */
   members: MemberStatus[];
+}
+
+/** One replica's digest of a ring range, in a {@link VerifyReport}. */
+export interface ReplicaDigest {
+  /** Replica node id. */
+  nodeId: string;
+  /** Root hash of the replica's hash tree for the range, 16 hex digits; empty if it could not be asked. */
+  digest: string;
+  /** Records (tombstones included) the replica holds in the range. */
+  recordCount: number;
+  /** Why the replica could not be asked; absent if it answered. */
+  error?: string;
+}
+
+/** One ring range and its replicas' digests, in a {@link VerifyReport}. */
+export interface RangeVerification {
+  /** Ring range index. */
+  range: number;
+  /** The range covers murmur3(key) in (startExclusive, endInclusive]. */
+  startExclusive: number;
+  /** End of the hash interval (inclusive). */
+  endInclusive: number;
+  /** True if every replica answered with the same digest. */
+  agree: boolean;
+  /** One entry per replica of the range. */
+  replicas: ReplicaDigest[];
+}
+
+/** The result of {@link KvClient.verify}: replica agreement over the whole ring. */
+export interface VerifyReport {
+  /** Every range of the ring, in order. */
+  ranges: RangeVerification[];
+  /** Ranges whose replicas disagree or could not all be asked (0: the replicas are in sync). */
+  differingRanges: number;
+}
+
+/** The exchange between the answering node and one peer, in a {@link RepairReport}. */
+export interface PeerRepair {
+  /** Peer id. */
+  nodeId: string;
+  /** Ranges compared. */
+  rangesCompared: number;
+  /** Ranges whose digests differed. */
+  rangesDiffering: number;
+  /** Records copied from the peer to the answering node. */
+  recordsPulled: number;
+  /** Records copied from the answering node to the peer. */
+  recordsPushed: number;
+  /** Why the exchange did not complete; absent if it did. */
+  error?: string;
+}
+
+/** The result of {@link KvClient.repair}: one anti-entropy round of the answering node. */
+export interface RepairReport {
+  /** One entry per peer of the answering node (empty for a single-node cluster). */
+  peers: PeerRepair[];
 }

@@ -193,7 +193,9 @@ export class AntiEntropy {
       return result;
     } catch (err) {
       link.markFailure(err);
-      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: (err as Error).message };
+      // finishedAtMs keeps the last *completed* exchange's time (0 if none); the error says why this one failed.
+      const previous = this.lastExchange.get(peer);
+      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message };
       this.lastExchange.set(peer, result);
       return result;
     }

@@ -17,6 +17,8 @@ export interface CoordinatorSettings {
   readonly selfId: string;
   readonly replicationFactor: number;
   readonly peerCallMs: number;
+  /** Throws if this node must not serve (quarantined: see StaleNodeGuard). */
+  readonly assertServing: () => void;
 }
 
 /** The result of a read, or the value a write replaced. */
@@ -65,6 +67,7 @@ export class Coordinator {
   /** Writes `value` (or a tombstone) and answers the newest previous value among the acknowledging replicas. */
   async write(key: Buffer, value: Buffer, tombstone: boolean, level: ConsistencyLevel, deadline: RequestDeadline): Promise<ReadResult> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
+    this.settings.assertServing();
     const { selfId, replicationFactor } = this.settings;
     const replicas = this.ring.preferenceList(key, replicationFactor);
     const required = requiredAcks(level, replicationFactor);
@@ -125,6 +128,7 @@ export class Coordinator {
   /** Reads `key` from enough replicas for `level` and answers the newest version. */
   async read(key: Buffer, level: ConsistencyLevel, deadline: RequestDeadline): Promise<ReadResult> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
+    this.settings.assertServing();
     const { selfId, replicationFactor } = this.settings;
     const replicas = this.ring.preferenceList(key, replicationFactor);
     const required = requiredAcks(level, replicationFactor);
@@ -203,6 +207,7 @@ export class Coordinator {
    */
   async *listKeys(prefix: Buffer, startAfter: Buffer, limit: number, signal: AbortSignal): AsyncGenerator<Buffer[]> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
+    this.settings.assertServing();
     const sources = [this.settings.selfId, ...this.links.keys()].map((node) => new ScanSource(node, this.scanPage(node, prefix, signal), startAfter));
     const failedNodes: string[] = [];
     let emitted = 0;

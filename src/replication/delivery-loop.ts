@@ -125,16 +125,31 @@ export class DeliveryLoop {
   /** Sends `batch` until the peer acknowledges it; the previous records it returned by index. */
   private async deliver(batch: readonly HintEntry[]): Promise<Map<number, Buffer | undefined> | undefined> {
     const wantPrevious = batch.flatMap((e, i) => (this.waiters.has(e.seq) ? [i] : []));
-    const request = {
-      fromNodeId: this.settings.selfId,
-      records: batch.map((e) => ({ key: e.key, record: e.record })),
-      wantPrevious,
+    // Rebuilt for every attempt: entries the log's limits dropped meanwhile must not be sent late
+    // (an entry older than the tombstone grace could carry a value whose delete was purged).
+    const request = () => {
+      const live = batch.flatMap((e, i) => (this.log.isGone(this.link.id, e.seq) ? [] : [{ e, i }]));
+      const position = new Map(live.map(({ i }, j) => [i, j]));
+      return {
+        fromNodeId: this.settings.selfId,
+        records: live.map(({ e }) => ({ key: e.key, record: e.record })),
+        wantPrevious: wantPrevious.flatMap((i) => (position.has(i) ? [position.get(i)!] : [])),
+        indexOf: live.map(({ i }) => i),
+      };
     };
     while (!this.stopped) {
       this.backoff = new AbortController();
       try {
+        let sent = request();
         const response = await pRetry(
-          () => this.link.client.replicate(request, { signal: AbortSignal.timeout(this.settings.peerCallMs) }),
+          () => {
+            sent = request();
+            if (sent.records.length === 0) return Promise.resolve({ previous: [] });
+            return this.link.client.replicate(
+              { fromNodeId: sent.fromNodeId, records: sent.records, wantPrevious: sent.wantPrevious },
+              { signal: AbortSignal.timeout(this.settings.peerCallMs) },
+            );
+          },
           {
             retries: Number.POSITIVE_INFINITY,
             factor: 2,
@@ -152,7 +167,7 @@ export class DeliveryLoop {
         );
         this.link.markContact();
         const previous = new Map<number, Buffer | undefined>();
-        response.previous.forEach((p, j) => previous.set(wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
+        response.previous.forEach((p, j) => previous.set(sent.indexOf[sent.wantPrevious[j]!]!, p.record.length > 0 ? p.record : undefined));
         return previous;
       } catch (err) {
         // Backoff cut short (peer seen again) or stopping: retry at once, or leave. Anything else

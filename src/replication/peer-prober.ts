@@ -15,6 +15,8 @@ export class PeerProber {
     private readonly selfId: string,
     private readonly links: readonly PeerLink[],
     private readonly intervalMs: number,
+    /** Deadline of one ping: a node's call deadline, not the (shorter) probe interval. */
+    private readonly pingTimeoutMs: number,
     private readonly logger: Logger,
   ) {}
 
@@ -35,7 +37,7 @@ export class PeerProber {
       if (link.reachable && now - link.lastContactMs < this.intervalMs) continue;
       this.inFlight.add(link.id);
       link.client
-        .ping({ fromNodeId: this.selfId }, { signal: AbortSignal.timeout(this.intervalMs) })
+        .ping({ fromNodeId: this.selfId }, { signal: AbortSignal.timeout(this.pingTimeoutMs) })
         .then((res) => {
           if (res.nodeId === link.id) {
             if (!link.reachable) this.logger.info({ peer: link.id }, 'peer reachable');

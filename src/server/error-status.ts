@@ -1,5 +1,5 @@
 import { ServerError, Status } from 'nice-grpc';
-import { InvalidRequestError, NotEnoughReplicasError, RequestTimeoutError, ResourceLimitError, ShuttingDownError } from '../replication/errors.js';
+import { InvalidRequestError, NotEnoughReplicasError, QuarantinedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError } from '../replication/errors.js';
 import { DataDirMismatchError } from '../storage/repository.js';
 import { RecordDecodeError } from '../storage/record-codec.js';
 
@@ -12,6 +12,7 @@ const statusByError: ReadonlyArray<readonly [new (...args: never[]) => Error, St
   [ResourceLimitError, Status.RESOURCE_EXHAUSTED],
   [RecordDecodeError, Status.DATA_LOSS],
   [DataDirMismatchError, Status.FAILED_PRECONDITION],
+  [QuarantinedError, Status.FAILED_PRECONDITION],
 ];
 
 /** Converts an error thrown by a handler into the ServerError nice-grpc sends. */

@@ -11,6 +11,9 @@ import { DigestForest } from '../cluster/digest-tree.js';
 import { AntiEntropy } from '../replication/anti-entropy.js';
 import { Coordinator } from '../replication/coordinator.js';
 import { HintLimits } from '../replication/hint-limits.js';
+import { StaleNodeGuard } from '../replication/stale-node-guard.js';
+import { TombstoneCollector } from '../replication/tombstone-gc.js';
+import { DataDirMismatchError } from '../storage/repository.js';
 import { DeliveryLoop } from '../replication/delivery-loop.js';
 import { PeerLink } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
@@ -43,6 +46,8 @@ export class KvNode {
     private readonly prober: PeerProber,
     readonly antiEntropy: AntiEntropy,
     private readonly hintLimits: HintLimits,
+    private readonly tombstones: TombstoneCollector,
+    private readonly guard: StaleNodeGuard,
     private readonly publicServer: Server,
     private readonly peerServer: Server | undefined,
     /** Bound public address (host:port with the real port when configured with port 0). */
@@ -51,7 +56,11 @@ export class KvNode {
     private readonly logger: Logger,
   ) {}
 
-  static async start(config: NodeConfig, logger: Logger): Promise<KvNode> {
+  /**
+   * @param allowStaleStart start even though this node was out of the cluster longer than the
+   *   tombstone grace (only right after a whole-cluster outage, when no node purged anything).
+   */
+  static async start(config: NodeConfig, logger: Logger, allowStaleStart = false): Promise<KvNode> {
     const selfId = config.nodeId;
     const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
     const peers = members.filter((m) => m.id !== selfId);
@@ -59,11 +68,34 @@ export class KvNode {
     try {
       const clock = new HybridLogicalClock(selfId, Date.now, repo.clockReading(), config.clock.maxDriftMs);
       const ring = new Ring(members, config.cluster.vnodesPerMember);
+      const peerMessageBytesEarly = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
+      const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytesEarly));
+      const loops: DeliveryLoop[] = [];
+      let antiEntropyRef: AntiEntropy | undefined;
+      const guard = new StaleNodeGuard(
+        repo,
+        links,
+        config.tombstones.graceSeconds,
+        () => {
+          void antiEntropyRef?.stop();
+          for (const loop of loops) void loop.stop();
+        },
+        logger,
+      );
+      const startProblem = guard.startProblem();
+      if (startProblem !== undefined) {
+        if (!allowStaleStart) {
+          throw new DataDirMismatchError(`${startProblem}. Wipe ${config.dataDir} and start again (anti-entropy restores it), or pass --allow-stale-start after a whole-cluster outage`);
+        }
+        logger.warn(startProblem + ' (starting anyway: --allow-stale-start)');
+        await repo.clearQuarantine();
+        guard.reset();
+      }
       const forest = new DigestForest(ring);
       repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
-      const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
-      const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes));
-      const loops = links.map(
+      const peerMessageBytes = peerMessageBytesEarly;
+      loops.push(
+        ...links.map(
         (link) =>
           new DeliveryLoop(
             link,
@@ -71,9 +103,10 @@ export class KvNode {
             { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs },
             logger,
           ),
+        ),
       );
       const coordinator = new Coordinator(
-        { selfId, replicationFactor: config.cluster.replicationFactor, peerCallMs: config.timeouts.peerCallMs },
+        { selfId, replicationFactor: config.cluster.replicationFactor, peerCallMs: config.timeouts.peerCallMs, assertServing: () => guard.assertServing() },
         ring,
         repo,
         clock,
@@ -81,7 +114,7 @@ export class KvNode {
         new Map(loops.map((l) => [l.peerId, l])),
         logger,
       );
-      const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, logger);
+      const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, config.timeouts.peerCallMs, logger);
       const antiEntropy = new AntiEntropy(
         {
           selfId,
@@ -97,7 +130,15 @@ export class KvNode {
         new Map(links.map((l) => [l.id, l])),
         logger,
       );
-      const hintLimits = new HintLimits(repo.hints, config.hints, logger);
+      antiEntropyRef = antiEntropy;
+      // Log entries never outlive the tombstone grace: see StaleNodeGuard for why.
+      const graceAge = config.tombstones.graceSeconds;
+      const hintLimits = new HintLimits(
+        repo.hints,
+        { maxAgeSeconds: config.hints.maxAgeSeconds === 0 ? graceAge : Math.min(config.hints.maxAgeSeconds, graceAge), maxBytesPerPeer: config.hints.maxBytesPerPeer },
+        logger,
+      );
+      const tombstones = new TombstoneCollector(repo, config.tombstones.graceSeconds, logger);
 
       const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
       let node: KvNode | undefined;
@@ -147,6 +188,7 @@ export class KvNode {
             clock,
             members: new Set(members.map((m) => m.id)),
             forest,
+            assertServing: () => guard.assertServing(),
             backup: async () => toPeerBackup(await backupSelf()),
           }),
         );
@@ -155,11 +197,13 @@ export class KvNode {
       }
       const port = await publicServer.listen(config.listen);
       const listenAddress = withPort(config.listen, port);
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, publicServer, peerServer, listenAddress, peerAddress, logger);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, peerServer, listenAddress, peerAddress, logger);
       for (const loop of loops) loop.start();
       prober.start();
       antiEntropy.start();
       hintLimits.start();
+      tombstones.start();
+      guard.start();
       logger.info(
         { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
         `kvstore node ${selfId} listening on ${listenAddress}, data in ${config.dataDir}`,
@@ -261,6 +305,8 @@ export class KvNode {
     }
     this.prober.stop();
     this.hintLimits.stop();
+    this.tombstones.stop();
+    this.guard.stop();
     await this.antiEntropy.stop();
     await Promise.all(this.loops.map((l) => l.stop()));
     for (const link of this.links) link.close();

@@ -13,6 +13,8 @@ export interface PeerServiceDeps {
   readonly members: ReadonlySet<string>;
   /** This node's hash trees (anti-entropy). */
   readonly forest: DigestForest;
+  /** Throws if this node must not share its data (quarantined). */
+  readonly assertServing: () => void;
   backup(): Promise<BackupResponse>;
 }
 
@@ -32,6 +34,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
   };
   return {
     async replicate(request) {
+      deps.assertServing();
       checkCaller(request.fromNodeId);
       for (const r of request.records) {
         if (r.key.length === 0) throw new InvalidRequestError('replicated record has an empty key');
@@ -42,11 +45,13 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       return { previous: previous.map((record, i) => ({ key: request.records[request.wantPrevious[i]!]!.key, record: record ?? empty })) };
     },
     async readReplica(request) {
+      deps.assertServing();
       checkCaller(request.fromNodeId);
       if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
       return { records: request.keys.map((key) => ({ key, record: repo.getRecord(key) ?? empty })) };
     },
     async scanLocal(request) {
+      deps.assertServing();
       const page = repo.scan(request.prefix, request.startAfter, request.limit);
       // Only the header (version, tombstone flag) matters for the listing merge: leave values out.
       const records = page.map(({ key, record }) => ({ key, record: record.subarray(0, recordHeaderBytesFixed + record[9]!) }));
@@ -56,16 +61,19 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       return { nodeId: deps.selfId };
     },
     async rangeDigests(request) {
+      deps.assertServing();
       checkCaller(request.fromNodeId);
       request.ranges.forEach(checkRange);
       return { roots: request.ranges.map((r) => forest.root(r)), recordCounts: request.ranges.map((r) => BigInt(forest.recordCount(r))) };
     },
     async leafDigests(request) {
+      deps.assertServing();
       checkCaller(request.fromNodeId);
       checkRange(request.range);
       return { leaves: forest.leaves(request.range) };
     },
     async bucketRecords(request) {
+      deps.assertServing();
       checkCaller(request.fromNodeId);
       checkRange(request.range);
       if (request.bucket >= leafBucketsPerRange) throw new InvalidRequestError(`bucket ${request.bucket} out of 0..${leafBucketsPerRange - 1}`);

@@ -128,6 +128,11 @@ export class HintLog {
     }, removalDelayMsMax);
   }
 
+  /** Whether an entry was delivered or dropped already (e.g. by the log's limits while in flight). */
+  isGone(peer: string, seq: number): boolean {
+    return seq <= this.queue(peer).goneThroughSeq;
+  }
+
   /** Deletes entries marked gone. Must run inside a write transaction. */
   drainRemovalsInTransaction(): void {
     const keys = this.pendingRemovals;

@@ -19,6 +19,8 @@ export const scanPageRecordsMax = 10_000;
 const metaNodeId = 'nodeId';
 const metaSchemaVersion = 'schemaVersion';
 const metaClock = 'hlc';
+const metaClusterContact = 'clusterContact';
+const metaQuarantined = 'quarantined';
 
 /** The data dir belongs to another node id, or has a layout this build cannot read. */
 export class DataDirMismatchError extends Error {
@@ -191,6 +193,71 @@ export class Repository {
     this.observer?.(key, keyHash, previous === undefined ? undefined : recordHeader(previous), header);
   }
 
+  /** When this node last had contact with any peer (persisted), or undefined if never recorded. */
+  clusterContactMs(): number | undefined {
+    return this.meta.get(metaClusterContact)?.readUIntBE(0, 6);
+  }
+
+  /** Persists the last cluster contact time (not fsynced on its own: it rides the next commit). */
+  setClusterContactMs(ms: number): void {
+    const buf = Buffer.allocUnsafe(6);
+    buf.writeUIntBE(ms, 0, 6);
+    void this.meta.put(metaClusterContact, buf);
+  }
+
+  /** The reason this data dir was quarantined (see StaleNodeGuard), if it was. */
+  quarantineReason(): string | undefined {
+    return this.meta.get(metaQuarantined)?.toString('utf8');
+  }
+
+  /** Forgets a quarantine and the contact history (operator override after a whole-cluster outage). */
+  async clearQuarantine(): Promise<void> {
+    await this.meta.remove(metaQuarantined);
+    await this.meta.remove(metaClusterContact);
+    await this.env.flushed;
+  }
+
+  async setQuarantined(reason: string): Promise<void> {
+    await this.meta.put(metaQuarantined, Buffer.from(reason, 'utf8'));
+    await this.env.flushed;
+  }
+
+  /**
+   * Tombstone GC: deletes up to `scanMax` records' worth of tombstones whose version wall time is
+   * before `cutoffMs`, scanning in key order after `cursor`. Returns the cursor to continue from
+   * (undefined when the scan wrapped) and how many were purged.
+   */
+  async purgeTombstones(cutoffMs: number, cursor: Buffer | undefined, scanMax: number): Promise<{ cursor: Buffer | undefined; purged: number }> {
+    const victims: Buffer[] = [];
+    let last: Buffer | undefined;
+    let scanned = 0;
+    for (const { key, value } of this.records.getRange({ start: cursor === undefined ? undefined : keyAfterCursor(cursor), limit: scanMax })) {
+      scanned++;
+      last = key;
+      if (isTombstoneRecord(value) && value.readUIntBE(1, 6) < cutoffMs) victims.push(key);
+    }
+    let purged = 0;
+    if (victims.length > 0) {
+      purged = await this.env.transaction(() => {
+        let n = 0;
+        for (const key of victims) {
+          const stored = this.records.get(key);
+          // Re-check inside the transaction: a newer write may have replaced the tombstone.
+          if (stored === undefined || !isTombstoneRecord(stored) || stored.readUIntBE(1, 6) >= cutoffMs) continue;
+          const keyHash = murmur3x86_32(key, keyHashSeed);
+          this.records.removeSync(key);
+          this.hashIndex.removeSync(hashIndexKey(key, keyHash));
+          this.observer?.(key, keyHash, recordHeader(stored), undefined);
+          n++;
+        }
+        this.hints.drainRemovalsInTransaction();
+        return n;
+      });
+      await this.env.flushed;
+    }
+    return { cursor: scanned < scanMax ? undefined : last, purged };
+  }
+
   /** The persisted clock high-water mark, to seed the HLC on start. */
   clockReading(): ClockReading | undefined {
     const buf = this.meta.get(metaClock);
@@ -321,5 +388,11 @@ function hashIndexKey(key: Uint8Array, keyHash: number): Buffer {
   const out = Buffer.allocUnsafe(4 + key.length);
   out.writeUInt32BE(keyHash, 0);
   out.set(key, 4);
+  return out;
+}
+
+function keyAfterCursor(cursor: Buffer): Buffer {
+  const out = Buffer.alloc(cursor.length + 1);
+  cursor.copy(out);
   return out;
 }
