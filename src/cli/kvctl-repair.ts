@@ -44,9 +44,11 @@ export function formatNodeRepair(result: NodeRepairResult): string {
     String(peer.rangesDiffering),
     String(peer.recordsPulled),
     String(peer.recordsPushed),
+    String(peer.bytesTransferred),
+    String(peer.durationMs),
     peer.error === undefined ? 'ok' : `FAILED: ${peer.error}`,
   ]);
-  const table = formatTable(['PEER', 'RANGES', 'DIFFERING', 'PULLED', 'PUSHED', 'RESULT'], rows)
+  const table = formatTable(['PEER', 'RANGES', 'DIFFERING', 'PULLED', 'PUSHED', 'BYTES', 'MS', 'RESULT'], rows)
     .trimEnd()
     .split('\n')
     .map((line) => `  ${line}`)

@@ -143,6 +143,8 @@ export function fromPeerRepair(message: PeerRepairMessage): PeerRepair {
     rangesDiffering: message.rangesDiffering,
     recordsPulled: toNumber(message.recordsPulled),
     recordsPushed: toNumber(message.recordsPushed),
+    bytesTransferred: toNumber(message.bytesTransferred),
+    durationMs: message.durationMs,
   };
   if (message.error !== '') peer.error = message.error;
   return peer;

@@ -234,6 +234,10 @@ export interface PeerRepair {
   recordsPulled: number;
   /** Records copied from the answering node to the peer. */
   recordsPushed: number;
+  /** Protobuf bytes the exchange moved, both directions. */
+  bytesTransferred: number;
+  /** Wall time of the exchange in milliseconds. */
+  durationMs: number;
   /** Why the exchange did not complete; absent if it did. */
   error?: string;
 }

@@ -1,4 +1,13 @@
 import type { Logger } from 'pino';
+import {
+  BucketRecordsRequest,
+  BucketRecordsResponse,
+  LeafDigestsRequest,
+  LeafDigestsResponse,
+  RangeDigestsRequest,
+  RangeDigestsResponse,
+  ReplicateRequest,
+} from '../../gen/kvstore/internal/v1/peer.js';
 import type { RangeVerification } from '../../gen/kvstore/v1/kvstore.js';
 import { DigestForest, formatDigest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
@@ -26,6 +35,9 @@ export interface ExchangeResult {
   readonly pushed: number;
   readonly finishedAtMs: number;
   readonly error: string | undefined;
+  /** Protobuf bytes of the exchange's requests and responses. */
+  readonly bytes: number;
+  readonly durationMs: number;
 }
 
 /** Records per Replicate call when pushing repairs. */
@@ -151,18 +163,29 @@ export class AntiEntropy {
     let rangesDiffering = 0;
     let pulled = 0;
     let pushed = 0;
+    let bytes = 0;
+    const startedMs = Date.now();
     try {
-      const { roots } = await link.client.rangeDigests({ fromNodeId: selfId, ranges: shared }, call());
+      const digestsRequest = { fromNodeId: selfId, ranges: shared };
+      const digests = await link.client.rangeDigests(digestsRequest, call());
+      bytes += RangeDigestsRequest.encode(digestsRequest).finish().length + RangeDigestsResponse.encode(digests).finish().length;
+      const { roots } = digests;
       link.markContact();
       const differing = shared.filter((r, i) => !this.forest.root(r).equals(roots[i]!));
       rangesDiffering = differing.length;
       for (const range of differing) {
         if (this.stopped) break;
-        const { leaves } = await link.client.leafDigests({ fromNodeId: selfId, range }, call());
+        const leafRequest = { fromNodeId: selfId, range };
+        const leafResponse = await link.client.leafDigests(leafRequest, call());
+        bytes += LeafDigestsRequest.encode(leafRequest).finish().length + LeafDigestsResponse.encode(leafResponse).finish().length;
+        const { leaves } = leafResponse;
         const mine = this.forest.leaves(range);
         for (let bucket = 0; bucket < leafBucketsPerRange; bucket++) {
           if (mine[bucket]!.equals(leaves[bucket]!)) continue;
-          const theirs = (await link.client.bucketRecords({ fromNodeId: selfId, range, bucket }, call())).records;
+          const bucketRequest = { fromNodeId: selfId, range, bucket };
+          const bucketResponse = await link.client.bucketRecords(bucketRequest, call());
+          bytes += BucketRecordsRequest.encode(bucketRequest).finish().length + BucketRecordsResponse.encode(bucketResponse).finish().length;
+          const theirs = bucketResponse.records;
           const interval = this.forest.bucketInterval(range, bucket);
           const ours = new Map(this.repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive).map((r) => [r.key.toString('latin1'), r]));
           const toPull: StoredRecord[] = [];
@@ -183,19 +206,21 @@ export class AntiEntropy {
           }
           for (let i = 0; i < toPush.length; i += pushBatchRecordsMax) {
             const batch = toPush.slice(i, i + pushBatchRecordsMax);
-            await link.client.replicate({ fromNodeId: selfId, records: batch, wantPrevious: [] }, call());
+            const pushRequest = { fromNodeId: selfId, records: batch, wantPrevious: [] };
+            await link.client.replicate(pushRequest, call());
+            bytes += ReplicateRequest.encode(pushRequest).finish().length;
             pushed += batch.length;
           }
         }
       }
-      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: undefined };
+      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: undefined, bytes, durationMs: Date.now() - startedMs };
       this.lastExchange.set(peer, result);
       return result;
     } catch (err) {
       link.markFailure(err);
       // finishedAtMs keeps the last *completed* exchange's time (0 if none); the error says why this one failed.
       const previous = this.lastExchange.get(peer);
-      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message };
+      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: Date.now() - startedMs };
       this.lastExchange.set(peer, result);
       return result;
     }

@@ -168,6 +168,8 @@ export class KvNode {
               recordsPulled: BigInt(r.pulled),
               recordsPushed: BigInt(r.pushed),
               error: r.error ?? '',
+              bytesTransferred: BigInt(r.bytes),
+              durationMs: r.durationMs,
             })),
           }),
         }),

@@ -270,6 +270,10 @@ export interface PeerRepair {
   recordsPushed: bigint;
   /** Error, empty if the exchange completed. */
   error: string;
+  /** Protobuf bytes of every request and response of the exchange (both directions). */
+  bytesTransferred: bigint;
+  /** Wall time of the exchange in milliseconds. */
+  durationMs: number;
 }
 
 function createBaseKeyValue(): KeyValue {
@@ -2292,7 +2296,16 @@ export const RepairResponse: MessageFns<RepairResponse> = {
 };
 
 function createBasePeerRepair(): PeerRepair {
-  return { nodeId: "", rangesCompared: 0, rangesDiffering: 0, recordsPulled: 0n, recordsPushed: 0n, error: "" };
+  return {
+    nodeId: "",
+    rangesCompared: 0,
+    rangesDiffering: 0,
+    recordsPulled: 0n,
+    recordsPushed: 0n,
+    error: "",
+    bytesTransferred: 0n,
+    durationMs: 0,
+  };
 }
 
 export const PeerRepair: MessageFns<PeerRepair> = {
@@ -2320,6 +2333,15 @@ export const PeerRepair: MessageFns<PeerRepair> = {
     }
     if (message.error !== "") {
       writer.uint32(50).string(message.error);
+    }
+    if (message.bytesTransferred !== 0n) {
+      if (BigInt.asUintN(64, message.bytesTransferred) !== message.bytesTransferred) {
+        throw new globalThis.Error("value provided for field message.bytesTransferred of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.bytesTransferred);
+    }
+    if (message.durationMs !== 0) {
+      writer.uint32(64).uint32(message.durationMs);
     }
     return writer;
   },
@@ -2385,6 +2407,22 @@ export const PeerRepair: MessageFns<PeerRepair> = {
             message.error = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.bytesTransferred = reader.uint64() as bigint;
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.durationMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2425,6 +2463,16 @@ export const PeerRepair: MessageFns<PeerRepair> = {
         ? BigInt(object.records_pushed)
         : 0n,
       error: isSet(object.error) ? globalThis.String(object.error) : "",
+      bytesTransferred: isSet(object.bytesTransferred)
+        ? BigInt(object.bytesTransferred)
+        : isSet(object.bytes_transferred)
+        ? BigInt(object.bytes_transferred)
+        : 0n,
+      durationMs: isSet(object.durationMs)
+        ? globalThis.Number(object.durationMs)
+        : isSet(object.duration_ms)
+        ? globalThis.Number(object.duration_ms)
+        : 0,
     };
   },
 
@@ -2448,6 +2496,12 @@ export const PeerRepair: MessageFns<PeerRepair> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
+    if (message.bytesTransferred !== 0n) {
+      obj.bytesTransferred = message.bytesTransferred.toString();
+    }
+    if (message.durationMs !== 0) {
+      obj.durationMs = Math.round(message.durationMs);
+    }
     return obj;
   },
 
@@ -2466,6 +2520,10 @@ export const PeerRepair: MessageFns<PeerRepair> = {
       ? BigInt(object.recordsPushed)
       : 0n;
     message.error = object.error ?? "";
+    message.bytesTransferred = (object.bytesTransferred !== undefined && object.bytesTransferred !== null)
+      ? BigInt(object.bytesTransferred)
+      : 0n;
+    message.durationMs = object.durationMs ?? 0;
     return message;
   },
 };
