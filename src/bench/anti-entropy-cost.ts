@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
 import { KvClient } from '../client/index.js';
 import { LocalCluster } from '../cli/local-cluster.js';
+import { waitUntilHealthy } from './bench-cluster.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { environmentFileName } from '../storage/repository.js';
 
@@ -52,6 +53,7 @@ async function main(): Promise<void> {
   const extra = { logLevel: 'info', antiEntropy: { intervalSeconds: 0, maxRecordsPerSecond: 1_000_000 } };
   let cluster = await LocalCluster.generate(2, dir, basePort, extra);
   try {
+    if (!(await waitUntilHealthy(cluster.endpoints, false))) throw new Error('the two nodes did not see each other');
     const client = new KvClient({ endpoints: cluster.endpoints, channelsPerEndpoint: 4 });
     const value = Buffer.alloc(valueBytes, 0x61);
     let next = 0;
@@ -90,7 +92,7 @@ async function main(): Promise<void> {
     });
     await env.close();
     cluster = await LocalCluster.launch([join(dir, 'n1.yaml'), join(dir, 'n2.yaml')]);
-    await new Promise((resolve) => setTimeout(resolve, 1500)); // let the nodes' probers meet
+    if (!(await waitUntilHealthy(cluster.endpoints, false))) throw new Error('the two nodes did not see each other after restart');
     const repairRun = await exchange(cluster.endpoints[0]!);
     const after = await exchange(cluster.endpoints[0]!);
 

@@ -6,6 +6,8 @@ import {
   LeafDigestsResponse,
   RangeDigestsRequest,
   RangeDigestsResponse,
+  ReadReplicaRequest,
+  ReadReplicaResponse,
   ReplicateRequest,
 } from '../../gen/kvstore/internal/v1/peer.js';
 import type { RangeVerification } from '../../gen/kvstore/v1/kvstore.js';
@@ -16,6 +18,7 @@ import { compareEncodedVersions, decodeRecordHeader } from '../storage/record-co
 import type { Repository, StoredRecord } from '../storage/repository.js';
 import type { PeerLink } from './peer-link.js';
 import { RateLimiter } from './rate-limiter.js';
+import { readBatchKeysMax } from './read-batcher.js';
 
 export interface AntiEntropySettings {
   readonly selfId: string;
@@ -180,37 +183,42 @@ export class AntiEntropy {
         bytes += LeafDigestsRequest.encode(leafRequest).finish().length + LeafDigestsResponse.encode(leafResponse).finish().length;
         const { leaves } = leafResponse;
         const mine = this.forest.leaves(range);
-        for (let bucket = 0; bucket < leafBucketsPerRange; bucket++) {
-          if (mine[bucket]!.equals(leaves[bucket]!)) continue;
-          const bucketRequest = { fromNodeId: selfId, range, bucket };
-          const bucketResponse = await link.client.bucketRecords(bucketRequest, call());
-          bytes += BucketRecordsRequest.encode(bucketRequest).finish().length + BucketRecordsResponse.encode(bucketResponse).finish().length;
-          const theirs = bucketResponse.records;
+        const buckets: number[] = [];
+        for (let bucket = 0; bucket < leafBucketsPerRange; bucket++) if (!mine[bucket]!.equals(leaves[bucket]!)) buckets.push(bucket);
+        if (buckets.length === 0) continue;
+        // Their version headers for the differing buckets, then only the records that differ move.
+        const bucketRequest = { fromNodeId: selfId, range, buckets };
+        const bucketResponse = await link.client.bucketRecords(bucketRequest, call());
+        bytes += BucketRecordsRequest.encode(bucketRequest).finish().length + BucketRecordsResponse.encode(bucketResponse).finish().length;
+        const ours = new Map<string, StoredRecord>();
+        for (const bucket of buckets) {
           const interval = this.forest.bucketInterval(range, bucket);
-          const ours = new Map(this.repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive).map((r) => [r.key.toString('latin1'), r]));
-          const toPull: StoredRecord[] = [];
-          for (const t of theirs) {
-            const k = t.key.toString('latin1');
-            const o = ours.get(k);
-            ours.delete(k);
-            const cmp = o === undefined ? 1 : compareEncodedVersions(t.record, o.record);
-            if (cmp > 0) toPull.push({ key: t.key, record: t.record });
-            else if (cmp < 0) ours.set(k, o!); // ours is newer: push it
-          }
-          const toPush = [...ours.values()];
-          await this.limiter.take(toPull.length + toPush.length);
-          if (toPull.length > 0) {
-            for (const p of toPull) this.clock.observe(decodeRecordHeader(p.record).version);
-            await this.repo.applyRecords(toPull);
-            pulled += toPull.length;
-          }
-          for (let i = 0; i < toPush.length; i += pushBatchRecordsMax) {
-            const batch = toPush.slice(i, i + pushBatchRecordsMax);
-            const pushRequest = { fromNodeId: selfId, records: batch, wantPrevious: [] };
-            await link.client.replicate(pushRequest, call());
-            bytes += ReplicateRequest.encode(pushRequest).finish().length;
-            pushed += batch.length;
-          }
+          for (const r of this.repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive)) ours.set(r.key.toString('latin1'), r);
+        }
+        const pullKeys: Buffer[] = [];
+        for (const t of bucketResponse.records) {
+          const k = t.key.toString('latin1');
+          const o = ours.get(k);
+          const cmp = o === undefined ? 1 : compareEncodedVersions(t.record, o.record);
+          if (cmp >= 0) ours.delete(k); // same version, or theirs is newer: nothing to push
+          if (cmp > 0) pullKeys.push(t.key);
+        }
+        const toPush = [...ours.values()];
+        await this.limiter.take(pullKeys.length + toPush.length);
+        for (let i = 0; i < pullKeys.length; i += readBatchKeysMax) {
+          const readRequest = { fromNodeId: selfId, keys: pullKeys.slice(i, i + readBatchKeysMax) };
+          const readResponse = await link.client.readReplica(readRequest, call());
+          bytes += ReadReplicaRequest.encode(readRequest).finish().length + ReadReplicaResponse.encode(readResponse).finish().length;
+          const toPull = readResponse.records.filter((r) => r.record.length > 0).map((r) => ({ key: r.key, record: r.record }));
+          for (const p of toPull) this.clock.observe(decodeRecordHeader(p.record).version);
+          await this.repo.applyRecords(toPull);
+          pulled += toPull.length;
+        }
+        for (let i = 0; i < toPush.length; i += pushBatchRecordsMax) {
+          const pushRequest = { fromNodeId: selfId, records: toPush.slice(i, i + pushBatchRecordsMax), wantPrevious: [] };
+          await link.client.replicate(pushRequest, call());
+          bytes += ReplicateRequest.encode(pushRequest).finish().length;
+          pushed += pushRequest.records.length;
         }
       }
       const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: undefined, bytes, durationMs: Date.now() - startedMs };

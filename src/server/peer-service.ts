@@ -3,7 +3,7 @@ import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.j
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { InvalidRequestError } from '../replication/errors.js';
 import { decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
-import { type Repository, scanPageRecordsMax } from '../storage/repository.js';
+import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 
 export interface PeerServiceDeps {
   readonly selfId: string;
@@ -76,9 +76,13 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       deps.assertServing();
       checkCaller(request.fromNodeId);
       checkRange(request.range);
-      if (request.bucket >= leafBucketsPerRange) throw new InvalidRequestError(`bucket ${request.bucket} out of 0..${leafBucketsPerRange - 1}`);
-      const interval = forest.bucketInterval(request.range, request.bucket);
-      return { records: repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive) };
+      const records: { key: Buffer; record: Buffer }[] = [];
+      for (const bucket of request.buckets) {
+        if (bucket >= leafBucketsPerRange) throw new InvalidRequestError(`bucket ${bucket} out of 0..${leafBucketsPerRange - 1}`);
+        const interval = forest.bucketInterval(request.range, bucket);
+        for (const r of repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive)) records.push({ key: r.key, record: recordHeader(r.record) });
+      }
+      return { records };
     },
     async backup(request) {
       checkCaller(request.fromNodeId);

@@ -145,13 +145,13 @@ export interface BucketRecordsRequest {
   fromNodeId: string;
   /** Ring range index. */
   range: number;
-  /** Leaf bucket within the range. */
-  bucket: number;
+  /** Leaf buckets within the range. */
+  buckets: number[];
 }
 
-/** Every record this node holds in the bucket. */
+/** Every record this node holds in the buckets. */
 export interface BucketRecordsResponse {
-  /** Full encoded records, tombstones included. */
+  /** Keys with their record's version header (no value), tombstones included. */
   records: Record[];
 }
 
@@ -1527,7 +1527,7 @@ export const LeafDigestsResponse: MessageFns<LeafDigestsResponse> = {
 };
 
 function createBaseBucketRecordsRequest(): BucketRecordsRequest {
-  return { fromNodeId: "", range: 0, bucket: 0 };
+  return { fromNodeId: "", range: 0, buckets: [] };
 }
 
 export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
@@ -1538,8 +1538,12 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
     if (message.range !== 0) {
       writer.uint32(16).uint32(message.range);
     }
-    if (message.bucket !== 0) {
-      writer.uint32(24).uint32(message.bucket);
+    if (message.buckets.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.buckets) {
+        writer.uint32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -1574,12 +1578,22 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
             continue;
           }
           case 3: {
-            if (tag !== 24) {
-              break;
+            if (tag === 24) {
+              message.buckets.push(reader.uint32());
+
+              continue;
             }
 
-            message.bucket = reader.uint32();
-            continue;
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.buckets.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
           }
         }
         if ((tag & 7) === 4 || tag === 0) {
@@ -1601,7 +1615,7 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
         ? globalThis.String(object.from_node_id)
         : "",
       range: isSet(object.range) ? globalThis.Number(object.range) : 0,
-      bucket: isSet(object.bucket) ? globalThis.Number(object.bucket) : 0,
+      buckets: globalThis.Array.isArray(object?.buckets) ? object.buckets.map((e: any) => globalThis.Number(e)) : [],
     };
   },
 
@@ -1613,8 +1627,8 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
     if (message.range !== 0) {
       obj.range = Math.round(message.range);
     }
-    if (message.bucket !== 0) {
-      obj.bucket = Math.round(message.bucket);
+    if (message.buckets?.length) {
+      obj.buckets = message.buckets.map((e) => Math.round(e));
     }
     return obj;
   },
@@ -1626,7 +1640,7 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
     const message = createBaseBucketRecordsRequest();
     message.fromNodeId = object.fromNodeId ?? "";
     message.range = object.range ?? 0;
-    message.bucket = object.bucket ?? 0;
+    message.buckets = object.buckets?.map((e) => e) || [];
     return message;
   },
 };
@@ -1789,8 +1803,9 @@ export const PeerServiceDefinition = {
       options: {},
     },
     /**
-     * BucketRecords answers every record (tombstones included, with values) in one bucket of one
-     * range, so the two replicas can exchange exactly what differs.
+     * BucketRecords answers every record (tombstones included) in some buckets of one range, as
+     * version headers only (no values), so the two replicas find exactly the records that differ
+     * and then move only those (values pulled with ReadReplica, pushed with Replicate).
      */
     bucketRecords: {
       name: "BucketRecords",
@@ -1847,8 +1862,9 @@ export interface PeerServiceImplementation<CallContextExt = {}> {
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<LeafDigestsResponse>>;
   /**
-   * BucketRecords answers every record (tombstones included, with values) in one bucket of one
-   * range, so the two replicas can exchange exactly what differs.
+   * BucketRecords answers every record (tombstones included) in some buckets of one range, as
+   * version headers only (no values), so the two replicas find exactly the records that differ
+   * and then move only those (values pulled with ReadReplica, pushed with Replicate).
    */
   bucketRecords(
     request: BucketRecordsRequest,
@@ -1900,8 +1916,9 @@ export interface PeerServiceClient<CallOptionsExt = {}> {
     options?: CallOptions & CallOptionsExt,
   ): Promise<LeafDigestsResponse>;
   /**
-   * BucketRecords answers every record (tombstones included, with values) in one bucket of one
-   * range, so the two replicas can exchange exactly what differs.
+   * BucketRecords answers every record (tombstones included) in some buckets of one range, as
+   * version headers only (no values), so the two replicas find exactly the records that differ
+   * and then move only those (values pulled with ReadReplica, pushed with Replicate).
    */
   bucketRecords(
     request: DeepPartial<BucketRecordsRequest>,
