@@ -4,9 +4,9 @@
  * throwaway local one by default, or --endpoints), each written as JSON and HTML into
  * bench-results/<timestamp>/, then a summary table (also saved as summary.txt / summary.json).
  */
-import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import { isEntryPoint } from '../cli/entry-point.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { consistencyLevels, parseEndpoints, type ConsistencyLevel } from '../client/index.js';
 import { startBenchCluster, waitUntilHealthy, type BenchCluster } from './bench-cluster.js';
@@ -269,17 +269,8 @@ export async function runSuite(argv: string[]): Promise<number> {
   return rows.every((row) => row.report !== null && row.report.total.count > 0) ? 0 : 3;
 }
 
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
 
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   runSuite(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

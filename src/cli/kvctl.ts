@@ -5,8 +5,7 @@
  * `runKvctl(argv, io)` is the whole program and answers the exit code; it runs on its own only
  * when this file is the process's entry point, so tests import it and call it in-process.
  */
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { isEntryPoint } from './entry-point.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KvClient, KvError, Status, consistencyLevels, parseEndpoints, type ConsistencyLevel } from '../client/index.js';
 import { oneLine } from '../client/errors.js';
@@ -274,18 +273,8 @@ export async function runKvctl(argv: string[], io: KvctlIo = processIo()): Promi
   }
 }
 
-/** True when this module is the program being run (also through npm's symlinked bin). */
-function isEntryPoint(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
 
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   // `kvctl ls | head`: the reader went away; that is not an error.
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'EPIPE') process.exit(exitCode.ok);

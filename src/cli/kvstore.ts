@@ -1,12 +1,11 @@
 #!/usr/bin/env node
-import { realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfigFile, resolveConfig } from '../config/load-config.js';
 import { DataDirLockedError } from '../storage/data-dir-lock.js';
 import { DataDirMismatchError } from '../storage/repository.js';
 import { KvNode } from '../server/node.js';
+import { isEntryPoint } from './entry-point.js';
 import { runRestore } from './restore.js';
 
 const usage = `Usage:
@@ -93,16 +92,8 @@ function stripDerived(config: ReturnType<typeof resolveConfig>): Record<string, 
   return { ...config };
 }
 
-function isEntryPoint(): boolean {
-  if (process.argv[1] === undefined) return false;
-  try {
-    return import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
-  } catch {
-    return false;
-  }
-}
 
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   runKvstore(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err) => {

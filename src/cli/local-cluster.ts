@@ -4,6 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { isEntryPoint } from './entry-point.js';
 
 const kvstoreBin = fileURLToPath(new URL('./kvstore.js', import.meta.url));
 /** How long a local cluster waits for its nodes to print their listening lines. */
@@ -140,7 +141,7 @@ async function main(): Promise<void> {
   });
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (isEntryPoint(import.meta.url)) {
   main().catch((err: Error) => {
     process.stderr.write(`local cluster: ${err.message}\n`);
     process.exit(1);

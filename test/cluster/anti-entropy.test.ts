@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { createChannel, createClient } from 'nice-grpc';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,6 +17,12 @@ afterEach(async () => {
 function rawClient(address: string) {
   const channel = createChannel(address);
   return { client: createClient(KVStoreDefinition, channel), close: () => channel.close() };
+}
+
+/** Runs the real kvctl binary against one node. */
+function kvctl(endpoint: string, ...args: string[]) {
+  const res = spawnSync(process.execPath, ['dist/src/cli/kvctl.js', '--endpoints', endpoint, ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { status: res.status, stdout: res.stdout, stderr: res.stderr };
 }
 
 async function allIdentical(c: TestCluster) {
@@ -102,6 +109,7 @@ describe('anti-entropy', () => {
     try {
       const ok = await client.verify({});
       expect(ok.differingRanges).toBe(0);
+      expect(kvctl(cluster.node('n1').listen, 'verify').status).toBe(0);
       expect(ok.ranges.length).toBeGreaterThan(0);
       // Corrupt n2: rewrite one key with a different value at an old version, behind the node's back.
       await cluster.node('n2').stop();
@@ -117,6 +125,10 @@ describe('anti-entropy', () => {
       const bad = await client.verify({});
       expect(bad.differingRanges).toBe(1);
       expect(bad.ranges.filter((r) => !r.agree).map((r) => r.range)).toEqual([range]);
+      // The CLI: exit 5, naming the range.
+      const cli = kvctl(cluster.node('n1').listen, 'verify');
+      expect(cli.status).toBe(5);
+      expect(cli.stdout).toMatch(new RegExp(`\\b${range}\\b`));
       // Anti-entropy repairs it: the newer (real) version wins on n2 too.
       await repairUntilConverged(cluster);
       expect((await client.verify({})).differingRanges).toBe(0);
