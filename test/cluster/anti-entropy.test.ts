@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { createChannel, createClient } from 'nice-grpc';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -19,10 +19,16 @@ function rawClient(address: string) {
   return { client: createClient(KVStoreDefinition, channel), close: () => channel.close() };
 }
 
-/** Runs the real kvctl binary against one node. */
-function kvctl(endpoint: string, ...args: string[]) {
-  const res = spawnSync(process.execPath, ['dist/src/cli/kvctl.js', '--endpoints', endpoint, ...args], { encoding: 'utf8', timeout: 60_000 });
-  return { status: res.status, stdout: res.stdout, stderr: res.stderr };
+/**
+ * Runs the real kvctl binary against one node. Asynchronously: the peer links' TCP proxies live in
+ * this test process, so blocking it (spawnSync) would stall the cluster.
+ */
+function kvctl(endpoint: string, ...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['dist/src/cli/kvctl.js', '--endpoints', endpoint, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr });
+    });
+  });
 }
 
 async function allIdentical(c: TestCluster) {
@@ -109,7 +115,8 @@ describe('anti-entropy', () => {
     try {
       const ok = await client.verify({});
       expect(ok.differingRanges).toBe(0);
-      expect(kvctl(cluster.node('n1').listen, 'verify').status).toBe(0);
+      const okCli = await kvctl(cluster.node('n1').listen, 'verify');
+      expect(okCli.status, okCli.stdout + okCli.stderr).toBe(0);
       expect(ok.ranges.length).toBeGreaterThan(0);
       // Corrupt n2: rewrite one key with a different value at an old version, behind the node's back.
       await cluster.node('n2').stop();
@@ -126,7 +133,7 @@ describe('anti-entropy', () => {
       expect(bad.differingRanges).toBe(1);
       expect(bad.ranges.filter((r) => !r.agree).map((r) => r.range)).toEqual([range]);
       // The CLI: exit 5, naming the range.
-      const cli = kvctl(cluster.node('n1').listen, 'verify');
+      const cli = await kvctl(cluster.node('n1').listen, 'verify');
       expect(cli.status).toBe(5);
       expect(cli.stdout).toMatch(new RegExp(`\\b${range}\\b`));
       // Anti-entropy repairs it: the newer (real) version wins on n2 too.
