@@ -10,6 +10,9 @@ run 3n-put-quorum-128 --consistency quorum bench put --local-cluster 3 --concurr
 run 3n-get-quorum-128 --consistency quorum bench get --local-cluster 3 --concurrency 128
 run 3n-put-one-128 --consistency one bench put --local-cluster 3 --concurrency 128
 run 3n-get-one-128 --consistency one bench get --local-cluster 3 --concurrency 128
+run 3n-put-one-512 --consistency one bench put --local-cluster 3 --concurrency 512
+run 3n-get-one-512 --consistency one bench get --local-cluster 3 --concurrency 512
+run 3n-put-quorum-128-zipf --consistency quorum bench put --local-cluster 3 --concurrency 128 --distribution zipfian
 run 3n-put-quorum-512 --consistency quorum bench put --local-cluster 3 --concurrency 512
 run 3n-get-quorum-512 --consistency quorum bench get --local-cluster 3 --concurrency 512
 run 3n-get-quorum-128-zipf --consistency quorum bench get --local-cluster 3 --concurrency 128 --distribution zipfian
