@@ -127,14 +127,14 @@ export class DeliveryLoop {
     const wantPrevious = batch.flatMap((e, i) => (this.waiters.has(e.seq) ? [i] : []));
     // Rebuilt for every attempt: entries the log's limits dropped meanwhile must not be sent late
     // (an entry older than the tombstone grace could carry a value whose delete was purged).
+    // Dropped entries are always the oldest, so what is left is a suffix of the batch.
     const request = () => {
-      const live = batch.flatMap((e, i) => (this.log.isGone(this.link.id, e.seq) ? [] : [{ e, i }]));
-      const position = new Map(live.map(({ i }, j) => [i, j]));
+      let first = 0;
+      while (first < batch.length && this.log.isGone(this.link.id, batch[first]!.seq)) first++;
       return {
-        fromNodeId: this.settings.selfId,
-        records: live.map(({ e }) => ({ key: e.key, record: e.record })),
-        wantPrevious: wantPrevious.flatMap((i) => (position.has(i) ? [position.get(i)!] : [])),
-        indexOf: live.map(({ i }) => i),
+        first,
+        records: batch.slice(first).map((e) => ({ key: e.key, record: e.record })),
+        wantPrevious: wantPrevious.filter((i) => i >= first).map((i) => i - first),
       };
     };
     while (!this.stopped) {
@@ -146,7 +146,7 @@ export class DeliveryLoop {
             sent = request();
             if (sent.records.length === 0) return Promise.resolve({ previous: [] });
             return this.link.client.replicate(
-              { fromNodeId: sent.fromNodeId, records: sent.records, wantPrevious: sent.wantPrevious },
+              { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious },
               { signal: AbortSignal.timeout(this.settings.peerCallMs) },
             );
           },
@@ -167,7 +167,7 @@ export class DeliveryLoop {
         );
         this.link.markContact();
         const previous = new Map<number, Buffer | undefined>();
-        response.previous.forEach((p, j) => previous.set(sent.indexOf[sent.wantPrevious[j]!]!, p.record.length > 0 ? p.record : undefined));
+        response.previous.forEach((p, j) => previous.set(sent.first + sent.wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
         return previous;
       } catch (err) {
         // Backoff cut short (peer seen again) or stopping: retry at once, or leave. Anything else

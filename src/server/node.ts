@@ -68,16 +68,33 @@ export class KvNode {
     try {
       const clock = new HybridLogicalClock(selfId, Date.now, repo.clockReading(), config.clock.maxDriftMs);
       const ring = new Ring(members, config.cluster.vnodesPerMember);
-      const peerMessageBytesEarly = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
-      const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytesEarly));
-      const loops: DeliveryLoop[] = [];
-      let antiEntropyRef: AntiEntropy | undefined;
+      const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
+      const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes));
+      const linkById = new Map(links.map((l) => [l.id, l]));
+      const loops = links.map((link) => new DeliveryLoop(link, repo.hints, { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs }, logger));
+      const forest = new DigestForest(ring);
+      repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
+      const antiEntropy = new AntiEntropy(
+        {
+          selfId,
+          replicationFactor: config.cluster.replicationFactor,
+          intervalSeconds: config.antiEntropy.intervalSeconds,
+          maxRecordsPerSecond: config.antiEntropy.maxRecordsPerSecond,
+          peerCallMs: config.timeouts.peerCallMs,
+        },
+        ring,
+        forest,
+        repo,
+        clock,
+        linkById,
+        logger,
+      );
       const guard = new StaleNodeGuard(
         repo,
         links,
         config.tombstones.graceSeconds,
         () => {
-          void antiEntropyRef?.stop();
+          void antiEntropy.stop();
           for (const loop of loops) void loop.stop();
         },
         logger,
@@ -91,46 +108,16 @@ export class KvNode {
         await repo.clearQuarantine();
         guard.reset();
       }
-      const forest = new DigestForest(ring);
-      repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
-      const peerMessageBytes = peerMessageBytesEarly;
-      loops.push(
-        ...links.map(
-        (link) =>
-          new DeliveryLoop(
-            link,
-            repo.hints,
-            { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs },
-            logger,
-          ),
-        ),
-      );
       const coordinator = new Coordinator(
         { selfId, replicationFactor: config.cluster.replicationFactor, peerCallMs: config.timeouts.peerCallMs, assertServing: () => guard.assertServing() },
         ring,
         repo,
         clock,
-        new Map(links.map((l) => [l.id, l])),
+        linkById,
         new Map(loops.map((l) => [l.peerId, l])),
         logger,
       );
       const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, config.timeouts.peerCallMs, logger);
-      const antiEntropy = new AntiEntropy(
-        {
-          selfId,
-          replicationFactor: config.cluster.replicationFactor,
-          intervalSeconds: config.antiEntropy.intervalSeconds,
-          maxRecordsPerSecond: config.antiEntropy.maxRecordsPerSecond,
-          peerCallMs: config.timeouts.peerCallMs,
-        },
-        ring,
-        forest,
-        repo,
-        clock,
-        new Map(links.map((l) => [l.id, l])),
-        logger,
-      );
-      antiEntropyRef = antiEntropy;
       // Log entries never outlive the tombstone grace: see StaleNodeGuard for why.
       const graceAge = config.tombstones.graceSeconds;
       const hintLimits = new HintLimits(

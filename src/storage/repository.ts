@@ -73,6 +73,7 @@ export interface RepositoryOptions {
 export class Repository {
   readonly hints: HintLog;
   private observer: RecordObserver | undefined;
+  private readonly counts = { records: 0, live: 0 };
 
   private constructor(
     private readonly env: RootDatabase,
@@ -86,6 +87,12 @@ export class Repository {
     peers: readonly string[],
   ) {
     this.hints = new HintLog(hintsDb, peers);
+    // Counted once here, then kept current by every store and purge: Status asks often, and a
+    // scan per Status was O(records).
+    for (const { value } of records.getRange({})) {
+      this.counts.records++;
+      if (!isTombstoneRecord(value)) this.counts.live++;
+    }
   }
 
   /**
@@ -187,6 +194,8 @@ export class Repository {
   /** Stores `record` for `key` over `previous` inside a write transaction, keeping the index and observer current. */
   private storeInTransaction(key: Buffer, record: Buffer, previous: Buffer | undefined): void {
     this.records.putSync(key, record);
+    if (previous === undefined) this.counts.records++;
+    this.counts.live += (isTombstoneRecord(record) ? 0 : 1) - (previous === undefined || isTombstoneRecord(previous) ? 0 : 1);
     const keyHash = murmur3x86_32(key, keyHashSeed);
     const header = recordHeader(record);
     this.hashIndex.putSync(hashIndexKey(key, keyHash), header);
@@ -246,6 +255,7 @@ export class Repository {
           if (stored === undefined || !isTombstoneRecord(stored) || stored.readUIntBE(1, 6) >= cutoffMs) continue;
           const keyHash = murmur3x86_32(key, keyHashSeed);
           this.records.removeSync(key);
+          this.counts.records--; // a tombstone: the live count is unchanged
           this.hashIndex.removeSync(hashIndexKey(key, keyHash));
           this.observer?.(key, keyHash, recordHeader(stored), undefined);
           n++;
@@ -343,15 +353,9 @@ export class Repository {
     return out;
   }
 
-  /** Record counts: all records, and live (non-tombstone) ones. Scans the records. */
+  /** Record counts: all records, and live (non-tombstone) ones. */
   recordCounts(): { records: number; live: number } {
-    let records = 0;
-    let live = 0;
-    for (const { value } of this.records.getRange({})) {
-      records++;
-      if (!isTombstoneRecord(value)) live++;
-    }
-    return { records, live };
+    return { ...this.counts };
   }
 
   /**
