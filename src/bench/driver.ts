@@ -1,6 +1,6 @@
 /**
  * How a worker issues operations: through the SDK (KvClient: per-call deadline timer, failover,
- * retries of reads) or through bare nice-grpc clients of gen/ (one request object and one call;
+ * retries of reads, coalescing into Batch RPCs unless turned off) or through bare nice-grpc clients of gen/ (one request object and one call;
  * the deadline travels as grpc-timeout and the node enforces it). Both spread a thread's channels
  * over the endpoints the same way, so their numbers are comparable.
  */
@@ -57,7 +57,7 @@ export function errorMessage(error: unknown): string {
 }
 
 export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }): Driver {
-  return kind === 'sdk' ? new SdkDriver(options) : new RawDriver(options);
+  return kind === 'raw' ? new RawDriver(options) : new SdkDriver({ ...options, coalesce: kind === 'sdk' });
 }
 
 /** Waits until `channel` is READY; fails at once on TRANSIENT_FAILURE (refused) or at the deadline. */
@@ -120,7 +120,7 @@ class SdkDriver implements Driver {
   private readonly clientsByEndpoint = new Map<string, { client: KvClient; channels: number }>();
   private readonly slotClients: KvClient[];
 
-  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }) {
+  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; coalesce: boolean }) {
     const counts = new Map<string, number>();
     for (const address of options.channelEndpoints) counts.set(address, (counts.get(address) ?? 0) + 1);
     for (const [address, count] of counts) {
@@ -131,6 +131,7 @@ class SdkDriver implements Driver {
         endpoints: rotated.length > 0 ? rotated : [address],
         deadlineMs: options.timeoutMs,
         channelsPerEndpoint: channels,
+        coalesce: options.coalesce,
         channelOptions: { 'grpc.max_receive_message_length': receiveBytesUnlimited },
         ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
       });

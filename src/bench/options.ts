@@ -7,8 +7,12 @@ import { checkZipfSkew, distributions, type Distribution, keySpaceMax, zipfSkewD
 import { defaultConnections } from './plan.js';
 import { isWorkloadName, opMixOf, readRatioDefault, workloadDefaults, workloadNames, type WorkloadName } from './workload.js';
 
-export const clientKinds = ['sdk', 'raw'] as const;
-/** `sdk`: the KvClient SDK (deadlines, failover); `raw`: bare nice-grpc clients from gen/. */
+export const clientKinds = ['sdk', 'sdk-no-coalesce', 'raw'] as const;
+/**
+ * `sdk`: the KvClient SDK as users get it (deadlines, failover, concurrent calls on a connection
+ * coalesced into Batch RPCs); `sdk-no-coalesce`: the SDK with `coalesce: false` (one RPC per
+ * operation); `raw`: bare nice-grpc clients from gen/, one RPC per operation.
+ */
 export type ClientKind = (typeof clientKinds)[number];
 
 export const workloadDefault: WorkloadName = 'mixed';
@@ -39,7 +43,8 @@ export const timeoutMsDefault = 5000;
 export const timeoutMsMax = 600_000;
 /** A throwaway cluster on one machine: more nodes than this only measures the scheduler. */
 export const localClusterMax = 9;
-export const clientDefault: ClientKind = 'raw';
+/** What users run: the SDK with its defaults. */
+export const clientDefault: ClientKind = 'sdk';
 
 /** A complete, checked set of options. */
 export interface BenchOptions {
@@ -143,7 +148,9 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
   const endpoints = input.endpoints ?? [];
   check(localCluster !== undefined || endpoints.length > 0, 'no endpoints: give --endpoints or --local-cluster');
   const endpointCount = localCluster ?? endpoints.length;
-  const connections = checkInteger('--connections', input.connections ?? defaultConnections(concurrency, endpointCount, threads), 1, connectionsMax);
+  const client = input.client ?? clientDefault;
+  check((clientKinds as readonly string[]).includes(client), `--client must be one of ${clientKinds.join(', ')}, got "${String(client)}"`);
+  const connections = checkInteger('--connections', input.connections ?? defaultConnections(concurrency, endpointCount, threads, client === 'sdk'), 1, connectionsMax);
   check(connections >= threads, `--connections (${connections}) must be at least --threads (${threads}): every thread has its own channels`);
   const ops = input.ops === undefined ? undefined : checkInteger('--ops', input.ops, 1, opsMax);
   const durationSeconds = checkNumber('--duration', input.durationSeconds ?? (ops === undefined ? durationSecondsDefault : durationSecondsMax), 0.1, durationSecondsMax);
@@ -151,8 +158,6 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
   const timeoutMs = checkInteger('--timeout', input.timeoutMs ?? timeoutMsDefault, 1, timeoutMsMax);
   const serverPids = input.serverPids ?? [];
   for (const pid of serverPids) checkInteger('--server-pids', pid, 1, 2 ** 31 - 1);
-  const client = input.client ?? clientDefault;
-  check((clientKinds as readonly string[]).includes(client), `--client must be one of ${clientKinds.join(', ')}, got "${String(client)}"`);
   const seed = checkInteger('--seed', input.seed ?? Math.floor(Math.random() * 2 ** 31), 0, 2 ** 32 - 1);
   return {
     workload,

@@ -11,9 +11,14 @@ export const channelsPerEndpointDefault = 8;
  * Default --connections: one channel per loop, up to 8 per endpoint, and at least one per thread
  * (a channel beyond the concurrency would carry no traffic). E.g. concurrency 1: 1; concurrency
  * 16 on 3 endpoints: 16 (6 + 5 + 5); concurrency 128 on 3 endpoints: 24.
+ *
+ * A coalescing client (`--client sdk`) gets one channel per endpoint and thread instead: it
+ * batches the calls made on one channel, so more channels only make smaller batches (as a user
+ * process with one KvClient would).
  */
-export function defaultConnections(concurrency: number, endpointCount: number, threads: number): number {
-  return Math.max(threads, Math.min(concurrency, channelsPerEndpointDefault * Math.max(1, endpointCount)));
+export function defaultConnections(concurrency: number, endpointCount: number, threads: number, coalescing = false): number {
+  const perEndpoint = coalescing ? threads : channelsPerEndpointDefault;
+  return Math.max(threads, Math.min(concurrency, perEndpoint * Math.max(1, endpointCount)));
 }
 
 /** What one worker thread does. */

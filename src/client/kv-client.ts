@@ -1,6 +1,8 @@
-import { createChannel, createClient, Metadata, Status, type CallOptions, type Channel } from 'nice-grpc';
+import { ClientError, createChannel, createClient, Metadata, Status, type CallOptions, type Channel } from 'nice-grpc';
 import { KVStoreDefinition, type KeyList, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+import type { BatchResult } from '../../gen/kvstore/v1/kvstore.js';
 import { CallScope } from './call-scope.js';
+import { OperationCoalescer } from './coalescer.js';
 import {
   fromBackupStatus,
   fromRepairResponse,
@@ -47,8 +49,13 @@ export const channelsPerEndpointMax = 64;
 /** Jittered pause between full rounds over the endpoints, so clients do not retry in lockstep. */
 const roundBackoffMsMin = 10;
 const roundBackoffMsMax = 100;
-/** Largest message the client sends or accepts: the node's 32 MiB value ceiling plus framing. */
+/** Largest message the client sends: the node's 32 MiB value ceiling plus framing. */
 const messageBytesMax = 40 * 1024 * 1024;
+/**
+ * No cap on answers: each is bounded by what was asked (a coalesced Batch of puts answers every
+ * old value, up to the node's value limit each), and a cap would fail a legitimate one.
+ */
+const receiveBytesUnlimited = -1;
 /** grpc-timeout allows at most 8 digits. */
 const grpcTimeoutMsMax = 99_999_999;
 /** ListKeysRequest.limit is a uint32. */
@@ -62,8 +69,8 @@ const channelOptionsDefault: Record<string, string | number> = {
   'grpc.initial_reconnect_backoff_ms': 250,
   'grpc.max_reconnect_backoff_ms': 2000,
   // A node may allow values up to 32 MiB (limits.maxValueBytes); grpc-js would refuse any
-  // answer over 4 MiB, so a Get (or a Put's old value) of a large value would fail.
-  'grpc.max_receive_message_length': messageBytesMax,
+  // answer over 4 MiB, so a Get (or a Put's old value, or a Batch of them) would fail.
+  'grpc.max_receive_message_length': receiveBytesUnlimited,
   'grpc.max_send_message_length': messageBytesMax,
 };
 
@@ -80,6 +87,8 @@ interface Endpoint {
   readonly address: string;
   readonly channels: Channel[];
   readonly clients: KVStoreClient[];
+  /** One per channel: batches that channel's put/get/delete calls (see KvClientOptions.coalesce). */
+  readonly coalescers: OperationCoalescer[];
   /** Round-robin position over `channels`. */
   next: number;
 }
@@ -90,6 +99,7 @@ interface Target {
   readonly address: string;
   readonly channel: Channel;
   readonly client: KVStoreClient;
+  readonly coalescer: OperationCoalescer;
 }
 
 /** How an operation may be retried on another endpoint. */
@@ -132,6 +142,7 @@ export class KvClient {
   private readonly consistency: ConsistencyLevel | undefined;
   private readonly maxAttempts: number;
   private readonly connectTimeoutMs: number;
+  private readonly coalesce: boolean;
   private current = 0;
   private closed = false;
 
@@ -162,6 +173,10 @@ export class KvClient {
       throw new Error(`KvClient: consistency must be 'one', 'quorum' or 'all', got ${JSON.stringify(options.consistency)}`);
     }
     this.consistency = options.consistency;
+    if (options.coalesce !== undefined && typeof options.coalesce !== 'boolean') {
+      throw new Error(`KvClient: coalesce must be true or false, got ${JSON.stringify(options.coalesce)}`);
+    }
+    this.coalesce = options.coalesce ?? true;
     const attempts = options.maxAttempts ?? addresses.length * 2;
     if (!Number.isInteger(attempts) || attempts < 1) {
       throw new Error(`KvClient: maxAttempts must be a positive integer, got ${String(options.maxAttempts)}`);
@@ -183,7 +198,8 @@ export class KvClient {
     this.endpointList = addresses.map((address, index) => {
       const channels = Array.from({ length: channelsPerEndpoint }, () => createChannel(address, undefined, channelOptions));
       const clients = channels.map((channel): KVStoreClient => createClient(KVStoreDefinition, channel));
-      return { index, address, channels, clients, next: 0 };
+      const coalescers = clients.map((client) => new OperationCoalescer(client));
+      return { index, address, channels, clients, coalescers, next: 0 };
     });
   }
 
@@ -245,7 +261,12 @@ export class KvClient {
       value: checkValue(operation, value),
       consistency: this.consistencyOf(operation, options),
     };
-    const response = await this.call(operation, 'mutation', options, (client, callOptions) => client.put(request, callOptions));
+    const bytes = request.key.length + request.value.length;
+    const response = await this.call(operation, 'mutation', options, (target, callOptions, scope) =>
+      this.coalesces(bytes)
+        ? target.coalescer.submit({ put: request }, bytes, scope.deadlineAt, scope.signal).then((r) => resultOf(r, 'put'))
+        : target.client.put(request, callOptions),
+    );
     return response.found ? { found: true, oldValue: response.value } : { found: false };
   }
 
@@ -262,7 +283,12 @@ export class KvClient {
     const operation = 'get';
     this.checkOpen(operation);
     const request = { key: checkKey(operation, key), consistency: this.consistencyOf(operation, options) };
-    const response = await this.call(operation, 'read', options, (client, callOptions) => client.get(request, callOptions));
+    const bytes = request.key.length;
+    const response = await this.call(operation, 'read', options, (target, callOptions, scope) =>
+      this.coalesces(bytes)
+        ? target.coalescer.submit({ get: request }, bytes, scope.deadlineAt, scope.signal).then((r) => resultOf(r, 'get'))
+        : target.client.get(request, callOptions),
+    );
     return response.found ? response.value : undefined;
   }
 
@@ -293,7 +319,12 @@ export class KvClient {
     const operation = 'delete';
     this.checkOpen(operation);
     const request = { key: checkKey(operation, key), consistency: this.consistencyOf(operation, options) };
-    const response = await this.call(operation, 'mutation', options, (client, callOptions) => client.delete(request, callOptions));
+    const bytes = request.key.length;
+    const response = await this.call(operation, 'mutation', options, (target, callOptions, scope) =>
+      this.coalesces(bytes)
+        ? target.coalescer.submit({ delete: request }, bytes, scope.deadlineAt, scope.signal).then((r) => resultOf(r, 'delete'))
+        : target.client.delete(request, callOptions),
+    );
     return response.found;
   }
 
@@ -358,7 +389,7 @@ export class KvClient {
     const operation = 'backup';
     this.checkOpen(operation);
     const request = { allNodes: options.allNodes === true };
-    const response = await this.call(operation, 'read', options, (client, callOptions) => client.backup(request, callOptions));
+    const response = await this.call(operation, 'read', options, ({ client }, callOptions) => client.backup(request, callOptions));
     return fromBackupStatus(response);
   }
 
@@ -378,7 +409,7 @@ export class KvClient {
   async status(options: StatusOptions = {}): Promise<NodeStatus> {
     const operation = 'status';
     this.checkOpen(operation);
-    const response = await this.call(operation, 'read', options, (client, callOptions) => client.status({}, callOptions));
+    const response = await this.call(operation, 'read', options, ({ client }, callOptions) => client.status({}, callOptions));
     return fromStatusResponse(response);
   }
 
@@ -406,7 +437,7 @@ export class KvClient {
     const operation = 'verify';
     this.checkOpen(operation);
     const callOptions = { ...options, deadlineMs: options.deadlineMs ?? verifyDeadlineMsDefault };
-    const response = await this.call(operation, 'read', callOptions, (client, grpcOptions) => client.verify({}, grpcOptions));
+    const response = await this.call(operation, 'read', callOptions, ({ client }, grpcOptions) => client.verify({}, grpcOptions));
     return fromVerifyResponse(response);
   }
 
@@ -433,7 +464,7 @@ export class KvClient {
     const operation = 'repair';
     this.checkOpen(operation);
     const callOptions = { ...options, deadlineMs: options.deadlineMs ?? repairDeadlineMsDefault };
-    const response = await this.call(operation, 'read', callOptions, (client, grpcOptions) => client.repair({}, grpcOptions));
+    const response = await this.call(operation, 'read', callOptions, ({ client }, grpcOptions) => client.repair({}, grpcOptions));
     return fromRepairResponse(response);
   }
 
@@ -473,12 +504,23 @@ export class KvClient {
     return toConsistency(level);
   }
 
+  /** Whether a put/get/delete with `bytes` of key and value goes through a Batch call. */
+  private coalesces(bytes: number): boolean {
+    return this.coalesce && OperationCoalescer.accepts(bytes);
+  }
+
   /** The connection attempt number `position` uses: endpoints in order, channels round-robin. */
   private target(position: number): Target {
     const endpoint = this.endpointList[position % this.endpointList.length]!;
     const slot = endpoint.next;
     endpoint.next = (slot + 1) % endpoint.channels.length;
-    return { index: endpoint.index, address: endpoint.address, channel: endpoint.channels[slot]!, client: endpoint.clients[slot]! };
+    return {
+      index: endpoint.index,
+      address: endpoint.address,
+      channel: endpoint.channels[slot]!,
+      client: endpoint.clients[slot]!,
+      coalescer: endpoint.coalescers[slot]!,
+    };
   }
 
   /** Moves the current endpoint past `index` after a connection failure there. */
@@ -532,7 +574,7 @@ export class KvClient {
     operation: string,
     policy: RetryPolicy,
     options: KvCallOptions,
-    send: (client: KVStoreClient, callOptions: CallOptions) => Promise<T>,
+    send: (target: Target, callOptions: CallOptions, scope: CallScope) => Promise<T>,
   ): Promise<T> {
     const scope = new CallScope(checkCallDeadline(operation, options.deadlineMs ?? this.deadlineMs), options.signal);
     const start = this.current;
@@ -554,7 +596,7 @@ export class KvClient {
           continue;
         }
         try {
-          return await send(target.client, this.callOptions(scope, true));
+          return await send(target, this.callOptions(scope, true), scope);
         } catch (error) {
           if (scope.aborted) throw scope.abortError(operation, endpoint, false, policy === 'mutation');
           const failure = toKvError(error, operation, endpoint);
@@ -674,6 +716,15 @@ export class KvClient {
       scope.dispose();
     }
   }
+}
+
+/** The answer of kind `kind` in a batch result (a node that answers another kind has a bug). */
+function resultOf<K extends 'put' | 'get' | 'delete'>(result: BatchResult, kind: K): NonNullable<BatchResult[K]> {
+  const answer = result[kind];
+  if (answer === undefined || answer === null) {
+    throw new ClientError(`/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.batch.name}`, Status.INTERNAL, `the node answered a ${kind} operation with another kind of result`);
+  }
+  return answer as NonNullable<BatchResult[K]>;
 }
 
 function roundBackoffMs(): number {

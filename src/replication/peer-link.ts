@@ -1,10 +1,13 @@
 import { type Channel, type ChannelOptions, createChannel, createClient } from 'nice-grpc';
 import { type PeerServiceClient, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 
-/** gRPC channel options for node-to-node traffic: batches can be large. */
+/**
+ * gRPC channel options for node-to-node traffic: batches can be large. Answers are not capped:
+ * a ReadReplica answer holds up to 1024 whole records, bounded by what we asked for.
+ */
 export function peerChannelOptions(messageBytesMax: number): ChannelOptions {
   return {
-    'grpc.max_receive_message_length': messageBytesMax,
+    'grpc.max_receive_message_length': -1,
     'grpc.max_send_message_length': messageBytesMax,
     // Reconnect quickly after a peer restarts; the delivery loop has its own backoff.
     'grpc.initial_reconnect_backoff_ms': 100,

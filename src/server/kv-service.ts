@@ -1,9 +1,29 @@
+import { setMaxListeners } from 'node:events';
 import type { CallContext } from 'nice-grpc';
-import type { BackupStatus, KVStoreServiceImplementation, RepairResponse, StatusResponse, VerifyResponse } from '../../gen/kvstore/v1/kvstore.js';
+import type { Logger } from 'pino';
+import type {
+  BackupStatus,
+  BatchOperation,
+  BatchResult,
+  DeleteResponse,
+  Key,
+  KeyValue,
+  KVStoreServiceImplementation,
+  OldValue,
+  RepairResponse,
+  StatusResponse,
+  Value,
+  VerifyResponse,
+} from '../../gen/kvstore/v1/kvstore.js';
 import type { ConsistencyLevel } from '../cluster/quorum.js';
 import type { Coordinator } from '../replication/coordinator.js';
 import type { RequestDeadline } from '../replication/deadline.js';
+import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
+import { isDomainError, toServerError } from './error-status.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
+
+/** Most operations one Batch call may carry (documented in kvstore.proto). */
+export const batchOperationsMax = 1024;
 
 export interface KvServiceDeps {
   readonly coordinator: Coordinator;
@@ -12,6 +32,8 @@ export interface KvServiceDeps {
   readonly defaultWrite: ConsistencyLevel;
   /** Server-side cap on a request's duration when the client's deadline is longer or absent. */
   readonly requestMs: number;
+  /** Logs an operation of a Batch that failed with a bug (the middleware does this for whole calls). */
+  readonly logger: Logger;
   status(): StatusResponse;
   backup(allNodes: boolean): Promise<BackupStatus>;
   verify(): Promise<VerifyResponse>;
@@ -27,25 +49,59 @@ const emptyValue = Buffer.alloc(0);
 export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementation {
   const { coordinator, limits } = deps;
   const requestDeadline = (context: CallContext): RequestDeadline => ({ signal: context.signal, timeoutMs: deps.requestMs });
+
+  const put = async (request: KeyValue, deadline: RequestDeadline): Promise<OldValue> => {
+    const key = checkKey(request.key, limits);
+    const value = checkValue(request.value, limits);
+    const level = checkConsistency(request.consistency, deps.defaultWrite);
+    const old = await coordinator.write(key, value, false, level, deadline);
+    return { found: old.found, value: old.value ?? emptyValue };
+  };
+  const get = async (request: Key, deadline: RequestDeadline): Promise<Value> => {
+    const key = checkKey(request.key, limits);
+    const level = checkConsistency(request.consistency, deps.defaultRead);
+    const result = await coordinator.read(key, level, deadline);
+    return { found: result.found, value: result.value ?? emptyValue };
+  };
+  const del = async (request: Key, deadline: RequestDeadline): Promise<DeleteResponse> => {
+    const key = checkKey(request.key, limits);
+    const level = checkConsistency(request.consistency, deps.defaultWrite);
+    const old = await coordinator.write(key, emptyValue, true, level, deadline);
+    return { found: old.found };
+  };
+  /** One Batch operation; its failure becomes its result, never the call's. */
+  const runOperation = async (op: BatchOperation, deadline: RequestDeadline): Promise<BatchResult> => {
+    try {
+      if (op.put !== undefined) return { put: await put(op.put, deadline) };
+      if (op.get !== undefined) return { get: await get(op.get, deadline) };
+      if (op.delete !== undefined) return { delete: await del(op.delete, deadline) };
+      throw new InvalidRequestError('batch operation has none of put, get, delete set');
+    } catch (err) {
+      if (!isDomainError(err)) deps.logger.error({ err, method: 'Batch' }, 'batch operation failed with an unexpected error');
+      const status = toServerError(err);
+      return { error: { code: status.code, message: status.details } };
+    }
+  };
+
   return {
     async put(request, context) {
-      const key = checkKey(request.key, limits);
-      const value = checkValue(request.value, limits);
-      const level = checkConsistency(request.consistency, deps.defaultWrite);
-      const old = await coordinator.write(key, value, false, level, requestDeadline(context));
-      return { found: old.found, value: old.value ?? emptyValue };
+      return put(request, requestDeadline(context));
     },
     async get(request, context) {
-      const key = checkKey(request.key, limits);
-      const level = checkConsistency(request.consistency, deps.defaultRead);
-      const result = await coordinator.read(key, level, requestDeadline(context));
-      return { found: result.found, value: result.value ?? emptyValue };
+      return get(request, requestDeadline(context));
     },
     async delete(request, context) {
-      const key = checkKey(request.key, limits);
-      const level = checkConsistency(request.consistency, deps.defaultWrite);
-      const old = await coordinator.write(key, emptyValue, true, level, requestDeadline(context));
-      return { found: old.found };
+      return del(request, requestDeadline(context));
+    },
+    async batch(request, context) {
+      const count = request.operations.length;
+      if (count > batchOperationsMax) {
+        throw new ResourceLimitError(`batch has ${count} operations, over the limit of ${batchOperationsMax}: split it`);
+      }
+      // Every operation waits on the call's signal: one listener each, all legitimate.
+      setMaxListeners(count + 16, context.signal);
+      const deadline = requestDeadline(context);
+      return { results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) };
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);

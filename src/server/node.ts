@@ -24,6 +24,17 @@ import { createPeerService } from './peer-service.js';
 
 /** Room for the key and protobuf framing on top of the largest value a client may send. */
 const requestOverheadBytes = 64 * 1024;
+/**
+ * Largest public request whatever limits.maxValueBytes says: room for a Batch of small
+ * operations (the SDK sends at most 1 MiB of keys and values per Batch).
+ */
+const publicRequestBytesFloor = 4 * 1024 * 1024;
+/**
+ * No cap on what a node sends: every answer is bounded by its request (a Get's value, a Put's
+ * old value, a Batch of at most 1024 of those, a ReadReplica of at most 1024 records), and a
+ * size cap would fail a legitimate Batch or ReadReplica whose values happen to be large.
+ */
+const sendBytesUnlimited = -1;
 /** How long a graceful stop waits for in-flight calls before cutting them off. */
 export const shutdownGraceMs = 10_000;
 /** Server version reported by Status. */
@@ -130,8 +141,8 @@ export class KvNode {
       const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
       let node: KvNode | undefined;
       const publicServer = createServer({
-        'grpc.max_receive_message_length': config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes,
-        'grpc.max_send_message_length': config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes,
+        'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
+        'grpc.max_send_message_length': sendBytesUnlimited,
       }).use(errorMiddleware(logger));
       publicServer.add(
         KVStoreDefinition,
@@ -141,6 +152,7 @@ export class KvNode {
           defaultRead: config.consistency.read,
           defaultWrite: config.consistency.write,
           requestMs: config.timeouts.requestMs,
+          logger,
           status: () => node!.status(),
           backup: (allNodes) => node!.backup(allNodes),
           verify: async () => {
@@ -166,7 +178,7 @@ export class KvNode {
       let peerServer: Server | undefined;
       let peerAddress: string | undefined;
       if (peers.length > 0) {
-        peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': peerMessageBytes }).use(
+        peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': sendBytesUnlimited }).use(
           errorMiddleware(logger),
         );
         peerServer.add(

@@ -102,6 +102,58 @@ export interface DeleteResponse {
   found: boolean;
 }
 
+/** Operations to run in one Batch call, in order. */
+export interface BatchRequest {
+  /** At most 1024; an empty list answers an empty list. */
+  operations: BatchOperation[];
+}
+
+/** One operation of a Batch, with the same fields and limits as the single-operation RPC. */
+export interface BatchOperation {
+  /** As Put. */
+  put?:
+    | KeyValue
+    | undefined;
+  /** As Get. */
+  get?:
+    | Key
+    | undefined;
+  /** As Delete. */
+  delete?: Key | undefined;
+}
+
+/** The results of a Batch, one per operation, in request order. */
+export interface BatchResponse {
+  /** results[i] answers operations[i]. */
+  results: BatchResult[];
+}
+
+/** The answer to one operation: what the single-operation RPC would have answered. */
+export interface BatchResult {
+  /** Put's answer. */
+  put?:
+    | OldValue
+    | undefined;
+  /** Get's answer. */
+  get?:
+    | Value
+    | undefined;
+  /** Delete's answer. */
+  delete?:
+    | DeleteResponse
+    | undefined;
+  /** Why the operation failed (the others are unaffected). */
+  error?: OperationError | undefined;
+}
+
+/** A failed operation of a Batch: the status the single-operation RPC would have ended with. */
+export interface OperationError {
+  /** gRPC status code (google.rpc.Code numbering, e.g. 3 INVALID_ARGUMENT, 14 UNAVAILABLE). */
+  code: number;
+  /** What went wrong, for a person. */
+  message: string;
+}
+
 /** Which keys to list. */
 export interface ListKeysRequest {
   /** Only keys that start with these bytes (empty: every key). */
@@ -695,6 +747,455 @@ export const DeleteResponse: MessageFns<DeleteResponse> = {
   fromPartial(object: DeepPartial<DeleteResponse>): DeleteResponse {
     const message = createBaseDeleteResponse();
     message.found = object.found ?? false;
+    return message;
+  },
+};
+
+function createBaseBatchRequest(): BatchRequest {
+  return { operations: [] };
+}
+
+export const BatchRequest: MessageFns<BatchRequest> = {
+  encode(message: BatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.operations) {
+      BatchOperation.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.operations.push(BatchOperation.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchRequest {
+    return {
+      operations: globalThis.Array.isArray(object?.operations)
+        ? object.operations.map((e: any) => BatchOperation.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: BatchRequest): unknown {
+    const obj: any = {};
+    if (message.operations?.length) {
+      obj.operations = message.operations.map((e) => BatchOperation.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchRequest>): BatchRequest {
+    return BatchRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchRequest>): BatchRequest {
+    const message = createBaseBatchRequest();
+    message.operations = object.operations?.map((e) => BatchOperation.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchOperation(): BatchOperation {
+  return { put: undefined, get: undefined, delete: undefined };
+}
+
+export const BatchOperation: MessageFns<BatchOperation> = {
+  encode(message: BatchOperation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.put !== undefined) {
+      KeyValue.encode(message.put, writer.uint32(10).fork()).join();
+    }
+    if (message.get !== undefined) {
+      Key.encode(message.get, writer.uint32(18).fork()).join();
+    }
+    if (message.delete !== undefined) {
+      Key.encode(message.delete, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchOperation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchOperation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.put = KeyValue.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.get = Key.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.delete = Key.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchOperation {
+    return {
+      put: isSet(object.put) ? KeyValue.fromJSON(object.put) : undefined,
+      get: isSet(object.get) ? Key.fromJSON(object.get) : undefined,
+      delete: isSet(object.delete) ? Key.fromJSON(object.delete) : undefined,
+    };
+  },
+
+  toJSON(message: BatchOperation): unknown {
+    const obj: any = {};
+    if (message.put !== undefined) {
+      obj.put = KeyValue.toJSON(message.put);
+    }
+    if (message.get !== undefined) {
+      obj.get = Key.toJSON(message.get);
+    }
+    if (message.delete !== undefined) {
+      obj.delete = Key.toJSON(message.delete);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchOperation>): BatchOperation {
+    return BatchOperation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchOperation>): BatchOperation {
+    const message = createBaseBatchOperation();
+    message.put = (object.put !== undefined && object.put !== null) ? KeyValue.fromPartial(object.put) : undefined;
+    message.get = (object.get !== undefined && object.get !== null) ? Key.fromPartial(object.get) : undefined;
+    message.delete = (object.delete !== undefined && object.delete !== null)
+      ? Key.fromPartial(object.delete)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseBatchResponse(): BatchResponse {
+  return { results: [] };
+}
+
+export const BatchResponse: MessageFns<BatchResponse> = {
+  encode(message: BatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      BatchResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(BatchResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results) ? object.results.map((e: any) => BatchResult.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: BatchResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => BatchResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchResponse>): BatchResponse {
+    return BatchResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchResponse>): BatchResponse {
+    const message = createBaseBatchResponse();
+    message.results = object.results?.map((e) => BatchResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchResult(): BatchResult {
+  return { put: undefined, get: undefined, delete: undefined, error: undefined };
+}
+
+export const BatchResult: MessageFns<BatchResult> = {
+  encode(message: BatchResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.put !== undefined) {
+      OldValue.encode(message.put, writer.uint32(10).fork()).join();
+    }
+    if (message.get !== undefined) {
+      Value.encode(message.get, writer.uint32(18).fork()).join();
+    }
+    if (message.delete !== undefined) {
+      DeleteResponse.encode(message.delete, writer.uint32(26).fork()).join();
+    }
+    if (message.error !== undefined) {
+      OperationError.encode(message.error, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.put = OldValue.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.get = Value.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.delete = DeleteResponse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.error = OperationError.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchResult {
+    return {
+      put: isSet(object.put) ? OldValue.fromJSON(object.put) : undefined,
+      get: isSet(object.get) ? Value.fromJSON(object.get) : undefined,
+      delete: isSet(object.delete) ? DeleteResponse.fromJSON(object.delete) : undefined,
+      error: isSet(object.error) ? OperationError.fromJSON(object.error) : undefined,
+    };
+  },
+
+  toJSON(message: BatchResult): unknown {
+    const obj: any = {};
+    if (message.put !== undefined) {
+      obj.put = OldValue.toJSON(message.put);
+    }
+    if (message.get !== undefined) {
+      obj.get = Value.toJSON(message.get);
+    }
+    if (message.delete !== undefined) {
+      obj.delete = DeleteResponse.toJSON(message.delete);
+    }
+    if (message.error !== undefined) {
+      obj.error = OperationError.toJSON(message.error);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchResult>): BatchResult {
+    return BatchResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchResult>): BatchResult {
+    const message = createBaseBatchResult();
+    message.put = (object.put !== undefined && object.put !== null) ? OldValue.fromPartial(object.put) : undefined;
+    message.get = (object.get !== undefined && object.get !== null) ? Value.fromPartial(object.get) : undefined;
+    message.delete = (object.delete !== undefined && object.delete !== null)
+      ? DeleteResponse.fromPartial(object.delete)
+      : undefined;
+    message.error = (object.error !== undefined && object.error !== null)
+      ? OperationError.fromPartial(object.error)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseOperationError(): OperationError {
+  return { code: 0, message: "" };
+}
+
+export const OperationError: MessageFns<OperationError> = {
+  encode(message: OperationError, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.code !== 0) {
+      writer.uint32(8).uint32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(18).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OperationError {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOperationError();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OperationError {
+    return {
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: OperationError): unknown {
+    const obj: any = {};
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<OperationError>): OperationError {
+    return OperationError.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<OperationError>): OperationError {
+    const message = createBaseOperationError();
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
     return message;
   },
 };
@@ -2657,6 +3158,24 @@ export const KVStoreDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * Batch runs many independent Put, Get and Delete operations in one call: each has its own
+     * key, consistency and result (or error), exactly as if sent alone. It is not a transaction:
+     * operations are neither atomic nor isolated from each other, one failing does not stop the
+     * others, and the call's deadline applies to all of them. Writes take their versions in
+     * request order, so of two writes to one key in a batch the later one wins; a Get runs
+     * concurrently with the writes in its batch and may not see them. At most 1024 operations.
+     * Per-call gRPC work is the largest cost of a small request, so the SDK coalesces concurrent
+     * calls onto Batch (see docs/client.md).
+     */
+    batch: {
+      name: "Batch",
+      requestType: BatchRequest as typeof BatchRequest,
+      requestStream: false,
+      responseType: BatchResponse as typeof BatchResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -2718,6 +3237,17 @@ export interface KVStoreServiceImplementation<CallContextExt = {}> {
    * it repaired.
    */
   repair(request: RepairRequest, context: CallContext & CallContextExt): Promise<DeepPartial<RepairResponse>>;
+  /**
+   * Batch runs many independent Put, Get and Delete operations in one call: each has its own
+   * key, consistency and result (or error), exactly as if sent alone. It is not a transaction:
+   * operations are neither atomic nor isolated from each other, one failing does not stop the
+   * others, and the call's deadline applies to all of them. Writes take their versions in
+   * request order, so of two writes to one key in a batch the later one wins; a Get runs
+   * concurrently with the writes in its batch and may not see them. At most 1024 operations.
+   * Per-call gRPC work is the largest cost of a small request, so the SDK coalesces concurrent
+   * calls onto Batch (see docs/client.md).
+   */
+  batch(request: BatchRequest, context: CallContext & CallContextExt): Promise<DeepPartial<BatchResponse>>;
 }
 
 export interface KVStoreClient<CallOptionsExt = {}> {
@@ -2775,6 +3305,17 @@ export interface KVStoreClient<CallOptionsExt = {}> {
    * it repaired.
    */
   repair(request: DeepPartial<RepairRequest>, options?: CallOptions & CallOptionsExt): Promise<RepairResponse>;
+  /**
+   * Batch runs many independent Put, Get and Delete operations in one call: each has its own
+   * key, consistency and result (or error), exactly as if sent alone. It is not a transaction:
+   * operations are neither atomic nor isolated from each other, one failing does not stop the
+   * others, and the call's deadline applies to all of them. Writes take their versions in
+   * request order, so of two writes to one key in a batch the later one wins; a Get runs
+   * concurrently with the writes in its batch and may not see them. At most 1024 operations.
+   * Per-call gRPC work is the largest cost of a small request, so the SDK coalesces concurrent
+   * calls onto Batch (see docs/client.md).
+   */
+  batch(request: DeepPartial<BatchRequest>, options?: CallOptions & CallOptionsExt): Promise<BatchResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {

@@ -1,0 +1,128 @@
+import { setMaxListeners } from 'node:events';
+import { ClientError, Metadata, Status } from 'nice-grpc';
+import { KVStoreDefinition, type BatchOperation, type BatchResult, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+
+/** Most operations one coalesced Batch call carries (the node accepts up to 1024). */
+export const coalescedOperationsMax = 256;
+/** Payload (keys and values) after which a Batch is sent without waiting for more operations. */
+export const coalescedBytesMax = 1024 * 1024;
+/** Operations carrying more bytes than this go alone, as their own unary call. */
+export const coalescedOperationBytesMax = 64 * 1024;
+/** grpc-timeout allows at most 8 digits. */
+const grpcTimeoutMsMax = 99_999_999;
+
+const batchPath = `/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.batch.name}`;
+
+interface QueuedOperation {
+  readonly operation: BatchOperation;
+  readonly deadlineAt: number;
+  readonly signal: AbortSignal;
+  settled: boolean;
+  resolve(result: BatchResult): void;
+  reject(error: unknown): void;
+}
+
+/**
+ * Coalesces the put/get/delete calls made on one connection in the same event-loop turn into one
+ * Batch RPC (like ioredis's auto-pipelining). A node spends most of a small request's CPU on the
+ * per-call gRPC work, so under concurrency this is the largest throughput lever the client has;
+ * a lone call waits only for the end of the current turn (setImmediate), not for a timer.
+ *
+ * Each operation keeps its own semantics: its own result or error (a failed operation answers a
+ * ClientError with the code the unary RPC would have ended with), its own deadline and signal
+ * (an operation whose signal aborts is rejected at once; the batch call is cancelled only when
+ * every operation in it was), and the batch call's deadline is the latest of its operations'.
+ */
+export class OperationCoalescer {
+  private queue: QueuedOperation[] = [];
+  private queuedBytes = 0;
+  private flushScheduled = false;
+
+  constructor(private readonly client: KVStoreClient) {}
+
+  /** Whether an operation of `bytes` payload is sent through a batch (else: as a unary call). */
+  static accepts(bytes: number): boolean {
+    return bytes <= coalescedOperationBytesMax;
+  }
+
+  /**
+   * Queues `operation` for the next Batch call on this connection. Rejects when `signal` aborts
+   * (the caller tells a deadline from a cancellation) or with the batch call's error.
+   */
+  submit(operation: BatchOperation, bytes: number, deadlineAt: number, signal: AbortSignal): Promise<BatchResult> {
+    return new Promise<BatchResult>((resolve, reject) => {
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const queued: QueuedOperation = { operation, deadlineAt, signal, settled: false, resolve, reject };
+      this.queue.push(queued);
+      this.queuedBytes += bytes;
+      if (this.queue.length >= coalescedOperationsMax || this.queuedBytes >= coalescedBytesMax) {
+        this.flush();
+      } else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          this.flush();
+        });
+      }
+    });
+  }
+
+  /** Sends everything queued as one Batch call. */
+  private flush(): void {
+    const batch = this.queue;
+    if (batch.length === 0) return;
+    this.queue = [];
+    this.queuedBytes = 0;
+    const controller = new AbortController();
+    setMaxListeners(0, controller.signal);
+    let pending = batch.length;
+    let deadlineAt = 0;
+    for (const queued of batch) {
+      deadlineAt = Math.max(deadlineAt, queued.deadlineAt);
+      // Once every operation of the batch gave up, so does the call.
+      const onAbort = (): void => {
+        queued.reject(queued.signal.reason);
+        if (--pending === 0) controller.abort();
+      };
+      queued.signal.addEventListener('abort', onAbort, { once: true });
+      queued.reject = wrapSettle(queued, queued.reject, () => queued.signal.removeEventListener('abort', onAbort));
+      queued.resolve = wrapSettle(queued, queued.resolve, () => queued.signal.removeEventListener('abort', onAbort));
+    }
+    const timeoutMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(deadlineAt - Date.now())));
+    this.client
+      .batch(
+        { operations: batch.map((q) => q.operation) },
+        { signal: controller.signal, metadata: Metadata().set('grpc-timeout', `${timeoutMs}m`) },
+      )
+      .then(
+        (response) => {
+          batch.forEach((queued, i) => {
+            const result = response.results[i];
+            if (result === undefined) {
+              queued.reject(new ClientError(batchPath, Status.INTERNAL, `the node answered ${response.results.length} results for ${batch.length} operations`));
+            } else if (result.error !== undefined) {
+              queued.reject(new ClientError(batchPath, result.error.code as Status, result.error.message));
+            } else {
+              queued.resolve(result);
+            }
+          });
+        },
+        (error: unknown) => {
+          for (const queued of batch) queued.reject(error);
+        },
+      );
+  }
+}
+
+/** Wraps a settle function so it runs once, then cleans up. */
+function wrapSettle<T>(queued: QueuedOperation, settleFn: (value: T) => void, cleanup: () => void): (value: T) => void {
+  return (value: T) => {
+    if (queued.settled) return;
+    queued.settled = true;
+    cleanup();
+    settleFn(value);
+  };
+}
