@@ -4,7 +4,7 @@ import { type ConsistencyLevel, canStillReach, requiredAcks } from '../cluster/q
 import type { Ring } from '../cluster/ring.js';
 import { compareEncodedVersions, decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
-import { type RequestDeadline, untilAborted } from './deadline.js';
+import type { RequestDeadline } from './deadline.js';
 import type { DeliveryLoop, DeliveryOutcome } from './delivery-loop.js';
 import { NotEnoughReplicasError, ShuttingDownError } from './errors.js';
 import type { PeerLink } from './peer-link.js';
@@ -100,7 +100,7 @@ export class Coordinator {
       (reasons.length > 0 ? ` (${reasons.join('; ')})` : '') +
       '; it is stored in the replication log and will still reach every replica';
     try {
-      await untilAborted(
+      await deadline.race(
         new Promise<void>((resolve, reject) => {
           for (const t of tracked) {
             void t.outcome.then((o) => {
@@ -116,7 +116,6 @@ export class Coordinator {
             });
           }
         }),
-        deadline,
         describe,
       );
     } finally {
@@ -183,7 +182,7 @@ export class Coordinator {
       };
       for (let i = 0; i < need; i++) launch();
     });
-    return untilAborted(work, deadline, () => `read deadline passed: ${describe()}`);
+    return deadline.race(work, () => `read deadline passed: ${describe()}`);
   }
 
   /** Read repair: sends the newest record to every replica that answered with an older one. */

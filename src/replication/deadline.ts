@@ -3,43 +3,61 @@ import { RequestTimeoutError } from './errors.js';
 /**
  * How long a request may wait for replicas: the client's cancellation or deadline (`signal`,
  * aborted by gRPC when the call's deadline passes) and the server's own cap (`timeoutMs`,
- * counted from when the request starts waiting). Kept as data, not a combined AbortSignal: the
- * profile showed AbortSignal.any + AbortSignal.timeout per request at ~4% of server CPU, and
- * most requests never wait long enough to need a timer.
+ * counted from when the request first waits). One per call, shared by every operation of a
+ * Batch: one timer and one abort listener however many operations wait, armed only when one
+ * does (most requests never wait long enough to need a timer). The profile showed a combined
+ * AbortSignal per request at ~4% of server CPU, and per-operation timers would multiply that.
  */
-export interface RequestDeadline {
-  readonly signal: AbortSignal;
-  readonly timeoutMs: number;
-}
+export class RequestDeadline {
+  private readonly waiters = new Set<() => void>();
+  private timer: NodeJS.Timeout | undefined;
+  private expired: boolean;
+  private readonly expire = (): void => {
+    this.expired = true;
+    this.disarm();
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const fail of waiters) fail();
+  };
 
-/**
- * Resolves with `promise`, or rejects with RequestTimeoutError(message()) once the deadline's
- * signal aborts or its timeout passes, whichever comes first.
- */
-export function untilAborted<T>(promise: Promise<T>, deadline: RequestDeadline, message: () => string): Promise<T> {
-  const { signal, timeoutMs } = deadline;
-  if (signal.aborted) return Promise.reject(new RequestTimeoutError(message()));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new RequestTimeoutError(message()));
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      reject(new RequestTimeoutError(message()));
-    }, timeoutMs);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly timeoutMs: number,
+  ) {
+    this.expired = signal.aborted;
+  }
+
+  /**
+   * Resolves with `promise`, or rejects with RequestTimeoutError(message()) once the signal
+   * aborts or the timeout passes, whichever comes first.
+   */
+  race<T>(promise: Promise<T>, message: () => string): Promise<T> {
+    if (this.expired || this.signal.aborted) return Promise.reject(new RequestTimeoutError(message()));
+    if (this.timer === undefined) {
+      this.timer = setTimeout(this.expire, this.timeoutMs);
+      this.signal.addEventListener('abort', this.expire, { once: true });
+    }
+    return new Promise<T>((resolve, reject) => {
+      const fail = (): void => reject(new RequestTimeoutError(message()));
+      this.waiters.add(fail);
+      promise.then(
+        (value) => {
+          this.waiters.delete(fail);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.waiters.delete(fail);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /** Stops the timer once the request is answered (waiters left over keep nothing alive). */
+  disarm(): void {
+    if (this.timer === undefined) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.signal.removeEventListener('abort', this.expire);
+  }
 }

@@ -1,4 +1,3 @@
-import { setMaxListeners } from 'node:events';
 import type { CallContext } from 'nice-grpc';
 import type { Logger } from 'pino';
 import type {
@@ -17,7 +16,7 @@ import type {
 } from '../../gen/kvstore/v1/kvstore.js';
 import type { ConsistencyLevel } from '../cluster/quorum.js';
 import type { Coordinator } from '../replication/coordinator.js';
-import type { RequestDeadline } from '../replication/deadline.js';
+import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
 import { isDomainError, toServerError } from './error-status.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
@@ -48,7 +47,15 @@ const emptyValue = Buffer.alloc(0);
  */
 export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementation {
   const { coordinator, limits } = deps;
-  const requestDeadline = (context: CallContext): RequestDeadline => ({ signal: context.signal, timeoutMs: deps.requestMs });
+  /** Runs `handle` with the call's deadline, and stops its timer when the call is answered. */
+  const withDeadline = async <T>(context: CallContext, handle: (deadline: RequestDeadline) => Promise<T>): Promise<T> => {
+    const deadline = new RequestDeadline(context.signal, deps.requestMs);
+    try {
+      return await handle(deadline);
+    } finally {
+      deadline.disarm();
+    }
+  };
 
   const put = async (request: KeyValue, deadline: RequestDeadline): Promise<OldValue> => {
     const key = checkKey(request.key, limits);
@@ -85,23 +92,20 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
 
   return {
     async put(request, context) {
-      return put(request, requestDeadline(context));
+      return withDeadline(context, (deadline) => put(request, deadline));
     },
     async get(request, context) {
-      return get(request, requestDeadline(context));
+      return withDeadline(context, (deadline) => get(request, deadline));
     },
     async delete(request, context) {
-      return del(request, requestDeadline(context));
+      return withDeadline(context, (deadline) => del(request, deadline));
     },
     async batch(request, context) {
       const count = request.operations.length;
       if (count > batchOperationsMax) {
         throw new ResourceLimitError(`batch has ${count} operations, over the limit of ${batchOperationsMax}: split it`);
       }
-      // Every operation waits on the call's signal: one listener each, all legitimate.
-      setMaxListeners(count + 16, context.signal);
-      const deadline = requestDeadline(context);
-      return { results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) };
+      return withDeadline(context, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);

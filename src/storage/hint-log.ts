@@ -35,6 +35,14 @@ export interface BacklogStats {
 
 interface PeerQueue {
   readonly prefix: Buffer;
+  /**
+   * The newest committed entries, contiguous in sequence and ending at the newest committed one
+   * (from `tailHead` on; earlier slots are delivered). Reads that start inside it are served from
+   * memory instead of LMDB: the delivery loop mostly asks for what was committed a moment ago.
+   * Emptied (and refilled by later appends) when it would exceed hintTailEntriesMax.
+   */
+  tail: HintEntry[];
+  tailHead: number;
   nextSeq: number;
   /** Entries up to this sequence are delivered (or dropped): logically gone, maybe not yet deleted. */
   goneThroughSeq: number;
@@ -45,12 +53,16 @@ interface PeerQueue {
 
 /** How long delivered entries may wait for a write transaction to delete them in. */
 export const removalDelayMsMax = 20;
+/** Most entries per peer kept in memory for delivery (a peer further behind is read from LMDB). */
+export const hintTailEntriesMax = 8192;
 
 export class HintLog {
   private readonly queues = new Map<string, PeerQueue>();
   /** Log keys of delivered entries, deleted in the next write transaction (see `remove`). */
   private pendingRemovals: Buffer[] = [];
   private removalTimer: NodeJS.Timeout | undefined;
+  /** Entries appended by the write transaction in progress, published to the tails on commit. */
+  private staged: HintEntry[] = [];
 
   constructor(
     private readonly db: Database<Buffer, Buffer>,
@@ -59,7 +71,7 @@ export class HintLog {
     for (const peer of peers) {
       if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
       const prefix = Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
-      const queue: PeerQueue = { prefix, nextSeq: 1, goneThroughSeq: 0, entries: 0, bytes: 0, dropped: 0 };
+      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, nextSeq: 1, goneThroughSeq: 0, entries: 0, bytes: 0, dropped: 0 };
       for (const { key, value } of db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
         queue.entries++;
         queue.bytes += key.length + value.length;
@@ -84,9 +96,34 @@ export class HintLog {
     value.set(record, entryHeaderBytes + key.length);
     const logKey = logKeyOf(queue.prefix, seq);
     this.db.putSync(logKey, value);
+    const bytes = logKey.length + value.length;
     queue.entries++;
-    queue.bytes += logKey.length + value.length;
+    queue.bytes += bytes;
+    this.staged.push({ peer, seq, enqueuedAtMs: nowMs, key: value.subarray(entryHeaderBytes, entryHeaderBytes + key.length), record: value.subarray(entryHeaderBytes + key.length), bytes });
     return seq;
+  }
+
+  /** The transaction that appended the staged entries committed: readers may now see them. */
+  publishCommitted(): void {
+    const staged = this.staged;
+    if (staged.length === 0) return;
+    this.staged = [];
+    for (const entry of staged) {
+      const queue = this.queue(entry.peer);
+      const last = queue.tail[queue.tail.length - 1];
+      if (queue.tail.length - queue.tailHead >= hintTailEntriesMax || (last !== undefined && last.seq + 1 !== entry.seq)) {
+        // The peer is far behind (or a failed transaction left a gap): it reads from LMDB until
+        // it reaches the entries appended from now on.
+        queue.tail = [];
+        queue.tailHead = 0;
+      }
+      queue.tail.push(entry);
+    }
+  }
+
+  /** The transaction that appended the staged entries failed: they never existed. */
+  discardStaged(): void {
+    this.staged = [];
   }
 
   /** Up to `maxEntries` entries (and about `maxBytes`) for `peer` with sequence > afterSeq, in order. */
@@ -95,6 +132,17 @@ export class HintLog {
     const out: HintEntry[] = [];
     let bytes = 0;
     const from = Math.max(afterSeq, queue.goneThroughSeq) + 1;
+    const { tail, tailHead } = queue;
+    if (tailHead < tail.length && tail[tailHead]!.seq <= from) {
+      // Served from memory: the tail ends at the newest committed entry.
+      for (let i = tailHead + (from - tail[tailHead]!.seq); i < tail.length && out.length < maxEntries; i++) {
+        const entry = tail[i]!;
+        if (out.length > 0 && bytes + entry.bytes > maxBytes) break;
+        out.push(entry);
+        bytes += entry.bytes;
+      }
+      return out;
+    }
     const range = this.db.getRange({ start: logKeyOf(queue.prefix, from), end: prefixEndOf(queue.prefix), limit: maxEntries });
     for (const { key, value } of range) {
       const entry = decodeEntry(peer, key, value);
@@ -121,6 +169,14 @@ export class HintLog {
       queue.bytes -= e.bytes;
       if (dropped) queue.dropped++;
       this.pendingRemovals.push(logKeyOf(queue.prefix, e.seq));
+    }
+    while (queue.tailHead < queue.tail.length && queue.tail[queue.tailHead]!.seq <= queue.goneThroughSeq) queue.tailHead++;
+    if (queue.tailHead === queue.tail.length) {
+      queue.tail = [];
+      queue.tailHead = 0;
+    } else if (queue.tailHead >= hintTailEntriesMax) {
+      queue.tail = queue.tail.slice(queue.tailHead);
+      queue.tailHead = 0;
     }
     this.removalTimer ??= setTimeout(() => {
       this.removalTimer = undefined;

@@ -349,9 +349,11 @@ export class Repository {
         this.hints.drainRemovalsInTransaction();
         return results;
       });
+      this.hints.publishCommitted();
       for (const w of writes) w.onCommitted?.();
       await this.env.flushed;
     } catch (err) {
+      this.hints.discardStaged();
       for (const w of writes) w.reject(err);
       return;
     }
