@@ -72,10 +72,15 @@ export class OperationCoalescer {
 
   /** Sends everything queued as one Batch call. */
   private flush(): void {
-    const batch = this.queue;
-    if (batch.length === 0) return;
+    // An operation whose signal aborted while it was queued is not sent (its caller gave up).
+    const batch: QueuedOperation[] = [];
+    for (const queued of this.queue) {
+      if (queued.signal.aborted) queued.reject(queued.signal.reason);
+      else batch.push(queued);
+    }
     this.queue = [];
     this.queuedBytes = 0;
+    if (batch.length === 0) return;
     const controller = new AbortController();
     setMaxListeners(0, controller.signal);
     let pending = batch.length;

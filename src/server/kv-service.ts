@@ -79,6 +79,10 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
   /** One Batch operation; its failure becomes its result, never the call's. */
   const runOperation = async (op: BatchOperation, deadline: RequestDeadline): Promise<BatchResult> => {
     try {
+      // Decoders keep the last of several oneof fields; a hand-built message may set more.
+      if (Number(op.put !== undefined) + Number(op.get !== undefined) + Number(op.delete !== undefined) > 1) {
+        throw new InvalidRequestError('batch operation sets more than one of put, get, delete: send one per operation');
+      }
       if (op.put !== undefined) return { put: await put(op.put, deadline) };
       if (op.get !== undefined) return { get: await get(op.get, deadline) };
       if (op.delete !== undefined) return { delete: await del(op.delete, deadline) };

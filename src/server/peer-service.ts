@@ -2,7 +2,7 @@ import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstor
 import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { InvalidRequestError } from '../replication/errors.js';
-import { decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
+import { compareEncodedVersions, decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 
 export interface PeerServiceDeps {
@@ -36,11 +36,14 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     async replicate(request) {
       deps.assertServing();
       checkCaller(request.fromNodeId);
+      // Comparing validates every record's header; observing the newest keeps our clock ahead
+      // of everything we store (once per batch: it is the only version that matters).
+      let newest: Buffer | undefined;
       for (const r of request.records) {
         if (r.key.length === 0) throw new InvalidRequestError('replicated record has an empty key');
-        // Decoding validates the record; observing keeps our clock ahead of what we store.
-        clock.observe(decodeRecordHeader(r.record).version);
+        if (newest === undefined || compareEncodedVersions(r.record, newest) > 0) newest = r.record;
       }
+      if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
       const previous = await repo.applyRecords(request.records, request.wantPrevious);
       return { previous: previous.map((record, i) => ({ key: request.records[request.wantPrevious[i]!]!.key, record: record ?? empty })) };
     },

@@ -222,6 +222,13 @@ describe('Batch RPC: raw calls against one real node', () => {
     expect((await raw.get({ key: bytes('err/existing') })).value.toString()).toBe('kept');
   });
 
+  it('answers an operation that sets more than one of put/get/delete with INVALID_ARGUMENT and does not apply it', async () => {
+    const { results } = await raw.batch({ operations: [{ ...putOp('multi/key', 'v'), ...getOp('multi/key') }, getOp('multi/key')] });
+    expect(results[0]?.error?.code, show(results[0])).toBe(Status.INVALID_ARGUMENT);
+    expect(results[0]?.error?.message).toContain('more than one');
+    expect(results[1]?.get?.found, show(results[1])).toBe(false);
+  });
+
   it(`refuses a batch of ${batchOperationsMax + 1} operations with RESOURCE_EXHAUSTED and writes none of them`, async () => {
     const operations = Array.from({ length: batchOperationsMax + 1 }, (_, i) => putOp(`over/${i}`, `v${i}`));
     const error = await grpcErrorOf(raw.batch({ operations }));
@@ -385,6 +392,16 @@ describe('SDK: concurrent put/get/delete coalesced into Batch calls', () => {
     expect(await Promise.all(Array.from({ length: 20 }, (_, i) => client.getString(`abort1/${i}`)))).toEqual(
       Array.from({ length: 20 }, (_, i) => `v${i}`),
     );
+  });
+
+  it('does not send a call whose signal aborts after it is queued but before its batch is sent: CANCELLED, not applied', async () => {
+    await client.put('abort0/key', 'before');
+    const controller = new AbortController();
+    // Runs before the coalescer's own setImmediate flush: the call is queued, not yet sent.
+    setImmediate(() => controller.abort());
+    const error = await kvErrorOf(client.put('abort0/key', 'after', { signal: controller.signal }));
+    expectCode(error, Status.CANCELLED);
+    expect(await client.getString('abort0/key')).toBe('before');
   });
 
   it('rejects a call whose signal aborts while its Batch call is in flight with CANCELLED; the others in that batch resolve', async () => {
