@@ -215,7 +215,7 @@ export class AntiEntropy {
           pulled += toPull.length;
         }
         for (let i = 0; i < toPush.length; i += pushBatchRecordsMax) {
-          const pushRequest = { fromNodeId: selfId, records: toPush.slice(i, i + pushBatchRecordsMax), wantPrevious: [] };
+          const pushRequest = { fromNodeId: selfId, records: toPush.slice(i, i + pushBatchRecordsMax), wantPrevious: [], knownPrevious: [] };
           await link.client.replicate(pushRequest, call());
           bytes += ReplicateRequest.encode(pushRequest).finish().length;
           pushed += pushRequest.records.length;

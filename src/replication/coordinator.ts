@@ -3,7 +3,7 @@ import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { type ConsistencyLevel, canStillReach, requiredAcks } from '../cluster/quorum.js';
 import type { Ring } from '../cluster/ring.js';
 import { compareEncodedVersions, decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
-import type { Repository, StoredRecord } from '../storage/repository.js';
+import { recordHeader, type Repository, type StoredRecord } from '../storage/repository.js';
 import type { RequestDeadline } from './deadline.js';
 import type { DeliveryLoop, DeliveryOutcome } from './delivery-loop.js';
 import { NotEnoughReplicasError, ShuttingDownError } from './errors.js';
@@ -78,11 +78,12 @@ export class Coordinator {
     const waitForPeers = required > localAcks;
     const tracked: { loop: DeliveryLoop; seq: number; outcome: Promise<DeliveryOutcome> }[] = [];
 
-    const committed = await this.repo.commitWrite(key, record, selfIsReplica, peers, this.clock.reading(), (peer, seq) => {
+    const committed = await this.repo.commitWrite(key, record, selfIsReplica, peers, this.clock.reading(), (peer, seq, previous) => {
       // Inside the commit's transaction: registered before the delivery loop can see the entry.
+      // The peer sends back its old value only if newer than ours (usually it is not).
       if (!waitForPeers) return;
       const loop = this.loops.get(peer)!;
-      tracked.push({ loop, seq, outcome: loop.track(seq) });
+      tracked.push({ loop, seq, outcome: loop.track(seq, previous === undefined ? undefined : recordHeader(previous)) });
     }, () => {
       // Visible, not yet flushed: peers apply while our fsync runs. The client is answered only
       // after our flush and W durable acks, so overlapping them changes no guarantee.

@@ -17,7 +17,11 @@ export type DeliveryOutcome =
   | { readonly delivered: true; readonly previous: Buffer | undefined }
   | { readonly delivered: false; readonly reason: string };
 
+const noRecord = Buffer.alloc(0);
+
 interface Waiter {
+  /** Version header of the newest old record the coordinator knows (the peer answers only a newer one). */
+  readonly knownPrevious: Buffer | undefined;
   resolve(outcome: DeliveryOutcome): void;
 }
 
@@ -78,11 +82,11 @@ export class DeliveryLoop {
    * Registers interest in entry `seq`. Call it before the entry's transaction commits (from
    * inside it), so the loop cannot deliver the entry unseen.
    */
-  track(seq: number): Promise<DeliveryOutcome> {
+  track(seq: number, knownPrevious?: Buffer): Promise<DeliveryOutcome> {
     if (!this.link.reachable) {
       return Promise.resolve({ delivered: false, reason: `${this.link.id} is unreachable (${this.link.lastError ?? 'no answer'})` });
     }
-    return new Promise((resolve) => this.waiters.set(seq, { resolve }));
+    return new Promise((resolve) => this.waiters.set(seq, { knownPrevious, resolve }));
   }
 
   /** Forgets a waiter (the coordinator stopped waiting). */
@@ -131,10 +135,12 @@ export class DeliveryLoop {
     const request = () => {
       let first = 0;
       while (first < batch.length && this.log.isGone(this.link.id, batch[first]!.seq)) first++;
+      const wanted = wantPrevious.filter((i) => i >= first);
       return {
         first,
         records: batch.slice(first).map((e) => ({ key: e.key, record: e.record })),
-        wantPrevious: wantPrevious.filter((i) => i >= first).map((i) => i - first),
+        wantPrevious: wanted.map((i) => i - first),
+        knownPrevious: wanted.map((i) => this.waiters.get(batch[i]!.seq)?.knownPrevious ?? noRecord),
       };
     };
     while (!this.stopped) {
@@ -146,7 +152,7 @@ export class DeliveryLoop {
             sent = request();
             if (sent.records.length === 0) return Promise.resolve({ previous: [] });
             return this.link.client.replicate(
-              { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious },
+              { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious },
               { signal: AbortSignal.timeout(this.settings.peerCallMs) },
             );
           },

@@ -45,7 +45,15 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       }
       if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
       const previous = await repo.applyRecords(request.records, request.wantPrevious);
-      return { previous: previous.map((record, i) => ({ key: request.records[request.wantPrevious[i]!]!.key, record: record ?? empty })) };
+      return {
+        previous: previous.map((record, i) => {
+          const key = request.records[request.wantPrevious[i]!]!.key;
+          const known = request.knownPrevious[i];
+          // The sender keeps its own old value when ours is not newer: send nothing back then.
+          if (record === undefined || (known !== undefined && known.length > 0 && compareEncodedVersions(record, known) <= 0)) return { key, record: empty };
+          return { key, record };
+        }),
+      };
     },
     async readReplica(request) {
       deps.assertServing();

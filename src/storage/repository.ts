@@ -62,7 +62,7 @@ interface PendingWrite {
   readonly applyLocally: boolean;
   readonly hintPeers: readonly string[];
   readonly clock: ClockReading;
-  readonly onLogged: ((peer: string, seq: number) => void) | undefined;
+  readonly onLogged: ((peer: string, seq: number, previous: Buffer | undefined) => void) | undefined;
   readonly onCommitted: (() => void) | undefined;
   resolve(outcome: WriteOutcome): void;
   reject(err: unknown): void;
@@ -299,7 +299,7 @@ export class Repository {
    * Commits a write coordinated by this node: the record (last-writer-wins against the stored
    * one) when this node is a replica, one replication-log entry per peer in `hintPeers`, and the
    * clock high-water mark, all in one transaction. `onLogged` runs inside the transaction for
-   * each log entry, before any reader can see it; `onCommitted` runs once the commit is visible
+   * each log entry, before any reader can see it, with the record this node stored before; `onCommitted` runs once the commit is visible
    * but before it is flushed (so replication can overlap the local fsync). Resolves after the
    * flush.
    *
@@ -313,7 +313,7 @@ export class Repository {
     applyLocally: boolean,
     hintPeers: readonly string[],
     clock: ClockReading,
-    onLogged?: (peer: string, seq: number) => void,
+    onLogged?: (peer: string, seq: number, previous: Buffer | undefined) => void,
     onCommitted?: () => void,
   ): Promise<WriteOutcome> {
     return new Promise((resolve, reject) => {
@@ -340,7 +340,7 @@ export class Repository {
           for (const peer of w.hintPeers) {
             const seq = this.hints.appendInTransaction(peer, w.key, w.record, now);
             hintSeqs.set(peer, seq);
-            w.onLogged?.(peer, seq);
+            w.onLogged?.(peer, seq, previous);
           }
           return { previous, hintSeqs };
         });

@@ -34,13 +34,20 @@ export interface ReplicateRequest {
    * client's Put/Delete with the old value).
    */
   wantPrevious: number[];
+  /**
+   * Parallel to want_previous (may be shorter; missing entries count as empty): the version
+   * header of the newest previous record the sender already knows for that key (its own copy),
+   * empty if none. The receiver sends its previous record back only if it is newer, so in the
+   * common case (replicas agree) no old value crosses the wire twice.
+   */
+  knownPrevious: Buffer[];
 }
 
 /** The receiver has durably committed the batch. */
 export interface ReplicateResponse {
   /**
-   * For each index in want_previous, in the same order: the record stored before the batch
-   * (record empty if there was none).
+   * For each index in want_previous, in the same order: the record stored before the batch;
+   * record empty if there was none, or if it was not newer than known_previous.
    */
   previous: Record[];
 }
@@ -241,7 +248,7 @@ export const Record: MessageFns<Record> = {
 };
 
 function createBaseReplicateRequest(): ReplicateRequest {
-  return { fromNodeId: "", records: [], wantPrevious: [] };
+  return { fromNodeId: "", records: [], wantPrevious: [], knownPrevious: [] };
 }
 
 export const ReplicateRequest: MessageFns<ReplicateRequest> = {
@@ -258,6 +265,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
         writer.uint32(v);
       }
       writer.join();
+    }
+    for (const v of message.knownPrevious) {
+      writer.uint32(34).bytes(v!);
     }
     return writer;
   },
@@ -309,6 +319,14 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
 
             break;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.knownPrevious.push(Buffer.from(reader.bytes()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -334,6 +352,11 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
         : globalThis.Array.isArray(object?.want_previous)
         ? object.want_previous.map((e: any) => globalThis.Number(e))
         : [],
+      knownPrevious: globalThis.Array.isArray(object?.knownPrevious)
+        ? object.knownPrevious.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : globalThis.Array.isArray(object?.known_previous)
+        ? object.known_previous.map((e: any) => Buffer.from(bytesFromBase64(e)))
+        : [],
     };
   },
 
@@ -348,6 +371,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     if (message.wantPrevious?.length) {
       obj.wantPrevious = message.wantPrevious.map((e) => Math.round(e));
     }
+    if (message.knownPrevious?.length) {
+      obj.knownPrevious = message.knownPrevious.map((e) => base64FromBytes(e));
+    }
     return obj;
   },
 
@@ -359,6 +385,7 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     message.fromNodeId = object.fromNodeId ?? "";
     message.records = object.records?.map((e) => Record.fromPartial(e)) || [];
     message.wantPrevious = object.wantPrevious?.map((e) => e) || [];
+    message.knownPrevious = object.knownPrevious?.map((e) => e) || [];
     return message;
   },
 };
