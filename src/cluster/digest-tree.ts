@@ -32,6 +32,7 @@ export class DigestForest {
   private readonly leafHigh: Uint32Array;
   private readonly leafLow: Uint32Array;
   private readonly counts: Uint32Array;
+  private itemScratch = Buffer.allocUnsafe(256);
 
   constructor(private readonly ring: Ring) {
     this.ranges = ring.ranges();
@@ -114,11 +115,14 @@ export class DigestForest {
   }
 
   private xorItem(leaf: number, key: Uint8Array, header: Uint8Array): void {
-    const item = Buffer.allocUnsafe(key.length + header.length);
+    // Runs for every stored record change: hash key | header in a reused buffer, no allocation.
+    const length = key.length + header.length;
+    if (this.itemScratch.length < length) this.itemScratch = Buffer.allocUnsafe(Math.max(length, 2 * this.itemScratch.length));
+    const item = this.itemScratch;
     item.set(key, 0);
     item.set(header, key.length);
-    this.leafHigh[leaf] = (this.leafHigh[leaf]! ^ murmur3x86_32(item, seedHigh)) >>> 0;
-    this.leafLow[leaf] = (this.leafLow[leaf]! ^ murmur3x86_32(item, seedLow)) >>> 0;
+    this.leafHigh[leaf] = (this.leafHigh[leaf]! ^ murmur3x86_32(item, seedHigh, length)) >>> 0;
+    this.leafLow[leaf] = (this.leafLow[leaf]! ^ murmur3x86_32(item, seedLow, length)) >>> 0;
   }
 }
 

@@ -12,8 +12,7 @@ const c2 = 0x1b873593;
  *
  * @example murmur3x86_32(new TextEncoder().encode('hello')) === 0x248bfa47
  */
-export function murmur3x86_32(bytes: Uint8Array, seed = 0): number {
-  const length = bytes.length;
+export function murmur3x86_32(bytes: Uint8Array, seed = 0, length = bytes.length): number {
   const blocksEnd = length & ~3;
   let h = seed | 0;
   let i = 0;
