@@ -45,6 +45,9 @@ export function recordHeader(record: Buffer): Buffer {
   return record.subarray(0, recordHeaderBytesFixed + record[9]!);
 }
 
+/** Value of every hash-index entry written now: the index lists keys only. */
+const emptyIndexValue = Buffer.alloc(0);
+
 /** Seed of the key hash shared by the ring and the hash index (both use murmur3 seed 0). */
 const keyHashSeed = 0;
 
@@ -95,7 +98,10 @@ export class Repository {
     private readonly records: Database<Buffer, Buffer>,
     private readonly meta: Database<Buffer, string>,
     hintsDb: Database<Buffer, Buffer>,
-    /** (murmur3(key) u32 BE | key) -> version header: the records in key-hash order, for anti-entropy. */
+    /**
+     * (murmur3(key) u32 BE | key) -> empty: every stored key in key-hash order, for anti-entropy.
+     * Values are ignored (layout 1 data dirs written before this change hold version headers).
+     */
     private readonly hashIndex: Database<Buffer, Buffer>,
     private readonly lock: DataDirLock | undefined,
     readonly dataDir: string,
@@ -146,7 +152,7 @@ export class Repository {
     if (entries(records) === entries(hashIndex)) return;
     hashIndex.transactionSync(() => {
       hashIndex.clearSync();
-      for (const { key, value } of records.getRange({})) hashIndex.putSync(hashIndexKey(key, murmur3x86_32(key, keyHashSeed)), recordHeader(value));
+      for (const { key } of records.getRange({})) hashIndex.putSync(hashIndexKey(key, murmur3x86_32(key, keyHashSeed)), emptyIndexValue);
     });
   }
 
@@ -212,9 +218,10 @@ export class Repository {
     if (previous === undefined) this.counts.records++;
     this.counts.live += (isTombstoneRecord(record) ? 0 : 1) - (previous === undefined || isTombstoneRecord(previous) ? 0 : 1);
     const keyHash = murmur3x86_32(key, keyHashSeed);
-    const header = recordHeader(record);
-    this.hashIndex.putSync(hashIndexKey(key, keyHash), header);
-    this.observer?.(key, keyHash, previous === undefined ? undefined : recordHeader(previous), header);
+    // The index lists keys, not versions: only a new key adds an entry. Overwrites (most writes)
+    // then cost one B-tree insert instead of two, which halves the pages a commit writes.
+    if (previous === undefined) this.hashIndex.putSync(hashIndexKey(key, keyHash), emptyIndexValue);
+    this.observer?.(key, keyHash, previous === undefined ? undefined : recordHeader(previous), recordHeader(record));
   }
 
   /** When this node last had contact with any peer (persisted), or undefined if never recorded. */
