@@ -9,11 +9,14 @@ import { KvError } from './errors.js';
  * attempt of a call gets `signal` and the deadline is enforced here.
  */
 export class CallScope {
-  private readonly controller = new AbortController();
+  /** Created on first use of {@link signal}: a coalesced call never needs one. */
+  private controller: AbortController | undefined;
+  private abortedFlag = false;
+  private readonly listeners = new Set<() => void>();
   private timer: NodeJS.Timeout | undefined;
   private deadlineHit = false;
   private readonly onCallerAbort = (): void => {
-    this.controller.abort();
+    this.abort();
   };
   /** `Date.now()` value at which the current deadline passes. */
   deadlineAt = 0;
@@ -27,7 +30,7 @@ export class CallScope {
     private readonly callerSignal: AbortSignal | undefined,
   ) {
     if (callerSignal?.aborted === true) {
-      this.controller.abort();
+      this.abort();
     } else {
       callerSignal?.addEventListener('abort', this.onCallerAbort, { once: true });
       this.arm();
@@ -36,12 +39,25 @@ export class CallScope {
 
   /** Aborts when the deadline passes or the caller aborts. */
   get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.abortedFlag) this.controller.abort();
+    }
     return this.controller.signal;
   }
 
   /** True once the deadline passed or the caller aborted. */
   get aborted(): boolean {
-    return this.controller.signal.aborted;
+    return this.abortedFlag;
+  }
+
+  /**
+   * Calls `listener` once when the scope aborts (a lighter {@link signal} listener); returns the
+   * function that unregisters it.
+   */
+  onAbort(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   /** Milliseconds left before the deadline (0 when passed). */
@@ -56,7 +72,7 @@ export class CallScope {
     this.deadlineAt = Date.now() + this.budgetMs;
     this.timer = setTimeout(() => {
       this.deadlineHit = true;
-      this.controller.abort();
+      this.abort();
     }, this.budgetMs);
   }
 
@@ -65,6 +81,15 @@ export class CallScope {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.deadlineAt = Number.POSITIVE_INFINITY;
+  }
+
+  private abort(): void {
+    if (this.abortedFlag) return;
+    this.abortedFlag = true;
+    this.controller?.abort();
+    const listeners = [...this.listeners];
+    this.listeners.clear();
+    for (const listener of listeners) listener();
   }
 
   /** Waits `ms`, or less if the scope aborts first (the caller checks {@link aborted}). */

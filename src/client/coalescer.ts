@@ -1,4 +1,3 @@
-import { setMaxListeners } from 'node:events';
 import { ClientError, Metadata, Status } from 'nice-grpc';
 import { KVStoreDefinition, type BatchOperation, type BatchResult, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
 
@@ -13,10 +12,20 @@ const grpcTimeoutMsMax = 99_999_999;
 
 const batchPath = `/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.batch.name}`;
 
+/** What an operation's caller gives up with: its deadline or cancellation (a CallScope). */
+export interface Abortable {
+  readonly aborted: boolean;
+  /** Calls `listener` once on abort; returns the function that unregisters it. */
+  onAbort(listener: () => void): () => void;
+}
+
+/** The rejection of an operation whose caller gave up (the caller reports why). */
+const abandoned = new Error('the call was abandoned (deadline passed or cancelled)');
+
 interface QueuedOperation {
   readonly operation: BatchOperation;
   readonly deadlineAt: number;
-  readonly signal: AbortSignal;
+  readonly abortable: Abortable;
   settled: boolean;
   resolve(result: BatchResult): void;
   reject(error: unknown): void;
@@ -29,9 +38,12 @@ interface QueuedOperation {
  * a lone call waits only for the end of the current turn (setImmediate), not for a timer.
  *
  * Each operation keeps its own semantics: its own result or error (a failed operation answers a
- * ClientError with the code the unary RPC would have ended with), its own deadline and signal
- * (an operation whose signal aborts is rejected at once; the batch call is cancelled only when
- * every operation in it was), and the batch call's deadline is the latest of its operations'.
+ * ClientError with the code the unary RPC would have ended with), its own deadline and
+ * cancellation (an operation whose caller gives up is rejected at once and, if still queued, not
+ * sent; the batch call is cancelled only when every operation in it was), and the batch call's
+ * deadline is the latest of its operations'. Operations are watched through a light listener
+ * (Abortable), not an AbortSignal each: the profile of the load generator showed AbortController
+ * and EventTarget work per call at ~11% of its CPU.
  */
 export class OperationCoalescer {
   private queue: QueuedOperation[] = [];
@@ -46,16 +58,16 @@ export class OperationCoalescer {
   }
 
   /**
-   * Queues `operation` for the next Batch call on this connection. Rejects when `signal` aborts
-   * (the caller tells a deadline from a cancellation) or with the batch call's error.
+   * Queues `operation` for the next Batch call on this connection. Rejects when `abortable`
+   * aborts (the caller tells a deadline from a cancellation) or with the batch call's error.
    */
-  submit(operation: BatchOperation, bytes: number, deadlineAt: number, signal: AbortSignal): Promise<BatchResult> {
+  submit(operation: BatchOperation, bytes: number, deadlineAt: number, abortable: Abortable): Promise<BatchResult> {
     return new Promise<BatchResult>((resolve, reject) => {
-      if (signal.aborted) {
-        reject(signal.reason);
+      if (abortable.aborted) {
+        reject(abandoned);
         return;
       }
-      const queued: QueuedOperation = { operation, deadlineAt, signal, settled: false, resolve, reject };
+      const queued: QueuedOperation = { operation, deadlineAt, abortable, settled: false, resolve, reject };
       this.queue.push(queued);
       this.queuedBytes += bytes;
       if (this.queue.length >= coalescedOperationsMax || this.queuedBytes >= coalescedBytesMax) {
@@ -72,29 +84,27 @@ export class OperationCoalescer {
 
   /** Sends everything queued as one Batch call. */
   private flush(): void {
-    // An operation whose signal aborted while it was queued is not sent (its caller gave up).
+    // An operation whose caller gave up while it was queued is not sent.
     const batch: QueuedOperation[] = [];
     for (const queued of this.queue) {
-      if (queued.signal.aborted) queued.reject(queued.signal.reason);
+      if (queued.abortable.aborted) queued.reject(abandoned);
       else batch.push(queued);
     }
     this.queue = [];
     this.queuedBytes = 0;
     if (batch.length === 0) return;
     const controller = new AbortController();
-    setMaxListeners(0, controller.signal);
     let pending = batch.length;
     let deadlineAt = 0;
     for (const queued of batch) {
       deadlineAt = Math.max(deadlineAt, queued.deadlineAt);
       // Once every operation of the batch gave up, so does the call.
-      const onAbort = (): void => {
-        queued.reject(queued.signal.reason);
+      const unregister = queued.abortable.onAbort(() => {
+        queued.reject(abandoned);
         if (--pending === 0) controller.abort();
-      };
-      queued.signal.addEventListener('abort', onAbort, { once: true });
-      queued.reject = wrapSettle(queued, queued.reject, () => queued.signal.removeEventListener('abort', onAbort));
-      queued.resolve = wrapSettle(queued, queued.resolve, () => queued.signal.removeEventListener('abort', onAbort));
+      });
+      queued.reject = wrapSettle(queued, queued.reject, unregister);
+      queued.resolve = wrapSettle(queued, queued.resolve, unregister);
     }
     const timeoutMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(deadlineAt - Date.now())));
     this.client

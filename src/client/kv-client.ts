@@ -262,10 +262,10 @@ export class KvClient {
       consistency: this.consistencyOf(operation, options),
     };
     const bytes = request.key.length + request.value.length;
-    const response = await this.call(operation, 'mutation', options, (target, callOptions, scope) =>
+    const response = await this.call(operation, 'mutation', options, (target, scope) =>
       this.coalesces(bytes)
-        ? target.coalescer.submit({ put: request }, bytes, scope.deadlineAt, scope.signal).then((r) => resultOf(r, 'put'))
-        : target.client.put(request, callOptions),
+        ? target.coalescer.submit({ put: request }, bytes, scope.deadlineAt, scope).then((r) => resultOf(r, 'put'))
+        : target.client.put(request, this.callOptions(scope, true)),
     );
     return response.found ? { found: true, oldValue: response.value } : { found: false };
   }
@@ -284,10 +284,10 @@ export class KvClient {
     this.checkOpen(operation);
     const request = { key: checkKey(operation, key), consistency: this.consistencyOf(operation, options) };
     const bytes = request.key.length;
-    const response = await this.call(operation, 'read', options, (target, callOptions, scope) =>
+    const response = await this.call(operation, 'read', options, (target, scope) =>
       this.coalesces(bytes)
-        ? target.coalescer.submit({ get: request }, bytes, scope.deadlineAt, scope.signal).then((r) => resultOf(r, 'get'))
-        : target.client.get(request, callOptions),
+        ? target.coalescer.submit({ get: request }, bytes, scope.deadlineAt, scope).then((r) => resultOf(r, 'get'))
+        : target.client.get(request, this.callOptions(scope, true)),
     );
     return response.found ? response.value : undefined;
   }
@@ -320,10 +320,10 @@ export class KvClient {
     this.checkOpen(operation);
     const request = { key: checkKey(operation, key), consistency: this.consistencyOf(operation, options) };
     const bytes = request.key.length;
-    const response = await this.call(operation, 'mutation', options, (target, callOptions, scope) =>
+    const response = await this.call(operation, 'mutation', options, (target, scope) =>
       this.coalesces(bytes)
-        ? target.coalescer.submit({ delete: request }, bytes, scope.deadlineAt, scope.signal).then((r) => resultOf(r, 'delete'))
-        : target.client.delete(request, callOptions),
+        ? target.coalescer.submit({ delete: request }, bytes, scope.deadlineAt, scope).then((r) => resultOf(r, 'delete'))
+        : target.client.delete(request, this.callOptions(scope, true)),
     );
     return response.found;
   }
@@ -389,7 +389,7 @@ export class KvClient {
     const operation = 'backup';
     this.checkOpen(operation);
     const request = { allNodes: options.allNodes === true };
-    const response = await this.call(operation, 'read', options, ({ client }, callOptions) => client.backup(request, callOptions));
+    const response = await this.call(operation, 'read', options, ({ client }, scope) => client.backup(request, this.callOptions(scope, true)));
     return fromBackupStatus(response);
   }
 
@@ -409,7 +409,7 @@ export class KvClient {
   async status(options: StatusOptions = {}): Promise<NodeStatus> {
     const operation = 'status';
     this.checkOpen(operation);
-    const response = await this.call(operation, 'read', options, ({ client }, callOptions) => client.status({}, callOptions));
+    const response = await this.call(operation, 'read', options, ({ client }, scope) => client.status({}, this.callOptions(scope, true)));
     return fromStatusResponse(response);
   }
 
@@ -437,7 +437,7 @@ export class KvClient {
     const operation = 'verify';
     this.checkOpen(operation);
     const callOptions = { ...options, deadlineMs: options.deadlineMs ?? verifyDeadlineMsDefault };
-    const response = await this.call(operation, 'read', callOptions, ({ client }, grpcOptions) => client.verify({}, grpcOptions));
+    const response = await this.call(operation, 'read', callOptions, ({ client }, scope) => client.verify({}, this.callOptions(scope, true)));
     return fromVerifyResponse(response);
   }
 
@@ -464,7 +464,7 @@ export class KvClient {
     const operation = 'repair';
     this.checkOpen(operation);
     const callOptions = { ...options, deadlineMs: options.deadlineMs ?? repairDeadlineMsDefault };
-    const response = await this.call(operation, 'read', callOptions, ({ client }, grpcOptions) => client.repair({}, grpcOptions));
+    const response = await this.call(operation, 'read', callOptions, ({ client }, scope) => client.repair({}, this.callOptions(scope, true)));
     return fromRepairResponse(response);
   }
 
@@ -574,7 +574,7 @@ export class KvClient {
     operation: string,
     policy: RetryPolicy,
     options: KvCallOptions,
-    send: (target: Target, callOptions: CallOptions, scope: CallScope) => Promise<T>,
+    send: (target: Target, scope: CallScope) => Promise<T>,
   ): Promise<T> {
     const scope = new CallScope(checkCallDeadline(operation, options.deadlineMs ?? this.deadlineMs), options.signal);
     const start = this.current;
@@ -596,7 +596,7 @@ export class KvClient {
           continue;
         }
         try {
-          return await send(target, this.callOptions(scope, true), scope);
+          return await send(target, scope);
         } catch (error) {
           if (scope.aborted) throw scope.abortError(operation, endpoint, false, policy === 'mutation');
           const failure = toKvError(error, operation, endpoint);
