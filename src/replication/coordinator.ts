@@ -78,7 +78,7 @@ export class Coordinator {
     const waitForPeers = required > localAcks;
     const tracked: { loop: DeliveryLoop; seq: number; outcome: Promise<DeliveryOutcome> }[] = [];
 
-    const committed = await this.repo.commitWrite(key, record, selfIsReplica, peers, this.clock.reading(), (peer, seq, previous) => {
+    const commit = this.repo.commitWrite(key, record, selfIsReplica, peers, this.clock.reading(), (peer, seq, previous) => {
       // Inside the commit's transaction: registered before the delivery loop can see the entry.
       // The peer sends back its old value only if newer than ours (usually it is not).
       if (!waitForPeers) return;
@@ -89,6 +89,13 @@ export class Coordinator {
       // after our flush and W durable acks, so overlapping them changes no guarantee.
       for (const peer of peers) this.loops.get(peer)!.wake();
     });
+    let committed: Awaited<typeof commit>;
+    try {
+      committed = await commit;
+    } catch (err) {
+      for (const t of tracked) t.loop.untrack(t.seq); // the entries were never written
+      throw err;
+    }
 
     let newest = committed.previous;
     if (!waitForPeers) return toReadResult(newest);

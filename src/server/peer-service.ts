@@ -23,6 +23,16 @@ export const readReplicaKeysMax = 1024;
 
 const empty = Buffer.alloc(0);
 
+/** Whether `bytes` starts with a well-formed record version header. */
+function isRecordHeader(bytes: Uint8Array): boolean {
+  try {
+    decodeRecordHeader(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The internal node-to-node service, served on peerListen only. */
 export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementation {
   const { repo, clock, forest } = deps;
@@ -44,6 +54,17 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
         if (newest === undefined || compareEncodedVersions(r.record, newest) > 0) newest = r.record;
       }
       if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
+      // Checked before anything is applied, so a bad request stores nothing.
+      const wanted = new Set<number>();
+      for (const index of request.wantPrevious) {
+        if (index >= request.records.length || wanted.has(index)) {
+          throw new InvalidRequestError(`want_previous index ${index} is out of range or repeated (${request.records.length} records)`);
+        }
+        wanted.add(index);
+      }
+      for (const known of request.knownPrevious) {
+        if (known.length > 0 && !isRecordHeader(known)) throw new InvalidRequestError('known_previous holds an entry that is not a record version header');
+      }
       const previous = await repo.applyRecords(request.records, request.wantPrevious);
       return {
         previous: previous.map((record, i) => {

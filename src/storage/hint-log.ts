@@ -123,6 +123,13 @@ export class HintLog {
 
   /** The transaction that appended the staged entries failed: they never existed. */
   discardStaged(): void {
+    for (const entry of this.staged) {
+      const queue = this.queue(entry.peer);
+      queue.entries--;
+      queue.bytes -= entry.bytes;
+      // Staged entries are the newest of their queue, so their sequences can be reused.
+      queue.nextSeq = Math.min(queue.nextSeq, entry.seq);
+    }
     this.staged = [];
   }
 

@@ -1,6 +1,6 @@
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { type Channel, createChannel, createClient } from 'nice-grpc';
+import { type Channel, createChannel, createClient, Status } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PeerServiceClient, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
@@ -167,6 +167,25 @@ describe('Replicate with knownPrevious (one real node, member n2 absent)', () =>
     expect(response.previous.map((p) => hex(p.record))).toEqual(['', hex(a1), hex(b1)]);
     for (const [key, value] of [['batch-a', 'a2'], ['batch-b', 'b2'], ['batch-c', 'c2']] as const) {
       expect(hex(await stored(key))).toBe(hex(recordAt(2, value)));
+    }
+  });
+
+  it('refuses a bad want_previous or known_previous with INVALID_ARGUMENT before storing anything', async () => {
+    const cases = [
+      { name: 'index past the records', wantPrevious: [1], knownPrevious: [] },
+      { name: 'repeated index', wantPrevious: [0, 0], knownPrevious: [] },
+      { name: 'malformed known version', wantPrevious: [0], knownPrevious: [Buffer.from('not a header')] },
+    ];
+    for (const c of cases) {
+      const key = `refused-${c.name}`;
+      const error = await peer
+        .replicate({ fromNodeId: 'n2', records: [{ key: Buffer.from(key), record: recordAt(1, 'v1') }], wantPrevious: c.wantPrevious, knownPrevious: c.knownPrevious })
+        .then(
+          () => undefined,
+          (e: { code?: number; details?: string }) => e,
+        );
+      expect(error?.code, c.name).toBe(Status.INVALID_ARGUMENT);
+      expect(hex(await stored(key)), c.name).toBe('');
     }
   });
 });
