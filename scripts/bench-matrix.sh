@@ -28,3 +28,8 @@ run 1n-get-1 bench get --local-cluster 1 --concurrency 1
 run 3n-put-quorum-128-nocoalesce --consistency quorum bench put --local-cluster 3 --concurrency 128 --preload --client sdk-no-coalesce
 run 3n-get-quorum-128-nocoalesce --consistency quorum bench get --local-cluster 3 --concurrency 128 --client sdk-no-coalesce
 run 3n-put-quorum-128-inserts --consistency quorum bench put --local-cluster 3 --concurrency 128
+# 1 node at 512 clients and YCSB-A; YCSB-A at ONE.
+run 1n-put-512 bench put --local-cluster 1 --concurrency 512 --preload
+run 1n-get-512 bench get --local-cluster 1 --concurrency 512
+run 1n-ycsba-128-zipf bench ycsb-a --local-cluster 1 --concurrency 128
+run 3n-ycsba-one-128-zipf --consistency one bench ycsb-a --local-cluster 3 --concurrency 128
