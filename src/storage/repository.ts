@@ -58,16 +58,14 @@ export interface WriteOutcome {
   readonly hintSeqs: ReadonlyMap<string, number>;
 }
 
-/** A commitWrite call waiting for its shared transaction. */
-interface PendingWrite {
-  readonly key: Buffer;
-  readonly record: Buffer;
-  readonly applyLocally: boolean;
-  readonly hintPeers: readonly string[];
-  readonly clock: ClockReading;
-  readonly onLogged: ((peer: string, seq: number, previous: Buffer | undefined) => void) | undefined;
+/** Work for the next shared write transaction: `run` executes inside it. */
+interface WriteJob {
+  run(nowMs: number): unknown;
+  /** The clock reading to persist with it (coordinated writes). */
+  readonly clock: ClockReading | undefined;
+  /** Runs once the transaction is committed, before it is flushed. */
   readonly onCommitted: (() => void) | undefined;
-  resolve(outcome: WriteOutcome): void;
+  resolve(value: unknown): void;
   reject(err: unknown): void;
 }
 
@@ -90,8 +88,10 @@ export class Repository {
   readonly hints: HintLog;
   private observer: RecordObserver | undefined;
   private readonly counts = { records: 0, live: 0 };
-  /** Writes waiting for the transaction commitPendingWrites runs next. */
-  private pendingWrites: PendingWrite[] = [];
+  /** Work waiting for the next shared write transaction (see runTransaction). */
+  private writeJobs: WriteJob[] = [];
+  private transactionRunning = false;
+  private transactionScheduled = false;
 
   private constructor(
     private readonly env: RootDatabase,
@@ -306,13 +306,10 @@ export class Repository {
    * Commits a write coordinated by this node: the record (last-writer-wins against the stored
    * one) when this node is a replica, one replication-log entry per peer in `hintPeers`, and the
    * clock high-water mark, all in one transaction. `onLogged` runs inside the transaction for
-   * each log entry, before any reader can see it, with the record this node stored before; `onCommitted` runs once the commit is visible
-   * but before it is flushed (so replication can overlap the local fsync). Resolves after the
-   * flush.
-   *
-   * Writes requested in the same event-loop turn (a Batch call, or several calls decoded
-   * together) share one transaction: one lmdb-js transaction callback instead of one per write,
-   * which the profile showed as the largest storage cost per put.
+   * each log entry, before any reader can see it, with the record this node stored before;
+   * `onCommitted` runs once the commit is visible but before it is flushed (so replication can
+   * overlap the local fsync). Resolves after the flush. Shares its transaction with the other
+   * writes queued meanwhile (see runTransaction).
    */
   commitWrite(
     key: Buffer,
@@ -323,57 +320,30 @@ export class Repository {
     onLogged?: (peer: string, seq: number, previous: Buffer | undefined) => void,
     onCommitted?: () => void,
   ): Promise<WriteOutcome> {
-    return new Promise((resolve, reject) => {
-      this.pendingWrites.push({ key, record, applyLocally, hintPeers, clock, onLogged, onCommitted, resolve, reject });
-      if (this.pendingWrites.length === 1) queueMicrotask(() => void this.commitPendingWrites());
-    });
-  }
-
-  /** Commits every write queued since the last call in one transaction (see commitWrite). */
-  private async commitPendingWrites(): Promise<void> {
-    const writes = this.pendingWrites;
-    this.pendingWrites = [];
-    let outcomes: WriteOutcome[];
-    try {
-      outcomes = await this.env.transaction(() => {
-        const now = Date.now();
-        const results = writes.map((w): WriteOutcome => {
-          let previous: Buffer | undefined;
-          if (w.applyLocally) {
-            previous = this.records.get(w.key);
-            if (previous === undefined || compareEncodedVersions(w.record, previous) > 0) this.storeInTransaction(w.key, w.record, previous);
-          }
-          const hintSeqs = new Map<string, number>();
-          for (const peer of w.hintPeers) {
-            const seq = this.hints.appendInTransaction(peer, w.key, w.record, now);
-            hintSeqs.set(peer, seq);
-            w.onLogged?.(peer, seq, previous);
-          }
-          return { previous, hintSeqs };
-        });
-        // Clock readings only grow, so the last write's is the high-water mark.
-        this.meta.putSync(metaClock, encodeClock(writes[writes.length - 1]!.clock));
-        this.hints.drainRemovalsInTransaction();
-        return results;
-      });
-      this.hints.publishCommitted();
-      for (const w of writes) w.onCommitted?.();
-      await this.env.flushed;
-    } catch (err) {
-      this.hints.discardStaged();
-      for (const w of writes) w.reject(err);
-      return;
-    }
-    writes.forEach((w, i) => w.resolve(outcomes[i]!));
+    return this.enqueue((now): WriteOutcome => {
+      let previous: Buffer | undefined;
+      if (applyLocally) {
+        previous = this.records.get(key);
+        if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.storeInTransaction(key, record, previous);
+      }
+      const hintSeqs = new Map<string, number>();
+      for (const peer of hintPeers) {
+        const seq = this.hints.appendInTransaction(peer, key, record, now);
+        hintSeqs.set(peer, seq);
+        onLogged?.(peer, seq, previous);
+      }
+      return { previous, hintSeqs };
+    }, clock, onCommitted);
   }
 
   /**
-   * Merges records received from a peer (replication, read repair, anti-entropy) in one
-   * transaction: each is stored only if its version is newer than the stored one. Returns, for
-   * each index in `wantPrevious`, the record stored before. Resolves after the commit is flushed.
+   * Merges records received from a peer (replication, read repair, anti-entropy): each is stored
+   * only if its version is newer than the stored one. Returns, for each index in `wantPrevious`,
+   * the record stored before. Resolves after the commit is flushed. Shares its transaction with
+   * the other writes queued meanwhile (see runTransaction).
    */
-  async applyRecords(batch: readonly StoredRecord[], wantPrevious: readonly number[] = []): Promise<(Buffer | undefined)[]> {
-    const previous = await this.env.transaction(() => {
+  applyRecords(batch: readonly StoredRecord[], wantPrevious: readonly number[] = []): Promise<(Buffer | undefined)[]> {
+    return this.enqueue(() => {
       const before: (Buffer | undefined)[] = new Array(wantPrevious.length);
       const wanted = new Map<number, number>();
       wantPrevious.forEach((index, i) => wanted.set(index, i));
@@ -383,11 +353,67 @@ export class Repository {
         if (slot !== undefined) before[slot] = stored;
         if (stored === undefined || compareEncodedVersions(record, stored) > 0) this.storeInTransaction(key, record, stored);
       });
-      this.hints.drainRemovalsInTransaction();
       return before;
     });
-    await this.env.flushed;
-    return previous;
+  }
+
+  /** Queues `run` for the next shared write transaction; resolves with its result once flushed. */
+  private enqueue<T>(run: (nowMs: number) => T, clock?: ClockReading, onCommitted?: () => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.writeJobs.push({ run, clock, onCommitted, resolve: resolve as (value: unknown) => void, reject });
+      this.scheduleTransaction();
+    });
+  }
+
+  private scheduleTransaction(): void {
+    if (this.transactionRunning || this.transactionScheduled || this.writeJobs.length === 0) return;
+    this.transactionScheduled = true;
+    setImmediate(() => {
+      this.transactionScheduled = false;
+      void this.runTransaction();
+    });
+  }
+
+  /**
+   * Group commit: runs every queued write job (coordinated writes and the batches received from
+   * every peer) in one LMDB transaction, with at most one of ours committing at a time; what
+   * arrives meanwhile waits for the next. The profile showed the cost of a batch round (a
+   * transaction callback, its hand-off to lmdb-js's write thread, its commit and fsync, per
+   * source) dominating at 128 clients, so a node's own batch and its peers' share one.
+   */
+  private async runTransaction(): Promise<void> {
+    const jobs = this.writeJobs;
+    this.writeJobs = [];
+    this.transactionRunning = true;
+    let results: unknown[];
+    try {
+      results = await this.env.transaction(() => {
+        const now = Date.now();
+        const out = jobs.map((job) => job.run(now));
+        let clock: ClockReading | undefined;
+        for (const job of jobs) if (job.clock !== undefined && (clock === undefined || laterReading(job.clock, clock))) clock = job.clock;
+        if (clock !== undefined) this.meta.putSync(metaClock, encodeClock(clock));
+        this.hints.drainRemovalsInTransaction();
+        return out;
+      });
+    } catch (err) {
+      this.hints.discardStaged();
+      this.transactionRunning = false;
+      this.scheduleTransaction();
+      for (const job of jobs) job.reject(err);
+      return;
+    }
+    this.hints.publishCommitted();
+    this.transactionRunning = false;
+    this.scheduleTransaction();
+    for (const job of jobs) job.onCommitted?.();
+    try {
+      await this.env.flushed;
+    } catch (err) {
+      for (const job of jobs) job.reject(err);
+      return;
+    }
+    jobs.forEach((job, i) => job.resolve(results[i]));
   }
 
   /**
@@ -428,6 +454,10 @@ export class Repository {
       this.lock?.release();
     }
   }
+}
+
+function laterReading(a: ClockReading, b: ClockReading): boolean {
+  return a.wallMs > b.wallMs || (a.wallMs === b.wallMs && a.counter > b.counter);
 }
 
 function encodeClock(clock: ClockReading): Buffer {
