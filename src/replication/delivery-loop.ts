@@ -2,6 +2,7 @@ import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import type { HintEntry, HintLog } from '../storage/hint-log.js';
 import type { PeerLink } from './peer-link.js';
+import { ReplicationStream } from './replication-stream.js';
 
 export interface DeliverySettings {
   readonly selfId: string;
@@ -26,8 +27,9 @@ interface Waiter {
 }
 
 /**
- * Drains one peer's replication-log queue: reads a batch in sequence order, sends it with the
- * internal Replicate RPC (the peer applies it in one durable transaction and answers), deletes
+ * Drains one peer's replication-log queue: reads a batch in sequence order, sends it as one
+ * message of the internal ReplicateStream (the peer applies it in one durable transaction and
+ * answers), deletes
  * it from the log, repeats. Woken at once by new entries; while the peer is down, the same batch
  * is retried with p-retry's exponential, jittered, capped backoff, and a peer seen up again (by
  * the prober or any other call) cuts the wait short.
@@ -46,6 +48,8 @@ export class DeliveryLoop {
   private stopped = false;
   private backoff: AbortController | undefined;
   private running: Promise<void> | undefined;
+  /** Batches go as messages of one long-lived stream: a new call per batch cost more than the batch. */
+  private readonly stream: ReplicationStream;
   /** Highest sequence sent and acknowledged (entries up to it are delivered). */
   private deliveredSeq = 0;
   delivered = 0;
@@ -56,6 +60,7 @@ export class DeliveryLoop {
     private readonly settings: DeliverySettings,
     private readonly logger: Logger,
   ) {
+    this.stream = new ReplicationStream(link, settings.peerCallMs);
     link.onReachabilityChange((_, reachable) => {
       if (reachable) this.backoff?.abort(new Error('peer reachable again'));
       else this.failWaiters(`${link.id} is unreachable (${link.lastError ?? 'no answer'})`);
@@ -100,6 +105,7 @@ export class DeliveryLoop {
     this.wake();
     this.failWaiters('node is shutting down');
     await this.running;
+    this.stream.close();
   }
 
   private async run(): Promise<void> {
@@ -151,10 +157,7 @@ export class DeliveryLoop {
           () => {
             sent = request();
             if (sent.records.length === 0) return Promise.resolve({ previous: [] });
-            return this.link.client.replicate(
-              { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious },
-              { signal: AbortSignal.timeout(this.settings.peerCallMs) },
-            );
+            return this.stream.send({ fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious });
           },
           {
             retries: Number.POSITIVE_INFINITY,

@@ -1,4 +1,4 @@
-import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
+import type { BackupResponse, PeerServiceImplementation, ReplicateRequest, ReplicateResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { InvalidRequestError } from '../replication/errors.js';
@@ -42,39 +42,49 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
   const checkCaller = (from: string) => {
     if (!deps.members.has(from)) throw new InvalidRequestError(`node "${from}" is not a member of this cluster (${[...deps.members].join(', ')})`);
   };
+  /** Applies one replicated batch (Replicate, or one message of ReplicateStream). */
+  const replicateBatch = async (request: ReplicateRequest): Promise<ReplicateResponse> => {
+    deps.assertServing();
+    checkCaller(request.fromNodeId);
+    // Comparing validates every record's header; observing the newest keeps our clock ahead
+    // of everything we store (once per batch: it is the only version that matters).
+    let newest: Buffer | undefined;
+    for (const r of request.records) {
+      if (r.key.length === 0) throw new InvalidRequestError('replicated record has an empty key');
+      if (newest === undefined || compareEncodedVersions(r.record, newest) > 0) newest = r.record;
+    }
+    if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
+    // Checked before anything is applied, so a bad request stores nothing.
+    const wanted = new Set<number>();
+    for (const index of request.wantPrevious) {
+      if (index >= request.records.length || wanted.has(index)) {
+        throw new InvalidRequestError(`want_previous index ${index} is out of range or repeated (${request.records.length} records)`);
+      }
+      wanted.add(index);
+    }
+    for (const known of request.knownPrevious) {
+      if (known.length > 0 && !isRecordHeader(known)) throw new InvalidRequestError('known_previous holds an entry that is not a record version header');
+    }
+    const previous = await repo.applyRecords(request.records, request.wantPrevious);
+    return {
+      previous: previous.map((record, i) => {
+        const key = request.records[request.wantPrevious[i]!]!.key;
+        const known = request.knownPrevious[i];
+        // The sender keeps its own old value when ours is not newer: send nothing back then.
+        if (record === undefined || (known !== undefined && known.length > 0 && compareEncodedVersions(record, known) <= 0)) return { key, record: empty };
+        return { key, record };
+      }),
+    };
+  };
   return {
     async replicate(request) {
-      deps.assertServing();
-      checkCaller(request.fromNodeId);
-      // Comparing validates every record's header; observing the newest keeps our clock ahead
-      // of everything we store (once per batch: it is the only version that matters).
-      let newest: Buffer | undefined;
-      for (const r of request.records) {
-        if (r.key.length === 0) throw new InvalidRequestError('replicated record has an empty key');
-        if (newest === undefined || compareEncodedVersions(r.record, newest) > 0) newest = r.record;
+      return replicateBatch(request);
+    },
+    async *replicateStream(requests) {
+      for await (const message of requests) {
+        if (message.batch === undefined) throw new InvalidRequestError('ReplicateStream message without a batch');
+        yield { ack: await replicateBatch(message.batch) };
       }
-      if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
-      // Checked before anything is applied, so a bad request stores nothing.
-      const wanted = new Set<number>();
-      for (const index of request.wantPrevious) {
-        if (index >= request.records.length || wanted.has(index)) {
-          throw new InvalidRequestError(`want_previous index ${index} is out of range or repeated (${request.records.length} records)`);
-        }
-        wanted.add(index);
-      }
-      for (const known of request.knownPrevious) {
-        if (known.length > 0 && !isRecordHeader(known)) throw new InvalidRequestError('known_previous holds an entry that is not a record version header');
-      }
-      const previous = await repo.applyRecords(request.records, request.wantPrevious);
-      return {
-        previous: previous.map((record, i) => {
-          const key = request.records[request.wantPrevious[i]!]!.key;
-          const known = request.knownPrevious[i];
-          // The sender keeps its own old value when ours is not newer: send nothing back then.
-          if (record === undefined || (known !== undefined && known.length > 0 && compareEncodedVersions(record, known) <= 0)) return { key, record: empty };
-          return { key, record };
-        }),
-      };
     },
     async readReplica(request) {
       deps.assertServing();

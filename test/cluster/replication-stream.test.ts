@@ -1,0 +1,121 @@
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PeerLink } from '../../src/replication/peer-link.js';
+import { ReplicationStream } from '../../src/replication/replication-stream.js';
+import { encodeRecord } from '../../src/storage/record-codec.js';
+import { SingleNode } from '../helpers/single-node.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+/**
+ * The delivery loop's ReplicateStream session against a real node process, through a TCP proxy
+ * that can cut or black-hole the link: batches are answered in order on one stream, a failed or
+ * unanswered batch rejects (within the call timeout, not hanging), and the next batch opens a
+ * new stream that works once the link is back.
+ */
+
+const callMs = 1500;
+const messageBytesMax = 8 * 1024 * 1024;
+
+async function unusedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+const wallBase = Date.now() - 60_000;
+let step = 0;
+function nextRecord(value: string): Buffer {
+  step += 1;
+  return encodeRecord({ version: { wallMs: wallBase + step, counter: 0, nodeId: 'n2' }, tombstone: false, value: Buffer.from(value) });
+}
+
+describe('ReplicationStream (one real node behind a TCP proxy, member n2 absent)', () => {
+  let single: SingleNode;
+  let proxy: TcpProxy;
+  let link: PeerLink;
+  let stream: ReplicationStream;
+
+  beforeAll(async () => {
+    single = await SingleNode.start('n1', {
+      peerListen: '127.0.0.1:0',
+      cluster: {
+        members: [
+          { id: 'n1', peer: '127.0.0.1:0' },
+          { id: 'n2', peer: `127.0.0.1:${await unusedPort()}` },
+        ],
+      },
+    });
+    proxy = await new TcpProxy(single.node.peerListen).start();
+    link = new PeerLink('n1', proxy.address, messageBytesMax);
+    stream = new ReplicationStream(link, callMs);
+  });
+
+  afterAll(async () => {
+    stream?.close();
+    link?.close();
+    await proxy?.close();
+    await single?.close();
+  });
+
+  const batch = (key: string, record: Buffer, wantPrevious: number[] = []) => ({
+    fromNodeId: 'n2',
+    records: [{ key: Buffer.from(key), record }],
+    wantPrevious,
+    knownPrevious: [],
+  });
+
+  it('answers each batch in order on one stream, after storing it', async () => {
+    const first = nextRecord('one');
+    const second = nextRecord('two');
+    expect((await stream.send(batch('stream/a', first))).previous).toEqual([]);
+    const answer = await stream.send(batch('stream/a', second, [0]));
+    expect(answer.previous.map((p) => p.record.toString('hex'))).toEqual([first.toString('hex')]);
+    const stored = await link.client.readReplica({ fromNodeId: 'n2', keys: [Buffer.from('stream/a')] });
+    expect(stored.records[0]?.record.toString('hex')).toBe(second.toString('hex'));
+  });
+
+  it('rejects a batch the peer refuses, and the next batch opens a new stream that works', async () => {
+    await expect(stream.send({ ...batch('stream/bad', nextRecord('x')), fromNodeId: 'intruder' })).rejects.toThrow(/not a member/);
+    await stream.send(batch('stream/after-refusal', nextRecord('ok')));
+  });
+
+  it('rejects within the call timeout when the link is black-holed, and recovers once healed', async () => {
+    proxy.blackhole();
+    // Black-holing drops the open connection: the batch on it fails at once.
+    await expect(stream.send(batch('stream/blackholed', nextRecord('lost')))).rejects.toThrow();
+    // The next one opens a stream on a link that swallows everything: only the call timeout ends it.
+    await expect(stream.send(batch('stream/blackholed', nextRecord('lost again')))).rejects.toThrow(/no answer from n1 within/);
+    proxy.heal();
+    const record = nextRecord('back');
+    let delivered = false;
+    for (let attempt = 0; attempt < 20 && !delivered; attempt++) {
+      try {
+        await stream.send(batch('stream/healed', record));
+        delivered = true;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+    expect(delivered, 'a batch went through once the link was healed').toBe(true);
+  });
+
+  it('rejects when the link is cut mid-stream, and recovers once healed', async () => {
+    await stream.send(batch('stream/before-cut', nextRecord('before')));
+    proxy.cut();
+    await expect(stream.send(batch('stream/cut', nextRecord('cut')))).rejects.toThrow();
+    proxy.heal();
+    let delivered = false;
+    for (let attempt = 0; attempt < 20 && !delivered; attempt++) {
+      try {
+        await stream.send(batch('stream/after-cut', nextRecord('after')));
+        delivered = true;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    }
+    expect(delivered, 'a batch went through once the link was healed').toBe(true);
+  });
+});
