@@ -2,7 +2,8 @@ import pRetry from 'p-retry';
 import type { Logger } from 'pino';
 import type { HintEntry, HintLog } from '../storage/hint-log.js';
 import type { PeerLink } from './peer-link.js';
-import { ReplicationStream } from './replication-stream.js';
+import type { ReplicateStreamRequest, ReplicateStreamResponse } from '../../gen/kvstore/internal/v1/peer.js';
+import { PeerStream } from './peer-stream.js';
 
 export interface DeliverySettings {
   readonly selfId: string;
@@ -49,7 +50,7 @@ export class DeliveryLoop {
   private backoff: AbortController | undefined;
   private running: Promise<void> | undefined;
   /** Batches go as messages of one long-lived stream: a new call per batch cost more than the batch. */
-  private readonly stream: ReplicationStream;
+  private readonly stream: PeerStream<ReplicateStreamRequest, ReplicateStreamResponse>;
   /** Highest sequence sent and acknowledged (entries up to it are delivered). */
   private deliveredSeq = 0;
   delivered = 0;
@@ -60,7 +61,7 @@ export class DeliveryLoop {
     private readonly settings: DeliverySettings,
     private readonly logger: Logger,
   ) {
-    this.stream = new ReplicationStream(link, settings.peerCallMs);
+    this.stream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, settings.peerCallMs);
     link.onReachabilityChange((_, reachable) => {
       if (reachable) this.backoff?.abort(new Error('peer reachable again'));
       else this.failWaiters(`${link.id} is unreachable (${link.lastError ?? 'no answer'})`);
@@ -157,7 +158,9 @@ export class DeliveryLoop {
           () => {
             sent = request();
             if (sent.records.length === 0) return Promise.resolve({ previous: [] });
-            return this.stream.send({ fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious });
+            return this.stream
+              .request({ batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious } })
+              .then((answer) => answer.ack ?? { previous: [] });
           },
           {
             retries: Number.POSITIVE_INFINITY,

@@ -1,4 +1,6 @@
+import type { ReadReplicaStreamRequest, ReadReplicaStreamResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import type { PeerLink } from './peer-link.js';
+import { PeerStream } from './peer-stream.js';
 
 /** Most keys in one ReadReplica call (the peer's own cap is the same). */
 export const readBatchKeysMax = 1024;
@@ -11,7 +13,7 @@ interface PendingRead {
 
 /**
  * Coalesces replica reads to one peer: every key asked for within the same event-loop turn goes
- * in one ReadReplica call. Under load this turns hundreds of small RPCs into a few batches; the
+ * in one ReadReplica request, sent on a long-lived ReadReplicaStream. Under load this turns hundreds of small RPCs into a few batches; the
  * profile showed per-call gRPC overhead, not LMDB, dominating quorum reads. A lone read pays
  * only a setImmediate.
  */
@@ -19,11 +21,21 @@ export class ReadBatcher {
   private pending: PendingRead[] = [];
   private scheduled = false;
 
+  /** Reads go as messages of one long-lived stream (see PeerStream). */
+  private readonly stream: PeerStream<ReadReplicaStreamRequest, ReadReplicaStreamResponse>;
+
   constructor(
     private readonly link: PeerLink,
     private readonly selfId: string,
-    private readonly callMs: number,
-  ) {}
+    callMs: number,
+  ) {
+    this.stream = new PeerStream((requests, options) => link.client.readReplicaStream(requests, options), link.id, callMs);
+  }
+
+  /** Ends the stream (on stop). */
+  close(): void {
+    this.stream.close();
+  }
 
   read(key: Buffer): Promise<Buffer | undefined> {
     return new Promise((resolve, reject) => {
@@ -41,13 +53,14 @@ export class ReadBatcher {
     const batch = this.pending;
     this.pending = [];
     if (batch.length === 0) return;
-    this.link.client
-      .readReplica({ fromNodeId: this.selfId, keys: batch.map((p) => p.key) }, { signal: AbortSignal.timeout(this.callMs) })
+    this.stream
+      .request({ read: { fromNodeId: this.selfId, keys: batch.map((p) => p.key) } })
       .then(
-        (res) => {
+        (answer) => {
           this.link.markContact();
+          const records = answer.records?.records ?? [];
           batch.forEach((p, i) => {
-            const record = res.records[i]?.record;
+            const record = records[i]?.record;
             p.resolve(record !== undefined && record.length > 0 ? record : undefined);
           });
         },

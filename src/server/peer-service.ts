@@ -1,4 +1,4 @@
-import type { BackupResponse, PeerServiceImplementation, ReplicateRequest, ReplicateResponse } from '../../gen/kvstore/internal/v1/peer.js';
+import type { BackupResponse, PeerServiceImplementation, ReadReplicaRequest, ReadReplicaResponse, ReplicateRequest, ReplicateResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { InvalidRequestError } from '../replication/errors.js';
@@ -76,6 +76,13 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       }),
     };
   };
+  /** Answers one ReadReplica (or one message of ReadReplicaStream). */
+  const readRecords = (request: ReadReplicaRequest): ReadReplicaResponse => {
+    deps.assertServing();
+    checkCaller(request.fromNodeId);
+    if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
+    return { records: request.keys.map((key) => ({ key, record: repo.getRecord(key) ?? empty })) };
+  };
   return {
     async replicate(request) {
       return replicateBatch(request);
@@ -87,10 +94,13 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       }
     },
     async readReplica(request) {
-      deps.assertServing();
-      checkCaller(request.fromNodeId);
-      if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
-      return { records: request.keys.map((key) => ({ key, record: repo.getRecord(key) ?? empty })) };
+      return readRecords(request);
+    },
+    async *readReplicaStream(requests) {
+      for await (const message of requests) {
+        if (message.read === undefined) throw new InvalidRequestError('ReadReplicaStream message without a read');
+        yield { records: readRecords(message.read) };
+      }
     },
     async scanLocal(request) {
       deps.assertServing();

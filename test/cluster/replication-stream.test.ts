@@ -2,13 +2,14 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PeerLink } from '../../src/replication/peer-link.js';
-import { ReplicationStream } from '../../src/replication/replication-stream.js';
+import type { ReplicateRequest, ReplicateResponse, ReplicateStreamRequest, ReplicateStreamResponse } from '../../gen/kvstore/internal/v1/peer.js';
+import { PeerStream } from '../../src/replication/peer-stream.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { SingleNode } from '../helpers/single-node.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 /**
- * The delivery loop's ReplicateStream session against a real node process, through a TCP proxy
+ * PeerStream over ReplicateStream (the delivery loop's link) against a real node process, through a TCP proxy
  * that can cut or black-hole the link: batches are answered in order on one stream, a failed or
  * unanswered batch rejects (within the call timeout, not hanging), and the next batch opens a
  * new stream that works once the link is back.
@@ -32,11 +33,16 @@ function nextRecord(value: string): Buffer {
   return encodeRecord({ version: { wallMs: wallBase + step, counter: 0, nodeId: 'n2' }, tombstone: false, value: Buffer.from(value) });
 }
 
-describe('ReplicationStream (one real node behind a TCP proxy, member n2 absent)', () => {
+describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, member n2 absent)', () => {
   let single: SingleNode;
   let proxy: TcpProxy;
   let link: PeerLink;
-  let stream: ReplicationStream;
+  let peerStream: PeerStream<ReplicateStreamRequest, ReplicateStreamResponse>;
+  /** Sends one batch on the stream, as the delivery loop does. */
+  const stream = {
+    send: async (request: ReplicateRequest): Promise<ReplicateResponse> => (await peerStream.request({ batch: request })).ack ?? { previous: [] },
+    close: () => peerStream?.close(),
+  };
 
   beforeAll(async () => {
     single = await SingleNode.start('n1', {
@@ -50,7 +56,7 @@ describe('ReplicationStream (one real node behind a TCP proxy, member n2 absent)
     });
     proxy = await new TcpProxy(single.node.peerListen).start();
     link = new PeerLink('n1', proxy.address, messageBytesMax);
-    stream = new ReplicationStream(link, callMs);
+    peerStream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, callMs);
   });
 
   afterAll(async () => {

@@ -78,6 +78,18 @@ export interface ReadReplicaResponse {
   records: Record[];
 }
 
+/** One read on a ReadReplicaStream. */
+export interface ReadReplicaStreamRequest {
+  /** The read, as in ReadReplica. */
+  read: ReadReplicaRequest | undefined;
+}
+
+/** The answer to one ReadReplicaStreamRequest, in order. */
+export interface ReadReplicaStreamResponse {
+  /** As ReadReplica's answer. */
+  records: ReadReplicaResponse | undefined;
+}
+
 /** One page of a local key scan. */
 export interface ScanLocalRequest {
   /** Only keys with this prefix. */
@@ -763,6 +775,144 @@ export const ReadReplicaResponse: MessageFns<ReadReplicaResponse> = {
   fromPartial(object: DeepPartial<ReadReplicaResponse>): ReadReplicaResponse {
     const message = createBaseReadReplicaResponse();
     message.records = object.records?.map((e) => Record.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseReadReplicaStreamRequest(): ReadReplicaStreamRequest {
+  return { read: undefined };
+}
+
+export const ReadReplicaStreamRequest: MessageFns<ReadReplicaStreamRequest> = {
+  encode(message: ReadReplicaStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.read !== undefined) {
+      ReadReplicaRequest.encode(message.read, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadReplicaStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadReplicaStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.read = ReadReplicaRequest.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadReplicaStreamRequest {
+    return { read: isSet(object.read) ? ReadReplicaRequest.fromJSON(object.read) : undefined };
+  },
+
+  toJSON(message: ReadReplicaStreamRequest): unknown {
+    const obj: any = {};
+    if (message.read !== undefined) {
+      obj.read = ReadReplicaRequest.toJSON(message.read);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadReplicaStreamRequest>): ReadReplicaStreamRequest {
+    return ReadReplicaStreamRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadReplicaStreamRequest>): ReadReplicaStreamRequest {
+    const message = createBaseReadReplicaStreamRequest();
+    message.read = (object.read !== undefined && object.read !== null)
+      ? ReadReplicaRequest.fromPartial(object.read)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseReadReplicaStreamResponse(): ReadReplicaStreamResponse {
+  return { records: undefined };
+}
+
+export const ReadReplicaStreamResponse: MessageFns<ReadReplicaStreamResponse> = {
+  encode(message: ReadReplicaStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.records !== undefined) {
+      ReadReplicaResponse.encode(message.records, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadReplicaStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadReplicaStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records = ReadReplicaResponse.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadReplicaStreamResponse {
+    return { records: isSet(object.records) ? ReadReplicaResponse.fromJSON(object.records) : undefined };
+  },
+
+  toJSON(message: ReadReplicaStreamResponse): unknown {
+    const obj: any = {};
+    if (message.records !== undefined) {
+      obj.records = ReadReplicaResponse.toJSON(message.records);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadReplicaStreamResponse>): ReadReplicaStreamResponse {
+    return ReadReplicaStreamResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadReplicaStreamResponse>): ReadReplicaStreamResponse {
+    const message = createBaseReadReplicaStreamResponse();
+    message.records = (object.records !== undefined && object.records !== null)
+      ? ReadReplicaResponse.fromPartial(object.records)
+      : undefined;
     return message;
   },
 };
@@ -1938,6 +2088,18 @@ export const PeerServiceDefinition = {
       options: {},
     },
     /**
+     * ReadReplicaStream is ReadReplica over one long-lived stream per peer, used by quorum reads:
+     * each request message is answered by one response message, in order.
+     */
+    readReplicaStream: {
+      name: "ReadReplicaStream",
+      requestType: ReadReplicaStreamRequest as typeof ReadReplicaStreamRequest,
+      requestStream: true,
+      responseType: ReadReplicaStreamResponse as typeof ReadReplicaStreamResponse,
+      responseStream: true,
+      options: {},
+    },
+    /**
      * ScanLocal answers one page of this node's records in key order (tombstones included, so the
      * coordinator can let a newer delete win over an older live value), for cluster-wide ListKeys.
      */
@@ -2037,6 +2199,14 @@ export interface PeerServiceImplementation<CallContextExt = {}> {
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<ReadReplicaResponse>>;
   /**
+   * ReadReplicaStream is ReadReplica over one long-lived stream per peer, used by quorum reads:
+   * each request message is answered by one response message, in order.
+   */
+  readReplicaStream(
+    request: AsyncIterable<ReadReplicaStreamRequest>,
+    context: CallContext & CallContextExt,
+  ): ServerStreamingMethodResult<DeepPartial<ReadReplicaStreamResponse>>;
+  /**
    * ScanLocal answers one page of this node's records in key order (tombstones included, so the
    * coordinator can let a newer delete win over an older live value), for cluster-wide ListKeys.
    */
@@ -2101,6 +2271,14 @@ export interface PeerServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<ReadReplicaRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<ReadReplicaResponse>;
+  /**
+   * ReadReplicaStream is ReadReplica over one long-lived stream per peer, used by quorum reads:
+   * each request message is answered by one response message, in order.
+   */
+  readReplicaStream(
+    request: AsyncIterable<DeepPartial<ReadReplicaStreamRequest>>,
+    options?: CallOptions & CallOptionsExt,
+  ): AsyncIterable<ReadReplicaStreamResponse>;
   /**
    * ScanLocal answers one page of this node's records in key order (tombstones included, so the
    * coordinator can let a newer delete win over an older live value), for cluster-wide ListKeys.
