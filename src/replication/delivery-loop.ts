@@ -105,8 +105,9 @@ export class DeliveryLoop {
     this.backoff?.abort(new Error('stopping'));
     this.wake();
     this.failWaiters('node is shutting down');
-    await this.running;
+    // A batch in flight fails now instead of at its timeout; it stays in the log for later.
     this.stream.close();
+    await this.running;
   }
 
   private async run(): Promise<void> {
