@@ -87,19 +87,31 @@ export class HintLog {
 
   /** Appends an entry for `peer`. Must run inside a write transaction; returns its sequence. */
   appendInTransaction(peer: string, key: Uint8Array, record: Uint8Array, nowMs: number): number {
+    return this.appendValueInTransaction(peer, entryValue(key, record, nowMs), key.length, nowMs);
+  }
+
+  /**
+   * Appends the same entry for each of `peers` (one encoded value shared by all); calls
+   * `onAppended` with each peer's sequence. Must run inside a write transaction.
+   */
+  appendToPeersInTransaction(peers: readonly string[], key: Uint8Array, record: Uint8Array, nowMs: number, onAppended?: (peer: string, seq: number) => void): void {
+    if (peers.length === 0) return;
+    const value = entryValue(key, record, nowMs);
+    for (const peer of peers) {
+      const seq = this.appendValueInTransaction(peer, value, key.length, nowMs);
+      onAppended?.(peer, seq);
+    }
+  }
+
+  private appendValueInTransaction(peer: string, value: Buffer, keyLength: number, nowMs: number): number {
     const queue = this.queue(peer);
     const seq = queue.nextSeq++;
-    const value = Buffer.allocUnsafe(entryHeaderBytes + key.length + record.length);
-    value.writeUIntBE(nowMs, 0, 6);
-    value.writeUInt16BE(key.length, 6);
-    value.set(key, entryHeaderBytes);
-    value.set(record, entryHeaderBytes + key.length);
     const logKey = logKeyOf(queue.prefix, seq);
     this.db.putSync(logKey, value);
     const bytes = logKey.length + value.length;
     queue.entries++;
     queue.bytes += bytes;
-    this.staged.push({ peer, seq, enqueuedAtMs: nowMs, key: value.subarray(entryHeaderBytes, entryHeaderBytes + key.length), record: value.subarray(entryHeaderBytes + key.length), bytes });
+    this.staged.push({ peer, seq, enqueuedAtMs: nowMs, key: value.subarray(entryHeaderBytes, entryHeaderBytes + keyLength), record: value.subarray(entryHeaderBytes + keyLength), bytes });
     return seq;
   }
 
@@ -227,6 +239,16 @@ export class HintLog {
     if (queue === undefined) throw new Error(`no replication log for unknown peer "${peer}"`);
     return queue;
   }
+}
+
+/** An entry's LMDB value: enqueued-at ms | key length | key | encoded record (see the top). */
+function entryValue(key: Uint8Array, record: Uint8Array, nowMs: number): Buffer {
+  const value = Buffer.allocUnsafe(entryHeaderBytes + key.length + record.length);
+  value.writeUIntBE(nowMs, 0, 6);
+  value.writeUInt16BE(key.length, 6);
+  value.set(key, entryHeaderBytes);
+  value.set(record, entryHeaderBytes + key.length);
+  return value;
 }
 
 function logKeyOf(prefix: Buffer, seq: number): Buffer {

@@ -54,8 +54,6 @@ const keyHashSeed = 0;
 export interface WriteOutcome {
   /** The record stored before this write on this node, if any and if applied locally. */
   readonly previous: Buffer | undefined;
-  /** Log sequence per peer that must receive the write. */
-  readonly hintSeqs: ReadonlyMap<string, number>;
 }
 
 /** Work for the next shared write transaction: `run` executes inside it. */
@@ -326,13 +324,8 @@ export class Repository {
         previous = this.records.get(key);
         if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.storeInTransaction(key, record, previous);
       }
-      const hintSeqs = new Map<string, number>();
-      for (const peer of hintPeers) {
-        const seq = this.hints.appendInTransaction(peer, key, record, now);
-        hintSeqs.set(peer, seq);
-        onLogged?.(peer, seq, previous);
-      }
-      return { previous, hintSeqs };
+      this.hints.appendToPeersInTransaction(hintPeers, key, record, now, onLogged === undefined ? undefined : (peer, seq) => onLogged(peer, seq, previous));
+      return { previous };
     }, clock, onCommitted);
   }
 

@@ -58,13 +58,14 @@ function recordOf(i: number): Buffer {
 
 /** Commits writes first..first+count-1 in one transaction (one event-loop turn); returns each one's log sequences. */
 async function commitBatch(repo: Repository, first: number, count: number): Promise<ReadonlyMap<string, number>[]> {
-  const outcomes = await Promise.all(
+  const seqs = Array.from({ length: count }, () => new Map<string, number>());
+  await Promise.all(
     Array.from({ length: count }, (_, j) => {
       const i = first + j;
-      return repo.commitWrite(keyOf(i), recordOf(i), true, peers, { wallMs: wallBase + i, counter: 0 });
+      return repo.commitWrite(keyOf(i), recordOf(i), true, peers, { wallMs: wallBase + i, counter: 0 }, (peer, seq) => seqs[j]!.set(peer, seq));
     }),
   );
-  return outcomes.map((o) => o.hintSeqs);
+  return seqs;
 }
 
 /** Write i is entry seq i + 1 in every peer's queue (every write is logged for both peers). */
