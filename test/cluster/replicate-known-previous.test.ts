@@ -1,10 +1,9 @@
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { type Channel, createChannel, createClient, Status } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PeerServiceClient, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { SingleNode } from '../helpers/single-node.js';
+import { unusedPort } from '../helpers/tcp-proxy.js';
 
 /**
  * Replicate's known_previous against a real node process: the replica sends back its previous
@@ -13,17 +12,6 @@ import { SingleNode } from '../helpers/single-node.js';
  * known_previous (or send it shorter than want_previous) get the full previous record.
  */
 
-/** A port nothing listens on (for the absent member n2, so the node runs its peer server). */
-async function unusedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** Version wall clocks well inside the node's drift bound, increasing with `step`. */
 const wallBase = Date.now() - 60_000;

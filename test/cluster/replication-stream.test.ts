@@ -1,12 +1,10 @@
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PeerLink } from '../../src/replication/peer-link.js';
 import type { ReplicateRequest, ReplicateResponse, ReplicateStreamRequest, ReplicateStreamResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import { PeerStream } from '../../src/replication/peer-stream.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { SingleNode } from '../helpers/single-node.js';
-import { TcpProxy } from '../helpers/tcp-proxy.js';
+import { TcpProxy, unusedPort } from '../helpers/tcp-proxy.js';
 
 /**
  * PeerStream over ReplicateStream (the delivery loop's link) against a real node process, through a TCP proxy
@@ -18,13 +16,6 @@ import { TcpProxy } from '../helpers/tcp-proxy.js';
 const callMs = 1500;
 const messageBytesMax = 8 * 1024 * 1024;
 
-async function unusedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 const wallBase = Date.now() - 60_000;
 let step = 0;

@@ -87,3 +87,15 @@ export class TcpProxy {
     this.sockets.clear();
   }
 }
+
+/** A 127.0.0.1 port nothing listens on right now (e.g. for a configured member that is absent). */
+export async function unusedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
