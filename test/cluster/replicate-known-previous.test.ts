@@ -12,7 +12,6 @@ import { unusedPort } from '../helpers/tcp-proxy.js';
  * known_previous (or send it shorter than want_previous) get the full previous record.
  */
 
-
 /** Version wall clocks well inside the node's drift bound, increasing with `step`. */
 const wallBase = Date.now() - 60_000;
 

@@ -16,7 +16,6 @@ import { TcpProxy, unusedPort } from '../helpers/tcp-proxy.js';
 const callMs = 1500;
 const messageBytesMax = 8 * 1024 * 1024;
 
-
 const wallBase = Date.now() - 60_000;
 let step = 0;
 function nextRecord(value: string): Buffer {
