@@ -259,7 +259,7 @@ export class Coordinator {
     const link = this.links.get(node)!;
     return async (after) => {
       try {
-        const res = await link.client.scanLocal({ prefix, startAfter: after, limit: listPageRecords }, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.peerCallMs)]) });
+        const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: listPageRecords }, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.peerCallMs)]) });
         link.markContact();
         return { records: res.records, done: res.done };
       } catch (err) {

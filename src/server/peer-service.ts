@@ -104,6 +104,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     },
     async scanLocal(request) {
       deps.assertServing();
+      checkCaller(request.fromNodeId);
       const page = repo.scan(request.prefix, request.startAfter, request.limit);
       // Only the header (version, tombstone flag) matters for the listing merge: leave values out.
       const records = page.map(({ key, record }) => ({ key, record: record.subarray(0, recordHeaderBytesFixed + record[9]!) }));

@@ -175,4 +175,15 @@ describe('Replicate with knownPrevious (one real node, member n2 absent)', () =>
       expect(hex(await stored(key)), c.name).toBe('');
     }
   });
+
+  it('answers ScanLocal to a member and refuses it to a node that is not one', async () => {
+    await store('scan/one', recordAt(1, 'one'));
+    const page = await peer.scanLocal({ fromNodeId: 'n2', prefix: Buffer.from('scan/'), limit: 10 });
+    expect(page.records.map((r) => r.key.toString())).toEqual(['scan/one']);
+    const refused = await peer.scanLocal({ fromNodeId: 'intruder', prefix: Buffer.from('scan/'), limit: 10 }).then(
+      () => undefined,
+      (e: { code?: number }) => e,
+    );
+    expect(refused?.code).toBe(Status.INVALID_ARGUMENT);
+  });
 });

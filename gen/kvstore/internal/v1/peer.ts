@@ -98,6 +98,8 @@ export interface ScanLocalRequest {
   startAfter: Buffer;
   /** Page size; the node caps it. */
   limit: number;
+  /** Id of the asking node (must be a member, as for every other peer call). */
+  fromNodeId: string;
 }
 
 /** Keys and version headers of one page. */
@@ -918,7 +920,7 @@ export const ReadReplicaStreamResponse: MessageFns<ReadReplicaStreamResponse> = 
 };
 
 function createBaseScanLocalRequest(): ScanLocalRequest {
-  return { prefix: Buffer.alloc(0), startAfter: Buffer.alloc(0), limit: 0 };
+  return { prefix: Buffer.alloc(0), startAfter: Buffer.alloc(0), limit: 0, fromNodeId: "" };
 }
 
 export const ScanLocalRequest: MessageFns<ScanLocalRequest> = {
@@ -931,6 +933,9 @@ export const ScanLocalRequest: MessageFns<ScanLocalRequest> = {
     }
     if (message.limit !== 0) {
       writer.uint32(24).uint32(message.limit);
+    }
+    if (message.fromNodeId !== "") {
+      writer.uint32(34).string(message.fromNodeId);
     }
     return writer;
   },
@@ -972,6 +977,14 @@ export const ScanLocalRequest: MessageFns<ScanLocalRequest> = {
             message.limit = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -993,6 +1006,11 @@ export const ScanLocalRequest: MessageFns<ScanLocalRequest> = {
         ? Buffer.from(bytesFromBase64(object.start_after))
         : Buffer.alloc(0),
       limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
     };
   },
 
@@ -1007,6 +1025,9 @@ export const ScanLocalRequest: MessageFns<ScanLocalRequest> = {
     if (message.limit !== 0) {
       obj.limit = Math.round(message.limit);
     }
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
     return obj;
   },
 
@@ -1018,6 +1039,7 @@ export const ScanLocalRequest: MessageFns<ScanLocalRequest> = {
     message.prefix = object.prefix ?? Buffer.alloc(0);
     message.startAfter = object.startAfter ?? Buffer.alloc(0);
     message.limit = object.limit ?? 0;
+    message.fromNodeId = object.fromNodeId ?? "";
     return message;
   },
 };
