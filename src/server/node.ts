@@ -61,6 +61,8 @@ export class KvNode {
     private readonly guard: StaleNodeGuard,
     private readonly publicServer: Server,
     private readonly peerServer: Server | undefined,
+    /** Aborted on stop: peers' long-lived streams end instead of holding the peer server's shutdown. */
+    private readonly peerStreamsClosing: AbortController,
     /** Bound public address (host:port with the real port when configured with port 0). */
     readonly listenAddress: string,
     readonly peerAddress: string | undefined,
@@ -176,6 +178,7 @@ export class KvNode {
       publicServer.add(HealthDefinition, HealthServiceImpl());
 
       let peerServer: Server | undefined;
+      const peerStreamsClosing = new AbortController();
       let peerAddress: string | undefined;
       if (peers.length > 0) {
         peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': sendBytesUnlimited }).use(
@@ -191,6 +194,7 @@ export class KvNode {
             forest,
             assertServing: () => guard.assertServing(),
             backup: async () => toPeerBackup(await backupSelf()),
+            closing: peerStreamsClosing.signal,
           }),
         );
         const peerPort = await peerServer.listen(config.peerListen);
@@ -198,7 +202,7 @@ export class KvNode {
       }
       const port = await publicServer.listen(config.listen);
       const listenAddress = withPort(config.listen, port);
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, peerServer, listenAddress, peerAddress, logger);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger);
       for (const loop of loops) loop.start();
       prober.start();
       antiEntropy.start();
@@ -300,6 +304,9 @@ export class KvNode {
     try {
       await this.publicServer.shutdown();
       this.coordinator.close();
+      // Peers hold streams open indefinitely: end them (after the message in progress) so the
+      // peer server's graceful shutdown does not wait for the force timer.
+      this.peerStreamsClosing.abort();
       await this.peerServer?.shutdown();
     } finally {
       clearTimeout(forceTimer);

@@ -16,12 +16,38 @@ export interface PeerServiceDeps {
   /** Throws if this node must not share its data (quarantined). */
   readonly assertServing: () => void;
   backup(): Promise<BackupResponse>;
+  /** Aborted when the node stops: stream handlers finish the message in progress and end. */
+  readonly closing: AbortSignal;
 }
 
 /** Most keys one ReadReplica call may ask for. */
 export const readReplicaKeysMax = 1024;
 
 const empty = Buffer.alloc(0);
+
+/**
+ * The messages of `source` until `closing` aborts: a stream waiting for its next message ends at
+ * once; one whose message is being handled ends after it.
+ */
+async function* untilClosing<T>(source: AsyncIterable<T>, closing: AbortSignal): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  let onClose: (() => void) | undefined;
+  const closed = new Promise<IteratorResult<T>>((resolve) => {
+    onClose = () => resolve({ done: true, value: undefined });
+    if (closing.aborted) onClose();
+    else closing.addEventListener('abort', onClose, { once: true });
+  });
+  try {
+    while (!closing.aborted) {
+      const next = await Promise.race([iterator.next(), closed]);
+      if (next.done === true) return;
+      yield next.value;
+    }
+  } finally {
+    closing.removeEventListener('abort', onClose!);
+    void iterator.return?.(undefined)?.catch(() => undefined);
+  }
+}
 
 /** Whether `bytes` starts with a well-formed record version header. */
 function isRecordHeader(bytes: Uint8Array): boolean {
@@ -88,7 +114,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       return replicateBatch(request);
     },
     async *replicateStream(requests) {
-      for await (const message of requests) {
+      for await (const message of untilClosing(requests, deps.closing)) {
         if (message.batch === undefined) throw new InvalidRequestError('ReplicateStream message without a batch');
         yield { ack: await replicateBatch(message.batch) };
       }
@@ -97,7 +123,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       return readRecords(request);
     },
     async *readReplicaStream(requests) {
-      for await (const message of requests) {
+      for await (const message of untilClosing(requests, deps.closing)) {
         if (message.read === undefined) throw new InvalidRequestError('ReadReplicaStream message without a read');
         yield { records: readRecords(message.read) };
       }
