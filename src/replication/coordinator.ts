@@ -10,6 +10,8 @@ import { NotEnoughReplicasError, ShuttingDownError } from './errors.js';
 import type { PeerLink } from './peer-link.js';
 import { ReadBatcher } from './read-batcher.js';
 
+const noRecord = Buffer.alloc(0);
+
 /** Keys fetched per node per page while merging a cluster-wide listing. */
 export const listPageRecords = 1000;
 
@@ -77,13 +79,15 @@ export class Coordinator {
     const localAcks = selfIsReplica ? 1 : 0;
     const waitForPeers = required > localAcks;
     const tracked: { loop: DeliveryLoop; seq: number; outcome: Promise<DeliveryOutcome> }[] = [];
+    let knownPrevious: Buffer | undefined; // the same for every peer of this write
 
     const commit = this.repo.commitWrite(key, record, selfIsReplica, peers, this.clock.reading(), (peer, seq, previous) => {
       // Inside the commit's transaction: registered before the delivery loop can see the entry.
       // The peer sends back its old value only if newer than ours (usually it is not).
       if (!waitForPeers) return;
+      knownPrevious ??= previous === undefined ? noRecord : recordHeader(previous);
       const loop = this.loops.get(peer)!;
-      tracked.push({ loop, seq, outcome: loop.track(seq, previous === undefined ? undefined : recordHeader(previous)) });
+      tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious.length > 0 ? knownPrevious : undefined) });
     }, () => {
       // Visible, not yet flushed: peers apply while our fsync runs. The client is answered only
       // after our flush and W durable acks, so overlapping them changes no guarantee.

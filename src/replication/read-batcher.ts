@@ -21,7 +21,7 @@ export class ReadBatcher {
   private pending: PendingRead[] = [];
   private scheduled = false;
 
-  /** Reads go as messages of one long-lived stream (see PeerStream). */
+  /** Reads go as messages of one long-lived stream (see PeerStream); it ends when the link closes. */
   private readonly stream: PeerStream<ReadReplicaStreamRequest, ReadReplicaStreamResponse>;
 
   constructor(
@@ -32,10 +32,6 @@ export class ReadBatcher {
     this.stream = new PeerStream((requests, options) => link.client.readReplicaStream(requests, options), link.id, callMs);
   }
 
-  /** Ends the stream (on stop). */
-  close(): void {
-    this.stream.close();
-  }
 
   read(key: Buffer): Promise<Buffer | undefined> {
     return new Promise((resolve, reject) => {

@@ -85,11 +85,6 @@ export class HintLog {
     return [...this.queues.keys()];
   }
 
-  /** Appends an entry for `peer`. Must run inside a write transaction; returns its sequence. */
-  appendInTransaction(peer: string, key: Uint8Array, record: Uint8Array, nowMs: number): number {
-    return this.appendValueInTransaction(peer, entryValue(key, record, nowMs), key.length, nowMs);
-  }
-
   /**
    * Appends the same entry for each of `peers` (one encoded value shared by all); calls
    * `onAppended` with each peer's sequence. Must run inside a write transaction.
