@@ -89,8 +89,8 @@ export class Coordinator {
       const loop = this.loops.get(peer)!;
       tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious.length > 0 ? knownPrevious : undefined) });
     }, () => {
-      // Visible, not yet flushed: peers apply while our fsync runs. The client is answered only
-      // after our flush and W durable acks, so overlapping them changes no guarantee.
+      // Logged, not yet committed: peers apply while our commit and fsync run. The client is
+      // answered only after our flush and W durable acks, so overlapping them changes no guarantee.
       for (const peer of peers) this.loops.get(peer)!.wake();
     });
     let committed: Awaited<typeof commit>;

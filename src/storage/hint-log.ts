@@ -49,6 +49,11 @@ interface PeerQueue {
   entries: number;
   bytes: number;
   dropped: number;
+  /**
+   * Sequences of entries whose transaction failed after they were published (see publishStaged):
+   * already uncounted and never in LMDB, so delivering or dropping them later changes no count.
+   */
+  readonly phantoms: Set<number>;
 }
 
 /** How long delivered entries may wait for a write transaction to delete them in. */
@@ -61,8 +66,10 @@ export class HintLog {
   /** Log keys of delivered entries, deleted in the next write transaction (see `remove`). */
   private pendingRemovals: Buffer[] = [];
   private removalTimer: NodeJS.Timeout | undefined;
-  /** Entries appended by the write transaction in progress, published to the tails on commit. */
+  /** Entries appended by the write transaction in progress, not yet published to the tails. */
   private staged: HintEntry[] = [];
+  /** Entries published to the tails whose transaction has not committed yet. */
+  private unconfirmed: HintEntry[] = [];
 
   constructor(
     private readonly db: Database<Buffer, Buffer>,
@@ -71,7 +78,7 @@ export class HintLog {
     for (const peer of peers) {
       if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
       const prefix = Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
-      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, nextSeq: 1, goneThroughSeq: 0, entries: 0, bytes: 0, dropped: 0 };
+      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, nextSeq: 1, goneThroughSeq: 0, entries: 0, bytes: 0, dropped: 0, phantoms: new Set() };
       for (const { key, value } of db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
         queue.entries++;
         queue.bytes += key.length + value.length;
@@ -110,8 +117,15 @@ export class HintLog {
     return seq;
   }
 
-  /** The transaction that appended the staged entries committed: readers may now see them. */
-  publishCommitted(): void {
+  /**
+   * Makes the staged entries readable by the delivery loops, before their transaction commits, so
+   * peers receive a write while this node's commit and fsync run. Call at the end of the
+   * transaction, then confirmStaged or discardUnconfirmed once its outcome is known. A peer may
+   * so apply a write whose local commit then fails; the client was not acknowledged (it gets an
+   * error, an indeterminate outcome like a timeout), and LWW plus anti-entropy converge the
+   * replicas either way.
+   */
+  publishStaged(): void {
     const staged = this.staged;
     if (staged.length === 0) return;
     this.staged = [];
@@ -125,18 +139,31 @@ export class HintLog {
         queue.tailHead = 0;
       }
       queue.tail.push(entry);
+      this.unconfirmed.push(entry);
     }
   }
 
-  /** The transaction that appended the staged entries failed: they never existed. */
-  discardStaged(): void {
-    for (const entry of this.staged) {
+  /** The transaction of the published entries committed. */
+  confirmStaged(): void {
+    this.unconfirmed = [];
+  }
+
+  /**
+   * The transaction that appended the staged (and maybe published) entries failed: they never
+   * existed. Their sequences are not reused; a published one may already be on its way to a peer.
+   */
+  discardUnconfirmed(): void {
+    for (const entry of [...this.unconfirmed, ...this.staged]) {
       const queue = this.queue(entry.peer);
+      // Later reads go to LMDB, which never held these entries.
+      queue.tail = [];
+      queue.tailHead = 0;
+      if (entry.seq <= queue.goneThroughSeq) continue; // delivered or dropped already: uncounted
       queue.entries--;
       queue.bytes -= entry.bytes;
-      // Staged entries are the newest of their queue, so their sequences can be reused.
-      queue.nextSeq = Math.min(queue.nextSeq, entry.seq);
+      queue.phantoms.add(entry.seq);
     }
+    this.unconfirmed = [];
     this.staged = [];
   }
 
@@ -179,11 +206,14 @@ export class HintLog {
     for (const e of entries) {
       if (e.seq <= queue.goneThroughSeq) continue;
       queue.goneThroughSeq = e.seq;
+      if (queue.phantoms.delete(e.seq)) continue;
       queue.entries--;
       queue.bytes -= e.bytes;
       if (dropped) queue.dropped++;
       this.pendingRemovals.push(logKeyOf(queue.prefix, e.seq));
     }
+    // Phantoms passed over (never read back from LMDB) are behind the queue now.
+    for (const seq of queue.phantoms) if (seq <= queue.goneThroughSeq) queue.phantoms.delete(seq);
     while (queue.tailHead < queue.tail.length && queue.tail[queue.tailHead]!.seq <= queue.goneThroughSeq) queue.tailHead++;
     if (queue.tailHead === queue.tail.length) {
       queue.tail = [];

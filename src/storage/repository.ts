@@ -14,7 +14,11 @@ export const environmentFileName = 'kvstore.mdb';
 export const schemaVersion = 1;
 /** Most records one scan page returns, whatever the caller asks. */
 export const scanPageRecordsMax = 10_000;
-/** LMDB map size: the most the environment may grow to. Sparse, so it costs nothing unused. */
+/**
+ * Most records a write transaction may hold to be committed synchronously on the main thread;
+ * larger ones go to lmdb-js's write thread so the event loop keeps serving during the fsync.
+ */
+export const syncCommitRecordsMax = 4;
 
 const metaNodeId = 'nodeId';
 const metaSchemaVersion = 'schemaVersion';
@@ -59,10 +63,12 @@ export interface WriteOutcome {
 /** Work for the next shared write transaction: `run` executes inside it. */
 interface WriteJob {
   run(nowMs: number): unknown;
+  /** Records it writes (for choosing the commit path). */
+  readonly records: number;
   /** The clock reading to persist with it (coordinated writes). */
   readonly clock: ClockReading | undefined;
-  /** Runs once the transaction is committed, before it is flushed. */
-  readonly onCommitted: (() => void) | undefined;
+  /** Runs at the end of the transaction, once its replication-log entries are readable, before it commits. */
+  readonly onStaged: (() => void) | undefined;
   resolve(value: unknown): void;
   reject(err: unknown): void;
 }
@@ -305,8 +311,9 @@ export class Repository {
    * one) when this node is a replica, one replication-log entry per peer in `hintPeers`, and the
    * clock high-water mark, all in one transaction. `onLogged` runs inside the transaction for
    * each log entry, before any reader can see it, with the record this node stored before;
-   * `onCommitted` runs once the commit is visible but before it is flushed (so replication can
-   * overlap the local fsync). Resolves after the flush. Shares its transaction with the other
+   * `onStaged` runs once the entries are readable by the delivery loops, before the commit (so
+   * replication overlaps the local commit and fsync; see HintLog.publishStaged). Resolves after
+   * the flush. Shares its transaction with the other
    * writes queued meanwhile (see runTransaction).
    */
   commitWrite(
@@ -316,7 +323,7 @@ export class Repository {
     hintPeers: readonly string[],
     clock: ClockReading,
     onLogged?: (peer: string, seq: number, previous: Buffer | undefined) => void,
-    onCommitted?: () => void,
+    onStaged?: () => void,
   ): Promise<WriteOutcome> {
     return this.enqueue((now): WriteOutcome => {
       let previous: Buffer | undefined;
@@ -326,7 +333,7 @@ export class Repository {
       }
       this.hints.appendToPeersInTransaction(hintPeers, key, record, now, onLogged === undefined ? undefined : (peer, seq) => onLogged(peer, seq, previous));
       return { previous };
-    }, clock, onCommitted);
+    }, 1, clock, onStaged);
   }
 
   /**
@@ -347,13 +354,13 @@ export class Repository {
         if (stored === undefined || compareEncodedVersions(record, stored) > 0) this.storeInTransaction(key, record, stored);
       });
       return before;
-    });
+    }, batch.length);
   }
 
   /** Queues `run` for the next shared write transaction; resolves with its result once flushed. */
-  private enqueue<T>(run: (nowMs: number) => T, clock?: ClockReading, onCommitted?: () => void): Promise<T> {
+  private enqueue<T>(run: (nowMs: number) => T, records: number, clock?: ClockReading, onStaged?: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.writeJobs.push({ run, clock, onCommitted, resolve: resolve as (value: unknown) => void, reject });
+      this.writeJobs.push({ run, records, clock, onStaged, resolve: resolve as (value: unknown) => void, reject });
       this.scheduleTransaction();
     });
   }
@@ -379,27 +386,35 @@ export class Repository {
     this.writeJobs = [];
     this.transactionRunning = true;
     let results: unknown[];
+    const body = () => {
+      const now = Date.now();
+      const out = jobs.map((job) => job.run(now));
+      let clock: ClockReading | undefined;
+      for (const job of jobs) if (job.clock !== undefined && (clock === undefined || laterReading(job.clock, clock))) clock = job.clock;
+      if (clock !== undefined) this.meta.putSync(metaClock, encodeClock(clock));
+      this.hints.drainRemovalsInTransaction();
+      this.hints.publishStaged();
+      for (const job of jobs) job.onStaged?.();
+      return out;
+    };
     try {
-      results = await this.env.transaction(() => {
-        const now = Date.now();
-        const out = jobs.map((job) => job.run(now));
-        let clock: ClockReading | undefined;
-        for (const job of jobs) if (job.clock !== undefined && (clock === undefined || laterReading(job.clock, clock))) clock = job.clock;
-        if (clock !== undefined) this.meta.putSync(metaClock, encodeClock(clock));
-        this.hints.drainRemovalsInTransaction();
-        return out;
-      });
+      // A transaction of a few records (light load) commits on this thread: handing it to lmdb-js's
+      // write thread and back cost ~250 µs of latency and CPU per commit (BENCHMARKS.md, "Commit
+      // path"), which pays off only when there is other work to overlap with the commit. Both
+      // paths fdatasync once per commit (checked with strace).
+      let records = 0;
+      for (const job of jobs) records += job.records;
+      results = records <= syncCommitRecordsMax ? this.env.transactionSync(body) : await this.env.transaction(body);
     } catch (err) {
-      this.hints.discardStaged();
+      this.hints.discardUnconfirmed();
       this.transactionRunning = false;
       this.scheduleTransaction();
       for (const job of jobs) job.reject(err);
       return;
     }
-    this.hints.publishCommitted();
+    this.hints.confirmStaged();
     this.transactionRunning = false;
     this.scheduleTransaction();
-    for (const job of jobs) job.onCommitted?.();
     try {
       await this.env.flushed;
     } catch (err) {

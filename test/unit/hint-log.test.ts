@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type HintEntry, hintTailEntriesMax } from '../../src/storage/hint-log.js';
+import { ABORT, type RootDatabase, open as openLmdb } from 'lmdb';
+import { type HintEntry, HintLog, hintTailEntriesMax } from '../../src/storage/hint-log.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { Repository } from '../../src/storage/repository.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
@@ -263,5 +264,70 @@ describe('HintLog through Repository.commitWrite (real LMDB)', () => {
     repo = open(dataDir);
     expect(servedFromMemory(repo, 'n2', 0)).toBe(false);
     check('LMDB');
+  });
+});
+
+/**
+ * Entries are readable by the delivery loops before their transaction commits (publishStaged),
+ * so a transaction can fail after a loop has read, even delivered, its entries. Driven on a
+ * HintLog over a real LMDB database, with transactions really aborted (lmdb's ABORT).
+ */
+describe('HintLog entries published before a transaction that then fails', () => {
+  let env: RootDatabase | undefined;
+  afterEach(async () => {
+    await env?.close();
+    env = undefined;
+  });
+
+  function openLog(): HintLog {
+    env = openLmdb({ path: join(newDataDir(), 'hints.mdb'), maxDbs: 2 });
+    return new HintLog(env.openDB<Buffer, Buffer>({ name: 'hints', encoding: 'binary', keyEncoding: 'binary' }), ['n2']);
+  }
+
+  /** Appends write i for n2 in one transaction: committed, or aborted after publishing. */
+  function append(log: HintLog, i: number, outcome: 'commit' | 'abort'): void {
+    env!.transactionSync(() => {
+      log.appendToPeersInTransaction(['n2'], keyOf(i), recordOf(i), wallBase);
+      log.publishStaged();
+      return outcome === 'abort' ? ABORT : undefined;
+    });
+    if (outcome === 'commit') log.confirmStaged();
+    else log.discardUnconfirmed();
+  }
+
+  it('counts a failed entry once even if it was read and delivered before the failure, and never hands it out again', () => {
+    const log = openLog();
+    append(log, 0, 'commit'); // seq 1
+    env!.transactionSync(() => {
+      log.appendToPeersInTransaction(['n2'], keyOf(1), recordOf(1), wallBase); // seq 2
+      log.publishStaged();
+      // Readable before the commit: the delivery loop can send it while the commit runs.
+      const early = log.read('n2', 0, 10, unlimited);
+      expect(early.map((e) => e.seq)).toEqual([1, 2]);
+      log.remove(early); // the peer acknowledged both
+      return ABORT;
+    });
+    log.discardUnconfirmed();
+    expect(log.stats('n2').entries).toBe(0);
+    expect(log.stats('n2').bytes).toBe(0);
+    append(log, 2, 'commit'); // seq 3
+    expect(log.read('n2', 0, 10, unlimited).map((e) => e.seq)).toEqual([3]);
+    expect(log.stats('n2').entries).toBe(1);
+  });
+
+  it('skips a failed entry nobody read: later entries are delivered and counted as usual', () => {
+    const log = openLog();
+    append(log, 0, 'commit'); // seq 1
+    append(log, 1, 'abort'); // seq 2, never stored
+    append(log, 2, 'commit'); // seq 3
+    expect(log.stats('n2').entries).toBe(2);
+    const batch = log.read('n2', 0, 10, unlimited);
+    expect(batch.map((e) => e.seq)).toEqual([1, 3]);
+    expect(batch.map((e) => e.key.toString())).toEqual([keyOf(0).toString(), keyOf(2).toString()]);
+    log.remove(batch);
+    expect(log.stats('n2')).toMatchObject({ entries: 0, bytes: 0, dropped: 0 });
+    append(log, 3, 'commit'); // seq 4
+    expect(log.read('n2', 3, 10, unlimited).map((e) => e.seq)).toEqual([4]);
+    expect(log.stats('n2').entries).toBe(1);
   });
 });
