@@ -10,7 +10,6 @@ import { NotEnoughReplicasError, ShuttingDownError } from './errors.js';
 import type { PeerLink } from './peer-link.js';
 import { ReadBatcher } from './read-batcher.js';
 
-const noRecord = Buffer.alloc(0);
 
 /** Keys fetched per node per page while merging a cluster-wide listing. */
 export const listPageRecords = 1000;
@@ -78,28 +77,31 @@ export class Coordinator {
     const record = encodeRecord({ version: this.clock.now(), tombstone, value });
     const localAcks = selfIsReplica ? 1 : 0;
     const waitForPeers = required > localAcks;
+    // Reserved before the commit and readable by the delivery loops at once, so peers apply the
+    // write while this node commits and fsyncs it. The client is answered only after our flush
+    // and W durable acks, so the overlap changes no guarantee.
+    const reserved = peers.length > 0 ? this.repo.hints.reserve(peers, key, record, Date.now()) : undefined;
     const tracked: { loop: DeliveryLoop; seq: number; outcome: Promise<DeliveryOutcome> }[] = [];
-    let knownPrevious: Buffer | undefined; // the same for every peer of this write
-
-    const commit = this.repo.commitWrite(key, record, selfIsReplica, peers, this.clock.reading(), (peer, seq, previous) => {
-      // Inside the commit's transaction: registered before the delivery loop can see the entry.
-      // The peer sends back its old value only if newer than ours (usually it is not).
-      if (!waitForPeers) return;
-      knownPrevious ??= previous === undefined ? noRecord : recordHeader(previous);
-      const loop = this.loops.get(peer)!;
-      tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious.length > 0 ? knownPrevious : undefined) });
-    }, () => {
-      // Logged, not yet committed: peers apply while our commit and fsync run. The client is
-      // answered only after our flush and W durable acks, so overlapping them changes no guarantee.
-      for (const peer of peers) this.loops.get(peer)!.wake();
-    });
-    let committed: Awaited<typeof commit>;
+    if (waitForPeers && reserved !== undefined) {
+      // Registered before the loops are woken, so none can deliver an entry unseen. A peer sends
+      // back its old record only if newer than the one we hold (usually it is not).
+      const stored = selfIsReplica ? this.repo.getRecord(key) : undefined;
+      const knownPrevious = stored === undefined ? undefined : recordHeader(stored);
+      for (const { peer, seq } of reserved.entries) {
+        const loop = this.loops.get(peer)!;
+        tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious) });
+      }
+    }
+    for (const peer of peers) this.loops.get(peer)!.wake();
+    let committed: Awaited<ReturnType<Repository['commitWrite']>>;
     try {
-      committed = await commit;
+      committed = await this.repo.commitWrite(key, record, selfIsReplica, reserved, this.clock.reading());
     } catch (err) {
-      for (const t of tracked) t.loop.untrack(t.seq); // the entries were never written
+      for (const t of tracked) t.loop.untrack(t.seq); // the entries were discarded
       throw err;
     }
+    // A loop that had to read from LMDB (far behind) finds the entries only now.
+    for (const peer of peers) this.loops.get(peer)!.wake();
 
     let newest = committed.previous;
     if (!waitForPeers) return toReadResult(newest);

@@ -3,9 +3,13 @@ import { nodeIdBytesMax } from './record-codec.js';
 
 /**
  * The replication log (hinted handoff): for each peer, an ordered queue of records that peer
- * must still receive. Entries are appended inside the same LMDB write transaction as the local
- * apply (see Repository.commitWrite), so a write acknowledged to a client is in the log for every
- * other replica, and survives a crash of this process.
+ * must still receive. A write's entries are reserved first (sequence numbers, and readable by the
+ * delivery loops at once, so peers receive the write while this node commits it), then written
+ * inside the same LMDB write transaction as the local apply (see Repository.commitWrite): a write
+ * acknowledged to a client is in the log for every other replica, and survives a crash of this
+ * process. If that transaction fails, its entries are discarded; one may already have reached a
+ * peer. The client then gets an error, an indeterminate outcome like a timeout, and LWW plus
+ * anti-entropy converge the replicas either way.
  *
  * LMDB key:   peer id (latin1) | 0x00 | sequence (uint64 big-endian)  -> each peer's entries in order
  * LMDB value: enqueued-at ms (uint48 BE) | key length (uint16 BE) | key | encoded record
@@ -46,12 +50,17 @@ interface PeerQueue {
   nextSeq: number;
   /** Entries up to this sequence are delivered (or dropped): logically gone, maybe not yet deleted. */
   goneThroughSeq: number;
+  /**
+   * Entries up to this sequence were written by a write transaction (this one or an earlier one):
+   * deleting a reserved entry must wait until then, or the write would resurrect it.
+   */
+  writtenThroughSeq: number;
   entries: number;
   bytes: number;
   dropped: number;
   /**
-   * Sequences of entries whose transaction failed after they were published (see publishStaged):
-   * already uncounted and never in LMDB, so delivering or dropping them later changes no count.
+   * Sequences of reserved entries whose transaction failed: already uncounted and never in LMDB,
+   * so delivering or dropping them later changes no count.
    */
   readonly phantoms: Set<number>;
 }
@@ -63,13 +72,9 @@ export const hintTailEntriesMax = 8192;
 
 export class HintLog {
   private readonly queues = new Map<string, PeerQueue>();
-  /** Log keys of delivered entries, deleted in the next write transaction (see `remove`). */
-  private pendingRemovals: Buffer[] = [];
+  /** Delivered entries, deleted in the next write transaction (see `remove`). */
+  private pendingRemovals: PendingRemoval[] = [];
   private removalTimer: NodeJS.Timeout | undefined;
-  /** Entries appended by the write transaction in progress, not yet published to the tails. */
-  private staged: HintEntry[] = [];
-  /** Entries published to the tails whose transaction has not committed yet. */
-  private unconfirmed: HintEntry[] = [];
 
   constructor(
     private readonly db: Database<Buffer, Buffer>,
@@ -78,12 +83,13 @@ export class HintLog {
     for (const peer of peers) {
       if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
       const prefix = Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
-      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, nextSeq: 1, goneThroughSeq: 0, entries: 0, bytes: 0, dropped: 0, phantoms: new Set() };
+      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, nextSeq: 1, goneThroughSeq: 0, writtenThroughSeq: 0, entries: 0, bytes: 0, dropped: 0, phantoms: new Set() };
       for (const { key, value } of db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
         queue.entries++;
         queue.bytes += key.length + value.length;
         queue.nextSeq = seqOf(key) + 1;
       }
+      queue.writtenThroughSeq = queue.nextSeq - 1;
       this.queues.set(peer, queue);
     }
   }
@@ -93,67 +99,47 @@ export class HintLog {
   }
 
   /**
-   * Appends the same entry for each of `peers` (one encoded value shared by all); calls
-   * `onAppended` with each peer's sequence. Must run inside a write transaction.
+   * Reserves the next entry of each of `peers` for one write (one encoded value shared by all),
+   * readable by `read` at once. The caller must then write them with writeReservedInTransaction,
+   * or discardReserved them if that transaction fails.
    */
-  appendToPeersInTransaction(peers: readonly string[], key: Uint8Array, record: Uint8Array, nowMs: number, onAppended?: (peer: string, seq: number) => void): void {
-    if (peers.length === 0) return;
+  reserve(peers: readonly string[], key: Uint8Array, record: Uint8Array, nowMs: number): ReservedEntries {
     const value = entryValue(key, record, nowMs);
-    for (const peer of peers) {
-      const seq = this.appendValueInTransaction(peer, value, key.length, nowMs);
-      onAppended?.(peer, seq);
-    }
-  }
-
-  private appendValueInTransaction(peer: string, value: Buffer, keyLength: number, nowMs: number): number {
-    const queue = this.queue(peer);
-    const seq = queue.nextSeq++;
-    const logKey = logKeyOf(queue.prefix, seq);
-    this.db.putSync(logKey, value);
-    const bytes = logKey.length + value.length;
-    queue.entries++;
-    queue.bytes += bytes;
-    this.staged.push({ peer, seq, enqueuedAtMs: nowMs, key: value.subarray(entryHeaderBytes, entryHeaderBytes + keyLength), record: value.subarray(entryHeaderBytes + keyLength), bytes });
-    return seq;
-  }
-
-  /**
-   * Makes the staged entries readable by the delivery loops, before their transaction commits, so
-   * peers receive a write while this node's commit and fsync run. Call at the end of the
-   * transaction, then confirmStaged or discardUnconfirmed once its outcome is known. A peer may
-   * so apply a write whose local commit then fails; the client was not acknowledged (it gets an
-   * error, an indeterminate outcome like a timeout), and LWW plus anti-entropy converge the
-   * replicas either way.
-   */
-  publishStaged(): void {
-    const staged = this.staged;
-    if (staged.length === 0) return;
-    this.staged = [];
-    for (const entry of staged) {
-      const queue = this.queue(entry.peer);
+    const entries = peers.map((peer): HintEntry => {
+      const queue = this.queue(peer);
+      const seq = queue.nextSeq++;
+      const bytes = queue.prefix.length + seqBytes + value.length;
+      queue.entries++;
+      queue.bytes += bytes;
+      const entry = { peer, seq, enqueuedAtMs: nowMs, key: value.subarray(entryHeaderBytes, entryHeaderBytes + key.length), record: value.subarray(entryHeaderBytes + key.length), bytes };
       const last = queue.tail[queue.tail.length - 1];
-      if (queue.tail.length - queue.tailHead >= hintTailEntriesMax || (last !== undefined && last.seq + 1 !== entry.seq)) {
+      if (queue.tail.length - queue.tailHead >= hintTailEntriesMax || (last !== undefined && last.seq + 1 !== seq)) {
         // The peer is far behind (or a failed transaction left a gap): it reads from LMDB until
-        // it reaches the entries appended from now on.
+        // it reaches the entries reserved from now on.
         queue.tail = [];
         queue.tailHead = 0;
       }
       queue.tail.push(entry);
-      this.unconfirmed.push(entry);
+      return entry;
+    });
+    return { entries, value };
+  }
+
+  /** Writes reserved entries to LMDB. Must run inside a write transaction. */
+  writeReservedInTransaction(reserved: ReservedEntries): void {
+    for (const { peer, seq } of reserved.entries) {
+      const queue = this.queue(peer);
+      this.db.putSync(logKeyOf(queue.prefix, seq), reserved.value);
+      queue.writtenThroughSeq = Math.max(queue.writtenThroughSeq, seq);
     }
   }
 
-  /** The transaction of the published entries committed. */
-  confirmStaged(): void {
-    this.unconfirmed = [];
-  }
-
   /**
-   * The transaction that appended the staged (and maybe published) entries failed: they never
-   * existed. Their sequences are not reused; a published one may already be on its way to a peer.
+   * The transaction that was to write `reserved` failed: the entries never existed. Their
+   * sequences are not reused; one may already be on its way to a peer (see the top).
    */
-  discardUnconfirmed(): void {
-    for (const entry of [...this.unconfirmed, ...this.staged]) {
+  discardReserved(reserved: ReservedEntries): void {
+    for (const entry of reserved.entries) {
       const queue = this.queue(entry.peer);
       // Later reads go to LMDB, which never held these entries.
       queue.tail = [];
@@ -163,8 +149,6 @@ export class HintLog {
       queue.bytes -= entry.bytes;
       queue.phantoms.add(entry.seq);
     }
-    this.unconfirmed = [];
-    this.staged = [];
   }
 
   /** Up to `maxEntries` entries (and about `maxBytes`) for `peer` with sequence > afterSeq, in order. */
@@ -210,7 +194,7 @@ export class HintLog {
       queue.entries--;
       queue.bytes -= e.bytes;
       if (dropped) queue.dropped++;
-      this.pendingRemovals.push(logKeyOf(queue.prefix, e.seq));
+      this.pendingRemovals.push({ queue, seq: e.seq });
     }
     // Phantoms passed over (never read back from LMDB) are behind the queue now.
     for (const seq of queue.phantoms) if (seq <= queue.goneThroughSeq) queue.phantoms.delete(seq);
@@ -224,7 +208,9 @@ export class HintLog {
     }
     this.removalTimer ??= setTimeout(() => {
       this.removalTimer = undefined;
-      if (this.pendingRemovals.length > 0) void this.db.transaction(() => this.drainRemovalsInTransaction());
+      if (this.pendingRemovals.length === 0) return;
+      let drained = noRemovals;
+      this.db.transaction(() => (drained = this.drainRemovalsInTransaction())).catch(() => this.requeueRemovals(drained));
     }, removalDelayMsMax);
   }
 
@@ -233,12 +219,30 @@ export class HintLog {
     return seq <= this.queue(peer).goneThroughSeq;
   }
 
-  /** Deletes entries marked gone. Must run inside a write transaction. */
-  drainRemovalsInTransaction(): void {
-    const keys = this.pendingRemovals;
-    if (keys.length === 0) return;
+  /**
+   * Deletes entries marked gone, except reserved ones no transaction has written yet (delivered
+   * before their commit): those wait for a later drain. Must run inside a write transaction;
+   * returns what it deleted, for requeueRemovals if that transaction fails.
+   */
+  drainRemovalsInTransaction(): DrainedRemovals {
+    const removals = this.pendingRemovals;
+    if (removals.length === 0) return noRemovals;
     this.pendingRemovals = [];
-    for (const key of keys) this.db.removeSync(key);
+    const drained: PendingRemoval[] = [];
+    for (const removal of removals) {
+      if (removal.seq <= removal.queue.writtenThroughSeq) {
+        this.db.removeSync(logKeyOf(removal.queue.prefix, removal.seq));
+        drained.push(removal);
+      } else {
+        this.pendingRemovals.push(removal);
+      }
+    }
+    return drained;
+  }
+
+  /** The transaction that drained `drained` failed: delete them in a later one. */
+  requeueRemovals(drained: DrainedRemovals): void {
+    if (drained.length > 0) this.pendingRemovals.push(...(drained as PendingRemoval[]));
   }
 
   /** Stops the removal timer (on close, after a last drain by the caller's transaction). */
@@ -265,6 +269,21 @@ export class HintLog {
     return queue;
   }
 }
+
+/** Entries reserved for one write (see HintLog.reserve): one per peer, sharing one LMDB value. */
+export interface ReservedEntries {
+  readonly entries: readonly HintEntry[];
+  readonly value: Buffer;
+}
+
+interface PendingRemoval {
+  readonly queue: PeerQueue;
+  readonly seq: number;
+}
+
+/** Removals one transaction performed (opaque to callers). */
+export type DrainedRemovals = readonly unknown[];
+export const noRemovals: DrainedRemovals = [];
 
 /** An entry's LMDB value: enqueued-at ms | key length | key | encoded record (see the top). */
 function entryValue(key: Uint8Array, record: Uint8Array, nowMs: number): Buffer {

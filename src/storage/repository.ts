@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { type Database, type RootDatabase, open } from 'lmdb';
 import type { ClockReading } from '../cluster/hlc.js';
 import { DataDirLock } from './data-dir-lock.js';
-import { HintLog } from './hint-log.js';
+import { HintLog, type ReservedEntries, noRemovals } from './hint-log.js';
 import { scanBounds } from './key-range.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { compareEncodedVersions, isTombstoneRecord, recordHeaderBytesFixed } from './record-codec.js';
@@ -62,13 +62,11 @@ export interface WriteOutcome {
 
 /** Work for the next shared write transaction: `run` executes inside it. */
 interface WriteJob {
-  run(nowMs: number): unknown;
+  run(): unknown;
   /** Records it writes (for choosing the commit path). */
   readonly records: number;
   /** The clock reading to persist with it (coordinated writes). */
   readonly clock: ClockReading | undefined;
-  /** Runs at the end of the transaction, once its replication-log entries are readable, before it commits. */
-  readonly onStaged: (() => void) | undefined;
   resolve(value: unknown): void;
   reject(err: unknown): void;
 }
@@ -273,6 +271,7 @@ export class Repository {
     }
     let purged = 0;
     if (victims.length > 0) {
+      let drained = noRemovals;
       purged = await this.env.transaction(() => {
         let n = 0;
         for (const key of victims) {
@@ -286,8 +285,11 @@ export class Repository {
           this.observer?.(key, keyHash, recordHeader(stored), undefined);
           n++;
         }
-        this.hints.drainRemovalsInTransaction();
+        drained = this.hints.drainRemovalsInTransaction();
         return n;
+      }).catch((err: unknown) => {
+        this.hints.requeueRemovals(drained);
+        throw err;
       });
       await this.env.flushed;
     }
@@ -308,32 +310,26 @@ export class Repository {
 
   /**
    * Commits a write coordinated by this node: the record (last-writer-wins against the stored
-   * one) when this node is a replica, one replication-log entry per peer in `hintPeers`, and the
-   * clock high-water mark, all in one transaction. `onLogged` runs inside the transaction for
-   * each log entry, before any reader can see it, with the record this node stored before;
-   * `onStaged` runs once the entries are readable by the delivery loops, before the commit (so
-   * replication overlaps the local commit and fsync; see HintLog.publishStaged). Resolves after
-   * the flush. Shares its transaction with the other
-   * writes queued meanwhile (see runTransaction).
+   * one) when this node is a replica, the replication-log entries `reserved` for it (see
+   * HintLog.reserve; discarded here if the transaction fails), and the clock high-water mark, all
+   * in one transaction. Resolves after the flush, with the record this node stored before. Shares
+   * its transaction with the other writes queued meanwhile (see runTransaction).
    */
-  commitWrite(
-    key: Buffer,
-    record: Buffer,
-    applyLocally: boolean,
-    hintPeers: readonly string[],
-    clock: ClockReading,
-    onLogged?: (peer: string, seq: number, previous: Buffer | undefined) => void,
-    onStaged?: () => void,
-  ): Promise<WriteOutcome> {
-    return this.enqueue((now): WriteOutcome => {
-      let previous: Buffer | undefined;
-      if (applyLocally) {
-        previous = this.records.get(key);
-        if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.storeInTransaction(key, record, previous);
-      }
-      this.hints.appendToPeersInTransaction(hintPeers, key, record, now, onLogged === undefined ? undefined : (peer, seq) => onLogged(peer, seq, previous));
-      return { previous };
-    }, 1, clock, onStaged);
+  async commitWrite(key: Buffer, record: Buffer, applyLocally: boolean, reserved: ReservedEntries | undefined, clock: ClockReading): Promise<WriteOutcome> {
+    try {
+      return await this.enqueue((): WriteOutcome => {
+        let previous: Buffer | undefined;
+        if (applyLocally) {
+          previous = this.records.get(key);
+          if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.storeInTransaction(key, record, previous);
+        }
+        if (reserved !== undefined) this.hints.writeReservedInTransaction(reserved);
+        return { previous };
+      }, 1, clock);
+    } catch (err) {
+      if (reserved !== undefined) this.hints.discardReserved(reserved);
+      throw err;
+    }
   }
 
   /**
@@ -358,9 +354,9 @@ export class Repository {
   }
 
   /** Queues `run` for the next shared write transaction; resolves with its result once flushed. */
-  private enqueue<T>(run: (nowMs: number) => T, records: number, clock?: ClockReading, onStaged?: () => void): Promise<T> {
+  private enqueue<T>(run: () => T, records: number, clock?: ClockReading): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.writeJobs.push({ run, records, clock, onStaged, resolve: resolve as (value: unknown) => void, reject });
+      this.writeJobs.push({ run, records, clock, resolve: resolve as (value: unknown) => void, reject });
       this.scheduleTransaction();
     });
   }
@@ -386,15 +382,13 @@ export class Repository {
     this.writeJobs = [];
     this.transactionRunning = true;
     let results: unknown[];
+    let drained = noRemovals;
     const body = () => {
-      const now = Date.now();
-      const out = jobs.map((job) => job.run(now));
+      const out = jobs.map((job) => job.run());
       let clock: ClockReading | undefined;
       for (const job of jobs) if (job.clock !== undefined && (clock === undefined || laterReading(job.clock, clock))) clock = job.clock;
       if (clock !== undefined) this.meta.putSync(metaClock, encodeClock(clock));
-      this.hints.drainRemovalsInTransaction();
-      this.hints.publishStaged();
-      for (const job of jobs) job.onStaged?.();
+      drained = this.hints.drainRemovalsInTransaction();
       return out;
     };
     try {
@@ -406,13 +400,12 @@ export class Repository {
       for (const job of jobs) records += job.records;
       results = records <= syncCommitRecordsMax ? this.env.transactionSync(body) : await this.env.transaction(body);
     } catch (err) {
-      this.hints.discardUnconfirmed();
+      this.hints.requeueRemovals(drained);
       this.transactionRunning = false;
       this.scheduleTransaction();
       for (const job of jobs) job.reject(err);
       return;
     }
-    this.hints.confirmStaged();
     this.transactionRunning = false;
     this.scheduleTransaction();
     try {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ABORT, type RootDatabase, open as openLmdb } from 'lmdb';
-import { type HintEntry, HintLog, hintTailEntriesMax } from '../../src/storage/hint-log.js';
+import { ABORT, type Database, type RootDatabase, open as openLmdb } from 'lmdb';
+import { type HintEntry, HintLog, type ReservedEntries, hintTailEntriesMax, noRemovals } from '../../src/storage/hint-log.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { Repository } from '../../src/storage/repository.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
@@ -63,7 +63,9 @@ async function commitBatch(repo: Repository, first: number, count: number): Prom
   await Promise.all(
     Array.from({ length: count }, (_, j) => {
       const i = first + j;
-      return repo.commitWrite(keyOf(i), recordOf(i), true, peers, { wallMs: wallBase + i, counter: 0 }, (peer, seq) => seqs[j]!.set(peer, seq));
+      const reserved = repo.hints.reserve(peers, keyOf(i), recordOf(i), wallBase + i);
+      for (const { peer, seq } of reserved.entries) seqs[j]!.set(peer, seq);
+      return repo.commitWrite(keyOf(i), recordOf(i), true, reserved, { wallMs: wallBase + i, counter: 0 });
     }),
   );
   return seqs;
@@ -268,12 +270,14 @@ describe('HintLog through Repository.commitWrite (real LMDB)', () => {
 });
 
 /**
- * Entries are readable by the delivery loops before their transaction commits (publishStaged),
- * so a transaction can fail after a loop has read, even delivered, its entries. Driven on a
- * HintLog over a real LMDB database, with transactions really aborted (lmdb's ABORT).
+ * A write's entries are reserved (and readable by the delivery loops) before the transaction that
+ * writes them, so the transaction can fail after a loop has read, even delivered, them; and a
+ * delivery can be acknowledged before the entry is written. Driven on a HintLog over a real LMDB
+ * database, with transactions really aborted (lmdb's ABORT).
  */
-describe('HintLog entries published before a transaction that then fails', () => {
+describe('HintLog entries reserved ahead of their transaction', () => {
   let env: RootDatabase | undefined;
+  let db: Database<Buffer, Buffer> | undefined;
   afterEach(async () => {
     await env?.close();
     env = undefined;
@@ -281,53 +285,70 @@ describe('HintLog entries published before a transaction that then fails', () =>
 
   function openLog(): HintLog {
     env = openLmdb({ path: join(newDataDir(), 'hints.mdb'), maxDbs: 2 });
-    return new HintLog(env.openDB<Buffer, Buffer>({ name: 'hints', encoding: 'binary', keyEncoding: 'binary' }), ['n2']);
+    db = env.openDB<Buffer, Buffer>({ name: 'hints', encoding: 'binary', keyEncoding: 'binary' });
+    return new HintLog(db, ['n2']);
   }
 
-  /** Appends write i for n2 in one transaction: committed, or aborted after publishing. */
-  function append(log: HintLog, i: number, outcome: 'commit' | 'abort'): void {
+  /** Writes reserved entries in one transaction that commits, or aborts (then discards them). */
+  function write(log: HintLog, reserved: ReservedEntries, outcome: 'commit' | 'abort'): void {
+    let drained = noRemovals;
     env!.transactionSync(() => {
-      log.appendToPeersInTransaction(['n2'], keyOf(i), recordOf(i), wallBase);
-      log.publishStaged();
+      log.writeReservedInTransaction(reserved);
+      drained = log.drainRemovalsInTransaction();
       return outcome === 'abort' ? ABORT : undefined;
     });
-    if (outcome === 'commit') log.confirmStaged();
-    else log.discardUnconfirmed();
+    if (outcome === 'abort') {
+      // What Repository does when a transaction fails.
+      log.discardReserved(reserved);
+      log.requeueRemovals(drained);
+    }
   }
+
+  const reserve = (log: HintLog, i: number) => log.reserve(['n2'], keyOf(i), recordOf(i), wallBase);
+  const storedEntries = () => [...db!.getKeys({})].length;
 
   it('counts a failed entry once even if it was read and delivered before the failure, and never hands it out again', () => {
     const log = openLog();
-    append(log, 0, 'commit'); // seq 1
-    env!.transactionSync(() => {
-      log.appendToPeersInTransaction(['n2'], keyOf(1), recordOf(1), wallBase); // seq 2
-      log.publishStaged();
-      // Readable before the commit: the delivery loop can send it while the commit runs.
-      const early = log.read('n2', 0, 10, unlimited);
-      expect(early.map((e) => e.seq)).toEqual([1, 2]);
-      log.remove(early); // the peer acknowledged both
-      return ABORT;
-    });
-    log.discardUnconfirmed();
-    expect(log.stats('n2').entries).toBe(0);
-    expect(log.stats('n2').bytes).toBe(0);
-    append(log, 2, 'commit'); // seq 3
+    write(log, reserve(log, 0), 'commit'); // seq 1
+    const failing = reserve(log, 1); // seq 2
+    // Readable before its transaction: the delivery loop can send it while the commit runs.
+    const early = log.read('n2', 0, 10, unlimited);
+    expect(early.map((e) => e.seq)).toEqual([1, 2]);
+    log.remove(early); // the peer acknowledged both
+    write(log, failing, 'abort');
+    expect(log.stats('n2')).toMatchObject({ entries: 0, bytes: 0 });
+    write(log, reserve(log, 2), 'commit'); // seq 3
     expect(log.read('n2', 0, 10, unlimited).map((e) => e.seq)).toEqual([3]);
     expect(log.stats('n2').entries).toBe(1);
+    expect(storedEntries()).toBe(1);
   });
 
   it('skips a failed entry nobody read: later entries are delivered and counted as usual', () => {
     const log = openLog();
-    append(log, 0, 'commit'); // seq 1
-    append(log, 1, 'abort'); // seq 2, never stored
-    append(log, 2, 'commit'); // seq 3
+    write(log, reserve(log, 0), 'commit'); // seq 1
+    write(log, reserve(log, 1), 'abort'); // seq 2, never stored
+    write(log, reserve(log, 2), 'commit'); // seq 3
     expect(log.stats('n2').entries).toBe(2);
     const batch = log.read('n2', 0, 10, unlimited);
     expect(batch.map((e) => e.seq)).toEqual([1, 3]);
     expect(batch.map((e) => e.key.toString())).toEqual([keyOf(0).toString(), keyOf(2).toString()]);
     log.remove(batch);
     expect(log.stats('n2')).toMatchObject({ entries: 0, bytes: 0, dropped: 0 });
-    append(log, 3, 'commit'); // seq 4
+    write(log, reserve(log, 3), 'commit'); // seq 4
     expect(log.read('n2', 3, 10, unlimited).map((e) => e.seq)).toEqual([4]);
     expect(log.stats('n2').entries).toBe(1);
+    expect(storedEntries()).toBe(1);
+  });
+
+  it('deletes an entry delivered before it was written only once it is written, so it is not left behind in LMDB', () => {
+    const log = openLog();
+    const reserved = reserve(log, 0); // seq 1
+    log.remove(log.read('n2', 0, 10, unlimited)); // acknowledged before its transaction ran
+    // A transaction that does not write it (another peer's batch, a timer) must not delete it yet...
+    env!.transactionSync(() => log.drainRemovalsInTransaction());
+    // ...else this write would leave an entry in LMDB that nothing in memory accounts for.
+    write(log, reserved, 'commit');
+    expect(storedEntries()).toBe(0);
+    expect(log.stats('n2')).toMatchObject({ entries: 0, bytes: 0 });
   });
 });
