@@ -21,6 +21,15 @@ export type DeliveryOutcome =
 
 const noRecord = Buffer.alloc(0);
 
+/**
+ * Batches one loop keeps in flight to its peer. The peer applies a message as soon as it arrives
+ * (see peer-service.ts), so the next batch joins the peer's next group commit while the previous
+ * one is still committing, instead of waiting a full round trip after it.
+ */
+export const deliveryBatchesInFlightMax = 2;
+
+type SendResult = { readonly ok: true; readonly previous: ReadonlyMap<number, Buffer | undefined> } | { readonly ok: false; readonly error: unknown };
+
 interface Waiter {
   /** Version header of the newest old record the coordinator knows (the peer answers only a newer one). */
   readonly knownPrevious: Buffer | undefined;
@@ -29,14 +38,13 @@ interface Waiter {
 
 /**
  * Drains one peer's replication-log queue: reads a batch in sequence order, sends it as one
- * message of the internal ReplicateStream (the peer applies it in one durable transaction and
- * answers), deletes
- * it from the log, repeats. Woken at once by new entries; while the peer is down, the same batch
- * is retried with p-retry's exponential, jittered, capped backoff, and a peer seen up again (by
- * the prober or any other call) cuts the wait short.
- *
- * One batch is in flight at a time, so entries reach the peer in log order, and everything
- * written while a batch is in flight goes in the next one: batches grow with load.
+ * message of the internal ReplicateStream (the peer applies it durably and answers, in message
+ * order), deletes it from the log once answered, repeats. Woken at once by new entries. Up to
+ * deliveryBatchesInFlightMax batches are in flight, so entries reach the peer in log order, and
+ * everything written while the pipeline is full goes in the next batch: batches grow with load.
+ * When a send fails, the later batches in flight are abandoned (resent later), and the failed
+ * one is retried alone with p-retry's exponential, jittered, capped backoff until the peer
+ * answers; a peer seen up again (by the prober or any other call) cuts the wait short.
  *
  * Coordinators waiting for a write to reach W replicas register a waiter per entry; the loop
  * resolves it when the batch holding the entry is acknowledged, or with a failure as soon as the
@@ -111,77 +119,120 @@ export class DeliveryLoop {
   }
 
   private async run(): Promise<void> {
+    /** Batches sent and not yet acknowledged, oldest first (they cover consecutive sequences). */
+    const inFlight: { batch: readonly HintEntry[]; answer: Promise<SendResult> }[] = [];
+    let sentSeq = this.deliveredSeq;
     while (!this.stopped) {
-      this.pendingWake = false;
-      const batch = this.log.read(this.link.id, this.deliveredSeq, this.settings.batchMaxEntries, this.settings.batchMaxBytes);
-      if (batch.length === 0) {
+      if (inFlight.length < deliveryBatchesInFlightMax) {
+        this.pendingWake = false;
+        const batch = this.log.read(this.link.id, sentSeq, this.settings.batchMaxEntries, this.settings.batchMaxBytes);
+        if (batch.length > 0) {
+          sentSeq = batch[batch.length - 1]!.seq;
+          inFlight.push({ batch, answer: this.sendOnce(batch) });
+          continue;
+        }
+      }
+      if (inFlight.length === 0) {
         if (!this.pendingWake) await new Promise<void>((resolve) => (this.wakeUp = resolve));
         continue;
       }
-      const previous = await this.deliver(batch);
-      if (previous === undefined) continue; // stopped
-      this.deliveredSeq = batch[batch.length - 1]!.seq;
-      this.delivered += batch.length;
-      for (const [i, entry] of batch.entries()) {
-        const waiter = this.waiters.get(entry.seq);
-        if (waiter === undefined) continue;
-        this.waiters.delete(entry.seq);
-        waiter.resolve({ delivered: true, previous: previous.get(i) });
+      // Wait for the oldest answer; with room in the pipeline, new entries also end the wait.
+      const oldest = inFlight[0]!;
+      const woken = inFlight.length < deliveryBatchesInFlightMax && !this.pendingWake ? new Promise<undefined>((resolve) => (this.wakeUp = () => resolve(undefined))) : undefined;
+      const result = woken === undefined || this.pendingWake ? await oldest.answer : await Promise.race([oldest.answer, woken]);
+      if (result === undefined) continue; // woken: fill the pipeline
+      inFlight.shift();
+      if (result.ok) {
+        this.acknowledge(oldest.batch, result.previous);
+        continue;
       }
-      // Deleting delivered entries need not hold up the next batch: a crash before the delete
-      // commits only means redelivery, which the LWW merge makes harmless.
-      this.log.remove(batch);
+      // The stream failed: every later batch on it failed or will be resent anyway (a
+      // redelivery is harmless under LWW). Retry the failed batch with backoff, then go on.
+      this.link.markFailure(result.error);
+      await Promise.all(inFlight.map((f) => f.answer));
+      inFlight.length = 0;
+      const previous = await this.deliver(oldest.batch);
+      if (previous === undefined) return; // stopped
+      this.acknowledge(oldest.batch, previous);
+      sentSeq = this.deliveredSeq;
     }
   }
 
-  /** Sends `batch` until the peer acknowledges it; the previous records it returned by index. */
-  private async deliver(batch: readonly HintEntry[]): Promise<Map<number, Buffer | undefined> | undefined> {
-    const wantPrevious = batch.flatMap((e, i) => (this.waiters.has(e.seq) ? [i] : []));
-    // Rebuilt for every attempt: entries the log's limits dropped meanwhile must not be sent late
-    // (an entry older than the tombstone grace could carry a value whose delete was purged).
-    // Dropped entries are always the oldest, so what is left is a suffix of the batch.
-    const request = () => {
-      let first = 0;
-      while (first < batch.length && this.log.isGone(this.link.id, batch[first]!.seq)) first++;
-      const wanted = wantPrevious.filter((i) => i >= first);
-      return {
-        first,
-        records: batch.slice(first).map((e) => ({ key: e.key, record: e.record })),
-        wantPrevious: wanted.map((i) => i - first),
-        knownPrevious: wanted.map((i) => this.waiters.get(batch[i]!.seq)?.knownPrevious ?? noRecord),
-      };
+  /** `batch` reached the peer: resolve its waiters and delete it from the log. */
+  private acknowledge(batch: readonly HintEntry[], previous: ReadonlyMap<number, Buffer | undefined>): void {
+    this.link.markContact();
+    this.deliveredSeq = batch[batch.length - 1]!.seq;
+    this.delivered += batch.length;
+    for (const [i, entry] of batch.entries()) {
+      const waiter = this.waiters.get(entry.seq);
+      if (waiter === undefined) continue;
+      this.waiters.delete(entry.seq);
+      waiter.resolve({ delivered: true, previous: previous.get(i) });
+    }
+    // Deleting delivered entries need not hold up the next batch: a crash before the delete
+    // commits only means redelivery, which the LWW merge makes harmless.
+    this.log.remove(batch);
+  }
+
+  /**
+   * The request for `batch`, rebuilt for every attempt: entries the log's limits dropped
+   * meanwhile must not be sent late (an entry older than the tombstone grace could carry a value
+   * whose delete was purged). Dropped entries are always the oldest, so what is left is a suffix.
+   */
+  private buildRequest(batch: readonly HintEntry[]) {
+    let first = 0;
+    while (first < batch.length && this.log.isGone(this.link.id, batch[first]!.seq)) first++;
+    const wanted: number[] = [];
+    for (let i = first; i < batch.length; i++) if (this.waiters.has(batch[i]!.seq)) wanted.push(i);
+    return {
+      first,
+      records: batch.slice(first).map((e) => ({ key: e.key, record: e.record })),
+      wantPrevious: wanted.map((i) => i - first),
+      knownPrevious: wanted.map((i) => this.waiters.get(batch[i]!.seq)?.knownPrevious ?? noRecord),
     };
+  }
+
+  /** Sends `batch` once; resolves (never rejects) with the previous records by index, or the error. */
+  private async sendOnce(batch: readonly HintEntry[]): Promise<SendResult> {
+    try {
+      return { ok: true, previous: await this.sendRequest(this.buildRequest(batch)) };
+    } catch (error) {
+      return { ok: false, error };
+    }
+  }
+
+  private async sendRequest(sent: ReturnType<DeliveryLoop['buildRequest']>): Promise<Map<number, Buffer | undefined>> {
+    const previous = new Map<number, Buffer | undefined>();
+    if (sent.records.length === 0) return previous;
+    const answer = await this.stream.request({
+      batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious },
+    });
+    (answer.ack?.previous ?? []).forEach((p, j) => previous.set(sent.first + sent.wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
+    return previous;
+  }
+
+  /**
+   * Sends `batch` until the peer acknowledges it, with p-retry's backoff; the previous records it
+   * returned by index, or undefined if stopped first.
+   */
+  private async deliver(batch: readonly HintEntry[]): Promise<Map<number, Buffer | undefined> | undefined> {
     while (!this.stopped) {
       this.backoff = new AbortController();
       try {
-        let sent = request();
-        const response = await pRetry(
-          () => {
-            sent = request();
-            if (sent.records.length === 0) return Promise.resolve({ previous: [] });
-            return this.stream
-              .request({ batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious } })
-              .then((answer) => answer.ack ?? { previous: [] });
+        return await pRetry(() => this.sendRequest(this.buildRequest(batch)), {
+          retries: Number.POSITIVE_INFINITY,
+          factor: 2,
+          minTimeout: this.settings.retryMinMs,
+          maxTimeout: this.settings.retryMaxMs,
+          randomize: true,
+          signal: this.backoff.signal,
+          onFailedAttempt: ({ error, attemptNumber }) => {
+            this.link.markFailure(error);
+            if (attemptNumber === 1 || attemptNumber % 20 === 0) {
+              this.logger.warn({ peer: this.link.id, attempt: attemptNumber, backlog: this.log.stats(this.link.id).entries, err: error.message }, 'replication to peer failed; retrying with backoff');
+            }
           },
-          {
-            retries: Number.POSITIVE_INFINITY,
-            factor: 2,
-            minTimeout: this.settings.retryMinMs,
-            maxTimeout: this.settings.retryMaxMs,
-            randomize: true,
-            signal: this.backoff.signal,
-            onFailedAttempt: ({ error, attemptNumber }) => {
-              this.link.markFailure(error);
-              if (attemptNumber === 1 || attemptNumber % 20 === 0) {
-                this.logger.warn({ peer: this.link.id, attempt: attemptNumber, backlog: this.log.stats(this.link.id).entries, err: error.message }, 'replication to peer failed; retrying with backoff');
-              }
-            },
-          },
-        );
-        this.link.markContact();
-        const previous = new Map<number, Buffer | undefined>();
-        response.previous.forEach((p, j) => previous.set(sent.first + sent.wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
-        return previous;
+        });
       } catch (err) {
         // Backoff cut short (peer seen again) or stopping: retry at once, or leave. Anything else
         // (an error p-retry does not retry) waits the minimum delay, so this never spins.

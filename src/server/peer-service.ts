@@ -2,6 +2,7 @@ import type { BackupResponse, PeerServiceImplementation, ReadReplicaRequest, Rea
 import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { InvalidRequestError } from '../replication/errors.js';
+import { inOrder } from './in-order.js';
 import { compareEncodedVersions, decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 
@@ -19,6 +20,9 @@ export interface PeerServiceDeps {
   /** Aborted when the node stops: stream handlers finish the message in progress and end. */
   readonly closing: AbortSignal;
 }
+
+/** Messages of one ReplicateStream being applied at once (the sender keeps fewer in flight). */
+export const replicateStreamMessagesInFlightMax = 8;
 
 /** Most keys one ReadReplica call may ask for. */
 export const readReplicaKeysMax = 1024;
@@ -114,10 +118,13 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       return replicateBatch(request);
     },
     async *replicateStream(requests) {
-      for await (const message of untilClosing(requests, deps.closing)) {
+      // Each message is applied as soon as it arrives, so it joins the next group commit even
+      // while an earlier message's commit runs; answers go back in message order.
+      const answers = inOrder(untilClosing(requests, deps.closing), replicateStreamMessagesInFlightMax, async (message) => {
         if (message.batch === undefined) throw new InvalidRequestError('ReplicateStream message without a batch');
-        yield { ack: await replicateBatch(message.batch) };
-      }
+        return { ack: await replicateBatch(message.batch) };
+      });
+      yield* answers;
     },
     async readReplica(request) {
       return readRecords(request);
