@@ -1,6 +1,7 @@
-import { copyFileSync, existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { ProgressBar, renderBar } from '../bench/progress-bar.js';
 import { ConfigError, loadConfigFile } from '../config/load-config.js';
 import { backupManifestName, type NodeBackup } from '../replication/backups.js';
 import { DataDirLock, DataDirLockedError } from '../storage/data-dir-lock.js';
@@ -56,13 +57,19 @@ export async function runRestore(argv: string[]): Promise<number> {
   }
   try {
     const target = join(config.dataDir, environmentFileName);
+    // Copied beside the target and fsynced first, then renamed over it: a crash mid-restore
+    // leaves the old environment (or, after the rename, the whole new one), never a torn file.
+    const staged = `${target}.restoring`;
+    copyWithProgress(source, staged);
     if (existsSync(target)) {
+      // A second name for the old file, so no instant exists without an environment in place.
       const aside = `${target}.before-restore-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-      renameSync(target, aside);
+      linkSync(target, aside);
       process.stdout.write(`previous data kept at ${aside}\n`);
     }
     rmSync(`${target}-lock`, { force: true });
-    copyFileSync(source, target);
+    renameSync(staged, target);
+    fsyncDirectory(dirname(target));
     process.stdout.write(`restored ${config.nodeId} from ${args.from} into ${config.dataDir}; start the node to bring it up to date\n`);
     return 0;
   } finally {
@@ -78,5 +85,44 @@ function readBackupOwner(dir: string): string | undefined {
     const owner = copy.nodeId;
     void copy.close();
     return owner;
+  }
+}
+
+/** Bytes read and written per step of the restore copy. */
+const restoreChunkBytes = 8 * 1024 * 1024;
+
+/** Copies `source` to `target` (replacing it) and fsyncs it, with a progress bar on stderr. */
+function copyWithProgress(source: string, target: string): void {
+  const total = statSync(source).size;
+  const bar = new ProgressBar(process.stderr);
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
+  const input = openSync(source, 'r');
+  let output: number | undefined;
+  try {
+    output = openSync(target, 'w');
+    const chunk = Buffer.allocUnsafe(restoreChunkBytes);
+    let copied = 0;
+    for (;;) {
+      const read = readSync(input, chunk, 0, chunk.length, copied);
+      if (read === 0) break;
+      for (let written = 0; written < read; ) written += writeSync(output, chunk, written, read - written, copied + written);
+      copied += read;
+      bar.update(`restoring ${renderBar(total === 0 ? 1 : copied / total)} ${mib(copied)} / ${mib(total)} MiB`);
+    }
+    fsyncSync(output);
+    bar.done(`copied ${mib(copied)} MiB`);
+  } finally {
+    closeSync(input);
+    if (output !== undefined) closeSync(output);
+  }
+}
+
+/** Makes a rename in `dir` durable. */
+function fsyncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }

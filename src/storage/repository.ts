@@ -84,7 +84,8 @@ export interface RepositoryOptions {
  * cluster; the replication layer decides what to write where.
  *
  * Durability: every write method resolves only after its transaction is committed and flushed
- * to disk (lmdb-js commits on a worker thread with overlapping sync; we wait for `flushed`).
+ * to disk (lmdb-js commits on a worker thread with overlapping sync, and we wait for `flushed`;
+ * or, for a small transaction, synchronously with the fdatasync inline: see runTransaction).
  */
 export class Repository {
   readonly hints: HintLog;
@@ -393,9 +394,9 @@ export class Repository {
     };
     try {
       // A transaction of a few records (light load) commits on this thread: handing it to lmdb-js's
-      // write thread and back cost ~250 µs of latency and CPU per commit (BENCHMARKS.md, "Commit
-      // path"), which pays off only when there is other work to overlap with the commit. Both
-      // paths fdatasync once per commit (checked with strace).
+      // write thread and back cost ~170 µs of latency and ~165 µs of CPU per commit (BENCHMARKS.md,
+      // "Commit path"), which pays off only when there is other work to overlap with the commit.
+      // Both paths fdatasync once per commit (checked with strace).
       let records = 0;
       for (const job of jobs) records += job.records;
       results = records <= syncCommitRecordsMax ? this.env.transactionSync(body) : await this.env.transaction(body);

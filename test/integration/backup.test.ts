@@ -166,8 +166,11 @@ describe('Backup and restore of one node', () => {
     const result = await runKvstore(['restore', '--from', backup.path, '--config', single.node.configPath]);
     expect(result.code, describeCli(result)).toBe(0);
     expect(result.timedOut).toBe(false);
-    // The data it replaced is kept beside it.
+    // The data it replaced is kept beside it; the staged copy was swapped in, not left behind.
     expect(readdirSync(single.node.dataDir).some((name) => name.startsWith('kvstore.mdb.before-restore-'))).toBe(true);
+    expect(readdirSync(single.node.dataDir)).not.toContain('kvstore.mdb.restoring');
+    expect(result.stderr).toMatch(/restoring \[#+\] .* MiB/); // the progress line (stderr is not a terminal: printed as lines)
+    expect(result.stderr).toMatch(/copied [\d.]+ MiB/);
 
     await single.node.start();
     client = single.client({ deadlineMs: 20_000 });
