@@ -85,8 +85,7 @@ export class Coordinator {
     if (waitForPeers && reserved !== undefined) {
       // Registered before the loops are woken, so none can deliver an entry unseen. A peer sends
       // back its old record only if newer than the one we hold (usually it is not).
-      const stored = selfIsReplica ? this.repo.getRecord(key) : undefined;
-      const knownPrevious = stored === undefined ? undefined : recordHeader(stored);
+      const knownPrevious = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
       for (const { peer, seq } of reserved.entries) {
         const loop = this.loops.get(peer)!;
         tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious) });

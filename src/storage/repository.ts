@@ -304,6 +304,13 @@ export class Repository {
     return { wallMs: buf.readUIntBE(0, 6), counter: buf.readUInt16BE(6) };
   }
 
+  /** The version header of the record stored for `key` (a copy of the header only), or undefined. */
+  getRecordHeader(key: Uint8Array): Buffer | undefined {
+    // lmdb-js's no-copy read: the buffer is reused by the next read, so copy the header out now.
+    const stored = this.records.getBinaryFast(key as Buffer);
+    return stored === undefined ? undefined : Buffer.from(recordHeader(stored));
+  }
+
   /** The encoded record stored for `key` (a copy), or undefined. */
   getRecord(key: Uint8Array): Buffer | undefined {
     return this.records.get(key as Buffer);

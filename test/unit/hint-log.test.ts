@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ABORT, type Database, type RootDatabase, open as openLmdb } from 'lmdb';
 import { type HintEntry, HintLog, type ReservedEntries, hintTailEntriesMax, noRemovals } from '../../src/storage/hint-log.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
-import { Repository } from '../../src/storage/repository.js';
+import { Repository, recordHeader } from '../../src/storage/repository.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
 
 /**
@@ -113,6 +113,15 @@ function persisted(entries: readonly HintEntry[]) {
 }
 
 describe('HintLog through Repository.commitWrite (real LMDB)', () => {
+  it('getRecordHeader copies out the version header of what commitWrite stored, and survives later reads', async () => {
+    const repo = open(newDataDir());
+    await commitBatch(repo, 0, 2);
+    const header = repo.getRecordHeader(keyOf(0));
+    repo.getRecordHeader(keyOf(1)); // reuses lmdb-js's read buffer
+    expect(header?.toString('hex')).toBe(recordHeader(recordOf(0)).toString('hex'));
+    expect(repo.getRecordHeader(Buffer.from('absent'))).toBeUndefined();
+  });
+
   it('returns committed entries in sequence order for every peer, from memory, and the same entries from LMDB after a reopen', async () => {
     const dataDir = newDataDir();
     let repo = open(dataDir);
