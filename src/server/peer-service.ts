@@ -2,7 +2,7 @@ import type { BackupResponse, PeerServiceImplementation, ReadReplicaRequest, Rea
 import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { InvalidRequestError } from '../replication/errors.js';
-import { inOrder } from './in-order.js';
+import { inOrder, untilClosing } from './stream-messages.js';
 import { compareEncodedVersions, decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 
@@ -28,30 +28,6 @@ export const replicateStreamMessagesInFlightMax = 8;
 export const readReplicaKeysMax = 1024;
 
 const empty = Buffer.alloc(0);
-
-/**
- * The messages of `source` until `closing` aborts: a stream waiting for its next message ends at
- * once; one whose message is being handled ends after it.
- */
-async function* untilClosing<T>(source: AsyncIterable<T>, closing: AbortSignal): AsyncGenerator<T> {
-  const iterator = source[Symbol.asyncIterator]();
-  let onClose: (() => void) | undefined;
-  const closed = new Promise<IteratorResult<T>>((resolve) => {
-    onClose = () => resolve({ done: true, value: undefined });
-    if (closing.aborted) onClose();
-    else closing.addEventListener('abort', onClose, { once: true });
-  });
-  try {
-    while (!closing.aborted) {
-      const next = await Promise.race([iterator.next(), closed]);
-      if (next.done === true) return;
-      yield next.value;
-    }
-  } finally {
-    closing.removeEventListener('abort', onClose!);
-    void iterator.return?.(undefined)?.catch(() => undefined);
-  }
-}
 
 /** Whether `bytes` starts with a well-formed record version header. */
 function isRecordHeader(bytes: Uint8Array): boolean {

@@ -1,5 +1,7 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { inOrder } from '../../src/server/in-order.js';
+import { inOrder, untilClosing } from '../../src/server/stream-messages.js';
 
 /** A source whose messages arrive when the test pushes them (like a client stream). */
 function pushSource<T>() {
@@ -78,5 +80,34 @@ describe('inOrder (ReplicateStream answers)', () => {
     })();
     await expect(run).rejects.toThrow('bad message 2');
     expect(results).toEqual([1]);
+  });
+});
+
+describe('untilClosing (stream handlers end when the node stops)', () => {
+  it('hands out every message, ends a waiting stream when closing aborts, and keeps no message after it was handled', async () => {
+    // A real collector, to show that handled messages are not retained (the first version raced
+    // each read against one long-lived promise, which kept every message of the stream alive).
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const messageCount = 2000;
+    const { source, push } = pushSource<{ readonly payload: Buffer }>();
+    const closing = new AbortController();
+    const stream = untilClosing(source, closing.signal);
+    const handled: WeakRef<object>[] = [];
+    for (let i = 0; i < messageCount; i++) {
+      push({ payload: Buffer.alloc(64, i) });
+      const next = await stream.next();
+      expect(next.done).toBe(false);
+      handled.push(new WeakRef(next.value as object));
+    }
+    const waiting = stream.next(); // no message yet: waits, the stream still open
+    for (let round = 0; round < 5 && handled.some((r) => r.deref() !== undefined); round++) {
+      await tick();
+      gc();
+    }
+    const retained = handled.filter((r) => r.deref() !== undefined).length;
+    expect(retained, `${retained} of ${messageCount} handled messages still reachable from the open stream`).toBeLessThan(10);
+    closing.abort();
+    expect((await waiting).done).toBe(true);
   });
 });

@@ -1,3 +1,33 @@
+/** Helpers for the message loops of the node's bidirectional stream handlers. */
+
+/**
+ * The messages of `source` until `closing` aborts: a stream waiting for its next message ends at
+ * once; one whose message is being handled ends after it.
+ */
+export async function* untilClosing<T>(source: AsyncIterable<T>, closing: AbortSignal): AsyncGenerator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  // One listener for the stream's life, ending whichever wait is current. (Racing every
+  // iterator.next() against one long-lived "closed" promise left a reaction, and with it the
+  // message, on that promise per message: a leak of every message a stream ever carried.)
+  let endWait: ((result: IteratorResult<T>) => void) | undefined;
+  const onClose = () => endWait?.({ done: true, value: undefined });
+  closing.addEventListener('abort', onClose, { once: true });
+  try {
+    while (!closing.aborted) {
+      const next = await new Promise<IteratorResult<T>>((resolve, reject) => {
+        endWait = resolve;
+        iterator.next().then(resolve, reject);
+      });
+      endWait = undefined;
+      if (next.done === true) return;
+      yield next.value;
+    }
+  } finally {
+    closing.removeEventListener('abort', onClose);
+    void iterator.return?.(undefined)?.catch(() => undefined);
+  }
+}
+
 /**
  * `handle` applied to each message of `source` as it arrives, up to `maxInFlight` at once, with
  * the results yielded in message order. The first failure ends the stream with its error.
