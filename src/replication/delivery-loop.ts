@@ -136,10 +136,11 @@ export class DeliveryLoop {
         if (!this.pendingWake) await new Promise<void>((resolve) => (this.wakeUp = resolve));
         continue;
       }
-      // Wait for the oldest answer; with room in the pipeline, new entries also end the wait.
+      // Wait for the oldest answer; with room in the pipeline (the read above found nothing new),
+      // new entries also end the wait.
       const oldest = inFlight[0]!;
-      const woken = inFlight.length < deliveryBatchesInFlightMax && !this.pendingWake ? new Promise<undefined>((resolve) => (this.wakeUp = () => resolve(undefined))) : undefined;
-      const result = woken === undefined || this.pendingWake ? await oldest.answer : await Promise.race([oldest.answer, woken]);
+      const woken = inFlight.length < deliveryBatchesInFlightMax ? new Promise<undefined>((resolve) => (this.wakeUp = () => resolve(undefined))) : undefined;
+      const result = woken === undefined ? await oldest.answer : await Promise.race([oldest.answer, woken]);
       if (result === undefined) continue; // woken: fill the pipeline
       inFlight.shift();
       if (result.ok) {
