@@ -23,6 +23,7 @@ import type {
   KvCallOptions,
   KvClientOptions,
   ListKeysOptions,
+  LoadBalancing,
   NodeStatus,
   PutResult,
   RepairOptions,
@@ -46,6 +47,12 @@ export const connectTimeoutMsDefault = 1000;
 export const attemptsMax = 64;
 /** Upper bound of channelsPerEndpoint: each is a TCP connection to the node. */
 export const channelsPerEndpointMax = 64;
+/**
+ * With round-robin load balancing, how long an endpoint that failed to connect is passed over
+ * (as long as another is available): about grpc-js's longest reconnect backoff in our channel
+ * options, so a node that is down costs calls nothing but its periodic reconnect attempts.
+ */
+export const endpointCooldownMs = 2000;
 /** Jittered pause between full rounds over the endpoints, so clients do not retry in lockstep. */
 const roundBackoffMsMin = 10;
 const roundBackoffMsMax = 100;
@@ -91,6 +98,8 @@ interface Endpoint {
   readonly coalescers: OperationCoalescer[];
   /** Round-robin position over `channels`. */
   next: number;
+  /** When a connection to it last failed (0: never). */
+  failedAtMs: number;
 }
 
 /** The connection one attempt uses. */
@@ -143,7 +152,11 @@ export class KvClient {
   private readonly maxAttempts: number;
   private readonly connectTimeoutMs: number;
   private readonly coalesce: boolean;
+  private readonly loadBalancing: LoadBalancing;
+  /** Failover: the endpoint every call starts at. */
   private current = 0;
+  /** Round-robin: the endpoint the next call starts at (before skipping cooling ones). */
+  private nextStart = 0;
   private closed = false;
 
   /**
@@ -177,6 +190,10 @@ export class KvClient {
       throw new Error(`KvClient: coalesce must be true or false, got ${JSON.stringify(options.coalesce)}`);
     }
     this.coalesce = options.coalesce ?? true;
+    if (options.loadBalancing !== undefined && options.loadBalancing !== 'failover' && options.loadBalancing !== 'round-robin') {
+      throw new Error(`KvClient: loadBalancing must be 'failover' or 'round-robin', got ${JSON.stringify(options.loadBalancing)}`);
+    }
+    this.loadBalancing = options.loadBalancing ?? 'failover';
     const attempts = options.maxAttempts ?? addresses.length * 2;
     if (!Number.isInteger(attempts) || attempts < 1) {
       throw new Error(`KvClient: maxAttempts must be a positive integer, got ${String(options.maxAttempts)}`);
@@ -199,7 +216,7 @@ export class KvClient {
       const channels = Array.from({ length: channelsPerEndpoint }, () => createChannel(address, undefined, channelOptions));
       const clients = channels.map((channel): KVStoreClient => createClient(KVStoreDefinition, channel));
       const coalescers = clients.map((client) => new OperationCoalescer(client));
-      return { index, address, channels, clients, coalescers, next: 0 };
+      return { index, address, channels, clients, coalescers, next: 0, failedAtMs: 0 };
     });
   }
 
@@ -229,7 +246,8 @@ export class KvClient {
   }
 
   /**
-   * The endpoint the next call tries first (it moves on when a connection fails).
+   * The endpoint the next call tries first: with failover, the current one (it moves on when a
+   * connection fails); with round-robin, the next in turn.
    *
    * @example
    * ```ts
@@ -238,7 +256,7 @@ export class KvClient {
    * ```
    */
   get currentEndpoint(): string {
-    return this.endpointList[this.current]!.address;
+    return this.endpointList[this.loadBalancing === 'failover' ? this.current : this.roundRobinStart(Date.now())]!.address;
   }
 
   /**
@@ -523,8 +541,27 @@ export class KvClient {
     };
   }
 
+  /** The endpoint a call starts at (see KvClientOptions.loadBalancing). */
+  private startPosition(): number {
+    if (this.loadBalancing === 'failover') return this.current;
+    const start = this.roundRobinStart(Date.now());
+    this.nextStart = (start + 1) % this.endpointList.length;
+    return start;
+  }
+
+  /** The first endpoint from `nextStart` on that is not cooling down after a failure (else `nextStart`). */
+  private roundRobinStart(nowMs: number): number {
+    const count = this.endpointList.length;
+    for (let i = 0; i < count; i++) {
+      const position = (this.nextStart + i) % count;
+      if (nowMs - this.endpointList[position]!.failedAtMs >= endpointCooldownMs) return position;
+    }
+    return this.nextStart;
+  }
+
   /** Moves the current endpoint past `index` after a connection failure there. */
   private failover(index: number): void {
+    this.endpointList[index]!.failedAtMs = Date.now();
     // Several calls may fail on the same endpoint at once: move on once, not once per call.
     if (this.current === index) this.current = (index + 1) % this.endpointList.length;
   }
@@ -577,7 +614,7 @@ export class KvClient {
     send: (target: Target, scope: CallScope) => Promise<T>,
   ): Promise<T> {
     const scope = new CallScope(checkCallDeadline(operation, options.deadlineMs ?? this.deadlineMs), options.signal);
-    const start = this.current;
+    const start = this.startPosition();
     const count = this.endpointList.length;
     let lastUnreachable: KvError | undefined;
     let lastAnswered: KvError | undefined;
@@ -641,7 +678,7 @@ export class KvClient {
     const unlimited = request.limit === 0;
     let remaining = request.limit;
     let startAfter = request.startAfter;
-    let position = this.current;
+    let position = this.startPosition();
     let attemptsWithoutProgress = 0;
     let lastUnreachable: KvError | undefined;
     let lastAnswered: KvError | undefined;

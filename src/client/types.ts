@@ -18,9 +18,17 @@ export type Bytes = string | Uint8Array;
 export interface KvClientOptions {
   /**
    * Node addresses as `host:port` (IPv6 as `[::1]:50051`), at least one. Any node coordinates
-   * any request; the client talks to one at a time and fails over to the next.
+   * any request; see `loadBalancing` for how calls are spread over them.
    */
   endpoints: string[];
+  /**
+   * `'failover'` (default): every call goes to the current endpoint, and the client moves to
+   * the next one only when it cannot reach it. `'round-robin'`: successive calls start at
+   * successive endpoints, spreading the coordinator work over the nodes; an endpoint that failed
+   * to connect in the last 2 s (`endpointCooldownMs`) is passed over while another is available.
+   * Retries on other endpoints follow the same rules either way.
+   */
+  loadBalancing?: LoadBalancing;
   /** Default deadline of each call in milliseconds (default 5000). */
   deadlineMs?: number;
   /** Default consistency of every call (default: the node's configured default). */
@@ -55,6 +63,9 @@ export interface KvClientOptions {
    */
   coalesce?: boolean;
 }
+
+/** How a client spreads calls over its endpoints (KvClientOptions.loadBalancing). */
+export type LoadBalancing = 'failover' | 'round-robin';
 
 /** Options of one call; each overrides the client's default. */
 export interface KvCallOptions {
