@@ -46,6 +46,8 @@ export const nodeConfigSchema = z
     nodeId: nodeIdSchema.default('node1'),
     listen: hostPortSchema.default(listenDefault),
     peerListen: hostPortSchema.default(peerListenDefault),
+    /** host:port of the Prometheus endpoint (`GET /metrics` over HTTP); unset: no endpoint. */
+    metricsListen: hostPortSchema.optional(),
     dataDir: z.string().min(1).default(dataDirDefault),
     /** Where Backup writes; defaults to `<dataDir>/backups`. */
     backupDir: z.string().min(1).optional(),

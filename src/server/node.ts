@@ -21,6 +21,7 @@ import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
 import { createKvService } from './kv-service.js';
 import { createPeerService } from './peer-service.js';
+import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
 
 /** Room for the key and protobuf framing on top of the largest value a client may send. */
 const requestOverheadBytes = 64 * 1024;
@@ -67,6 +68,8 @@ export class KvNode {
     readonly listenAddress: string,
     readonly peerAddress: string | undefined,
     private readonly logger: Logger,
+    /** The Prometheus endpoint, when `metricsListen` is configured. */
+    private readonly metrics: MetricsServer | undefined,
   ) {}
 
   /**
@@ -78,6 +81,7 @@ export class KvNode {
     const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
     const peers = members.filter((m) => m.id !== selfId);
     const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id) });
+    let metrics: MetricsServer | undefined;
     try {
       const clock = new HybridLogicalClock(selfId, Date.now, repo.clockReading(), config.clock.maxDriftMs);
       const ring = new Ring(members, config.cluster.vnodesPerMember);
@@ -202,7 +206,11 @@ export class KvNode {
       }
       const port = await publicServer.listen(config.listen);
       const listenAddress = withPort(config.listen, port);
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger);
+      if (config.metricsListen !== undefined) {
+        // Scrapes read the node through `node`, set just below; one arriving before answers 500.
+        metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage());
+      }
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
       for (const loop of loops) loop.start();
       prober.start();
       antiEntropy.start();
@@ -210,14 +218,23 @@ export class KvNode {
       tombstones.start();
       guard.start();
       logger.info(
-        { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
+        { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, metricsListen: metrics?.address, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
         `kvstore node ${selfId} listening on ${listenAddress}, data in ${config.dataDir}`,
       );
       return node;
     } catch (err) {
+      await metrics?.close();
       await repo.close();
       throw err;
     }
+  }
+
+  /** The Prometheus metrics page (see metrics.ts). */
+  metricsPage(): string {
+    return renderMetrics(this.status(), {
+      deliveredByPeer: new Map(this.loops.map((l) => [l.peerId, l.delivered])),
+      readRepairs: this.coordinator.counters.readRepairs,
+    });
   }
 
   /** This node's view of itself and every member. */
@@ -296,6 +313,7 @@ export class KvNode {
    * then stop delivery and close LMDB. Entries still in the log are delivered after restart.
    */
   async stop(): Promise<void> {
+    await this.metrics?.close();
     const forceTimer = setTimeout(() => {
       this.logger.warn({ graceMs: shutdownGraceMs }, 'in-flight calls did not finish in time; cutting them off');
       this.publicServer.forceShutdown();

@@ -37,8 +37,8 @@ describe('3-node cluster, replicationFactor 3', () => {
     }
   });
 
-  it('SIGKILL n2: QUORUM writes keep succeeding, its backlog grows, and after restart drains to zero and n2 serves every write', async () => {
-    cluster = await TestCluster.start({ size: 3 });
+  it('SIGKILL n2: QUORUM writes keep succeeding, its backlog grows (Status and /metrics), and after restart drains to zero and n2 serves every write', async () => {
+    cluster = await TestCluster.start({ size: 3, config: { metricsListen: '127.0.0.1:0' } });
     const n1 = cluster.client('n1');
     await cluster.node('n2').kill();
     const keys = Array.from({ length: 200 }, (_, i) => `down-${i}`);
@@ -46,6 +46,13 @@ describe('3-node cluster, replicationFactor 3', () => {
     expect(await backlogTo(cluster, 'n1', 'n2')).toBeGreaterThanOrEqual(keys.length);
     const status = await n1.status();
     expect(status.members.find((m) => m.nodeId === 'n2')!.reachable).toBe(false);
+    // The same view for Prometheus: n2's backlog and reachability, n3 caught up.
+    const metrics = await (await fetch(`http://${cluster.node('n1').metricsListen}/metrics`)).text();
+    const sample = (name: string, peer: string) => Number(new RegExp(`^${name}\\{peer="${peer}"\\} (\\S+)$`, 'm').exec(metrics)?.[1]);
+    expect(sample('kvstore_replication_backlog_entries', 'n2')).toBeGreaterThanOrEqual(keys.length);
+    expect(sample('kvstore_peer_reachable', 'n2')).toBe(0);
+    expect(sample('kvstore_peer_reachable', 'n3')).toBe(1);
+    expect(sample('kvstore_replication_delivered_entries_total', 'n3')).toBeGreaterThanOrEqual(keys.length);
     await cluster.startNode('n2');
     await waitFor('n1 backlog to n2 to drain', async () => (await backlogTo(cluster!, 'n1', 'n2')) === 0);
     await waitFor('n3 backlog to n2 to drain', async () => (await backlogTo(cluster!, 'n3', 'n2')) === 0);

@@ -31,6 +31,8 @@ export class NodeProcess {
   readonly stderrLines: string[] = [];
   readonly stdoutLines: string[] = [];
   listen = '';
+  /** The Prometheus endpoint's address, when the config sets metricsListen. */
+  metricsListen = '';
   peerListen = '';
 
   constructor(
@@ -78,10 +80,11 @@ export class NodeProcess {
         this.stdoutLines.push(line);
         if (this.stdoutLines.length > 2000) this.stdoutLines.splice(0, 1000);
         try {
-          const entry = JSON.parse(line) as { listen?: string; peerListen?: string; msg?: string };
+          const entry = JSON.parse(line) as { listen?: string; peerListen?: string; metricsListen?: string; msg?: string };
           if (entry.listen !== undefined && entry.msg?.includes('listening')) {
             this.listen = entry.listen;
             this.peerListen = entry.peerListen ?? '';
+            this.metricsListen = entry.metricsListen ?? '';
             clearTimeout(timer);
             resolve();
           }

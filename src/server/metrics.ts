@@ -1,0 +1,107 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+
+/**
+ * Prometheus metrics over plain HTTP (`GET /metrics`, text exposition format 0.0.4), built from
+ * the same view as the Status RPC plus the node's counters. No client library: the format is a
+ * few lines of text, and a scrape reads values the node keeps anyway.
+ */
+
+/** Counters the node keeps that Status does not carry. */
+export interface NodeCounters {
+  /** Replication-log entries delivered to each peer since start. */
+  readonly deliveredByPeer: ReadonlyMap<string, number>;
+  /** Read repairs this node sent as a coordinator since start. */
+  readonly readRepairs: number;
+}
+
+/** The content type Prometheus expects for the text format. */
+export const metricsContentType = 'text/plain; version=0.0.4; charset=utf-8';
+
+interface Family {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'gauge' | 'counter';
+  readonly samples: readonly { readonly labels?: Readonly<Record<string, string>>; readonly value: number }[];
+}
+
+/** The metrics page for one node. */
+export function renderMetrics(status: StatusResponse, counters: NodeCounters): string {
+  const peers = status.members.filter((m) => !m.self);
+  const perPeer = (value: (m: (typeof peers)[number]) => number) => peers.map((m) => ({ labels: { peer: m.nodeId }, value: value(m) }));
+  const families: Family[] = [
+    { name: 'kvstore_info', help: 'Node identity (value always 1).', type: 'gauge', samples: [{ labels: { node_id: status.nodeId, version: status.version }, value: 1 }] },
+    { name: 'kvstore_uptime_seconds', help: 'Seconds since the node started.', type: 'gauge', samples: [{ value: status.uptimeSeconds }] },
+    { name: 'kvstore_keys', help: 'Live (non-deleted) records stored on this node.', type: 'gauge', samples: [{ value: Number(status.keyCount) }] },
+    { name: 'kvstore_records', help: 'Records stored on this node, tombstones included.', type: 'gauge', samples: [{ value: Number(status.recordCount) }] },
+    { name: 'kvstore_replication_factor', help: 'Replicas per key.', type: 'gauge', samples: [{ value: status.replicationFactor }] },
+    { name: 'kvstore_read_repairs_total', help: 'Read repairs sent by this node as coordinator.', type: 'counter', samples: [{ value: counters.readRepairs }] },
+    { name: 'kvstore_peer_reachable', help: 'Whether the last contact with the peer succeeded (1) or not (0).', type: 'gauge', samples: perPeer((m) => (m.reachable ? 1 : 0)) },
+    { name: 'kvstore_peer_last_contact_timestamp_seconds', help: 'Unix time of the last successful contact with the peer (0 if never).', type: 'gauge', samples: perPeer((m) => Number(m.lastContactUnixMs) / 1000) },
+    { name: 'kvstore_replication_backlog_entries', help: 'Replication-log entries waiting for the peer.', type: 'gauge', samples: perPeer((m) => Number(m.backlogEntries)) },
+    { name: 'kvstore_replication_backlog_bytes', help: 'Bytes of the replication-log entries waiting for the peer.', type: 'gauge', samples: perPeer((m) => Number(m.backlogBytes)) },
+    { name: 'kvstore_replication_backlog_oldest_age_seconds', help: 'Age of the oldest entry waiting for the peer (0 when none).', type: 'gauge', samples: perPeer((m) => Number(m.backlogOldestAgeMs) / 1000) },
+    { name: 'kvstore_replication_delivered_entries_total', help: 'Replication-log entries delivered to the peer since start.', type: 'counter', samples: perPeer((m) => counters.deliveredByPeer.get(m.nodeId) ?? 0) },
+    { name: 'kvstore_replication_dropped_entries_total', help: 'Entries dropped towards the peer by the hints limits (anti-entropy repairs them).', type: 'counter', samples: perPeer((m) => Number(m.droppedEntries)) },
+    { name: 'kvstore_anti_entropy_last_exchange_timestamp_seconds', help: 'Unix time of the last anti-entropy exchange with the peer (0 if none).', type: 'gauge', samples: perPeer((m) => Number(m.lastExchangeUnixMs) / 1000) },
+    { name: 'kvstore_anti_entropy_last_exchange_repaired_records', help: 'Records copied (both ways) by the last exchange with the peer.', type: 'gauge', samples: perPeer((m) => Number(m.lastExchangeRepaired)) },
+    { name: 'kvstore_anti_entropy_last_exchange_failed', help: 'Whether the last exchange with the peer failed (1) or not (0).', type: 'gauge', samples: perPeer((m) => (m.lastExchangeError === '' ? 0 : 1)) },
+  ];
+  const lines: string[] = [];
+  for (const f of families) {
+    lines.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
+    for (const s of f.samples) lines.push(`${f.name}${formatLabels(s.labels)} ${formatValue(s.value)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function formatLabels(labels: Readonly<Record<string, string>> | undefined): string {
+  if (labels === undefined) return '';
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"')}"`);
+  return `{${parts.join(',')}}`;
+}
+
+function formatValue(value: number): string {
+  return Number.isFinite(value) ? String(value) : 'NaN';
+}
+
+/** A running metrics endpoint. */
+export interface MetricsServer {
+  /** host:port it listens on (the real port when configured with port 0). */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+/** Serves `render()` at `GET /metrics` on `listen` (host:port); every other path answers 404. */
+export async function startMetricsServer(listen: string, render: () => string): Promise<MetricsServer> {
+  const at = listen.lastIndexOf(':');
+  const host = listen.slice(0, at).replace(/^\[(.*)\]$/, '$1');
+  const port = Number(listen.slice(at + 1));
+  const server: Server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('kvstore serves only GET /metrics here\n');
+      return;
+    }
+    try {
+      res.writeHead(200, { 'content-type': metricsContentType }).end(render());
+    } catch (err) {
+      res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  return {
+    address: `${host.includes(':') ? `[${host}]` : host}:${bound.port}`,
+    close: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}
