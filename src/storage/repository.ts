@@ -401,8 +401,8 @@ export class Repository {
     };
     try {
       // A transaction of a few records (light load) commits on this thread: handing it to lmdb-js's
-      // write thread and back cost ~170 µs of latency and ~165 µs of CPU per commit (BENCHMARKS.md,
-      // "Commit path"), which pays off only when there is other work to overlap with the commit.
+      // write thread and back cost ~95-170 µs of latency and ~115-165 µs of CPU per commit
+      // (BENCHMARKS.md, Session 4), which pays off only when there is other work to overlap with the commit.
       // Both paths fdatasync once per commit (checked with strace).
       let records = 0;
       for (const job of jobs) records += job.records;
