@@ -33,3 +33,8 @@ run 1n-put-512 bench put --local-cluster 1 --concurrency 512 --preload
 run 1n-get-512 bench get --local-cluster 1 --concurrency 512
 run 1n-ycsba-128-zipf bench ycsb-a --local-cluster 1 --concurrency 128
 run 3n-ycsba-one-128-zipf --consistency one bench ycsb-a --local-cluster 3 --concurrency 128
+# Zipfian on 1 node and at ONE, and YCSB-A at 512 clients.
+run 1n-put-128-zipf bench put --local-cluster 1 --concurrency 128 --distribution zipfian --preload
+run 1n-get-128-zipf bench get --local-cluster 1 --concurrency 128 --distribution zipfian
+run 3n-get-one-128-zipf --consistency one bench get --local-cluster 3 --concurrency 128 --distribution zipfian
+run 3n-ycsba-quorum-512-zipf --consistency quorum bench ycsb-a --local-cluster 3 --concurrency 512
