@@ -57,7 +57,8 @@ export function errorMessage(error: unknown): string {
 }
 
 export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }): Driver {
-  return kind === 'raw' ? new RawDriver(options) : new SdkDriver({ ...options, coalesce: kind === 'sdk' });
+  if (kind === 'raw') return new RawDriver(options);
+  return new SdkDriver({ ...options, coalesce: kind !== 'sdk-no-coalesce', operationStream: kind === 'sdk' });
 }
 
 /** Waits until `channel` is READY; fails at once on TRANSIENT_FAILURE (refused) or at the deadline. */
@@ -120,7 +121,7 @@ class SdkDriver implements Driver {
   private readonly clientsByEndpoint = new Map<string, { client: KvClient; channels: number }>();
   private readonly slotClients: KvClient[];
 
-  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; coalesce: boolean }) {
+  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; coalesce: boolean; operationStream: boolean }) {
     const counts = new Map<string, number>();
     for (const address of options.channelEndpoints) counts.set(address, (counts.get(address) ?? 0) + 1);
     for (const [address, count] of counts) {
@@ -132,6 +133,7 @@ class SdkDriver implements Driver {
         deadlineMs: options.timeoutMs,
         channelsPerEndpoint: channels,
         coalesce: options.coalesce,
+        operationStream: options.operationStream,
         channelOptions: { 'grpc.max_receive_message_length': receiveBytesUnlimited },
         ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
       });

@@ -7,10 +7,11 @@ import { checkZipfSkew, distributions, type Distribution, keySpaceMax, zipfSkewD
 import { defaultConnections } from './plan.js';
 import { isWorkloadName, opMixOf, readRatioDefault, workloadDefaults, workloadNames, type WorkloadName } from './workload.js';
 
-export const clientKinds = ['sdk', 'sdk-no-coalesce', 'raw'] as const;
+export const clientKinds = ['sdk', 'sdk-batch', 'sdk-no-coalesce', 'raw'] as const;
 /**
  * `sdk`: the KvClient SDK as users get it (deadlines, failover, concurrent calls on a connection
- * coalesced into Batch RPCs); `sdk-no-coalesce`: the SDK with `coalesce: false` (one RPC per
+ * coalesced into OperationStream messages); `sdk-batch`: the SDK with `operationStream: false`
+ * (coalesced into Batch calls); `sdk-no-coalesce`: the SDK with `coalesce: false` (one RPC per
  * operation); `raw`: bare nice-grpc clients from gen/, one RPC per operation.
  */
 export type ClientKind = (typeof clientKinds)[number];

@@ -8,7 +8,7 @@ export const coalescedBytesMax = 1024 * 1024;
 /** Operations carrying more bytes than this go alone, as their own unary call. */
 export const coalescedOperationBytesMax = 64 * 1024;
 /** grpc-timeout allows at most 8 digits. */
-const grpcTimeoutMsMax = 99_999_999;
+export const grpcTimeoutMsMax = 99_999_999;
 
 const batchPath = `/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.batch.name}`;
 
@@ -20,9 +20,10 @@ export interface Abortable {
 }
 
 /** The rejection of an operation whose caller gave up (the caller reports why). */
-const abandoned = new Error('the call was abandoned (deadline passed or cancelled)');
+export const abandoned = new Error('the call was abandoned (deadline passed or cancelled)');
 
-interface QueuedOperation {
+/** An operation waiting to be sent or answered. */
+export interface QueuedOperation {
   readonly operation: BatchOperation;
   readonly deadlineAt: number;
   readonly abortable: Abortable;
@@ -31,26 +32,34 @@ interface QueuedOperation {
   reject(error: unknown): void;
 }
 
+/** How a coalesced group of operations travels to the node. */
+export interface OperationTransport {
+  /** Sends `batch` (not empty; none of it aborted yet) and settles each operation. */
+  send(batch: QueuedOperation[]): void;
+  /** Fails what is in flight and releases the transport (the client is closing). */
+  close(): void;
+}
+
 /**
  * Coalesces the put/get/delete calls made on one connection in the same event-loop turn into one
- * Batch RPC (like ioredis's auto-pipelining). A node spends most of a small request's CPU on the
- * per-call gRPC work, so under concurrency this is the largest throughput lever the client has;
- * a lone call waits only for the end of the current turn (setImmediate), not for a timer.
+ * send over an {@link OperationTransport} (like ioredis's auto-pipelining): one OperationStream
+ * message, or one Batch call. A node spends most of a small request's CPU on the per-call gRPC
+ * work, so under concurrency this is the largest throughput lever the client has; a lone call
+ * waits only for the end of the current turn (setImmediate), not for a timer.
  *
  * Each operation keeps its own semantics: its own result or error (a failed operation answers a
  * ClientError with the code the unary RPC would have ended with), its own deadline and
  * cancellation (an operation whose caller gives up is rejected at once and, if still queued, not
- * sent; the batch call is cancelled only when every operation in it was), and the batch call's
- * deadline is the latest of its operations'. Operations are watched through a light listener
- * (Abortable), not an AbortSignal each: the profile of the load generator showed AbortController
- * and EventTarget work per call at ~11% of its CPU.
+ * sent). Operations are watched through a light listener (Abortable), not an AbortSignal each:
+ * the profile of the load generator showed AbortController and EventTarget work per call at ~11%
+ * of its CPU.
  */
 export class OperationCoalescer {
   private queue: QueuedOperation[] = [];
   private queuedBytes = 0;
   private flushScheduled = false;
 
-  constructor(private readonly client: KVStoreClient) {}
+  constructor(private readonly transport: OperationTransport) {}
 
   /** Whether an operation of `bytes` payload is sent through a batch (else: as a unary call). */
   static accepts(bytes: number): boolean {
@@ -58,8 +67,8 @@ export class OperationCoalescer {
   }
 
   /**
-   * Queues `operation` for the next Batch call on this connection. Rejects when `abortable`
-   * aborts (the caller tells a deadline from a cancellation) or with the batch call's error.
+   * Queues `operation` for the next send on this connection. Rejects when `abortable` aborts
+   * (the caller tells a deadline from a cancellation) or with the transport's error.
    */
   submit(operation: BatchOperation, bytes: number, deadlineAt: number, abortable: Abortable): Promise<BatchResult> {
     return new Promise<BatchResult>((resolve, reject) => {
@@ -82,7 +91,14 @@ export class OperationCoalescer {
     });
   }
 
-  /** Sends everything queued as one Batch call. */
+  /** Fails what is in flight; queued operations are not sent. */
+  close(): void {
+    for (const queued of this.queue) queued.reject(abandoned);
+    this.queue = [];
+    this.transport.close();
+  }
+
+  /** Sends everything queued together. */
   private flush(): void {
     // An operation whose caller gave up while it was queued is not sent.
     const batch: QueuedOperation[] = [];
@@ -92,21 +108,49 @@ export class OperationCoalescer {
     }
     this.queue = [];
     this.queuedBytes = 0;
-    if (batch.length === 0) return;
+    if (batch.length > 0) this.transport.send(batch);
+  }
+}
+
+/**
+ * Makes `queued` settle once: the first of resolve, reject and its caller's abort wins, and
+ * `onAbort` runs after an abort rejected it. Settling unregisters the abort listener.
+ */
+export function settleOnce(queued: QueuedOperation, onAbort: () => void): void {
+  const unregister = queued.abortable.onAbort(() => {
+    queued.reject(abandoned);
+    onAbort();
+  });
+  queued.reject = wrapSettle(queued, queued.reject, unregister);
+  queued.resolve = wrapSettle(queued, queued.resolve, unregister);
+}
+
+/** The result of an operation, or the ClientError of its failed result. */
+export function settleWithResult(queued: QueuedOperation, result: BatchResult, path: string): void {
+  if (result.error !== undefined) queued.reject(new ClientError(path, result.error.code as Status, result.error.message));
+  else queued.resolve(result);
+}
+
+/** Sends each coalesced group as one unary Batch call; the call is cancelled once all gave up. */
+export class BatchCallTransport implements OperationTransport {
+  private readonly inFlight = new Set<AbortController>();
+
+  constructor(private readonly client: KVStoreClient) {}
+
+  send(batch: QueuedOperation[]): void {
     const controller = new AbortController();
     let pending = batch.length;
     let deadlineAt = 0;
     for (const queued of batch) {
       deadlineAt = Math.max(deadlineAt, queued.deadlineAt);
       // Once every operation of the batch gave up, so does the call.
-      const unregister = queued.abortable.onAbort(() => {
-        queued.reject(abandoned);
+      settleOnce(queued, () => {
         if (--pending === 0) controller.abort();
       });
-      queued.reject = wrapSettle(queued, queued.reject, unregister);
-      queued.resolve = wrapSettle(queued, queued.resolve, unregister);
     }
+    // The batch call's deadline is the latest of its operations'.
     const timeoutMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(deadlineAt - Date.now())));
+    this.inFlight.add(controller);
     this.client
       .batch(
         { operations: batch.map((q) => q.operation) },
@@ -118,17 +162,21 @@ export class OperationCoalescer {
             const result = response.results[i];
             if (result === undefined) {
               queued.reject(new ClientError(batchPath, Status.INTERNAL, `the node answered ${response.results.length} results for ${batch.length} operations`));
-            } else if (result.error !== undefined) {
-              queued.reject(new ClientError(batchPath, result.error.code as Status, result.error.message));
             } else {
-              queued.resolve(result);
+              settleWithResult(queued, result, batchPath);
             }
           });
         },
         (error: unknown) => {
           for (const queued of batch) queued.reject(error);
         },
-      );
+      )
+      .finally(() => this.inFlight.delete(controller));
+  }
+
+  close(): void {
+    for (const controller of this.inFlight) controller.abort();
+    this.inFlight.clear();
   }
 }
 

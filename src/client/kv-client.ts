@@ -2,7 +2,8 @@ import { ClientError, createChannel, createClient, Metadata, Status, type CallOp
 import { KVStoreDefinition, type KeyList, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
 import type { BatchResult } from '../../gen/kvstore/v1/kvstore.js';
 import { CallScope } from './call-scope.js';
-import { OperationCoalescer } from './coalescer.js';
+import { BatchCallTransport, OperationCoalescer } from './coalescer.js';
+import { StreamTransport } from './stream-transport.js';
 import {
   fromBackupStatus,
   fromRepairResponse,
@@ -94,7 +95,7 @@ interface Endpoint {
   readonly address: string;
   readonly channels: Channel[];
   readonly clients: KVStoreClient[];
-  /** One per channel: batches that channel's put/get/delete calls (see KvClientOptions.coalesce). */
+  /** One per channel: coalesces that channel's put/get/delete calls (see KvClientOptions.coalesce). */
   readonly coalescers: OperationCoalescer[];
   /** Round-robin position over `channels`. */
   next: number;
@@ -190,6 +191,10 @@ export class KvClient {
       throw new Error(`KvClient: coalesce must be true or false, got ${JSON.stringify(options.coalesce)}`);
     }
     this.coalesce = options.coalesce ?? true;
+    if (options.operationStream !== undefined && typeof options.operationStream !== 'boolean') {
+      throw new Error(`KvClient: operationStream must be true or false, got ${JSON.stringify(options.operationStream)}`);
+    }
+    const operationStream = options.operationStream ?? true;
     if (options.loadBalancing !== undefined && options.loadBalancing !== 'failover' && options.loadBalancing !== 'round-robin') {
       throw new Error(`KvClient: loadBalancing must be 'failover' or 'round-robin', got ${JSON.stringify(options.loadBalancing)}`);
     }
@@ -215,7 +220,9 @@ export class KvClient {
     this.endpointList = addresses.map((address, index) => {
       const channels = Array.from({ length: channelsPerEndpoint }, () => createChannel(address, undefined, channelOptions));
       const clients = channels.map((channel): KVStoreClient => createClient(KVStoreDefinition, channel));
-      const coalescers = clients.map((client) => new OperationCoalescer(client));
+      const coalescers = clients.map(
+        (client) => new OperationCoalescer(operationStream ? new StreamTransport(client) : new BatchCallTransport(client)),
+      );
       return { index, address, channels, clients, coalescers, next: 0, failedAtMs: 0 };
     });
   }
@@ -504,6 +511,8 @@ export class KvClient {
     if (this.closed) return;
     this.closed = true;
     for (const endpoint of this.endpointList) {
+      // Streams first: an open OperationStream would keep the process alive.
+      for (const coalescer of endpoint.coalescers) coalescer.close();
       for (const channel of endpoint.channels) channel.close();
     }
   }
@@ -522,7 +531,7 @@ export class KvClient {
     return toConsistency(level);
   }
 
-  /** Whether a put/get/delete with `bytes` of key and value goes through a Batch call. */
+  /** Whether a put/get/delete with `bytes` of key and value is coalesced (stream message or Batch call). */
   private coalesces(bytes: number): boolean {
     return this.coalesce && OperationCoalescer.accepts(bytes);
   }

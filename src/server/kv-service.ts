@@ -19,6 +19,7 @@ import type { Coordinator } from '../replication/coordinator.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
 import { isDomainError, toServerError } from './error-status.js';
+import { serveOperationStream } from './operation-stream.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
 
 /** Most operations one Batch call may carry (documented in kvstore.proto). */
@@ -31,6 +32,8 @@ export interface KvServiceDeps {
   readonly defaultWrite: ConsistencyLevel;
   /** Server-side cap on a request's duration when the client's deadline is longer or absent. */
   readonly requestMs: number;
+  /** Aborted when the node stops: open OperationStreams answer what they read and end. */
+  readonly closing: AbortSignal;
   /** Logs an operation of a Batch that failed with a bug (the middleware does this for whole calls). */
   readonly logger: Logger;
   status(): StatusResponse;
@@ -76,7 +79,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
     const old = await coordinator.write(key, emptyValue, true, level, deadline);
     return { found: old.found };
   };
-  /** One Batch operation; its failure becomes its result, never the call's. */
+  /** One Batch or OperationStream operation; its failure becomes its result, never the call's. */
   const runOperation = async (op: BatchOperation, deadline: RequestDeadline): Promise<BatchResult> => {
     try {
       // Decoders keep the last of several oneof fields; a hand-built message may set more.
@@ -110,6 +113,9 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
         throw new ResourceLimitError(`batch has ${count} operations, over the limit of ${batchOperationsMax}: split it`);
       }
       return withDeadline(context, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
+    },
+    async *operationStream(requests, context) {
+      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing });
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);

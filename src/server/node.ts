@@ -61,6 +61,8 @@ export class KvNode {
     private readonly tombstones: TombstoneCollector,
     private readonly guard: StaleNodeGuard,
     private readonly publicServer: Server,
+    /** Aborted on stop: clients' OperationStreams end instead of holding the public server's shutdown. */
+    private readonly operationStreamsClosing: AbortController,
     private readonly peerServer: Server | undefined,
     /** Aborted on stop: peers' long-lived streams end instead of holding the peer server's shutdown. */
     private readonly peerStreamsClosing: AbortController,
@@ -146,6 +148,7 @@ export class KvNode {
 
       const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
       let node: KvNode | undefined;
+      const operationStreamsClosing = new AbortController();
       const publicServer = createServer({
         'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
         'grpc.max_send_message_length': sendBytesUnlimited,
@@ -158,6 +161,7 @@ export class KvNode {
           defaultRead: config.consistency.read,
           defaultWrite: config.consistency.write,
           requestMs: config.timeouts.requestMs,
+          closing: operationStreamsClosing.signal,
           logger,
           status: () => node!.status(),
           backup: (allNodes) => node!.backup(allNodes),
@@ -210,7 +214,7 @@ export class KvNode {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
         metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage());
       }
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, operationStreamsClosing, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
       for (const loop of loops) loop.start();
       prober.start();
       antiEntropy.start();
@@ -320,7 +324,11 @@ export class KvNode {
       this.peerServer?.forceShutdown();
     }, shutdownGraceMs);
     try {
-      await this.publicServer.shutdown();
+      // Clients hold OperationStreams open indefinitely: once new calls are refused, end them
+      // (each answers the operations it read first), or the shutdown would wait for the timer.
+      const publicDrained = this.publicServer.shutdown();
+      this.operationStreamsClosing.abort();
+      await publicDrained;
       this.coordinator.close();
       // Peers hold streams open indefinitely: end them (after the message in progress) so the
       // peer server's graceful shutdown does not wait for the force timer.

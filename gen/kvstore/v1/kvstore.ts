@@ -154,6 +154,45 @@ export interface OperationError {
   message: string;
 }
 
+/** Operations sent together on an OperationStream. */
+export interface OperationStreamRequest {
+  /** At most 1024. */
+  operations: StreamOperation[];
+}
+
+/** One operation on an OperationStream. */
+export interface StreamOperation {
+  /**
+   * Chosen by the client to match the answer to the operation. The node does not interpret it
+   * (an id may repeat; each operation is answered once, with its own id).
+   */
+  id: number;
+  /**
+   * How long the node may wait for replicas on it, in milliseconds from when it is read;
+   * 0 means the node's own cap (`timeouts.requestMs`), which also caps any larger value.
+   */
+  timeoutMs: number;
+  /** What to do, as in Batch. Unset answers INVALID_ARGUMENT in the result. */
+  operation: BatchOperation | undefined;
+}
+
+/** Answers on an OperationStream, in the order the operations finished. */
+export interface OperationStreamResponse {
+  /**
+   * One or more results; an operation's result comes once, on whichever message is next when it
+   * finishes.
+   */
+  results: StreamResult[];
+}
+
+/** The answer to one StreamOperation. */
+export interface StreamResult {
+  /** The id of the operation answered. */
+  id: number;
+  /** Its result or error, as in Batch. */
+  result: BatchResult | undefined;
+}
+
 /** Which keys to list. */
 export interface ListKeysRequest {
   /** Only keys that start with these bytes (empty: every key). */
@@ -1196,6 +1235,342 @@ export const OperationError: MessageFns<OperationError> = {
     const message = createBaseOperationError();
     message.code = object.code ?? 0;
     message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseOperationStreamRequest(): OperationStreamRequest {
+  return { operations: [] };
+}
+
+export const OperationStreamRequest: MessageFns<OperationStreamRequest> = {
+  encode(message: OperationStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.operations) {
+      StreamOperation.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OperationStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOperationStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.operations.push(StreamOperation.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OperationStreamRequest {
+    return {
+      operations: globalThis.Array.isArray(object?.operations)
+        ? object.operations.map((e: any) => StreamOperation.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: OperationStreamRequest): unknown {
+    const obj: any = {};
+    if (message.operations?.length) {
+      obj.operations = message.operations.map((e) => StreamOperation.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<OperationStreamRequest>): OperationStreamRequest {
+    return OperationStreamRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<OperationStreamRequest>): OperationStreamRequest {
+    const message = createBaseOperationStreamRequest();
+    message.operations = object.operations?.map((e) => StreamOperation.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseStreamOperation(): StreamOperation {
+  return { id: 0, timeoutMs: 0, operation: undefined };
+}
+
+export const StreamOperation: MessageFns<StreamOperation> = {
+  encode(message: StreamOperation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint32(message.id);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(16).uint32(message.timeoutMs);
+    }
+    if (message.operation !== undefined) {
+      BatchOperation.encode(message.operation, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamOperation {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamOperation();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.operation = BatchOperation.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamOperation {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      timeoutMs: isSet(object.timeoutMs)
+        ? globalThis.Number(object.timeoutMs)
+        : isSet(object.timeout_ms)
+        ? globalThis.Number(object.timeout_ms)
+        : 0,
+      operation: isSet(object.operation) ? BatchOperation.fromJSON(object.operation) : undefined,
+    };
+  },
+
+  toJSON(message: StreamOperation): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    if (message.operation !== undefined) {
+      obj.operation = BatchOperation.toJSON(message.operation);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StreamOperation>): StreamOperation {
+    return StreamOperation.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StreamOperation>): StreamOperation {
+    const message = createBaseStreamOperation();
+    message.id = object.id ?? 0;
+    message.timeoutMs = object.timeoutMs ?? 0;
+    message.operation = (object.operation !== undefined && object.operation !== null)
+      ? BatchOperation.fromPartial(object.operation)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseOperationStreamResponse(): OperationStreamResponse {
+  return { results: [] };
+}
+
+export const OperationStreamResponse: MessageFns<OperationStreamResponse> = {
+  encode(message: OperationStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      StreamResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OperationStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOperationStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(StreamResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OperationStreamResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => StreamResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: OperationStreamResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => StreamResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<OperationStreamResponse>): OperationStreamResponse {
+    return OperationStreamResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<OperationStreamResponse>): OperationStreamResponse {
+    const message = createBaseOperationStreamResponse();
+    message.results = object.results?.map((e) => StreamResult.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseStreamResult(): StreamResult {
+  return { id: 0, result: undefined };
+}
+
+export const StreamResult: MessageFns<StreamResult> = {
+  encode(message: StreamResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint32(message.id);
+    }
+    if (message.result !== undefined) {
+      BatchResult.encode(message.result, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = BatchResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamResult {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      result: isSet(object.result) ? BatchResult.fromJSON(object.result) : undefined,
+    };
+  },
+
+  toJSON(message: StreamResult): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.result !== undefined) {
+      obj.result = BatchResult.toJSON(message.result);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StreamResult>): StreamResult {
+    return StreamResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StreamResult>): StreamResult {
+    const message = createBaseStreamResult();
+    message.id = object.id ?? 0;
+    message.result = (object.result !== undefined && object.result !== null)
+      ? BatchResult.fromPartial(object.result)
+      : undefined;
     return message;
   },
 };
@@ -3176,6 +3551,30 @@ export const KVStoreDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * OperationStream carries Put, Get and Delete operations on one long-lived stream. Each request
+     * message holds one or more operations, each with an id the client chose; the node answers
+     * every operation when it finishes, with a result carrying that id. Answers come in any order
+     * (a slow write does not hold up a fast read), and results finishing together share a
+     * response message. Each operation is independent, exactly as in Batch, with its own timeout;
+     * writes of one message take their versions in message order. A message on an open stream
+     * costs a fraction of a unary call (no per-call headers, deadline or setup), so the SDK sends
+     * its put, get and delete calls here by default (see docs/client.md).
+     *
+     * Limits: at most 1024 operations per message (more ends the stream with RESOURCE_EXHAUSTED,
+     * after the operations already read are answered); while 4096 operations of a stream are in
+     * flight the node reads no more of it. When the client half-closes, or the node shuts down,
+     * the node answers every operation it has read and then ends the stream with OK; operations
+     * it had not read get no answer and were not run.
+     */
+    operationStream: {
+      name: "OperationStream",
+      requestType: OperationStreamRequest as typeof OperationStreamRequest,
+      requestStream: true,
+      responseType: OperationStreamResponse as typeof OperationStreamResponse,
+      responseStream: true,
+      options: {},
+    },
   },
 } as const;
 
@@ -3248,6 +3647,26 @@ export interface KVStoreServiceImplementation<CallContextExt = {}> {
    * calls onto Batch (see docs/client.md).
    */
   batch(request: BatchRequest, context: CallContext & CallContextExt): Promise<DeepPartial<BatchResponse>>;
+  /**
+   * OperationStream carries Put, Get and Delete operations on one long-lived stream. Each request
+   * message holds one or more operations, each with an id the client chose; the node answers
+   * every operation when it finishes, with a result carrying that id. Answers come in any order
+   * (a slow write does not hold up a fast read), and results finishing together share a
+   * response message. Each operation is independent, exactly as in Batch, with its own timeout;
+   * writes of one message take their versions in message order. A message on an open stream
+   * costs a fraction of a unary call (no per-call headers, deadline or setup), so the SDK sends
+   * its put, get and delete calls here by default (see docs/client.md).
+   *
+   * Limits: at most 1024 operations per message (more ends the stream with RESOURCE_EXHAUSTED,
+   * after the operations already read are answered); while 4096 operations of a stream are in
+   * flight the node reads no more of it. When the client half-closes, or the node shuts down,
+   * the node answers every operation it has read and then ends the stream with OK; operations
+   * it had not read get no answer and were not run.
+   */
+  operationStream(
+    request: AsyncIterable<OperationStreamRequest>,
+    context: CallContext & CallContextExt,
+  ): ServerStreamingMethodResult<DeepPartial<OperationStreamResponse>>;
 }
 
 export interface KVStoreClient<CallOptionsExt = {}> {
@@ -3316,6 +3735,26 @@ export interface KVStoreClient<CallOptionsExt = {}> {
    * calls onto Batch (see docs/client.md).
    */
   batch(request: DeepPartial<BatchRequest>, options?: CallOptions & CallOptionsExt): Promise<BatchResponse>;
+  /**
+   * OperationStream carries Put, Get and Delete operations on one long-lived stream. Each request
+   * message holds one or more operations, each with an id the client chose; the node answers
+   * every operation when it finishes, with a result carrying that id. Answers come in any order
+   * (a slow write does not hold up a fast read), and results finishing together share a
+   * response message. Each operation is independent, exactly as in Batch, with its own timeout;
+   * writes of one message take their versions in message order. A message on an open stream
+   * costs a fraction of a unary call (no per-call headers, deadline or setup), so the SDK sends
+   * its put, get and delete calls here by default (see docs/client.md).
+   *
+   * Limits: at most 1024 operations per message (more ends the stream with RESOURCE_EXHAUSTED,
+   * after the operations already read are answered); while 4096 operations of a stream are in
+   * flight the node reads no more of it. When the client half-closes, or the node shuts down,
+   * the node answers every operation it has read and then ends the stream with OK; operations
+   * it had not read get no answer and were not run.
+   */
+  operationStream(
+    request: AsyncIterable<DeepPartial<OperationStreamRequest>>,
+    options?: CallOptions & CallOptionsExt,
+  ): AsyncIterable<OperationStreamResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {

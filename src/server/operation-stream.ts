@@ -1,0 +1,123 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
+import { RequestDeadline } from '../replication/deadline.js';
+import { ResourceLimitError } from '../replication/errors.js';
+import { untilClosing } from './stream-messages.js';
+
+/** Most operations one OperationStream message may carry (as a Batch call; kvstore.proto). */
+export const streamMessageOperationsMax = 1024;
+/**
+ * Operations of one stream the node works on at once; past it, it reads no more of the stream
+ * until some are answered, so a client cannot queue unbounded work (or answers) on a node.
+ */
+export const streamOperationsInFlightMax = 4096;
+
+export interface OperationStreamDeps {
+  /** Runs one operation; never rejects (a failure is its result), like a Batch operation. */
+  runOperation(operation: BatchOperation, deadline: RequestDeadline): Promise<BatchResult>;
+  /** The node's cap on how long an operation may wait for replicas (`timeouts.requestMs`). */
+  readonly requestMs: number;
+  /** Aborted when the node stops: it reads no more, answers what it read, and ends the stream. */
+  readonly closing: AbortSignal;
+}
+
+/**
+ * Serves one OperationStream call: runs each operation of each message as it arrives, up to
+ * `streamOperationsInFlightMax` at once, and answers each one when it finishes, in any order.
+ * Results that finish in the same event-loop turn share one response message.
+ *
+ * Every operation read is answered before the stream ends, whether the client half-closed, the
+ * node is stopping, or a message broke a limit (then the stream ends with that error after the
+ * answers). Only a cancelled call (the client went away) drops answers, as nobody reads them.
+ */
+export async function* serveOperationStream(
+  requests: AsyncIterable<OperationStreamRequest>,
+  callSignal: AbortSignal,
+  deps: OperationStreamDeps,
+): AsyncGenerator<OperationStreamResponse> {
+  let ready: StreamResult[] = [];
+  let inFlight = 0;
+  let readingDone = false;
+  let readingError: unknown;
+  let wakeWriter: (() => void) | undefined;
+  let wakeReader: (() => void) | undefined;
+  /** Set when the call ends (the writer returns or is returned): reading stops too. */
+  let ended = false;
+  const notifyWriter = (): void => {
+    const wake = wakeWriter;
+    wakeWriter = undefined;
+    wake?.();
+  };
+
+  const answer = (id: number, result: BatchResult): void => {
+    inFlight--;
+    ready.push({ id, result });
+    notifyWriter();
+  };
+
+  const read = async (): Promise<void> => {
+    try {
+      for await (const message of untilClosing(requests, deps.closing)) {
+        const count = message.operations.length;
+        if (count > streamMessageOperationsMax) {
+          throw new ResourceLimitError(`stream message has ${count} operations, over the limit of ${streamMessageOperationsMax}: split it`);
+        }
+        if (count === 0) continue;
+        // One deadline per message (one timer, one listener), as for a Batch call: the
+        // longest of its operations' timeouts, capped by the node's own.
+        let timeoutMs = 0;
+        for (const op of message.operations) timeoutMs = Math.max(timeoutMs, op.timeoutMs === 0 ? deps.requestMs : op.timeoutMs);
+        const deadline = new RequestDeadline(callSignal, Math.min(timeoutMs, deps.requestMs));
+        let unanswered = count;
+        const settle = (id: number, result: BatchResult): void => {
+          if (--unanswered === 0) deadline.disarm();
+          answer(id, result);
+        };
+        inFlight += count;
+        for (const op of message.operations) {
+          deps.runOperation(op.operation ?? {}, deadline).then(
+            (result) => settle(op.id, result),
+            // runOperation turns every failure into a result; this is a last resort.
+            (error: unknown) => settle(op.id, { error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
+          );
+        }
+        while (inFlight >= streamOperationsInFlightMax && !ended) await new Promise<void>((resolve) => (wakeReader = resolve));
+        if (ended) return;
+      }
+    } catch (error) {
+      readingError = error;
+    } finally {
+      readingDone = true;
+      notifyWriter();
+    }
+  };
+  const resumeReading = (): void => {
+    const wake = wakeReader;
+    wakeReader = undefined;
+    wake?.();
+  };
+  void read();
+
+  try {
+    for (;;) {
+      if (ready.length === 0) {
+        if (readingDone && inFlight === 0) break;
+        await new Promise<void>((resolve) => (wakeWriter = resolve));
+        continue;
+      }
+      // Operations finishing in this turn (one commit acknowledges many) share the message.
+      if (inFlight > 0) await nextTurn();
+      const results = ready;
+      ready = [];
+      if (inFlight < streamOperationsInFlightMax) resumeReading();
+      yield { results };
+    }
+  } finally {
+    ended = true;
+    resumeReading();
+  }
+  if (readingError !== undefined && !callSignal.aborted) throw readingError;
+}
+
+/** google.rpc.Code INTERNAL. */
+const internalCode = 13;
