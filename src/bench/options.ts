@@ -151,7 +151,7 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
   const endpointCount = localCluster ?? endpoints.length;
   const client = input.client ?? clientDefault;
   check((clientKinds as readonly string[]).includes(client), `--client must be one of ${clientKinds.join(', ')}, got "${String(client)}"`);
-  const connections = checkInteger('--connections', input.connections ?? defaultConnections(concurrency, endpointCount, threads, client === 'sdk'), 1, connectionsMax);
+  const connections = checkInteger('--connections', input.connections ?? defaultConnections(concurrency, endpointCount, threads, client === 'sdk' || client === 'sdk-batch'), 1, connectionsMax);
   check(connections >= threads, `--connections (${connections}) must be at least --threads (${threads}): every thread has its own channels`);
   const ops = input.ops === undefined ? undefined : checkInteger('--ops', input.ops, 1, opsMax);
   const durationSeconds = checkNumber('--duration', input.durationSeconds ?? (ops === undefined ? durationSecondsDefault : durationSecondsMax), 0.1, durationSecondsMax);
