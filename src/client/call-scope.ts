@@ -51,6 +51,11 @@ export class CallScope {
     return this.abortedFlag;
   }
 
+  /** True once it aborted because the deadline passed. */
+  get timedOut(): boolean {
+    return this.deadlineHit;
+  }
+
   /**
    * Calls `listener` once when the scope aborts (a lighter {@link signal} listener); returns the
    * function that unregisters it.

@@ -11,10 +11,14 @@ export const coalescedOperationBytesMax = 64 * 1024;
 export const grpcTimeoutMsMax = 99_999_999;
 
 const batchPath = `/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.batch.name}`;
+/** The method named in errors of operations the coalescer settles itself (not yet sent). */
+const coalescedPath = `/${KVStoreDefinition.fullName}/(coalesced)`;
 
 /** What an operation's caller gives up with: its deadline or cancellation (a CallScope). */
 export interface Abortable {
   readonly aborted: boolean;
+  /** True once it aborted because its deadline passed (not because its caller cancelled). */
+  readonly timedOut: boolean;
   /** Calls `listener` once on abort; returns the function that unregisters it. */
   onAbort(listener: () => void): () => void;
 }
@@ -58,6 +62,7 @@ export class OperationCoalescer {
   private queue: QueuedOperation[] = [];
   private queuedBytes = 0;
   private flushScheduled = false;
+  private closed = false;
 
   constructor(private readonly transport: OperationTransport) {}
 
@@ -74,6 +79,10 @@ export class OperationCoalescer {
     return new Promise<BatchResult>((resolve, reject) => {
       if (abortable.aborted) {
         reject(abandoned);
+        return;
+      }
+      if (this.closed) {
+        reject(new ClientError(coalescedPath, Status.CANCELLED, 'the client was closed'));
         return;
       }
       const queued: QueuedOperation = { operation, deadlineAt, abortable, settled: false, resolve, reject };
@@ -93,7 +102,9 @@ export class OperationCoalescer {
 
   /** Fails what is in flight; queued operations are not sent. */
   close(): void {
-    for (const queued of this.queue) queued.reject(abandoned);
+    this.closed = true;
+    const closedError = new ClientError(coalescedPath, Status.CANCELLED, 'the client was closed');
+    for (const queued of this.queue) queued.reject(closedError);
     this.queue = [];
     this.transport.close();
   }

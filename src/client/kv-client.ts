@@ -636,6 +636,8 @@ export class KvClient {
         endpoint = target.address;
         const skipped = await this.connect(target, scope, operation);
         if (scope.aborted) throw scope.abortError(operation, endpoint, lastAnswered === undefined);
+        // close() may have run while this call waited for the connection: nothing was sent.
+        this.checkOpen(operation);
         if (skipped !== undefined) {
           lastUnreachable = skipped;
           this.failover(target.index);

@@ -12,19 +12,14 @@ const streamPath = `/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.o
 /** StreamOperation.timeout_ms is a uint32. */
 const operationTimeoutMsMax = 0xffff_ffff;
 
-/** An operation sent on a stream and not yet answered. */
-interface InFlight {
-  readonly queued: QueuedOperation;
-  readonly sentAt: number;
-}
-
 /** One open OperationStream call. */
 interface OpenStream {
   readonly requests: PushQueue<OperationStreamRequest>;
   readonly controller: AbortController;
-  readonly inFlight: Map<number, InFlight>;
-  /** `Date.now()` of the last answer on this stream (0: none yet). */
-  lastAnswerAt: number;
+  /** Operations sent and not yet answered, by id. */
+  readonly inFlight: Map<number, QueuedOperation>;
+  /** Response messages received on this stream so far. */
+  answers: number;
 }
 
 /**
@@ -47,6 +42,7 @@ export class StreamTransport implements OperationTransport {
   private current: OpenStream | undefined;
   private nextId = 0;
   private unsupported = false;
+  private closed = false;
   private readonly fallback: BatchCallTransport;
 
   constructor(private readonly client: KVStoreClient) {
@@ -54,20 +50,27 @@ export class StreamTransport implements OperationTransport {
   }
 
   send(batch: QueuedOperation[]): void {
+    if (this.closed) {
+      const closedError = new ClientError(streamPath, Status.CANCELLED, 'the client was closed');
+      for (const queued of batch) queued.reject(closedError);
+      return;
+    }
     if (this.unsupported) {
       this.fallback.send(batch);
       return;
     }
     const stream = (this.current ??= this.open());
     const now = Date.now();
+    const answersBefore = stream.answers;
     const operations: StreamOperation[] = [];
     for (const queued of batch) {
       this.nextId = (this.nextId + 1) >>> 0;
       const id = this.nextId;
-      stream.inFlight.set(id, { queued, sentAt: now });
+      stream.inFlight.set(id, queued);
       settleOnce(queued, () => {
         stream.inFlight.delete(id);
-        if (Date.now() >= queued.deadlineAt && stream.lastAnswerAt < now) {
+        // Counted in messages, not time: an answer in the same millisecond as the send is not one after it.
+        if (queued.abortable.timedOut && stream.answers === answersBefore) {
           this.fail(stream, new ClientError(streamPath, Status.UNAVAILABLE, 'no answer on the operation stream before a deadline passed: reconnecting'));
         }
       });
@@ -78,12 +81,13 @@ export class StreamTransport implements OperationTransport {
   }
 
   close(): void {
+    this.closed = true;
     if (this.current !== undefined) this.fail(this.current, new ClientError(streamPath, Status.CANCELLED, 'the client was closed'));
     this.fallback.close();
   }
 
   private open(): OpenStream {
-    const stream: OpenStream = { requests: new PushQueue(), controller: new AbortController(), inFlight: new Map(), lastAnswerAt: 0 };
+    const stream: OpenStream = { requests: new PushQueue(), controller: new AbortController(), inFlight: new Map(), answers: 0 };
     void this.readAnswers(stream);
     return stream;
   }
@@ -92,17 +96,17 @@ export class StreamTransport implements OperationTransport {
   private async readAnswers(stream: OpenStream): Promise<void> {
     try {
       for await (const response of this.client.operationStream(stream.requests, { signal: stream.controller.signal })) {
-        stream.lastAnswerAt = Date.now();
+        stream.answers++;
         for (const { id, result } of response.results) {
           const sent = stream.inFlight.get(id);
           if (sent === undefined) continue; // its caller gave up
           stream.inFlight.delete(id);
-          settleWithResult(sent.queued, result ?? {}, streamPath);
+          settleWithResult(sent, result ?? {}, streamPath);
         }
       }
       this.fail(stream, new ClientError(streamPath, Status.UNAVAILABLE, 'the node ended the operation stream (stopping?)'));
     } catch (error) {
-      if (error instanceof ClientError && error.code === Status.UNIMPLEMENTED && stream.lastAnswerAt === 0) {
+      if (error instanceof ClientError && error.code === Status.UNIMPLEMENTED && stream.answers === 0) {
         this.fallBackToBatch(stream);
         return;
       }
@@ -115,7 +119,7 @@ export class StreamTransport implements OperationTransport {
     this.unsupported = true;
     if (this.current === stream) this.current = undefined;
     stream.requests.close();
-    const waiting = [...stream.inFlight.values()].map((sent) => sent.queued).filter((queued) => !queued.settled);
+    const waiting = [...stream.inFlight.values()].filter((queued) => !queued.settled);
     stream.inFlight.clear();
     if (waiting.length > 0) this.fallback.send(waiting.map(unsettled));
   }
@@ -127,7 +131,7 @@ export class StreamTransport implements OperationTransport {
     stream.controller.abort();
     const waiting = [...stream.inFlight.values()];
     stream.inFlight.clear();
-    for (const sent of waiting) sent.queued.reject(error);
+    for (const queued of waiting) queued.reject(error);
   }
 }
 

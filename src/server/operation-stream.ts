@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
+import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamOperation, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { ResourceLimitError } from '../replication/errors.js';
 import { untilClosing } from './stream-messages.js';
@@ -63,22 +63,28 @@ export async function* serveOperationStream(
           throw new ResourceLimitError(`stream message has ${count} operations, over the limit of ${streamMessageOperationsMax}: split it`);
         }
         if (count === 0) continue;
-        // One deadline per message (one timer, one listener), as for a Batch call: the
-        // longest of its operations' timeouts, capped by the node's own.
-        let timeoutMs = 0;
-        for (const op of message.operations) timeoutMs = Math.max(timeoutMs, op.timeoutMs === 0 ? deps.requestMs : op.timeoutMs);
-        const deadline = new RequestDeadline(callSignal, Math.min(timeoutMs, deps.requestMs));
-        let unanswered = count;
-        const settle = (id: number, result: BatchResult): void => {
-          if (--unanswered === 0) deadline.disarm();
-          answer(id, result);
-        };
+        // One deadline (one timer, one listener, armed only if an operation waits) per distinct
+        // timeout in the message, not per operation: the calls the SDK coalesces into one
+        // message carry one or a few distinct remaining times.
+        const deadlines = new Map<number, { deadline: RequestDeadline; unanswered: number }>();
+        const timeoutOf = (op: StreamOperation): number => (op.timeoutMs === 0 ? deps.requestMs : Math.min(op.timeoutMs, deps.requestMs));
+        for (const op of message.operations) {
+          const timeoutMs = timeoutOf(op);
+          const entry = deadlines.get(timeoutMs);
+          if (entry === undefined) deadlines.set(timeoutMs, { deadline: new RequestDeadline(callSignal, timeoutMs), unanswered: 1 });
+          else entry.unanswered++;
+        }
         inFlight += count;
         for (const op of message.operations) {
-          deps.runOperation(op.operation ?? {}, deadline).then(
-            (result) => settle(op.id, result),
+          const entry = deadlines.get(timeoutOf(op))!;
+          const settle = (result: BatchResult): void => {
+            if (--entry.unanswered === 0) entry.deadline.disarm();
+            answer(op.id, result);
+          };
+          deps.runOperation(op.operation ?? {}, entry.deadline).then(
+            settle,
             // runOperation turns every failure into a result; this is a last resort.
-            (error: unknown) => settle(op.id, { error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
+            (error: unknown) => settle({ error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
           );
         }
         while (inFlight >= streamOperationsInFlightMax && !ended) await new Promise<void>((resolve) => (wakeReader = resolve));

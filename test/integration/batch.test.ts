@@ -276,7 +276,8 @@ describe('SDK: concurrent put/get/delete coalesced into Batch calls', () => {
 
   beforeAll(async () => {
     single = await SingleNode.start('batch2', { limits: { maxKeyBytes, maxValueBytes } });
-    client = single.client();
+    // Batch calls, not the OperationStream (the default; test/integration/operation-stream.test.ts).
+    client = single.client({ operationStream: false });
     // Connect first, so the concurrent calls below all find the channel ready.
     await client.put('warmup', 'w');
   });
