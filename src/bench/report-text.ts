@@ -1,7 +1,8 @@
 /**
  * The human-readable report printed at the end of `kvctl bench`: what ran, a table per operation
- * type, errors by status code, CPU figures and notes.
+ * type, errors by status code, CPU and disk-write figures and notes.
  */
+import { formatBytes, type DiskWrites } from './disk-io.js';
 import { formatCount, formatSeconds } from './progress-bar.js';
 import type { BenchReport, OpReport } from './report.js';
 
@@ -58,6 +59,28 @@ export function describeMix(report: BenchReport): string {
     .join(', ');
 }
 
+/** Per-op figure: "3.8", or "0.02" when small. */
+function perOp(value: number): string {
+  return value !== 0 && Math.abs(value) < 0.1 ? value.toFixed(2) : value.toFixed(1);
+}
+
+/**
+ * The `disk:` line: "disk: 12,345 write I/Os (3.8 per op, 6,172/s), 51.2 MiB written (4.2 KiB
+ * per op), 2,345 flushes (0.7 per op) on vda — the whole device: other processes' writes count too".
+ */
+export function formatDisk(disk: DiskWrites): string {
+  const flushes = disk.flushes === null || disk.flushesPerOp === null ? '' : `, ${formatCount(disk.flushes)} flushes (${perOp(disk.flushesPerOp)} per op)`;
+  return (
+    `disk: ${formatCount(disk.writes)} write I/Os (${perOp(disk.writesPerOp)} per op, ${formatCount(disk.writesPerSecond)}/s), ` +
+    `${formatBytes(disk.bytesWritten)} written (${formatBytes(disk.bytesPerOp)} per op)${flushes} on ${disk.device} — the whole device: other processes' writes count too`
+  );
+}
+
+function formatDiskLine(report: BenchReport): string {
+  if (report.disk !== null) return formatDisk(report.disk);
+  return report.target.kind === 'local-cluster' ? 'disk: unavailable (see notes)' : 'disk: not measured (only with --local-cluster, whose data dir is known)';
+}
+
 export function formatReport(report: BenchReport): string {
   const { options } = report;
   const lines: string[] = [];
@@ -108,6 +131,7 @@ export function formatReport(report: BenchReport): string {
   } else {
     lines.push('  servers: not measured (use --local-cluster, or --server-pids for local servers)');
   }
+  lines.push(formatDiskLine(report));
   if (report.notes.length > 0) {
     lines.push('');
     lines.push('notes:');

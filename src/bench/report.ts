@@ -4,6 +4,7 @@
  */
 import { availableParallelism, cpus, freemem, hostname, loadavg, platform, release, totalmem, arch } from 'node:os';
 import { decodeHistogram, encodeHistogram, mergeHistograms, percentileCurve, summarizeLatency, type CurvePoint, type LatencySummary } from './histogram.js';
+import type { DiskWrites } from './disk-io.js';
 import type { WorkerOpResult, WorkerResult } from './messages.js';
 import type { BenchOptions } from './options.js';
 import { opNames, type OpMix, type OpName } from './workload.js';
@@ -104,6 +105,8 @@ export interface BenchReport {
   total: OpReport;
   timeSeries: TimePoint[];
   cpu: { client: ClientCpu; server: ServerCpu | null };
+  /** Writes to the block device of the servers' data over the measured phase; null when not measured or unavailable. */
+  disk: DiskWrites | null;
   firstError: string | null;
   notes: string[];
 }

@@ -12,6 +12,7 @@
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { startBenchCluster, type BenchCluster } from './bench-cluster.js';
+import { deviceOfPath, diskWritesBetween, snapshotDisk, type DiskSnapshot } from './disk-io.js';
 import { zeta } from './key-chooser.js';
 import { epochNowMs } from './load-generator.js';
 import type { MainToWorker, WorkerInit, WorkerResult, WorkerToMain } from './messages.js';
@@ -84,6 +85,8 @@ interface Target {
   serverPids: number[];
   serverLabels: string[];
   replicationFactor: number | null;
+  /** Where the servers keep their data (its block device's writes are measured); null if unknown. */
+  dataDir: string | null;
 }
 
 type MessageOf<T extends WorkerToMain['type']> = Extract<WorkerToMain, { type: T }>;
@@ -160,6 +163,7 @@ function clusterTarget(cluster: BenchCluster): Target {
     serverPids: cluster.pids,
     serverLabels: cluster.nodeIds,
     replicationFactor: cluster.replicationFactor,
+    dataDir: cluster.dir,
   };
 }
 
@@ -186,6 +190,7 @@ export async function runBenchmark(options: BenchOptions, hooks: RunHooks, exist
         serverPids: options.serverPids,
         serverLabels: options.serverPids.map((pid) => `pid ${pid}`),
         replicationFactor: null,
+        dataDir: null,
       };
     }
     return await runAgainst(options, target, hooks, log);
@@ -262,11 +267,15 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
     const endAtMs = measureAtMs + options.durationSeconds * millisPerSecond;
     broadcast({ type: 'run', startAtMs, measureAtMs, endAtMs });
 
-    let cpuStart: { client: NodeJS.CpuUsage; servers: (number | undefined)[]; main: EventLoopUtilization; workers: EventLoopUtilization[]; atMs: number } | undefined;
+    const dataDevice = target.dataDir === null ? undefined : deviceOfPath(target.dataDir);
+    let cpuStart:
+      | { client: NodeJS.CpuUsage; servers: (number | undefined)[]; disk: DiskSnapshot | undefined; main: EventLoopUtilization; workers: EventLoopUtilization[]; atMs: number }
+      | undefined;
     const takeCpuStart = (): void => {
       cpuStart ??= {
         client: process.cpuUsage(),
         servers: snapshotCpu(target.serverPids),
+        disk: snapshotDisk(dataDevice),
         main: performance.eventLoopUtilization(),
         workers: workers.map((worker) => worker.eventLoopUtilization()),
         atMs: epochNowMs(),
@@ -326,6 +335,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
     const endedAtMs = epochNowMs();
     const clientEnd = process.cpuUsage();
     const serversEnd = snapshotCpu(target.serverPids);
+    const diskEnd = snapshotDisk(dataDevice);
     if (cpuStart === undefined) {
       // Interrupted during warmup: nothing was measured.
       bar.done();
@@ -389,6 +399,16 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
       const unreadable = nodes.filter((node) => node.cpuMicros === null);
       if (unreadable.length > 0) notes.push(`server CPU unavailable for ${unreadable.map((node) => node.label).join(', ')} (no /proc/<pid>/stat: not Linux, or not our user's process?)`);
     }
+    const disk = target.dataDir === null ? null : diskWritesBetween(target.dataDir, cpuStart.disk, diskEnd, measuredOps, cpuWallMicros);
+    if (target.dataDir !== null && disk === null) {
+      notes.push(
+        dataDevice === undefined
+          ? `disk writes unavailable: cannot tell the block device of ${target.dataDir} (tmpfs, overlayfs, btrfs?)`
+          : cpuStart.disk === undefined || diskEnd === undefined
+            ? `disk writes unavailable: no line for device ${dataDevice.major}:${dataDevice.minor} in /proc/diskstats (not Linux?)`
+            : `disk writes unavailable: the counters of device ${dataDevice.major}:${dataDevice.minor} went backwards`,
+      );
+    }
 
     workerElu.forEach((elu, i) => {
       if (elu.utilization > workerBusyWarnUtilization) {
@@ -424,6 +444,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
       total,
       timeSeries,
       cpu: { client, server },
+      disk,
       firstError: results.map((result) => result.firstError).find((message) => message !== undefined) ?? null,
       notes,
     };

@@ -12,7 +12,8 @@ import { exitCode, integerFlag, stringFlag, UsageError, type KvctlCommand, type 
 
 const help = [
   'Generates load against a cluster and reports throughput, latency percentiles (HDR histogram,',
-  'microsecond resolution), errors by gRPC status and CPU use. Every run is bounded in time.',
+  'microsecond resolution), errors by gRPC status, CPU use and, with --local-cluster, the writes to',
+  'the disk holding the data (/proc/diskstats). Every run is bounded in time.',
   'Progress goes to stderr; the report to stdout (--json: the JSON report instead).',
   '',
   'Workload (positional or --workload; default mixed):',
@@ -48,7 +49,8 @@ const help = [
   '',
   'Target:',
   '  --endpoints host:port,...  (global) nodes to load; channels are spread over all of them',
-  '  --local-cluster N          start a throwaway cluster of N local nodes in a temp dir, bench it, stop it',
+  '  --local-cluster N          start a throwaway cluster of N local nodes in a temp dir, bench it, stop it;',
+  '                             also reports the write I/Os and bytes of that dir\'s block device (whole device)',
   '  --rf R                     replication factor of the local cluster (default min(3, N))',
   '  --server-pids p1,p2        measure these local server processes\' CPU (/proc/<pid>/stat)',
   '',

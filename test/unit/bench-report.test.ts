@@ -9,13 +9,15 @@ import {
   recordLatencyUs,
   summarizeLatency,
 } from '../../src/bench/histogram.js';
+import { diskWritesBetween } from '../../src/bench/disk-io.js';
 import type { WorkerResult } from '../../src/bench/messages.js';
 import { BenchOptionsError, resolveBenchOptions } from '../../src/bench/options.js';
 import { defaultConnections, planWorkers } from '../../src/bench/plan.js';
 import { parseProcStat } from '../../src/bench/proc-cpu.js';
 import { formatProgress, ProgressBar, RateMeter, renderBar } from '../../src/bench/progress-bar.js';
 import { linearAxis, niceStep, percentileLabel, percentileX, renderHtmlReport, tickLabel } from '../../src/bench/report-html.js';
-import { formatReport } from '../../src/bench/report-text.js';
+import { reportToJson } from '../../src/bench/report-json.js';
+import { formatDisk, formatReport } from '../../src/bench/report-text.js';
 import { buildOpReports, buildTimeSeries, coresUsed, machineInfo, mergeErrorCounts, microsPerOp, rate, reportSchema, type BenchReport } from '../../src/bench/report.js';
 
 /** A histogram holding 1..n microseconds once each. */
@@ -247,6 +249,7 @@ describe('rendered reports', () => {
         client: { method: 'm', userMicros: 1, systemMicros: 1, totalMicros: 2, wallMicros: 2e6, cores: 0, microsPerOp: 0.5, mainEventLoopUtilization: 0.1, workerEventLoopUtilization: [0.5] },
         server: null,
       },
+      disk: null,
       firstError: 'UNAVAILABLE: <too few replicas>',
       notes: ['a note'],
     };
@@ -258,6 +261,41 @@ describe('rendered reports', () => {
     expect(text).toMatch(/^get\s+3\s+2\s+0\s+2\.00/m);
     expect(text).toContain('put: UNAVAILABLE 1');
     expect(text).toContain('load generator:');
+  });
+
+  const vda = (writesCompleted: number, sectorsWritten: number, flushesCompleted: number | null) => ({ major: 254, minor: 0, name: 'vda', writesCompleted, sectorsWritten, flushesCompleted });
+  /** 5 measured operations (4 successes, 1 error) over 2 s: 12 write I/Os, 96 KiB, 2 flushes. */
+  const withDisk = (flushes: number | null = 2): BenchReport => {
+    const base = report();
+    const disk = diskWritesBetween('/tmp/kvstore-bench-x', vda(100, 1000, flushes === null ? null : 7), vda(112, 1000 + 12 * 16, flushes === null ? null : 7 + flushes), 5, 2e6);
+    return { ...base, target: { ...base.target, kind: 'local-cluster' }, disk };
+  };
+
+  it('prints the disk writes of the measured phase per operation, after the CPU figures', () => {
+    const text = formatReport(withDisk());
+    expect(text).toContain("disk: 12 write I/Os (2.4 per op, 6/s), 96.0 KiB written (19.2 KiB per op), 2 flushes (0.4 per op) on vda — the whole device: other processes' writes count too");
+    expect(text.indexOf('disk:')).toBeGreaterThan(text.indexOf('servers:'));
+    expect(text.indexOf('disk:')).toBeLessThan(text.indexOf('notes:'));
+    // A kernel without flush counters: no flushes figure.
+    expect(formatDisk(withDisk(null).disk!)).toBe("disk: 12 write I/Os (2.4 per op, 6/s), 96.0 KiB written (19.2 KiB per op) on vda — the whole device: other processes' writes count too");
+  });
+
+  it('says why there is no disk figure', () => {
+    expect(formatReport(report())).toContain('disk: not measured (only with --local-cluster');
+    const local = report();
+    expect(formatReport({ ...local, target: { ...local.target, kind: 'local-cluster' } })).toContain('disk: unavailable (see notes)');
+  });
+
+  it('puts the disk figures in the JSON report next to cpu (null when unavailable)', () => {
+    const json = JSON.parse(reportToJson(withDisk())) as Record<string, unknown>;
+    const keys = Object.keys(json);
+    expect(keys.indexOf('disk')).toBe(keys.indexOf('cpu') + 1);
+    expect(json['disk']).toMatchObject({ device: 'vda', major: 254, minor: 0, writes: 12, bytesWritten: 98_304, flushes: 2, writesPerOp: 2.4, writesPerSecond: 6, path: '/tmp/kvstore-bench-x' });
+    expect((JSON.parse(reportToJson(report())) as Record<string, unknown>)['disk']).toBeNull();
+  });
+
+  it('shows the disk line in the HTML report', () => {
+    expect(renderHtmlReport(withDisk())).toContain('disk: 12 write I/Os (2.4 per op, 6/s), 96.0 KiB written');
   });
 
   it('renders a self-contained HTML page with inline SVG charts', () => {
