@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 B="node dist/src/cli/kvctl.js"
 R=bench-results/matrix
 mkdir -p $R
-run() { name=$1; shift; echo "== $name: kvctl $*"; timeout 240 $B "$@" --duration 10 --keys 100000 --value-bytes 100 --out $R/$name.json 2>/dev/null | grep -E "^(put|get|total) |servers|load generator"; }
+run() { name=$1; shift; echo "== $name: kvctl $*"; timeout 240 $B "$@" --duration 10 --keys 100000 --value-bytes 100 --out $R/$name.json 2>/dev/null | grep -E "^(put|get|total) |servers|load generator|^disk"; }
 run 1n-put-128 bench put --local-cluster 1 --concurrency 128 --preload
 run 1n-get-128 bench get --local-cluster 1 --concurrency 128
 run 3n-put-quorum-128 --consistency quorum bench put --local-cluster 3 --concurrency 128 --preload
@@ -24,6 +24,11 @@ run 3n-put-quorum-1 --consistency quorum bench put --local-cluster 3 --concurren
 run 3n-get-quorum-1 --consistency quorum bench get --local-cluster 3 --concurrency 1 --keys 100000
 run 1n-put-1 bench put --local-cluster 1 --concurrency 1 --preload
 run 1n-get-1 bench get --local-cluster 1 --concurrency 1
+# The SDK sending Batch calls instead of OperationStream messages (the default before session 5).
+run 3n-put-quorum-128-batch --consistency quorum bench put --local-cluster 3 --concurrency 128 --preload --client sdk-batch
+run 3n-get-quorum-128-batch --consistency quorum bench get --local-cluster 3 --concurrency 128 --client sdk-batch
+run 3n-put-quorum-1-batch --consistency quorum bench put --local-cluster 3 --concurrency 1 --preload --client sdk-batch
+run 3n-get-quorum-1-batch --consistency quorum bench get --local-cluster 3 --concurrency 1 --client sdk-batch
 # The same cluster runs without coalescing (one RPC per operation), and puts into an empty key space.
 run 3n-put-quorum-128-nocoalesce --consistency quorum bench put --local-cluster 3 --concurrency 128 --preload --client sdk-no-coalesce
 run 3n-get-quorum-128-nocoalesce --consistency quorum bench get --local-cluster 3 --concurrency 128 --client sdk-no-coalesce
