@@ -3,9 +3,9 @@ import { TestCluster } from '../helpers/cluster.js';
 
 /**
  * A node whose peers hold long-lived replication and read streams open to it stops gracefully,
- * and the others keep serving. (Without ending those streams on stop, the stop still completed,
- * but only after ~10 s of waiting on them; that duration is not asserted here: no timing
- * assertions in tests. `npm run cluster` + Ctrl-C shows it by hand: 0.3 s vs ~10 s.)
+ * and the others keep serving. Without ending those streams on stop, the stop still completed,
+ * but only when the shutdown grace timer cut the calls off (~10 s); the node logs that ("cutting
+ * them off"), which is what the test checks instead of a duration (no timing assertions).
  */
 
 let cluster: TestCluster | undefined;
@@ -26,7 +26,7 @@ describe('graceful stop with open peer streams', () => {
     }
     const n2 = cluster.node('n2');
     const code = await n2.stop();
-    const output = n2.output(); console.log("OUT", n2.stdoutLines.slice(-8).join("\n"), "ERR", n2.stderrLines.slice(-5).join("\n"));
+    const output = n2.output();
     expect(code, output).toBe(0);
     expect(n2.stdoutLines.some((l) => l.includes('stopped cleanly')), output).toBe(true);
     expect(n2.stdoutLines.some((l) => l.includes('cutting them off')), output).toBe(false);
