@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse } from '../../gen/kvstore/v1/kvstore.js';
+import { PushQueue } from '../../src/common/push-queue.js';
+import { serveOperationStream, streamOperationsInFlightMax } from '../../src/server/operation-stream.js';
+
+/**
+ * serveOperationStream's flow control and ending rules, with operations the test finishes by hand
+ * (the real operations are covered end to end in test/integration/operation-stream.test.ts).
+ */
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Operations that finish when the test says so; counts what was started. */
+function heldOperations() {
+  const waiting: { key: string; finish: (result: BatchResult) => void }[] = [];
+  return {
+    started: () => waiting.length,
+    run(operation: BatchOperation): Promise<BatchResult> {
+      return new Promise((finish) => waiting.push({ key: operation.get!.key.toString(), finish }));
+    },
+    /** Finishes the first `count` unfinished operations (oldest first). */
+    finish(count: number) {
+      for (const op of waiting.splice(0, count)) op.finish({ get: { found: true, value: Buffer.from(op.key) } });
+    },
+  };
+}
+
+/** A message of `count` gets with ids from `firstId` on. */
+function message(firstId: number, count: number): OperationStreamRequest {
+  return {
+    operations: Array.from({ length: count }, (_, i) => ({ id: firstId + i, timeoutMs: 0, operation: { get: { key: Buffer.from(`k${firstId + i}`), consistency: 0 } } })),
+  };
+}
+
+/** Reads every response message of `answers` into `into` until it ends; resolves with its error, if any. */
+async function drain(answers: AsyncGenerator<OperationStreamResponse>, into: Map<number, BatchResult>): Promise<unknown> {
+  try {
+    for await (const response of answers) {
+      for (const { id, result } of response.results) {
+        expect(into.has(id), `id ${id} answered twice`).toBe(false);
+        into.set(id, result!);
+      }
+    }
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
+describe('serveOperationStream', () => {
+  it(`stops reading at ${streamOperationsInFlightMax} operations in flight and resumes as they are answered; every operation is answered once`, async () => {
+    const ops = heldOperations();
+    const requests = new PushQueue<OperationStreamRequest>();
+    const perMessage = 1000;
+    const messages = 6; // 6,000 operations: more than the limit
+    for (let m = 0; m < messages; m++) requests.push(message(m * perMessage, perMessage));
+    requests.close();
+    const answers = new Map<number, BatchResult>();
+    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal }), answers);
+
+    for (let i = 0; i < 10; i++) await tick();
+    // Reading stopped after the message that reached the limit: 5 of 6 messages (5,000 >= 4,096).
+    expect(ops.started()).toBe(5 * perMessage);
+    ops.finish(1000); // 4,000 in flight: below the limit, so the last message is read
+    for (let i = 0; i < 10; i++) await tick();
+    expect(ops.started()).toBe(messages * perMessage - 1000);
+    ops.finish(messages * perMessage);
+    expect(await done).toBeUndefined();
+    expect(answers.size).toBe(messages * perMessage);
+    expect(answers.get(4321)?.get?.value.toString()).toBe('k4321');
+  });
+
+  it('when the node closes, reads no more messages, answers the operations it read, then ends without error', async () => {
+    const ops = heldOperations();
+    const requests = new PushQueue<OperationStreamRequest>();
+    const closing = new AbortController();
+    requests.push(message(1, 3));
+    const answers = new Map<number, BatchResult>();
+    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: closing.signal }), answers);
+    for (let i = 0; i < 5; i++) await tick();
+    expect(ops.started()).toBe(3);
+    closing.abort();
+    requests.push(message(100, 2)); // arrives after the close: not read
+    for (let i = 0; i < 5; i++) await tick();
+    expect(ops.started()).toBe(3);
+    ops.finish(3);
+    expect(await done).toBeUndefined();
+    expect([...answers.keys()].sort((a, b) => a - b)).toEqual([1, 2, 3]);
+  });
+
+  it('answers an operation that finished while others are still running without waiting for them', async () => {
+    const ops = heldOperations();
+    const requests = new PushQueue<OperationStreamRequest>();
+    requests.push(message(1, 2));
+    const stream = serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal });
+    const first = stream.next();
+    for (let i = 0; i < 5; i++) await tick();
+    ops.finish(1); // id 1 finishes; id 2 still runs
+    const response = await first;
+    expect(response.done).toBe(false);
+    expect(response.value!.results.map((r) => r.id)).toEqual([1]);
+    ops.finish(1);
+    requests.close();
+    const rest = await stream.next();
+    expect(rest.value!.results.map((r) => r.id)).toEqual([2]);
+    expect((await stream.next()).done).toBe(true);
+  });
+});
