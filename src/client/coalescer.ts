@@ -142,13 +142,22 @@ export function settleWithResult(queued: QueuedOperation, result: BatchResult, p
   else queued.resolve(result);
 }
 
-/** Sends each coalesced group as one unary Batch call; the call is cancelled once all gave up. */
+/**
+ * Sends each coalesced group as one unary Batch call; the call is cancelled once all gave up. A
+ * node that does not serve Batch (older than it) answers UNIMPLEMENTED before running anything:
+ * the operations are then resent, and all later ones sent, as their own unary Put/Get/Delete calls.
+ */
 export class BatchCallTransport implements OperationTransport {
   private readonly inFlight = new Set<AbortController>();
+  private unsupported = false;
 
   constructor(private readonly client: KVStoreClient) {}
 
   send(batch: QueuedOperation[]): void {
+    if (this.unsupported) {
+      for (const queued of batch) this.sendAlone(queued);
+      return;
+    }
     const controller = new AbortController();
     let pending = batch.length;
     let deadlineAt = 0;
@@ -159,14 +168,9 @@ export class BatchCallTransport implements OperationTransport {
         if (--pending === 0) controller.abort();
       });
     }
-    // The batch call's deadline is the latest of its operations'.
-    const timeoutMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(deadlineAt - Date.now())));
     this.inFlight.add(controller);
     this.client
-      .batch(
-        { operations: batch.map((q) => q.operation) },
-        { signal: controller.signal, metadata: Metadata().set('grpc-timeout', `${timeoutMs}m`) },
-      )
+      .batch({ operations: batch.map((q) => q.operation) }, callOptions(controller, deadlineAt))
       .then(
         (response) => {
           batch.forEach((queued, i) => {
@@ -179,6 +183,11 @@ export class BatchCallTransport implements OperationTransport {
           });
         },
         (error: unknown) => {
+          if (error instanceof ClientError && error.code === Status.UNIMPLEMENTED) {
+            this.unsupported = true;
+            for (const queued of batch) if (!queued.settled) this.sendAlone(unsettled(queued));
+            return;
+          }
           for (const queued of batch) queued.reject(error);
         },
       )
@@ -189,6 +198,46 @@ export class BatchCallTransport implements OperationTransport {
     for (const controller of this.inFlight) controller.abort();
     this.inFlight.clear();
   }
+
+  /** One operation as its own unary call (for a node without Batch). */
+  private sendAlone(queued: QueuedOperation): void {
+    const controller = new AbortController();
+    settleOnce(queued, () => controller.abort());
+    const options = callOptions(controller, queued.deadlineAt);
+    const { put, get, delete: del } = queued.operation;
+    const call: Promise<BatchResult> =
+      put !== undefined
+        ? this.client.put(put, options).then((answer) => ({ put: answer }))
+        : get !== undefined
+          ? this.client.get(get, options).then((answer) => ({ get: answer }))
+          : del !== undefined
+            ? this.client.delete(del, options).then((answer) => ({ delete: answer }))
+            : Promise.reject(new ClientError(batchPath, Status.INVALID_ARGUMENT, 'operation has none of put, get, delete'));
+    this.inFlight.add(controller);
+    call.then(queued.resolve, queued.reject).finally(() => this.inFlight.delete(controller));
+  }
+}
+
+/** A call's signal and its deadline, told to the node too (grpc-timeout). */
+function callOptions(controller: AbortController, deadlineAt: number) {
+  const timeoutMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(deadlineAt - Date.now())));
+  return { signal: controller.signal, metadata: Metadata().set('grpc-timeout', `${timeoutMs}m`) };
+}
+
+/**
+ * A fresh QueuedOperation for an operation that was sent but must be sent again (its node
+ * answered UNIMPLEMENTED, so it did not run), settling the original: the original's settle-once
+ * wrappers (and abort listener) stay in place.
+ */
+export function unsettled(queued: QueuedOperation): QueuedOperation {
+  return {
+    operation: queued.operation,
+    deadlineAt: queued.deadlineAt,
+    abortable: queued.abortable,
+    settled: false,
+    resolve: (result) => queued.resolve(result),
+    reject: (error) => queued.reject(error),
+  };
 }
 
 /** Wraps a settle function so it runs once, then cleans up. */

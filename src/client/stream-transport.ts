@@ -6,7 +6,7 @@ import {
   type StreamOperation,
 } from '../../gen/kvstore/v1/kvstore.js';
 import { PushQueue } from '../common/push-queue.js';
-import { BatchCallTransport, settleOnce, settleWithResult, type OperationTransport, type QueuedOperation } from './coalescer.js';
+import { BatchCallTransport, settleOnce, settleWithResult, unsettled, type OperationTransport, type QueuedOperation } from './coalescer.js';
 
 const streamPath = `/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.operationStream.name}`;
 /** StreamOperation.timeout_ms is a uint32. */
@@ -133,19 +133,4 @@ export class StreamTransport implements OperationTransport {
     stream.inFlight.clear();
     for (const queued of waiting) queued.reject(error);
   }
-}
-
-/**
- * A fresh QueuedOperation for an operation that was sent but must be sent again, settling the
- * original: its settle-once wrappers (and abort listener) stay in place.
- */
-function unsettled(queued: QueuedOperation): QueuedOperation {
-  return {
-    operation: queued.operation,
-    deadlineAt: queued.deadlineAt,
-    abortable: queued.abortable,
-    settled: false,
-    resolve: (result) => queued.resolve(result),
-    reject: (error) => queued.reject(error),
-  };
 }

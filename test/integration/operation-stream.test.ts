@@ -884,4 +884,47 @@ describe('SDK over OperationStream', () => {
       await legacy.shutdown();
     }
   });
+
+  it('falls back to unary calls for good when the node serves neither OperationStream nor Batch', async () => {
+    // A node older than Batch, at the gRPC level: only the single-operation RPCs, forwarded.
+    const { operationStream: _noStream, batch: _noBatch, ...methods } = KVStoreDefinition.methods;
+    const OldestDefinition = { ...KVStoreDefinition, methods };
+    const upstream = single.raw();
+    const served: string[] = [];
+    const oldest: Server = createServer();
+    oldest.add(OldestDefinition, {
+      put: (request, { signal }) => (served.push('put'), upstream.put(request, { signal })),
+      get: (request, { signal }) => (served.push('get'), upstream.get(request, { signal })),
+      delete: (request, { signal }) => (served.push('delete'), upstream.delete(request, { signal })),
+      backup: (request, { signal }) => upstream.backup(request, { signal }),
+      status: (request, { signal }) => upstream.status(request, { signal }),
+      verify: (request, { signal }) => upstream.verify(request, { signal }),
+      repair: (request, { signal }) => upstream.repair(request, { signal }),
+      async *listKeys(request, { signal }) {
+        yield* upstream.listKeys(request, { signal });
+      },
+    });
+    const port = await oldest.listen('127.0.0.1:0');
+    const client = new KvClient({ endpoints: [`127.0.0.1:${port}`], deadlineMs: 10_000 });
+    try {
+      // The first burst is refused twice with UNIMPLEMENTED (stream, then Batch) before anything
+      // ran, and is resent call by call; each caller still gets its own answer.
+      const keys = Array.from({ length: 10 }, (_, i) => `oldest/${i}`);
+      const created = await Promise.all(keys.map((key, i) => client.put(key, `v${i}`)));
+      expect(created.every((r) => !r.found)).toBe(true);
+      expect(served.filter((s) => s === 'put')).toHaveLength(keys.length);
+      expect(await Promise.all(keys.map((key) => client.getString(key)))).toEqual(keys.map((_, i) => `v${i}`));
+      expect((await client.put(keys[0]!, 'replaced')).oldValue?.toString()).toBe('v0');
+      expect(await client.delete(keys[1]!)).toBe(true);
+      expect(await client.get(keys[1]!)).toBeUndefined();
+      // Each put ran once: the refused attempts did not apply anything.
+      expect(served.filter((s) => s === 'put')).toHaveLength(keys.length + 1);
+      const direct = single.raw();
+      expect((await direct.get({ key: bytes(keys[0]!) })).value.toString()).toBe('replaced');
+      expect((await direct.get({ key: bytes(keys[9]!) })).value.toString()).toBe('v9');
+    } finally {
+      client.close();
+      await oldest.shutdown();
+    }
+  });
 });
