@@ -1,8 +1,9 @@
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Consistency, KVStoreDefinition, type BatchOperation, type BatchResult, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+import { Consistency, KVStoreDefinition, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
 import { coalescedOperationBytesMax, coalescedOperationsMax, OperationCoalescer } from '../../src/client/coalescer.js';
 import { KvClient, KvError, Status } from '../../src/client/index.js';
+import { bytes, deleteOp, expectDelete, expectGet, expectInvalid, expectPut, getOp, kindsOf, putOp, show } from '../helpers/batch-results.js';
 import { collectKeys, expectCode, grpcErrorOf, kvErrorOf, SingleNode } from '../helpers/single-node.js';
 
 /** Small key limit (so a too-long key is cheap to make); the default 1 MiB value limit. */
@@ -10,61 +11,6 @@ const maxKeyBytes = 64;
 const maxValueBytes = 1024 * 1024;
 /** The node's limit on operations per Batch (kvstore.proto, src/server/kv-service.ts). */
 const batchOperationsMax = 1024;
-
-const bytes = (text: string): Buffer => Buffer.from(text, 'utf8');
-
-function putOp(key: string | Buffer, value: string | Buffer, consistency = Consistency.CONSISTENCY_UNSPECIFIED): BatchOperation {
-  return { put: { key: typeof key === 'string' ? bytes(key) : key, value: typeof value === 'string' ? bytes(value) : value, consistency } };
-}
-
-function getOp(key: string | Buffer, consistency = Consistency.CONSISTENCY_UNSPECIFIED): BatchOperation {
-  return { get: { key: typeof key === 'string' ? bytes(key) : key, consistency } };
-}
-
-function deleteOp(key: string | Buffer, consistency = Consistency.CONSISTENCY_UNSPECIFIED): BatchOperation {
-  return { delete: { key: typeof key === 'string' ? bytes(key) : key, consistency } };
-}
-
-/** The result kinds that are set, so a result with the wrong (or several) kinds fails readably. */
-function kindsOf(result: BatchResult | undefined): string[] {
-  if (result === undefined) return ['<missing>'];
-  return (['put', 'get', 'delete', 'error'] as const).filter((kind) => result[kind] !== undefined);
-}
-
-/** A result, readable in assertion messages (values as UTF-8, shortened). */
-function show(result: BatchResult | undefined): string {
-  return JSON.stringify(result, (_key, value: unknown) => {
-    if (value !== null && typeof value === 'object' && (value as { type?: unknown }).type === 'Buffer') {
-      const text = Buffer.from((value as { data: number[] }).data).toString('utf8');
-      return text.length > 40 ? `<${text.length} bytes>` : text;
-    }
-    return value;
-  });
-}
-
-function expectPut(result: BatchResult | undefined, found: boolean, oldValue = ''): void {
-  expect(kindsOf(result), show(result)).toEqual(['put']);
-  expect(result!.put!.found, show(result)).toBe(found);
-  expect(result!.put!.value.toString('utf8'), show(result)).toBe(oldValue);
-}
-
-function expectGet(result: BatchResult | undefined, found: boolean, value = ''): void {
-  expect(kindsOf(result), show(result)).toEqual(['get']);
-  expect(result!.get!.found, show(result)).toBe(found);
-  expect(result!.get!.value.toString('utf8'), show(result)).toBe(value);
-}
-
-function expectDelete(result: BatchResult | undefined, found: boolean): void {
-  expect(kindsOf(result), show(result)).toEqual(['delete']);
-  expect(result!.delete!.found, show(result)).toBe(found);
-}
-
-/** The operation failed with INVALID_ARGUMENT and a message containing every one of `mentions`. */
-function expectInvalid(result: BatchResult | undefined, ...mentions: string[]): void {
-  expect(kindsOf(result), show(result)).toEqual(['error']);
-  expect(result!.error!.code, show(result)).toBe(Status.INVALID_ARGUMENT);
-  for (const mention of mentions) expect(result!.error!.message, show(result)).toContain(mention);
-}
 
 /**
  * Watches the SDK's coalescer: which operations it was given (`submit`) and the size of every

@@ -15,6 +15,7 @@ import { KvClient, KvError } from '../../src/client/index.js';
 import { StreamTransport } from '../../src/client/stream-transport.js';
 import { PushQueue } from '../../src/common/push-queue.js';
 import { TestCluster } from '../helpers/cluster.js';
+import { bytes, deleteOp, expectDelete, expectError, expectGet, expectPut, getOp, kindsOf, putOp, show } from '../helpers/batch-results.js';
 import { collectKeys, expectCode, kvErrorOf, SingleNode } from '../helpers/single-node.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
@@ -31,64 +32,9 @@ const maxValueBytes = 1024 * 1024;
 /** The node's limit on operations per stream message (kvstore.proto, src/server/operation-stream.ts). */
 const messageOperationsMax = 1024;
 
-const bytes = (text: string): Buffer => Buffer.from(text, 'utf8');
-
-function putOp(key: string | Buffer, value: string | Buffer, consistency = Consistency.CONSISTENCY_UNSPECIFIED): BatchOperation {
-  return { put: { key: typeof key === 'string' ? bytes(key) : key, value: typeof value === 'string' ? bytes(value) : value, consistency } };
-}
-
-function getOp(key: string | Buffer, consistency = Consistency.CONSISTENCY_UNSPECIFIED): BatchOperation {
-  return { get: { key: typeof key === 'string' ? bytes(key) : key, consistency } };
-}
-
-function deleteOp(key: string | Buffer, consistency = Consistency.CONSISTENCY_UNSPECIFIED): BatchOperation {
-  return { delete: { key: typeof key === 'string' ? bytes(key) : key, consistency } };
-}
-
 /** A stream operation; `timeoutMs` 0 is the node's own cap. */
 function op(id: number, operation: BatchOperation | undefined, timeoutMs = 0): StreamOperation {
   return { id, timeoutMs, operation };
-}
-
-/** The result kinds that are set, so a result with the wrong (or several) kinds fails readably. */
-function kindsOf(result: BatchResult | undefined): string[] {
-  if (result === undefined) return ['<missing>'];
-  return (['put', 'get', 'delete', 'error'] as const).filter((kind) => result[kind] !== undefined);
-}
-
-/** A result, readable in assertion messages (values as UTF-8, shortened). */
-function show(result: unknown): string {
-  return JSON.stringify(result, (_key, value: unknown) => {
-    if (value !== null && typeof value === 'object' && (value as { type?: unknown }).type === 'Buffer') {
-      const text = Buffer.from((value as { data: number[] }).data).toString('utf8');
-      return text.length > 40 ? `<${text.length} bytes>` : text;
-    }
-    return value;
-  });
-}
-
-function expectPut(result: BatchResult | undefined, found: boolean, oldValue = ''): void {
-  expect(kindsOf(result), show(result)).toEqual(['put']);
-  expect(result!.put!.found, show(result)).toBe(found);
-  expect(result!.put!.value.toString('utf8'), show(result)).toBe(oldValue);
-}
-
-function expectGet(result: BatchResult | undefined, found: boolean, value = ''): void {
-  expect(kindsOf(result), show(result)).toEqual(['get']);
-  expect(result!.get!.found, show(result)).toBe(found);
-  expect(result!.get!.value.toString('utf8'), show(result)).toBe(value);
-}
-
-function expectDelete(result: BatchResult | undefined, found: boolean): void {
-  expect(kindsOf(result), show(result)).toEqual(['delete']);
-  expect(result!.delete!.found, show(result)).toBe(found);
-}
-
-/** The operation failed with `code` and a message containing every one of `mentions`. */
-function expectError(result: BatchResult | undefined, code: Status, ...mentions: string[]): void {
-  expect(kindsOf(result), show(result)).toEqual(['error']);
-  expect(Status[result!.error!.code], show(result)).toBe(Status[code]);
-  for (const mention of mentions) expect(result!.error!.message, show(result)).toContain(mention);
 }
 
 /** Where an answer arrived: which response message, and its position in that message. */
