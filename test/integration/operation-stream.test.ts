@@ -6,6 +6,7 @@ import {
   type BatchOperation,
   type BatchResult,
   type KVStoreClient,
+  type KVStoreServiceImplementation,
   type OperationStreamRequest,
   type OperationStreamResponse,
   type StreamOperation,
@@ -560,6 +561,39 @@ describe('OperationStream: out-of-order answers and per-operation timeouts (3-no
   });
 });
 
+/**
+ * An older node at the gRPC level: the KVStore service without the methods in `missing` (gRPC
+ * answers UNIMPLEMENTED for them), forwarding every other call to `node`. The put/get/delete/
+ * batch/listKeys calls it forwards are recorded in `served`.
+ */
+async function olderNode(node: SingleNode, missing: readonly ('operationStream' | 'batch')[], served: string[]): Promise<{ server: Server; port: number }> {
+  const methods = Object.fromEntries(Object.entries(KVStoreDefinition.methods).filter(([name]) => !(missing as readonly string[]).includes(name)));
+  const definition = { ...KVStoreDefinition, methods } as unknown as typeof KVStoreDefinition;
+  const upstream = node.raw();
+  const server: Server = createServer();
+  // Only the methods of `definition` are served; the others here are never called.
+  const implementation: KVStoreServiceImplementation = {
+    put: (request, { signal }) => (served.push('put'), upstream.put(request, { signal })),
+    get: (request, { signal }) => (served.push('get'), upstream.get(request, { signal })),
+    delete: (request, { signal }) => (served.push('delete'), upstream.delete(request, { signal })),
+    batch: (request, { signal }) => (served.push('batch'), upstream.batch(request, { signal })),
+    backup: (request, { signal }) => upstream.backup(request, { signal }),
+    status: (request, { signal }) => upstream.status(request, { signal }),
+    verify: (request, { signal }) => upstream.verify(request, { signal }),
+    repair: (request, { signal }) => upstream.repair(request, { signal }),
+    async *listKeys(request, { signal }) {
+      served.push('listKeys');
+      yield* upstream.listKeys(request, { signal });
+    },
+    // eslint-disable-next-line require-yield
+    async *operationStream() {
+      throw new Error('not served');
+    },
+  };
+  server.add(definition, implementation);
+  return { server, port: await server.listen('127.0.0.1:0') };
+}
+
 describe('SDK over OperationStream', () => {
   let single: SingleNode;
 
@@ -777,26 +811,8 @@ describe('SDK over OperationStream', () => {
   it('falls back to Batch calls for good when the node does not serve OperationStream (UNIMPLEMENTED)', async () => {
     // An "older node" at the gRPC level: the KVStore service without OperationStream, forwarding
     // every other call to the real node.
-    const { operationStream: _notServed, ...methods } = KVStoreDefinition.methods;
-    const LegacyDefinition = { ...KVStoreDefinition, methods };
-    const upstream = single.raw();
     const served: string[] = [];
-    const legacy: Server = createServer();
-    legacy.add(LegacyDefinition, {
-      put: (request, { signal }) => (served.push('put'), upstream.put(request, { signal })),
-      get: (request, { signal }) => (served.push('get'), upstream.get(request, { signal })),
-      delete: (request, { signal }) => (served.push('delete'), upstream.delete(request, { signal })),
-      batch: (request, { signal }) => (served.push('batch'), upstream.batch(request, { signal })),
-      backup: (request, { signal }) => upstream.backup(request, { signal }),
-      status: (request, { signal }) => upstream.status(request, { signal }),
-      verify: (request, { signal }) => upstream.verify(request, { signal }),
-      repair: (request, { signal }) => upstream.repair(request, { signal }),
-      async *listKeys(request, { signal }) {
-        served.push('listKeys');
-        yield* upstream.listKeys(request, { signal });
-      },
-    });
-    const port = await legacy.listen('127.0.0.1:0');
+    const { server: legacy, port } = await olderNode(single, ['operationStream'], served);
     const openSpy = vi.spyOn(StreamTransport.prototype as unknown as { open(): unknown }, 'open');
     const batchSend = vi.spyOn(BatchCallTransport.prototype, 'send');
     const client = new KvClient({ endpoints: [`127.0.0.1:${port}`], deadlineMs: 10_000 });
@@ -833,24 +849,8 @@ describe('SDK over OperationStream', () => {
 
   it('falls back to unary calls for good when the node serves neither OperationStream nor Batch', async () => {
     // A node older than Batch, at the gRPC level: only the single-operation RPCs, forwarded.
-    const { operationStream: _noStream, batch: _noBatch, ...methods } = KVStoreDefinition.methods;
-    const OldestDefinition = { ...KVStoreDefinition, methods };
-    const upstream = single.raw();
     const served: string[] = [];
-    const oldest: Server = createServer();
-    oldest.add(OldestDefinition, {
-      put: (request, { signal }) => (served.push('put'), upstream.put(request, { signal })),
-      get: (request, { signal }) => (served.push('get'), upstream.get(request, { signal })),
-      delete: (request, { signal }) => (served.push('delete'), upstream.delete(request, { signal })),
-      backup: (request, { signal }) => upstream.backup(request, { signal }),
-      status: (request, { signal }) => upstream.status(request, { signal }),
-      verify: (request, { signal }) => upstream.verify(request, { signal }),
-      repair: (request, { signal }) => upstream.repair(request, { signal }),
-      async *listKeys(request, { signal }) {
-        yield* upstream.listKeys(request, { signal });
-      },
-    });
-    const port = await oldest.listen('127.0.0.1:0');
+    const { server: oldest, port } = await olderNode(single, ['operationStream', 'batch'], served);
     const client = new KvClient({ endpoints: [`127.0.0.1:${port}`], deadlineMs: 10_000 });
     try {
       // The first burst is refused twice with UNIMPLEMENTED (stream, then Batch) before anything
