@@ -56,18 +56,19 @@ export interface KvClientOptions {
   channelOptions?: Record<string, string | number>;
   /**
    * Send the `put`, `get` and `delete` calls made on one connection in the same event-loop turn
-   * together, as one OperationStream message or Batch call (default true; see `operationStream`). Each call keeps its own result, error, deadline
-   * and retry rules; only the transport is shared. Under concurrency this multiplies what a
-   * node serves per CPU second; a lone call is not delayed by a timer, only to the end of the
-   * current turn. Calls with more than 64 KiB of key and value always go alone.
+   * together, as one OperationStream message or Batch call (default true; see
+   * `operationStream`). Each call keeps its own result, error, deadline and retry rules; only the
+   * transport is shared. Under concurrency this multiplies what a node serves per CPU second; a
+   * lone call is not delayed by a timer, only to the end of the current turn. Calls with more
+   * than 64 KiB of key and value always go alone, as unary calls.
    */
   coalesce?: boolean;
   /**
    * How coalesced calls travel (default true): as messages on one long-lived OperationStream per
    * connection, answered as each finishes; false sends each group as one Batch call. A stream
-   * message costs a fraction of a call (a lone get is about 3x faster on our test machine), and a
-   * node without OperationStream is detected and sent Batch calls instead. No effect with
-   * `coalesce: false`.
+   * message costs a fraction of a call (a lone get is 2-3x faster on our test machine), and a
+   * node without OperationStream is detected and sent Batch calls instead (or unary calls, for a
+   * node without Batch either). No effect with `coalesce: false`.
    */
   operationStream?: boolean;
 }
