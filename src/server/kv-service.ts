@@ -19,7 +19,7 @@ import type { Coordinator } from '../replication/coordinator.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
 import { isDomainError, toServerError } from './error-status.js';
-import { serveOperationStream } from './operation-stream.js';
+import { serveOperationStream, type OperationStreamStats } from './operation-stream.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
 
 /** Most operations one Batch call may carry (documented in kvstore.proto). */
@@ -34,6 +34,8 @@ export interface KvServiceDeps {
   readonly requestMs: number;
   /** Aborted when the node stops: open OperationStreams answer what they read and end. */
   readonly closing: AbortSignal;
+  /** What the OperationStreams do, counted for /metrics. */
+  readonly streamStats: OperationStreamStats;
   /** Logs an operation of a Batch that failed with a bug (the middleware does this for whole calls). */
   readonly logger: Logger;
   status(): StatusResponse;
@@ -115,7 +117,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       return withDeadline(context, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
     },
     async *operationStream(requests, context) {
-      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing });
+      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing, stats: deps.streamStats });
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);

@@ -14,6 +14,8 @@ export interface NodeCounters {
   readonly deliveredByPeer: ReadonlyMap<string, number>;
   /** Read repairs this node sent as a coordinator since start. */
   readonly readRepairs: number;
+  /** Clients' OperationStreams. */
+  readonly operationStreams: { readonly open: number; readonly inFlight: number; readonly answered: number };
 }
 
 /** The content type Prometheus expects for the text format. */
@@ -37,6 +39,9 @@ export function renderMetrics(status: StatusResponse, counters: NodeCounters): s
     { name: 'kvstore_records', help: 'Records stored on this node, tombstones included.', type: 'gauge', samples: [{ value: Number(status.recordCount) }] },
     { name: 'kvstore_replication_factor', help: 'Replicas per key.', type: 'gauge', samples: [{ value: status.replicationFactor }] },
     { name: 'kvstore_read_repairs_total', help: 'Read repairs sent by this node as coordinator.', type: 'counter', samples: [{ value: counters.readRepairs }] },
+    { name: 'kvstore_operation_streams_open', help: "Clients' OperationStreams open now.", type: 'gauge', samples: [{ value: counters.operationStreams.open }] },
+    { name: 'kvstore_stream_operations_in_flight', help: 'OperationStream operations read and not yet answered.', type: 'gauge', samples: [{ value: counters.operationStreams.inFlight }] },
+    { name: 'kvstore_stream_operations_total', help: 'OperationStream operations answered since start.', type: 'counter', samples: [{ value: counters.operationStreams.answered }] },
     { name: 'kvstore_peer_reachable', help: 'Whether the last contact with the peer succeeded (1) or not (0).', type: 'gauge', samples: perPeer((m) => (m.reachable ? 1 : 0)) },
     { name: 'kvstore_peer_last_contact_timestamp_seconds', help: 'Unix time of the last successful contact with the peer (0 if never).', type: 'gauge', samples: perPeer((m) => Number(m.lastContactUnixMs) / 1000) },
     { name: 'kvstore_replication_backlog_entries', help: 'Replication-log entries waiting for the peer.', type: 'gauge', samples: perPeer((m) => Number(m.backlogEntries)) },

@@ -20,6 +20,7 @@ import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
 import { createKvService } from './kv-service.js';
+import { OperationStreamStats } from './operation-stream.js';
 import { createPeerService } from './peer-service.js';
 import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
 
@@ -63,6 +64,7 @@ export class KvNode {
     private readonly publicServer: Server,
     /** Aborted on stop: clients' OperationStreams end instead of holding the public server's shutdown. */
     private readonly operationStreamsClosing: AbortController,
+    private readonly streamStats: OperationStreamStats,
     private readonly peerServer: Server | undefined,
     /** Aborted on stop: peers' long-lived streams end instead of holding the peer server's shutdown. */
     private readonly peerStreamsClosing: AbortController,
@@ -149,6 +151,7 @@ export class KvNode {
       const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
       let node: KvNode | undefined;
       const operationStreamsClosing = new AbortController();
+      const streamStats = new OperationStreamStats();
       const publicServer = createServer({
         'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
         'grpc.max_send_message_length': sendBytesUnlimited,
@@ -162,6 +165,7 @@ export class KvNode {
           defaultWrite: config.consistency.write,
           requestMs: config.timeouts.requestMs,
           closing: operationStreamsClosing.signal,
+          streamStats,
           logger,
           status: () => node!.status(),
           backup: (allNodes) => node!.backup(allNodes),
@@ -214,7 +218,7 @@ export class KvNode {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
         metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage());
       }
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, operationStreamsClosing, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, operationStreamsClosing, streamStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
       for (const loop of loops) loop.start();
       prober.start();
       antiEntropy.start();
@@ -238,6 +242,7 @@ export class KvNode {
     return renderMetrics(this.status(), {
       deliveredByPeer: new Map(this.loops.map((l) => [l.peerId, l.delivered])),
       readRepairs: this.coordinator.counters.readRepairs,
+      operationStreams: this.streamStats,
     });
   }
 

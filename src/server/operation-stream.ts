@@ -12,6 +12,16 @@ export const streamMessageOperationsMax = 1024;
  */
 export const streamOperationsInFlightMax = 4096;
 
+/** What the node's OperationStreams are doing, for /metrics. */
+export class OperationStreamStats {
+  /** Streams open now. */
+  open = 0;
+  /** Operations read and not yet answered, over every open stream. */
+  inFlight = 0;
+  /** Operations answered since start. */
+  answered = 0;
+}
+
 export interface OperationStreamDeps {
   /** Runs one operation; never rejects (a failure is its result), like a Batch operation. */
   runOperation(operation: BatchOperation, deadline: RequestDeadline): Promise<BatchResult>;
@@ -19,6 +29,8 @@ export interface OperationStreamDeps {
   readonly requestMs: number;
   /** Aborted when the node stops: it reads no more, answers what it read, and ends the stream. */
   readonly closing: AbortSignal;
+  /** Counted into, if given. */
+  readonly stats?: OperationStreamStats;
 }
 
 /**
@@ -49,8 +61,13 @@ export async function* serveOperationStream(
     wake?.();
   };
 
+  const stats = deps.stats;
   const answer = (id: number, result: BatchResult): void => {
     inFlight--;
+    if (stats !== undefined) {
+      stats.inFlight--;
+      stats.answered++;
+    }
     ready.push({ id, result });
     notifyWriter();
   };
@@ -75,6 +92,7 @@ export async function* serveOperationStream(
           else entry.unanswered++;
         }
         inFlight += count;
+        if (stats !== undefined) stats.inFlight += count;
         for (const op of message.operations) {
           const entry = deadlines.get(timeoutOf(op))!;
           const settle = (result: BatchResult): void => {
@@ -104,6 +122,7 @@ export async function* serveOperationStream(
   };
   void read();
 
+  if (stats !== undefined) stats.open++;
   try {
     for (;;) {
       if (ready.length === 0) {
@@ -121,6 +140,7 @@ export async function* serveOperationStream(
   } finally {
     ended = true;
     resumeReading();
+    if (stats !== undefined) stats.open--;
   }
   if (readingError !== undefined && !callSignal.aborted) throw readingError;
 }

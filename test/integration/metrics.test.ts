@@ -27,6 +27,10 @@ describe('GET /metrics', () => {
     expect(text).toMatch(/^kvstore_records 5$/m); // the tombstone counts as a record
     expect(text).toMatch(/^kvstore_info\{node_id="m1",version="[^"]+"\} 1$/m);
     expect(text).toMatch(/^# TYPE kvstore_read_repairs_total counter$/m);
+    // The SDK's calls went over one OperationStream, still open: 6 operations answered, none waiting.
+    expect(text).toMatch(/^kvstore_operation_streams_open 1$/m);
+    expect(text).toMatch(/^kvstore_stream_operations_in_flight 0$/m);
+    expect(text).toMatch(/^kvstore_stream_operations_total 6$/m);
     // Every sample line is `name{labels} value` with a numeric value.
     for (const line of text.split('\n').filter((l) => l !== '' && !l.startsWith('#'))) {
       expect(line, line).toMatch(/^[a-z_]+(\{[^}]*\})? -?[0-9.e+-]+$/);
