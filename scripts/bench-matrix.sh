@@ -43,3 +43,19 @@ run 1n-put-128-zipf bench put --local-cluster 1 --concurrency 128 --distribution
 run 1n-get-128-zipf bench get --local-cluster 1 --concurrency 128 --distribution zipfian
 run 3n-get-one-128-zipf --consistency one bench get --local-cluster 3 --concurrency 128 --distribution zipfian
 run 3n-ycsba-quorum-512-zipf --consistency quorum bench ycsb-a --local-cluster 3 --concurrency 512
+# The rest of the cross product the issue asks for (1 node, 3 nodes at QUORUM and ONE; 128 and
+# 512 clients; uniform and zipfian; put, get, YCSB-A).
+run 1n-ycsba-128-uniform bench ycsb-a --local-cluster 1 --concurrency 128 --distribution uniform
+run 1n-put-512-zipf bench put --local-cluster 1 --concurrency 512 --distribution zipfian --preload
+run 1n-get-512-zipf bench get --local-cluster 1 --concurrency 512 --distribution zipfian
+run 1n-ycsba-512-uniform bench ycsb-a --local-cluster 1 --concurrency 512 --distribution uniform
+run 1n-ycsba-512-zipf bench ycsb-a --local-cluster 1 --concurrency 512
+run 3n-put-quorum-512-zipf --consistency quorum bench put --local-cluster 3 --concurrency 512 --distribution zipfian --preload
+run 3n-get-quorum-512-zipf --consistency quorum bench get --local-cluster 3 --concurrency 512 --distribution zipfian
+run 3n-ycsba-quorum-512-uniform --consistency quorum bench ycsb-a --local-cluster 3 --concurrency 512 --distribution uniform
+run 3n-put-one-128-zipf --consistency one bench put --local-cluster 3 --concurrency 128 --distribution zipfian --preload
+run 3n-put-one-512-zipf --consistency one bench put --local-cluster 3 --concurrency 512 --distribution zipfian --preload
+run 3n-get-one-512-zipf --consistency one bench get --local-cluster 3 --concurrency 512 --distribution zipfian
+run 3n-ycsba-one-128-uniform --consistency one bench ycsb-a --local-cluster 3 --concurrency 128 --distribution uniform
+run 3n-ycsba-one-512-uniform --consistency one bench ycsb-a --local-cluster 3 --concurrency 512 --distribution uniform
+run 3n-ycsba-one-512-zipf --consistency one bench ycsb-a --local-cluster 3 --concurrency 512
