@@ -97,9 +97,9 @@ function numberOption(name: string, value: string | undefined): number | undefin
 
 /** The summary table of a suite run. */
 export function formatSummary(rows: readonly SuiteRow[]): string {
-  const header = ['SCENARIO', 'WORKLOAD', 'DIST', 'CONC', 'OPS/S', 'P50 MS', 'P99 MS', 'P99.9 MS', 'ERRORS', 'CLIENT µs/OP', 'SERVER µs/OP'];
+  const header = ['SCENARIO', 'WORKLOAD', 'DIST', 'CONC', 'OPS/S', 'P50 MS', 'P99 MS', 'P99.9 MS', 'ERRORS', 'CLIENT µs/OP', 'SERVER µs/OP', 'DISK W/OP'];
   const table = rows.map(({ scenario, report, error }) => {
-    if (report === null) return [scenario, 'FAILED', '', '', '', '', '', '', '', '', (error ?? '').slice(0, 60)];
+    if (report === null) return [scenario, 'FAILED', '', '', '', '', '', '', '', '', '', (error ?? '').slice(0, 60)];
     return [
       scenario,
       report.options.workload,
@@ -112,6 +112,8 @@ export function formatSummary(rows: readonly SuiteRow[]): string {
       formatCount(report.total.errors),
       report.cpu.client.microsPerOp.toFixed(0),
       report.cpu.server === null ? '-' : report.cpu.server.microsPerOp.toFixed(0),
+      // Disk write I/Os per operation on the cluster's device (docs/benchmarking.md, "Disk writes").
+      report.disk === null ? '-' : report.disk.writesPerOp.toFixed(1),
     ];
   });
   return formatTable(header, table, 3);
@@ -260,6 +262,7 @@ export async function runSuite(argv: string[]): Promise<number> {
         errors: report?.total.errors ?? null,
         clientMicrosPerOp: report?.cpu.client.microsPerOp ?? null,
         serverMicrosPerOp: report?.cpu.server?.microsPerOp ?? null,
+        diskWritesPerOp: report?.disk?.writesPerOp ?? null,
       })),
       null,
       2,

@@ -19,6 +19,7 @@ import { linearAxis, niceStep, percentileLabel, percentileX, renderHtmlReport, t
 import { reportToJson } from '../../src/bench/report-json.js';
 import { formatDisk, formatReport } from '../../src/bench/report-text.js';
 import { buildOpReports, buildTimeSeries, coresUsed, machineInfo, mergeErrorCounts, microsPerOp, rate, reportSchema, type BenchReport } from '../../src/bench/report.js';
+import { formatSummary } from '../../src/bench/suite.js';
 
 /** A histogram holding 1..n microseconds once each. */
 function ramp(n: number, from = 1) {
@@ -296,6 +297,17 @@ describe('rendered reports', () => {
 
   it('shows the disk line in the HTML report', () => {
     expect(renderHtmlReport(withDisk())).toContain('disk: 12 write I/Os (2.4 per op, 6/s), 96.0 KiB written');
+  });
+
+  it('puts disk writes per operation in the suite summary (- when not measured)', () => {
+    const summary = formatSummary([
+      { scenario: 'with-disk', report: withDisk(), error: null },
+      { scenario: 'no-disk', report: report(), error: null },
+    ]);
+    const [header, first, second] = summary.split('\n');
+    expect(header).toMatch(/SERVER µs\/OP\s+DISK W\/OP$/);
+    expect(first).toMatch(/^with-disk\s.*\s2\.4$/);
+    expect(second).toMatch(/^no-disk\s.*\s-$/);
   });
 
   it('renders a self-contained HTML page with inline SVG charts', () => {
