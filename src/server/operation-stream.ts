@@ -1,5 +1,5 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamOperation, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
+import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { ResourceLimitError } from '../replication/errors.js';
 import { untilClosing } from './stream-messages.js';
@@ -84,17 +84,17 @@ export async function* serveOperationStream(
         // timeout in the message, not per operation: the calls the SDK coalesces into one
         // message carry one or a few distinct remaining times.
         const deadlines = new Map<number, { deadline: RequestDeadline; unanswered: number }>();
-        const timeoutOf = (op: StreamOperation): number => (op.timeoutMs === 0 ? deps.requestMs : Math.min(op.timeoutMs, deps.requestMs));
-        for (const op of message.operations) {
-          const timeoutMs = timeoutOf(op);
-          const entry = deadlines.get(timeoutMs);
-          if (entry === undefined) deadlines.set(timeoutMs, { deadline: new RequestDeadline(callSignal, timeoutMs), unanswered: 1 });
-          else entry.unanswered++;
-        }
+        const entries = message.operations.map((op) => {
+          const timeoutMs = op.timeoutMs === 0 ? deps.requestMs : Math.min(op.timeoutMs, deps.requestMs);
+          let entry = deadlines.get(timeoutMs);
+          if (entry === undefined) deadlines.set(timeoutMs, (entry = { deadline: new RequestDeadline(callSignal, timeoutMs), unanswered: 0 }));
+          entry.unanswered++;
+          return entry;
+        });
         inFlight += count;
         if (stats !== undefined) stats.inFlight += count;
-        for (const op of message.operations) {
-          const entry = deadlines.get(timeoutOf(op))!;
+        message.operations.forEach((op, i) => {
+          const entry = entries[i]!;
           const settle = (result: BatchResult): void => {
             if (--entry.unanswered === 0) entry.deadline.disarm();
             answer(op.id, result);
@@ -104,7 +104,7 @@ export async function* serveOperationStream(
             // runOperation turns every failure into a result; this is a last resort.
             (error: unknown) => settle({ error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
           );
-        }
+        });
         while (inFlight >= streamOperationsInFlightMax && !ended) await new Promise<void>((resolve) => (wakeReader = resolve));
         if (ended) return;
       }
