@@ -43,10 +43,13 @@ interface PeerQueue {
    * The newest committed entries, contiguous in sequence and ending at the newest committed one
    * (from `tailHead` on; earlier slots are delivered). Reads that start inside it are served from
    * memory instead of LMDB: the delivery loop mostly asks for what was committed a moment ago.
-   * Emptied (and refilled by later appends) when it would exceed hintTailEntriesMax.
+   * Emptied (and refilled by later appends) when it would exceed hintTailEntriesMax entries or
+   * hintTailBytesMax bytes.
    */
   tail: HintEntry[];
   tailHead: number;
+  /** Bytes of the entries from `tailHead` on (each entry's `bytes`), for hintTailBytesMax. */
+  tailBytes: number;
   nextSeq: number;
   /** Entries up to this sequence are delivered (or dropped): logically gone, maybe not yet deleted. */
   goneThroughSeq: number;
@@ -69,6 +72,11 @@ interface PeerQueue {
 export const removalDelayMsMax = 20;
 /** Most entries per peer kept in memory for delivery (a peer further behind is read from LMDB). */
 export const hintTailEntriesMax = 8192;
+/**
+ * Most bytes of entries per peer kept in memory for delivery. The entry count alone let a peer
+ * that is down pin 8,192 values in memory: 8 GiB of 1 MiB values.
+ */
+export const hintTailBytesMax = 64 * 1024 * 1024;
 
 export class HintLog {
   private readonly queues = new Map<string, PeerQueue>();
@@ -83,7 +91,7 @@ export class HintLog {
     for (const peer of peers) {
       if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
       const prefix = Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
-      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, nextSeq: 1, goneThroughSeq: 0, writtenThroughSeq: 0, entries: 0, bytes: 0, dropped: 0, phantoms: new Set() };
+      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, tailBytes: 0, nextSeq: 1, goneThroughSeq: 0, writtenThroughSeq: 0, entries: 0, bytes: 0, dropped: 0, phantoms: new Set() };
       for (const { key, value } of db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
         queue.entries++;
         queue.bytes += key.length + value.length;
@@ -113,13 +121,17 @@ export class HintLog {
       queue.bytes += bytes;
       const entry = { peer, seq, enqueuedAtMs: nowMs, key: value.subarray(entryHeaderBytes, entryHeaderBytes + key.length), record: value.subarray(entryHeaderBytes + key.length), bytes };
       const last = queue.tail[queue.tail.length - 1];
-      if (queue.tail.length - queue.tailHead >= hintTailEntriesMax || (last !== undefined && last.seq + 1 !== seq)) {
+      if (
+        queue.tail.length - queue.tailHead >= hintTailEntriesMax ||
+        queue.tailBytes + bytes > hintTailBytesMax ||
+        (last !== undefined && last.seq + 1 !== seq)
+      ) {
         // The peer is far behind (or a failed transaction left a gap): it reads from LMDB until
         // it reaches the entries reserved from now on.
-        queue.tail = [];
-        queue.tailHead = 0;
+        resetTail(queue);
       }
       queue.tail.push(entry);
+      queue.tailBytes += bytes;
       return entry;
     });
     return { entries, value };
@@ -142,8 +154,7 @@ export class HintLog {
     for (const entry of reserved.entries) {
       const queue = this.queue(entry.peer);
       // Later reads go to LMDB, which never held these entries.
-      queue.tail = [];
-      queue.tailHead = 0;
+      resetTail(queue);
       if (entry.seq <= queue.goneThroughSeq) continue; // delivered or dropped already: uncounted
       queue.entries--;
       queue.bytes -= entry.bytes;
@@ -198,10 +209,12 @@ export class HintLog {
     }
     // Phantoms passed over (never read back from LMDB) are behind the queue now.
     for (const seq of queue.phantoms) if (seq <= queue.goneThroughSeq) queue.phantoms.delete(seq);
-    while (queue.tailHead < queue.tail.length && queue.tail[queue.tailHead]!.seq <= queue.goneThroughSeq) queue.tailHead++;
+    while (queue.tailHead < queue.tail.length && queue.tail[queue.tailHead]!.seq <= queue.goneThroughSeq) {
+      queue.tailBytes -= queue.tail[queue.tailHead]!.bytes;
+      queue.tailHead++;
+    }
     if (queue.tailHead === queue.tail.length) {
-      queue.tail = [];
-      queue.tailHead = 0;
+      resetTail(queue);
     } else if (queue.tailHead >= hintTailEntriesMax) {
       queue.tail = queue.tail.slice(queue.tailHead);
       queue.tailHead = 0;
@@ -324,4 +337,11 @@ function decodeEntry(peer: string, logKey: Buffer, value: Buffer): HintEntry {
     record: value.subarray(entryHeaderBytes + keyLength),
     bytes: logKey.length + value.length,
   };
+}
+
+/** Empties a peer's in-memory tail: its reads go to LMDB until they reach entries appended later. */
+function resetTail(queue: PeerQueue): void {
+  queue.tail = [];
+  queue.tailHead = 0;
+  queue.tailBytes = 0;
 }

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ABORT, type Database, type RootDatabase, open as openLmdb } from 'lmdb';
-import { type HintEntry, HintLog, type ReservedEntries, hintTailEntriesMax, noRemovals } from '../../src/storage/hint-log.js';
+import { type HintEntry, HintLog, type ReservedEntries, hintTailBytesMax, hintTailEntriesMax, noRemovals } from '../../src/storage/hint-log.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { Repository, recordHeader } from '../../src/storage/repository.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
@@ -196,6 +196,35 @@ describe('HintLog through Repository.commitWrite (real LMDB)', () => {
     repo = open(dataDir);
     expect(repo.hints.read('n2', 0, 100, unlimited)).toEqual([]);
     expect(repo.hints.stats('n2').entries).toBe(0);
+  });
+
+  it(`keeps at most hintTailBytesMax (${hintTailBytesMax / 1024 / 1024} MiB) of a peer's entries in memory, and still returns every entry`, async () => {
+    const repo = open(newDataDir());
+    const valueBytes = 2 * 1024 * 1024;
+    const total = Math.ceil(hintTailBytesMax / valueBytes) + 4;
+    const bigRecord = (i: number): Buffer =>
+      encodeRecord({ version: { wallMs: wallBase + i, counter: 0, nodeId: 'n1' }, tombstone: false, value: Buffer.alloc(valueBytes, i % 251) });
+    for (let i = 0; i < total; i++) {
+      const reserved = repo.hints.reserve(['n2'], keyOf(i), bigRecord(i), wallBase + i);
+      await repo.commitWrite(keyOf(i), bigRecord(i), true, reserved, { wallMs: wallBase + i, counter: 0 });
+    }
+    expect(repo.hints.stats('n2').entries).toBe(total);
+
+    // The newest entries are in memory, within the byte bound; the older ones come from LMDB.
+    let firstInMemory = total;
+    while (firstInMemory > 0 && servedFromMemory(repo, 'n2', firstInMemory - 1, 1)) firstInMemory--;
+    const entryBytes = repo.hints.read('n2', total - 1, 1, unlimited)[0]!.bytes;
+    expect(firstInMemory).toBeGreaterThan(0);
+    expect(firstInMemory).toBeLessThan(total);
+    expect((total - firstInMemory) * entryBytes).toBeLessThanOrEqual(hintTailBytesMax);
+
+    // Every entry, in order and intact, across the LMDB part and the memory part.
+    const all = readAll(repo, 'n2', 0, 3);
+    expect(all.map((e) => e.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+    all.forEach((e, i) => {
+      expect(e.key.toString()).toBe(keyOf(i).toString());
+      expect(e.record.equals(bigRecord(i)), `record of seq ${e.seq}`).toBe(true);
+    });
   });
 
   it(`returns every entry, in order and without gaps, when more than hintTailEntriesMax (${hintTailEntriesMax}) are appended without removal`, async () => {
