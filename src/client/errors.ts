@@ -23,7 +23,9 @@ export interface KvErrorOptions {
  *   `unreachable` is true).
  * - `DEADLINE_EXCEEDED`: the call's deadline passed (retries included).
  * - `CANCELLED`: the caller's `signal` was aborted.
- * - `RESOURCE_EXHAUSTED`, `INTERNAL`: as answered by the node.
+ * - `RESOURCE_EXHAUSTED`: over a node limit (operations per Batch or message, or the node's
+ *   in-flight budget `limits.maxInFlightBytes` for unary and Batch calls); nothing was applied.
+ * - `INTERNAL`: as answered by the node.
  *
  * A `put` or `delete` that fails with `UNAVAILABLE` or `DEADLINE_EXCEEDED` after it was sent may
  * still have been applied: the node logged it and keeps replicating it. Retry with the same value

@@ -19,6 +19,12 @@ export const valueBytesMaxDefault = 1024 * 1024;
 export const lmdbKeyBytesMax = 1974;
 /** Hard ceiling for limits.maxValueBytes: values travel in one gRPC message. */
 export const valueBytesMaxCeiling = 32 * 1024 * 1024;
+/**
+ * Default budget of request bytes a node works on at once (src/server/in-flight-budget.ts):
+ * 128 1 MiB writes, or about 350,000 100-byte ones, far above what a 128-client benchmark holds
+ * (~45 KiB), while a node holding it (each value several times over) stays under ~1 GiB.
+ */
+export const inFlightBytesMaxDefault = 128 * 1024 * 1024;
 
 const nodeIdSchema = z
   .string()
@@ -72,8 +78,10 @@ export const nodeConfigSchema = z
       .strictObject({
         maxKeyBytes: positiveInt.max(lmdbKeyBytesMax).default(keyBytesMaxDefault),
         maxValueBytes: positiveInt.max(valueBytesMaxCeiling).default(valueBytesMaxDefault),
+        /** Bytes of keys and values in flight on the node (see in-flight-budget.ts). */
+        maxInFlightBytes: positiveInt.default(inFlightBytesMaxDefault),
       })
-      .default({ maxKeyBytes: keyBytesMaxDefault, maxValueBytes: valueBytesMaxDefault }),
+      .default({ maxKeyBytes: keyBytesMaxDefault, maxValueBytes: valueBytesMaxDefault, maxInFlightBytes: inFlightBytesMaxDefault }),
     timeouts: z
       .strictObject({
         /** Server-side cap on a client request when the client set no shorter deadline. */

@@ -19,6 +19,7 @@ import type { Coordinator } from '../replication/coordinator.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
 import { isDomainError, toServerError } from './error-status.js';
+import { type InFlightBudget, operationBytes } from './in-flight-budget.js';
 import { serveOperationStream, type OperationStreamStats } from './operation-stream.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
 
@@ -36,6 +37,8 @@ export interface KvServiceDeps {
   readonly closing: AbortSignal;
   /** What the OperationStreams do, counted for /metrics. */
   readonly streamStats: OperationStreamStats;
+  /** The node's budget of request bytes in flight (`limits.maxInFlightBytes`). */
+  readonly budget: InFlightBudget;
   /** Logs an operation of a Batch that failed with a bug (the middleware does this for whole calls). */
   readonly logger: Logger;
   status(): StatusResponse;
@@ -51,14 +54,19 @@ const emptyValue = Buffer.alloc(0);
  * the answer. Errors are mapped to status codes by the error middleware (error-middleware.ts).
  */
 export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementation {
-  const { coordinator, limits } = deps;
-  /** Runs `handle` with the call's deadline, and stops its timer when the call is answered. */
-  const withDeadline = async <T>(context: CallContext, handle: (deadline: RequestDeadline) => Promise<T>): Promise<T> => {
+  const { coordinator, limits, budget } = deps;
+  /**
+   * Runs `handle` with the call's deadline, charging `bytes` to the budget (or refusing the call
+   * with RESOURCE_EXHAUSTED before anything runs), and stops the timer when the call is answered.
+   */
+  const withDeadline = async <T>(context: CallContext, bytes: number, handle: (deadline: RequestDeadline) => Promise<T>): Promise<T> => {
+    budget.tryAcquire(bytes);
     const deadline = new RequestDeadline(context.signal, deps.requestMs);
     try {
       return await handle(deadline);
     } finally {
       deadline.disarm();
+      budget.release(bytes);
     }
   };
 
@@ -101,23 +109,24 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
 
   return {
     async put(request, context) {
-      return withDeadline(context, (deadline) => put(request, deadline));
+      return withDeadline(context, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline));
     },
     async get(request, context) {
-      return withDeadline(context, (deadline) => get(request, deadline));
+      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => get(request, deadline));
     },
     async delete(request, context) {
-      return withDeadline(context, (deadline) => del(request, deadline));
+      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => del(request, deadline));
     },
     async batch(request, context) {
       const count = request.operations.length;
       if (count > batchOperationsMax) {
         throw new ResourceLimitError(`batch has ${count} operations, over the limit of ${batchOperationsMax}: split it`);
       }
-      return withDeadline(context, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
+      const bytes = request.operations.reduce((sum, op) => sum + operationBytes((op.put ?? op.get ?? op.delete)?.key.length ?? 0, op.put?.value.length ?? 0), 0);
+      return withDeadline(context, bytes, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
     },
     async *operationStream(requests, context) {
-      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing, stats: deps.streamStats });
+      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing, budget, stats: deps.streamStats });
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);

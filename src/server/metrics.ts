@@ -16,6 +16,8 @@ export interface NodeCounters {
   readonly readRepairs: number;
   /** Clients' OperationStreams. */
   readonly operationStreams: { readonly open: number; readonly inFlight: number; readonly answered: number };
+  /** The request-bytes budget (limits.maxInFlightBytes). */
+  readonly budget: { readonly inFlightBytes: number; readonly maxBytes: number; readonly refused: number; readonly waited: number };
 }
 
 /** The content type Prometheus expects for the text format. */
@@ -42,6 +44,10 @@ export function renderMetrics(status: StatusResponse, counters: NodeCounters): s
     { name: 'kvstore_operation_streams_open', help: "Clients' OperationStreams open now.", type: 'gauge', samples: [{ value: counters.operationStreams.open }] },
     { name: 'kvstore_stream_operations_in_flight', help: 'OperationStream operations read and not yet answered.', type: 'gauge', samples: [{ value: counters.operationStreams.inFlight }] },
     { name: 'kvstore_stream_operations_total', help: 'OperationStream operations answered since start.', type: 'counter', samples: [{ value: counters.operationStreams.answered }] },
+    { name: 'kvstore_in_flight_request_bytes', help: 'Bytes of keys and values (plus a fixed overhead per operation) of public operations received and not yet answered.', type: 'gauge', samples: [{ value: counters.budget.inFlightBytes }] },
+    { name: 'kvstore_in_flight_request_bytes_max', help: 'limits.maxInFlightBytes: past it, unary and Batch calls are refused and OperationStreams wait.', type: 'gauge', samples: [{ value: counters.budget.maxBytes }] },
+    { name: 'kvstore_overload_refused_calls_total', help: 'Unary and Batch calls refused with RESOURCE_EXHAUSTED because the in-flight budget was full.', type: 'counter', samples: [{ value: counters.budget.refused }] },
+    { name: 'kvstore_overload_waited_stream_messages_total', help: 'OperationStream messages that waited for room in the in-flight budget.', type: 'counter', samples: [{ value: counters.budget.waited }] },
     { name: 'kvstore_peer_reachable', help: 'Whether the last contact with the peer succeeded (1) or not (0).', type: 'gauge', samples: perPeer((m) => (m.reachable ? 1 : 0)) },
     { name: 'kvstore_peer_last_contact_timestamp_seconds', help: 'Unix time of the last successful contact with the peer (0 if never).', type: 'gauge', samples: perPeer((m) => Number(m.lastContactUnixMs) / 1000) },
     { name: 'kvstore_replication_backlog_entries', help: 'Replication-log entries waiting for the peer.', type: 'gauge', samples: perPeer((m) => Number(m.backlogEntries)) },

@@ -20,6 +20,7 @@ import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
 import { createKvService } from './kv-service.js';
+import { InFlightBudget } from './in-flight-budget.js';
 import { OperationStreamStats } from './operation-stream.js';
 import { createPeerService } from './peer-service.js';
 import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
@@ -65,6 +66,7 @@ export class KvNode {
     /** Aborted on stop: clients' OperationStreams end instead of holding the public server's shutdown. */
     private readonly operationStreamsClosing: AbortController,
     private readonly streamStats: OperationStreamStats,
+    private readonly budget: InFlightBudget,
     private readonly peerServer: Server | undefined,
     /** Aborted on stop: peers' long-lived streams end instead of holding the peer server's shutdown. */
     private readonly peerStreamsClosing: AbortController,
@@ -152,6 +154,7 @@ export class KvNode {
       let node: KvNode | undefined;
       const operationStreamsClosing = new AbortController();
       const streamStats = new OperationStreamStats();
+      const budget = new InFlightBudget(config.limits.maxInFlightBytes);
       const publicServer = createServer({
         'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
         'grpc.max_send_message_length': sendBytesUnlimited,
@@ -166,6 +169,7 @@ export class KvNode {
           requestMs: config.timeouts.requestMs,
           closing: operationStreamsClosing.signal,
           streamStats,
+          budget,
           logger,
           status: () => node!.status(),
           backup: (allNodes) => node!.backup(allNodes),
@@ -218,7 +222,7 @@ export class KvNode {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
         metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage());
       }
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, operationStreamsClosing, streamStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, operationStreamsClosing, streamStats, budget, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
       for (const loop of loops) loop.start();
       prober.start();
       antiEntropy.start();
@@ -243,6 +247,7 @@ export class KvNode {
       deliveredByPeer: new Map(this.loops.map((l) => [l.peerId, l.delivered])),
       readRepairs: this.coordinator.counters.readRepairs,
       operationStreams: this.streamStats,
+      budget: this.budget,
     });
   }
 

@@ -2,6 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { ResourceLimitError } from '../replication/errors.js';
+import { type InFlightBudget, operationBytes } from './in-flight-budget.js';
 import { untilClosing } from './stream-messages.js';
 
 /** Most operations one OperationStream message may carry (as a Batch call; kvstore.proto). */
@@ -29,6 +30,8 @@ export interface OperationStreamDeps {
   readonly requestMs: number;
   /** Aborted when the node stops: it reads no more, answers what it read, and ends the stream. */
   readonly closing: AbortSignal;
+  /** The node's request-bytes budget: a message waits for room before it runs (and the stream is not read meanwhile). */
+  readonly budget: InFlightBudget;
   /** Counted into, if given. */
   readonly stats?: OperationStreamStats;
 }
@@ -55,6 +58,8 @@ export async function* serveOperationStream(
   let wakeReader: (() => void) | undefined;
   /** Set when the call ends (the writer returns or is returned): reading stops too. */
   let ended = false;
+  /** Aborted when the call ends: a message waiting for budget room gives up. */
+  const stopReading = new AbortController();
   const notifyWriter = (): void => {
     const wake = wakeWriter;
     wakeWriter = undefined;
@@ -91,12 +96,26 @@ export async function* serveOperationStream(
           entry.unanswered++;
           return entry;
         });
+        const bytes = message.operations.map(({ operation: op }) =>
+          operationBytes((op?.put ?? op?.get ?? op?.delete)?.key.length ?? 0, op?.put?.value.length ?? 0),
+        );
+        try {
+          await deps.budget.acquire(
+            bytes.reduce((sum, b) => sum + b, 0),
+            stopReading.signal,
+          );
+        } catch {
+          // The call ended while the message waited: it never ran and nobody reads an answer.
+          for (const entry of deadlines.values()) entry.deadline.disarm();
+          return;
+        }
         inFlight += count;
         if (stats !== undefined) stats.inFlight += count;
         message.operations.forEach((op, i) => {
           const entry = entries[i]!;
           const settle = (result: BatchResult): void => {
             if (--entry.unanswered === 0) entry.deadline.disarm();
+            deps.budget.release(bytes[i]!);
             answer(op.id, result);
           };
           deps.runOperation(op.operation ?? {}, entry.deadline).then(
@@ -139,6 +158,7 @@ export async function* serveOperationStream(
     }
   } finally {
     ended = true;
+    stopReading.abort();
     resumeReading();
     if (stats !== undefined) stats.open--;
   }

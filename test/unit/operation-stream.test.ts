@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse } from '../../gen/kvstore/v1/kvstore.js';
 import { PushQueue } from '../../src/common/push-queue.js';
+import { InFlightBudget, operationBytes } from '../../src/server/in-flight-budget.js';
 import { serveOperationStream, streamOperationsInFlightMax } from '../../src/server/operation-stream.js';
 
 /**
@@ -9,6 +10,7 @@ import { serveOperationStream, streamOperationsInFlightMax } from '../../src/ser
  */
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
+const unlimited = () => new InFlightBudget(Number.MAX_SAFE_INTEGER);
 
 /** Operations that finish when the test says so; counts what was started. */
 function heldOperations() {
@@ -61,7 +63,7 @@ describe('serveOperationStream', () => {
     for (let m = 0; m < messages; m++) requests.push(message(m * perMessage, perMessage));
     requests.close();
     const answers = new Map<number, BatchResult>();
-    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal }), answers);
+    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal, budget: unlimited() }), answers);
 
     for (let i = 0; i < 10; i++) await tick();
     // Reading stopped after the message that reached the limit: 5 of 6 messages (5,000 >= 4,096).
@@ -81,7 +83,7 @@ describe('serveOperationStream', () => {
     const closing = new AbortController();
     requests.push(message(1, 3));
     const answers = new Map<number, BatchResult>();
-    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: closing.signal }), answers);
+    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: closing.signal, budget: unlimited() }), answers);
     for (let i = 0; i < 5; i++) await tick();
     expect(ops.started()).toBe(3);
     closing.abort();
@@ -97,7 +99,7 @@ describe('serveOperationStream', () => {
     const ops = heldOperations();
     const requests = new PushQueue<OperationStreamRequest>();
     requests.push(message(1, 2));
-    const stream = serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal });
+    const stream = serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal, budget: unlimited() });
     const first = stream.next();
     for (let i = 0; i < 5; i++) await tick();
     ops.finish(1); // id 1 finishes; id 2 still runs
@@ -109,4 +111,59 @@ describe('serveOperationStream', () => {
     expect(idsOf(await stream.next())).toEqual([2]);
     expect((await stream.next()).done).toBe(true);
   });
+
+  it("waits for room in the node's in-flight budget before running a message, without reading on meanwhile", async () => {
+    const ops = heldOperations();
+    const requests = new PushQueue<OperationStreamRequest>();
+    // Room for one of the first message's operations (keys k1-k3) plus the whole second one (k10, k11).
+    const budget = new InFlightBudget(operationBytes(2, 0) + 2 * operationBytes(3, 0));
+    requests.push(message(1, 3));
+    requests.push(message(10, 2));
+    requests.push(message(20, 1));
+    requests.close();
+    const answers = new Map<number, BatchResult>();
+    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal, budget }), answers);
+    for (let i = 0; i < 10; i++) await tick();
+    expect(ops.started()).toBe(3);
+    expect(budget.inFlightBytes).toBe(3 * operationBytes(2, 0));
+    ops.finish(1);
+    for (let i = 0; i < 10; i++) await tick();
+    expect(ops.started()).toBe(2); // still no room for both of the second message's operations
+    ops.finish(1);
+    for (let i = 0; i < 10; i++) await tick();
+    expect(ops.started()).toBe(3); // k3, k10, k11; the third message waits behind them
+    expect(budget.waited).toBe(2);
+    ops.finish(3);
+    for (let i = 0; i < 10; i++) await tick();
+    ops.finish(1);
+    expect(await done).toBeUndefined();
+    expect([...answers.keys()].sort((a, b) => a - b)).toEqual([1, 2, 3, 10, 11, 20]);
+    expect(budget.inFlightBytes).toBe(0);
+  });
+
+  it('gives up a message waiting for budget room when the call ends, and leaks no budget', async () => {
+    const ops = heldOperations();
+    const requests = new PushQueue<OperationStreamRequest>();
+    const budget = new InFlightBudget(operationBytes(2, 0));
+    requests.push(message(1, 1));
+    requests.push(message(2, 1));
+    const stream = serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal, budget });
+    const first = stream.next();
+    for (let i = 0; i < 10; i++) await tick();
+    expect(ops.started()).toBe(1); // the second waits for the first's bytes
+    ops.finish(1);
+    expect(idsOf(await first)).toEqual([1]);
+    for (let i = 0; i < 10; i++) await tick();
+    expect(ops.started()).toBe(1); // the second got the room and runs now
+    requests.push(message(3, 1)); // waits behind the second
+    for (let i = 0; i < 10; i++) await tick();
+    await stream.return(undefined); // the call ends (the client went away)
+    for (let i = 0; i < 10; i++) await tick();
+    ops.finish(1);
+    for (let i = 0; i < 10; i++) await tick();
+    expect(ops.started()).toBe(0); // the third message never ran
+    expect(budget.inFlightBytes).toBe(0);
+    expect(() => budget.tryAcquire(operationBytes(2, 0))).not.toThrow();
+  });
 });
+

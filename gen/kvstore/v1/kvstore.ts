@@ -3411,7 +3411,8 @@ export const PeerRepair: MessageFns<PeerRepair> = {
  *
  * Error codes: INVALID_ARGUMENT (bad key, value or request), UNAVAILABLE (not enough replicas
  * answered for the requested consistency), DEADLINE_EXCEEDED (the request ran out of time),
- * RESOURCE_EXHAUSTED (too large, too many), INTERNAL (a bug).
+ * RESOURCE_EXHAUSTED (too large, too many, or the node's budget of request bytes in flight,
+ * `limits.maxInFlightBytes`, is full: nothing was applied, retry later), INTERNAL (a bug).
  *
  * A write that answers UNAVAILABLE or DEADLINE_EXCEEDED may still have been applied on some
  * replicas: it is in the coordinator's replication log and will reach every replica. It is not
@@ -3563,7 +3564,8 @@ export const KVStoreDefinition = {
      *
      * Limits: at most 1024 operations per message (more ends the stream with RESOURCE_EXHAUSTED,
      * after the operations already read are answered); while 4096 operations of a stream are in
-     * flight the node reads no more of it. When the client half-closes, or the node shuts down,
+     * flight, or a message does not fit in the node's `limits.maxInFlightBytes`, the node reads
+     * no more of it (the message waits its turn; it is not refused). When the client half-closes, or the node shuts down,
      * the node answers every operation it has read and then ends the stream with OK; operations
      * it had not read get no answer and were not run.
      */
@@ -3659,7 +3661,8 @@ export interface KVStoreServiceImplementation<CallContextExt = {}> {
    *
    * Limits: at most 1024 operations per message (more ends the stream with RESOURCE_EXHAUSTED,
    * after the operations already read are answered); while 4096 operations of a stream are in
-   * flight the node reads no more of it. When the client half-closes, or the node shuts down,
+   * flight, or a message does not fit in the node's `limits.maxInFlightBytes`, the node reads
+   * no more of it (the message waits its turn; it is not refused). When the client half-closes, or the node shuts down,
    * the node answers every operation it has read and then ends the stream with OK; operations
    * it had not read get no answer and were not run.
    */
@@ -3747,7 +3750,8 @@ export interface KVStoreClient<CallOptionsExt = {}> {
    *
    * Limits: at most 1024 operations per message (more ends the stream with RESOURCE_EXHAUSTED,
    * after the operations already read are answered); while 4096 operations of a stream are in
-   * flight the node reads no more of it. When the client half-closes, or the node shuts down,
+   * flight, or a message does not fit in the node's `limits.maxInFlightBytes`, the node reads
+   * no more of it (the message waits its turn; it is not refused). When the client half-closes, or the node shuts down,
    * the node answers every operation it has read and then ends the stream with OK; operations
    * it had not read get no answer and were not run.
    */
