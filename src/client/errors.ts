@@ -23,8 +23,10 @@ export interface KvErrorOptions {
  *   `unreachable` is true).
  * - `DEADLINE_EXCEEDED`: the call's deadline passed (retries included).
  * - `CANCELLED`: the caller's `signal` was aborted.
- * - `RESOURCE_EXHAUSTED`: over a node limit (operations per Batch or message, or the node's
- *   in-flight budget `limits.maxInFlightBytes` for unary and Batch calls); nothing was applied.
+ * - `RESOURCE_EXHAUSTED`: over a node limit (operations per Batch or message); nothing was
+ *   applied. (A node whose in-flight budget `limits.maxInFlightBytes` is full refuses calls with
+ *   it too; the client sends those again after a pause until the deadline, so a caller sees
+ *   `DEADLINE_EXCEEDED` saying the node stayed overloaded, never that refusal.)
  * - `INTERNAL`: as answered by the node.
  *
  * A `put` or `delete` that fails with `UNAVAILABLE` or `DEADLINE_EXCEEDED` after it was sent may

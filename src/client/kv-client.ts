@@ -15,6 +15,7 @@ import {
   toBuffer,
   toConsistency,
 } from './convert.js';
+import { isOverloadRefusal } from '../common/overload.js';
 import { KvError, toKvError } from './errors.js';
 import type {
   BackupOptions,
@@ -54,6 +55,23 @@ export const channelsPerEndpointMax = 64;
  * options, so a node that is down costs calls nothing but its periodic reconnect attempts.
  */
 export const endpointCooldownMs = 2000;
+/** First pause before resending a call a node refused as overloaded; doubled per refusal. */
+const overloadPauseMsMin = 5;
+/** Longest pause between overload refusals: the call's deadline bounds the whole wait. */
+const overloadPauseMsMax = 250;
+
+/** Jittered, growing pause after the `refusals`-th overload refusal of one call (0-based). */
+function overloadPauseMs(refusals: number): number {
+  const ceiling = Math.min(overloadPauseMsMax, overloadPauseMsMin * 2 ** refusals);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+/** Whether a call failed because the node refused it as overloaded (it ran nothing). */
+function isOverloadRefusalError(error: unknown): boolean {
+  const e = error as { code?: unknown; details?: unknown };
+  return typeof e.code === 'number' && typeof e.details === 'string' && isOverloadRefusal(e.code, e.details);
+}
+
 /** Jittered pause between full rounds over the endpoints, so clients do not retry in lockstep. */
 const roundBackoffMsMin = 10;
 const roundBackoffMsMax = 100;
@@ -643,9 +661,26 @@ export class KvClient {
           this.failover(target.index);
           continue;
         }
+        let overloadRefusals = 0;
+        let overloadGaveUp: KvError | undefined;
         try {
-          return await send(target, scope);
+          for (;;) {
+            try {
+              return await send(target, scope);
+            } catch (error) {
+              if (scope.aborted || !isOverloadRefusalError(error)) throw error;
+            }
+            // The node refused the call as overloaded before running anything (kvstore.proto), so
+            // even a put or delete may be sent again: after a pause, to the same node, until the
+            // deadline. The pauses grow so that refused clients back off together.
+            await scope.sleep(overloadPauseMs(overloadRefusals++));
+            if (scope.aborted) {
+              overloadGaveUp = scope.abortError(operation, endpoint, false, false, `the node stayed overloaded for ${scope.budgetMs}ms (refused ${overloadRefusals} times; nothing was applied)`);
+              throw overloadGaveUp;
+            }
+          }
         } catch (error) {
+          if (error === overloadGaveUp) throw error;
           if (scope.aborted) throw scope.abortError(operation, endpoint, false, policy === 'mutation');
           const failure = toKvError(error, operation, endpoint);
           // A mutation that was sent may have been applied: never send it again.

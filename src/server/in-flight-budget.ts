@@ -1,3 +1,4 @@
+import { overloadedDetailsPrefix } from '../common/overload.js';
 import { ResourceLimitError } from '../replication/errors.js';
 
 /**
@@ -51,7 +52,7 @@ export class InFlightBudget {
     }
     this.refused++;
     throw new ResourceLimitError(
-      `node overloaded: ${this.used} bytes of requests in flight, and this one needs ${bytes} more (limits.maxInFlightBytes = ${this.maxBytes}); nothing was applied, retry with backoff`,
+      `${overloadedDetailsPrefix} ${this.used} bytes of requests in flight, and this one needs ${bytes} more (limits.maxInFlightBytes = ${this.maxBytes}); nothing was applied, retry with backoff`,
     );
   }
 

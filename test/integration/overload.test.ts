@@ -4,7 +4,7 @@ import { Consistency, KVStoreDefinition, type KVStoreClient } from '../../gen/kv
 import { TestCluster } from '../helpers/cluster.js';
 import { expectGet, expectPut, getOp, putOp } from '../helpers/batch-results.js';
 import { op, RawStream } from '../helpers/raw-stream.js';
-import { expectCode, grpcErrorOf } from '../helpers/single-node.js';
+import { expectCode, grpcErrorOf, kvErrorOf } from '../helpers/single-node.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -112,4 +112,42 @@ describe('limits.maxInFlightBytes: a node under more request bytes than its budg
     expectGet(check.result(6), true, 'h'.repeat(heldValueBytes));
     expectGet(check.result(7), true, 'a'.repeat(nextValueBytes));
   });
+
+  it('the SDK sends a refused call again after a pause until the node has room (nothing was applied), or fails it at its deadline saying so', async () => {
+    const held = new RawStream(raw);
+    streams.push(held);
+    // Over coalescedOperationBytesMax (64 KiB): the SDK sends these puts as unary calls.
+    const sdk = cluster.client('n1', { deadlineMs: 30_000 });
+    let settled = false;
+    let pending: Promise<unknown> | undefined;
+    cluster.node('n3').pause();
+    try {
+      held.send([op(1, putOp('overload/held-2', valueOf(heldValueBytes, 'h'), Consistency.CONSISTENCY_ALL), 30_000)]);
+      await waitFor('the held put in flight on n1', async () => (await metric('kvstore_in_flight_request_bytes')) >= heldValueBytes, 10_000);
+
+      // A short deadline: refused, resent, refused... then DEADLINE_EXCEEDED. If the deadline
+      // passes during a pause the SDK knows nothing was applied and says so; if it passes while a
+      // resend is on the wire (rare, on a loaded machine) it cannot know, and says the write may
+      // be applied. Either way the node refused every attempt: the key is absent below.
+      const refusedBefore = await metric('kvstore_overload_refused_calls_total');
+      const late = await kvErrorOf(sdk.put('overload/sdk-late', valueOf(nextValueBytes, 'l'), { consistency: 'one', deadlineMs: 1_500 }));
+      expectCode(late, Status.DEADLINE_EXCEEDED);
+      expect(late.details).toMatch(/the node stayed overloaded for 1500ms \(refused \d+ times; nothing was applied\)|did not complete within 1500ms; the write may still be applied/);
+      expect(await metric('kvstore_overload_refused_calls_total')).toBeGreaterThanOrEqual(refusedBefore + 3);
+
+      // A long deadline: the put keeps being resent while the budget is full.
+      const refusedNow = await metric('kvstore_overload_refused_calls_total');
+      pending = sdk.put('overload/sdk', valueOf(nextValueBytes, 'k'), { consistency: 'one' }).finally(() => (settled = true));
+      await waitFor('the SDK put refused and resent', async () => (await metric('kvstore_overload_refused_calls_total')) >= refusedNow + 2, 10_000);
+      expect(settled).toBe(false);
+    } finally {
+      cluster.node('n3').resume();
+    }
+    // Room again once the held put completes: the resent put goes through.
+    await held.waitForAnswers([1]);
+    expect(await pending).toEqual({ found: false });
+    expect((await sdk.get('overload/sdk', { consistency: 'all' }))?.equals(valueOf(nextValueBytes, 'k'))).toBe(true);
+    expect(await sdk.get('overload/sdk-late', { consistency: 'all' })).toBeUndefined();
+  });
 });
+

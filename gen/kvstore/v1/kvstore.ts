@@ -3412,7 +3412,8 @@ export const PeerRepair: MessageFns<PeerRepair> = {
  * Error codes: INVALID_ARGUMENT (bad key, value or request), UNAVAILABLE (not enough replicas
  * answered for the requested consistency), DEADLINE_EXCEEDED (the request ran out of time),
  * RESOURCE_EXHAUSTED (too large, too many, or the node's budget of request bytes in flight,
- * `limits.maxInFlightBytes`, is full: nothing was applied, retry later), INTERNAL (a bug).
+ * `limits.maxInFlightBytes`, is full: then the details start with "node overloaded:", nothing
+ * was run, and the call may be sent again after a pause, a write too), INTERNAL (a bug).
  *
  * A write that answers UNAVAILABLE or DEADLINE_EXCEEDED may still have been applied on some
  * replicas: it is in the coordinator's replication log and will reach every replica. It is not
