@@ -1,3 +1,4 @@
+import type { BatchOperation } from '../../gen/kvstore/v1/kvstore.js';
 import { overloadedDetailsPrefix } from '../common/overload.js';
 import { ResourceLimitError } from '../replication/errors.js';
 
@@ -11,6 +12,11 @@ export const operationOverheadBytes = 256;
 /** What one operation charges against the budget. */
 export function operationBytes(keyBytes: number, valueBytes: number): number {
   return keyBytes + valueBytes + operationOverheadBytes;
+}
+
+/** What one Batch or OperationStream operation charges (one with nothing set: the overhead). */
+export function batchOperationBytes(op: BatchOperation | undefined): number {
+  return operationBytes((op?.put ?? op?.get ?? op?.delete)?.key.length ?? 0, op?.put?.value.length ?? 0);
 }
 
 /**

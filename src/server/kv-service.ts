@@ -19,7 +19,7 @@ import type { Coordinator } from '../replication/coordinator.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
 import { isDomainError, toServerError } from './error-status.js';
-import { type InFlightBudget, operationBytes } from './in-flight-budget.js';
+import { batchOperationBytes, type InFlightBudget, operationBytes } from './in-flight-budget.js';
 import { serveOperationStream, type OperationStreamStats } from './operation-stream.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
 
@@ -122,7 +122,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       if (count > batchOperationsMax) {
         throw new ResourceLimitError(`batch has ${count} operations, over the limit of ${batchOperationsMax}: split it`);
       }
-      const bytes = request.operations.reduce((sum, op) => sum + operationBytes((op.put ?? op.get ?? op.delete)?.key.length ?? 0, op.put?.value.length ?? 0), 0);
+      const bytes = request.operations.reduce((sum, op) => sum + batchOperationBytes(op), 0);
       return withDeadline(context, bytes, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
     },
     async *operationStream(requests, context) {

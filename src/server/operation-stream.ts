@@ -2,7 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { ResourceLimitError } from '../replication/errors.js';
-import { type InFlightBudget, operationBytes } from './in-flight-budget.js';
+import { batchOperationBytes, type InFlightBudget } from './in-flight-budget.js';
 import { untilClosing } from './stream-messages.js';
 
 /** Most operations one OperationStream message may carry (as a Batch call; kvstore.proto). */
@@ -96,14 +96,9 @@ export async function* serveOperationStream(
           entry.unanswered++;
           return entry;
         });
-        const bytes = message.operations.map(({ operation: op }) =>
-          operationBytes((op?.put ?? op?.get ?? op?.delete)?.key.length ?? 0, op?.put?.value.length ?? 0),
-        );
+        const bytes = message.operations.map(({ operation }) => batchOperationBytes(operation));
         try {
-          await deps.budget.acquire(
-            bytes.reduce((sum, b) => sum + b, 0),
-            stopReading.signal,
-          );
+          await deps.budget.acquire(bytes.reduce((sum, b) => sum + b, 0), stopReading.signal);
         } catch {
           // The call ended while the message waited: it never ran and nobody reads an answer.
           for (const entry of deadlines.values()) entry.deadline.disarm();
