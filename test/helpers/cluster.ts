@@ -85,8 +85,8 @@ export class TestCluster {
   }
 
   /** A client that talks only to node `id` (so the test controls the coordinator). */
-  client(id: string, options: { deadlineMs?: number } = {}): KvClient {
-    const client = new KvClient({ endpoints: [this.node(id).listen], deadlineMs: options.deadlineMs ?? 10_000, maxAttempts: 1 });
+  client(id: string, options: { deadlineMs?: number; operationStream?: boolean } = {}): KvClient {
+    const client = new KvClient({ endpoints: [this.node(id).listen], deadlineMs: options.deadlineMs ?? 10_000, maxAttempts: 1, operationStream: options.operationStream });
     this.clients.push(client);
     return client;
   }

@@ -135,6 +135,16 @@ describe('limits.maxInFlightBytes: a node under more request bytes than its budg
       expect(late.details).toMatch(/the node stayed overloaded for 1500ms \(refused \d+ times; nothing was applied\)|did not complete within 1500ms; the write may still be applied/);
       expect(await metric('kvstore_overload_refused_calls_total')).toBeGreaterThanOrEqual(refusedBefore + 3);
 
+      // Over Batch calls (operationStream: false): six 60 KB puts made in one turn share one Batch
+      // call, which does not fit beside the held write. Refused whole, each put is sent again
+      // after its own pause, fits, and succeeds (at ONE) while the held write still waits.
+      const batchSdk = cluster.client('n1', { deadlineMs: 30_000, operationStream: false });
+      const refusedBeforeBatch = await metric('kvstore_overload_refused_calls_total');
+      const batched = await Promise.all(Array.from({ length: 6 }, (_, i) => batchSdk.put(`overload/batched-${i}`, valueOf(60_000, String(i)), { consistency: 'one' })));
+      expect(batched.map((r) => r.found)).toEqual([false, false, false, false, false, false]);
+      expect(await metric('kvstore_overload_refused_calls_total')).toBeGreaterThan(refusedBeforeBatch);
+      expect(held.answersTo(1)).toEqual([]);
+
       // A long deadline: the put keeps being resent while the budget is full.
       const refusedNow = await metric('kvstore_overload_refused_calls_total');
       pending = sdk.put('overload/sdk', valueOf(nextValueBytes, 'k'), { consistency: 'one' }).finally(() => (settled = true));
@@ -148,6 +158,7 @@ describe('limits.maxInFlightBytes: a node under more request bytes than its budg
     expect(await pending).toEqual({ found: false });
     expect((await sdk.get('overload/sdk', { consistency: 'all' }))?.equals(valueOf(nextValueBytes, 'k'))).toBe(true);
     expect(await sdk.get('overload/sdk-late', { consistency: 'all' })).toBeUndefined();
+    for (let i = 0; i < 6; i++) expect((await sdk.get(`overload/batched-${i}`, { consistency: 'all' }))?.equals(valueOf(60_000, String(i)))).toBe(true);
   });
 });
 
