@@ -21,8 +21,9 @@ export const lmdbKeyBytesMax = 1974;
 export const valueBytesMaxCeiling = 32 * 1024 * 1024;
 /**
  * Default budget of request bytes a node works on at once (src/server/in-flight-budget.ts):
- * 128 1 MiB writes, or about 350,000 100-byte ones, far above what a 128-client benchmark holds
- * (~45 KiB), while a node holding it (each value several times over) stays under ~1 GiB.
+ * room for 128 1 MiB writes, far above what a 128-client benchmark of 100-byte values holds
+ * (128 operations of ~380 charged bytes each, about 48 KiB). Under a burst of 1,024 concurrent
+ * 1 MiB puts a node with it peaked at 1.1 GB, against 2.4 GB without it (BENCHMARKS.md).
  */
 export const inFlightBytesMaxDefault = 128 * 1024 * 1024;
 
