@@ -59,9 +59,18 @@ export interface ReplicateStreamResponse {
 export interface ReplicateResponse {
   /**
    * For each index in want_previous, in the same order: the record stored before the batch;
-   * record empty if there was none, or if it was not newer than known_previous.
+   * record empty if there was none, or if it was not newer than known_previous. A previous record
+   * whose version is not lower than the sent one means the sent record was not applied there
+   * (the replica holds something newer): the coordinator then writes again above it.
    */
   previous: Record[];
+  /**
+   * Indexes into `records` that the receiver refused without applying: records of a key it does
+   * not hold whose version is older than its tombstones.graceSeconds, which a purged delete may
+   * have superseded (see docs/design-notes.md, "Tombstone purge"). Refused records are final:
+   * the sender drops them from its log.
+   */
+  refused: number[];
 }
 
 /** Keys to read. */
@@ -70,11 +79,20 @@ export interface ReadReplicaRequest {
   fromNodeId: string;
   /** Keys to read. */
   keys: Buffer[];
+  /**
+   * Most bytes of records the answer may hold (0: the receiver's own cap). The first record is
+   * always answered, whatever its size.
+   */
+  maxBytes: bigint;
 }
 
 /** The stored records for the asked keys. */
 export interface ReadReplicaResponse {
-  /** One per asked key, in the same order; record empty when the key has no record. */
+  /**
+   * One per asked key, in the same order, for a prefix of the asked keys: fewer than asked when
+   * the next record would exceed max_bytes (ask again for the rest). Record empty when the key
+   * has no record.
+   */
   records: Record[];
 }
 
@@ -120,6 +138,14 @@ export interface PingRequest {
 export interface PingResponse {
   /** The answering node's id. */
   nodeId: string;
+  /**
+   * The answering node's hybrid-logical-clock reading (wall milliseconds and counter): a node
+   * starting on an empty or restored data dir seeds its clock above it, so it never issues a
+   * version it issued before.
+   */
+  clockWallMs: bigint;
+  /** The counter of that reading. */
+  clockCounter: number;
 }
 
 /** Backup takes no arguments beyond the caller's id. */
@@ -186,6 +212,47 @@ export interface BucketRecordsRequest {
 export interface BucketRecordsResponse {
   /** Keys with their record's version header (no value), tombstones included. */
   records: Record[];
+}
+
+/** Tombstones the sender wants to purge. */
+export interface ConfirmTombstonesRequest {
+  /** Id of the asking node. */
+  fromNodeId: string;
+  /** Keys with their tombstone record (a version header with the tombstone flag, no value). */
+  tombstones: Record[];
+}
+
+/** What the member holds of each tombstone, and its log's age. */
+export interface ConfirmTombstonesResponse {
+  /**
+   * Parallel to the request's tombstones: true if this member replicates the key and now stores
+   * exactly that tombstone; false if it holds a newer record, or does not replicate the key.
+   */
+  held: boolean[];
+  /** Whether this member replicates each key (parallel to the request's tombstones). */
+  replica: boolean[];
+  /**
+   * Enqueue time (Unix ms, this member's wall clock) of the oldest entry in any of its
+   * replication-log queues; 0 when every queue is empty. Every queued record's version is at
+   * least its enqueue time, so a tombstone older than this supersedes nothing still queued here.
+   */
+  oldestLogEntryUnixMs: bigint;
+  /** This member's wall clock (Unix ms) when it answered. */
+  nowUnixMs: bigint;
+}
+
+/** Tombstones every replica holds, to delete. */
+export interface PurgeTombstonesRequest {
+  /** Id of the asking node. */
+  fromNodeId: string;
+  /** Keys with the exact tombstone to delete (deleted only if still stored as that record). */
+  tombstones: Record[];
+}
+
+/** How many records were deleted. */
+export interface PurgeTombstonesResponse {
+  /** Tombstones deleted. */
+  purged: number;
 }
 
 function createBaseRecord(): Record {
@@ -555,13 +622,20 @@ export const ReplicateStreamResponse: MessageFns<ReplicateStreamResponse> = {
 };
 
 function createBaseReplicateResponse(): ReplicateResponse {
-  return { previous: [] };
+  return { previous: [], refused: [] };
 }
 
 export const ReplicateResponse: MessageFns<ReplicateResponse> = {
   encode(message: ReplicateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.previous) {
       Record.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.refused.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.refused) {
+        writer.uint32(v);
+      }
+      writer.join();
     }
     return writer;
   },
@@ -587,6 +661,24 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
             message.previous.push(Record.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag === 16) {
+              message.refused.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.refused.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -602,6 +694,7 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
   fromJSON(object: any): ReplicateResponse {
     return {
       previous: globalThis.Array.isArray(object?.previous) ? object.previous.map((e: any) => Record.fromJSON(e)) : [],
+      refused: globalThis.Array.isArray(object?.refused) ? object.refused.map((e: any) => globalThis.Number(e)) : [],
     };
   },
 
@@ -609,6 +702,9 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     const obj: any = {};
     if (message.previous?.length) {
       obj.previous = message.previous.map((e) => Record.toJSON(e));
+    }
+    if (message.refused?.length) {
+      obj.refused = message.refused.map((e) => Math.round(e));
     }
     return obj;
   },
@@ -619,12 +715,13 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
   fromPartial(object: DeepPartial<ReplicateResponse>): ReplicateResponse {
     const message = createBaseReplicateResponse();
     message.previous = object.previous?.map((e) => Record.fromPartial(e)) || [];
+    message.refused = object.refused?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseReadReplicaRequest(): ReadReplicaRequest {
-  return { fromNodeId: "", keys: [] };
+  return { fromNodeId: "", keys: [], maxBytes: 0n };
 }
 
 export const ReadReplicaRequest: MessageFns<ReadReplicaRequest> = {
@@ -634,6 +731,12 @@ export const ReadReplicaRequest: MessageFns<ReadReplicaRequest> = {
     }
     for (const v of message.keys) {
       writer.uint32(18).bytes(v!);
+    }
+    if (message.maxBytes !== 0n) {
+      if (BigInt.asUintN(64, message.maxBytes) !== message.maxBytes) {
+        throw new globalThis.Error("value provided for field message.maxBytes of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.maxBytes);
     }
     return writer;
   },
@@ -667,6 +770,14 @@ export const ReadReplicaRequest: MessageFns<ReadReplicaRequest> = {
             message.keys.push(Buffer.from(reader.bytes()));
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxBytes = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -687,6 +798,11 @@ export const ReadReplicaRequest: MessageFns<ReadReplicaRequest> = {
         ? globalThis.String(object.from_node_id)
         : "",
       keys: globalThis.Array.isArray(object?.keys) ? object.keys.map((e: any) => Buffer.from(bytesFromBase64(e))) : [],
+      maxBytes: isSet(object.maxBytes)
+        ? BigInt(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? BigInt(object.max_bytes)
+        : 0n,
     };
   },
 
@@ -698,6 +814,9 @@ export const ReadReplicaRequest: MessageFns<ReadReplicaRequest> = {
     if (message.keys?.length) {
       obj.keys = message.keys.map((e) => base64FromBytes(e));
     }
+    if (message.maxBytes !== 0n) {
+      obj.maxBytes = message.maxBytes.toString();
+    }
     return obj;
   },
 
@@ -708,6 +827,7 @@ export const ReadReplicaRequest: MessageFns<ReadReplicaRequest> = {
     const message = createBaseReadReplicaRequest();
     message.fromNodeId = object.fromNodeId ?? "";
     message.keys = object.keys?.map((e) => e) || [];
+    message.maxBytes = (object.maxBytes !== undefined && object.maxBytes !== null) ? BigInt(object.maxBytes) : 0n;
     return message;
   },
 };
@@ -1203,13 +1323,22 @@ export const PingRequest: MessageFns<PingRequest> = {
 };
 
 function createBasePingResponse(): PingResponse {
-  return { nodeId: "" };
+  return { nodeId: "", clockWallMs: 0n, clockCounter: 0 };
 }
 
 export const PingResponse: MessageFns<PingResponse> = {
   encode(message: PingResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.nodeId !== "") {
       writer.uint32(10).string(message.nodeId);
+    }
+    if (message.clockWallMs !== 0n) {
+      if (BigInt.asUintN(64, message.clockWallMs) !== message.clockWallMs) {
+        throw new globalThis.Error("value provided for field message.clockWallMs of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.clockWallMs);
+    }
+    if (message.clockCounter !== 0) {
+      writer.uint32(24).uint32(message.clockCounter);
     }
     return writer;
   },
@@ -1235,6 +1364,22 @@ export const PingResponse: MessageFns<PingResponse> = {
             message.nodeId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.clockWallMs = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.clockCounter = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1254,6 +1399,16 @@ export const PingResponse: MessageFns<PingResponse> = {
         : isSet(object.node_id)
         ? globalThis.String(object.node_id)
         : "",
+      clockWallMs: isSet(object.clockWallMs)
+        ? BigInt(object.clockWallMs)
+        : isSet(object.clock_wall_ms)
+        ? BigInt(object.clock_wall_ms)
+        : 0n,
+      clockCounter: isSet(object.clockCounter)
+        ? globalThis.Number(object.clockCounter)
+        : isSet(object.clock_counter)
+        ? globalThis.Number(object.clock_counter)
+        : 0,
     };
   },
 
@@ -1261,6 +1416,12 @@ export const PingResponse: MessageFns<PingResponse> = {
     const obj: any = {};
     if (message.nodeId !== "") {
       obj.nodeId = message.nodeId;
+    }
+    if (message.clockWallMs !== 0n) {
+      obj.clockWallMs = message.clockWallMs.toString();
+    }
+    if (message.clockCounter !== 0) {
+      obj.clockCounter = Math.round(message.clockCounter);
     }
     return obj;
   },
@@ -1271,6 +1432,10 @@ export const PingResponse: MessageFns<PingResponse> = {
   fromPartial(object: DeepPartial<PingResponse>): PingResponse {
     const message = createBasePingResponse();
     message.nodeId = object.nodeId ?? "";
+    message.clockWallMs = (object.clockWallMs !== undefined && object.clockWallMs !== null)
+      ? BigInt(object.clockWallMs)
+      : 0n;
+    message.clockCounter = object.clockCounter ?? 0;
     return message;
   },
 };
@@ -2063,6 +2228,416 @@ export const BucketRecordsResponse: MessageFns<BucketRecordsResponse> = {
   },
 };
 
+function createBaseConfirmTombstonesRequest(): ConfirmTombstonesRequest {
+  return { fromNodeId: "", tombstones: [] };
+}
+
+export const ConfirmTombstonesRequest: MessageFns<ConfirmTombstonesRequest> = {
+  encode(message: ConfirmTombstonesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    for (const v of message.tombstones) {
+      Record.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmTombstonesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmTombstonesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tombstones.push(Record.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfirmTombstonesRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      tombstones: globalThis.Array.isArray(object?.tombstones)
+        ? object.tombstones.map((e: any) => Record.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ConfirmTombstonesRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.tombstones?.length) {
+      obj.tombstones = message.tombstones.map((e) => Record.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConfirmTombstonesRequest>): ConfirmTombstonesRequest {
+    return ConfirmTombstonesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfirmTombstonesRequest>): ConfirmTombstonesRequest {
+    const message = createBaseConfirmTombstonesRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.tombstones = object.tombstones?.map((e) => Record.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseConfirmTombstonesResponse(): ConfirmTombstonesResponse {
+  return { held: [], replica: [], oldestLogEntryUnixMs: 0n, nowUnixMs: 0n };
+}
+
+export const ConfirmTombstonesResponse: MessageFns<ConfirmTombstonesResponse> = {
+  encode(message: ConfirmTombstonesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.held.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.held) {
+        writer.bool(v);
+      }
+      writer.join();
+    }
+    if (message.replica.length !== 0) {
+      writer.uint32(18).fork();
+      for (const v of message.replica) {
+        writer.bool(v);
+      }
+      writer.join();
+    }
+    if (message.oldestLogEntryUnixMs !== 0n) {
+      if (BigInt.asUintN(64, message.oldestLogEntryUnixMs) !== message.oldestLogEntryUnixMs) {
+        throw new globalThis.Error("value provided for field message.oldestLogEntryUnixMs of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.oldestLogEntryUnixMs);
+    }
+    if (message.nowUnixMs !== 0n) {
+      if (BigInt.asUintN(64, message.nowUnixMs) !== message.nowUnixMs) {
+        throw new globalThis.Error("value provided for field message.nowUnixMs of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.nowUnixMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfirmTombstonesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfirmTombstonesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.held.push(reader.bool());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.held.push(reader.bool());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag === 16) {
+              message.replica.push(reader.bool());
+
+              continue;
+            }
+
+            if (tag === 18) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.replica.push(reader.bool());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.oldestLogEntryUnixMs = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.nowUnixMs = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfirmTombstonesResponse {
+    return {
+      held: globalThis.Array.isArray(object?.held) ? object.held.map((e: any) => globalThis.Boolean(e)) : [],
+      replica: globalThis.Array.isArray(object?.replica) ? object.replica.map((e: any) => globalThis.Boolean(e)) : [],
+      oldestLogEntryUnixMs: isSet(object.oldestLogEntryUnixMs)
+        ? BigInt(object.oldestLogEntryUnixMs)
+        : isSet(object.oldest_log_entry_unix_ms)
+        ? BigInt(object.oldest_log_entry_unix_ms)
+        : 0n,
+      nowUnixMs: isSet(object.nowUnixMs)
+        ? BigInt(object.nowUnixMs)
+        : isSet(object.now_unix_ms)
+        ? BigInt(object.now_unix_ms)
+        : 0n,
+    };
+  },
+
+  toJSON(message: ConfirmTombstonesResponse): unknown {
+    const obj: any = {};
+    if (message.held?.length) {
+      obj.held = message.held;
+    }
+    if (message.replica?.length) {
+      obj.replica = message.replica;
+    }
+    if (message.oldestLogEntryUnixMs !== 0n) {
+      obj.oldestLogEntryUnixMs = message.oldestLogEntryUnixMs.toString();
+    }
+    if (message.nowUnixMs !== 0n) {
+      obj.nowUnixMs = message.nowUnixMs.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConfirmTombstonesResponse>): ConfirmTombstonesResponse {
+    return ConfirmTombstonesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfirmTombstonesResponse>): ConfirmTombstonesResponse {
+    const message = createBaseConfirmTombstonesResponse();
+    message.held = object.held?.map((e) => e) || [];
+    message.replica = object.replica?.map((e) => e) || [];
+    message.oldestLogEntryUnixMs = (object.oldestLogEntryUnixMs !== undefined && object.oldestLogEntryUnixMs !== null)
+      ? BigInt(object.oldestLogEntryUnixMs)
+      : 0n;
+    message.nowUnixMs = (object.nowUnixMs !== undefined && object.nowUnixMs !== null) ? BigInt(object.nowUnixMs) : 0n;
+    return message;
+  },
+};
+
+function createBasePurgeTombstonesRequest(): PurgeTombstonesRequest {
+  return { fromNodeId: "", tombstones: [] };
+}
+
+export const PurgeTombstonesRequest: MessageFns<PurgeTombstonesRequest> = {
+  encode(message: PurgeTombstonesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    for (const v of message.tombstones) {
+      Record.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeTombstonesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeTombstonesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tombstones.push(Record.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeTombstonesRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      tombstones: globalThis.Array.isArray(object?.tombstones)
+        ? object.tombstones.map((e: any) => Record.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PurgeTombstonesRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.tombstones?.length) {
+      obj.tombstones = message.tombstones.map((e) => Record.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PurgeTombstonesRequest>): PurgeTombstonesRequest {
+    return PurgeTombstonesRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PurgeTombstonesRequest>): PurgeTombstonesRequest {
+    const message = createBasePurgeTombstonesRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.tombstones = object.tombstones?.map((e) => Record.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePurgeTombstonesResponse(): PurgeTombstonesResponse {
+  return { purged: 0 };
+}
+
+export const PurgeTombstonesResponse: MessageFns<PurgeTombstonesResponse> = {
+  encode(message: PurgeTombstonesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.purged !== 0) {
+      writer.uint32(8).uint32(message.purged);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PurgeTombstonesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePurgeTombstonesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.purged = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PurgeTombstonesResponse {
+    return { purged: isSet(object.purged) ? globalThis.Number(object.purged) : 0 };
+  },
+
+  toJSON(message: PurgeTombstonesResponse): unknown {
+    const obj: any = {};
+    if (message.purged !== 0) {
+      obj.purged = Math.round(message.purged);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PurgeTombstonesResponse>): PurgeTombstonesResponse {
+    return PurgeTombstonesResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PurgeTombstonesResponse>): PurgeTombstonesResponse {
+    const message = createBasePurgeTombstonesResponse();
+    message.purged = object.purged ?? 0;
+    return message;
+  },
+};
+
 /** What one node asks of another. */
 export type PeerServiceDefinition = typeof PeerServiceDefinition;
 export const PeerServiceDefinition = {
@@ -2191,6 +2766,33 @@ export const PeerServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * ConfirmTombstones is the first step of a tombstone purge (src/replication/tombstone-gc.ts):
+     * the purging node sends old tombstones to every other member. A member that replicates a
+     * tombstone's key applies it with the last-writer-wins merge (durably) and says whether it now
+     * holds exactly that tombstone; every member also answers how old the oldest entry of its
+     * replication log is, so the purger knows no log anywhere still carries an older write.
+     */
+    confirmTombstones: {
+      name: "ConfirmTombstones",
+      requestType: ConfirmTombstonesRequest as typeof ConfirmTombstonesRequest,
+      requestStream: false,
+      responseType: ConfirmTombstonesResponse as typeof ConfirmTombstonesResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * PurgeTombstones is the second step: every replica holds the tombstones (step one said so),
+     * so each replica deletes its record for a key if it is still exactly that tombstone.
+     */
+    purgeTombstones: {
+      name: "PurgeTombstones",
+      requestType: PurgeTombstonesRequest as typeof PurgeTombstonesRequest,
+      requestStream: false,
+      responseType: PurgeTombstonesResponse as typeof PurgeTombstonesResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -2265,6 +2867,25 @@ export interface PeerServiceImplementation<CallContextExt = {}> {
     request: BucketRecordsRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<BucketRecordsResponse>>;
+  /**
+   * ConfirmTombstones is the first step of a tombstone purge (src/replication/tombstone-gc.ts):
+   * the purging node sends old tombstones to every other member. A member that replicates a
+   * tombstone's key applies it with the last-writer-wins merge (durably) and says whether it now
+   * holds exactly that tombstone; every member also answers how old the oldest entry of its
+   * replication log is, so the purger knows no log anywhere still carries an older write.
+   */
+  confirmTombstones(
+    request: ConfirmTombstonesRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ConfirmTombstonesResponse>>;
+  /**
+   * PurgeTombstones is the second step: every replica holds the tombstones (step one said so),
+   * so each replica deletes its record for a key if it is still exactly that tombstone.
+   */
+  purgeTombstones(
+    request: PurgeTombstonesRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<PurgeTombstonesResponse>>;
 }
 
 export interface PeerServiceClient<CallOptionsExt = {}> {
@@ -2338,6 +2959,25 @@ export interface PeerServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<BucketRecordsRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<BucketRecordsResponse>;
+  /**
+   * ConfirmTombstones is the first step of a tombstone purge (src/replication/tombstone-gc.ts):
+   * the purging node sends old tombstones to every other member. A member that replicates a
+   * tombstone's key applies it with the last-writer-wins merge (durably) and says whether it now
+   * holds exactly that tombstone; every member also answers how old the oldest entry of its
+   * replication log is, so the purger knows no log anywhere still carries an older write.
+   */
+  confirmTombstones(
+    request: DeepPartial<ConfirmTombstonesRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ConfirmTombstonesResponse>;
+  /**
+   * PurgeTombstones is the second step: every replica holds the tombstones (step one said so),
+   * so each replica deletes its record for a key if it is still exactly that tombstone.
+   */
+  purgeTombstones(
+    request: DeepPartial<PurgeTombstonesRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<PurgeTombstonesResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {
