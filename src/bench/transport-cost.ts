@@ -115,7 +115,7 @@ async function main(): Promise<void> {
     let id = 0;
     rows.push(
       await measure('gRPC stream message (OperationStream)', roundTrips, () => {
-        requests.push({ operations: [{ id: ++id, timeoutMs: 0, operation: { get: { key, consistency: 0 } } }] });
+        requests.push({ operations: [{ id: ++id, timeoutMs: 0, operation: { get: { key, consistency: 0 } }, deadlineUnixMs: 0n }] });
         return answers.next();
       }),
     );

@@ -1,5 +1,6 @@
 import { ClientError, Metadata, Status } from 'nice-grpc';
 import { KVStoreDefinition, type BatchOperation, type BatchResult, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+import { deadlineMetadataKey, deadlineMetadataValue } from '../common/deadline-header.js';
 
 /** Most operations one coalesced Batch call carries (the node accepts up to 1024). */
 export const coalescedOperationsMax = 256;
@@ -218,10 +219,13 @@ export class BatchCallTransport implements OperationTransport {
   }
 }
 
-/** A call's signal and its deadline, told to the node too (grpc-timeout). */
+/** A call's signal and its deadline, told to the node too: relative (grpc-timeout) and absolute (kvstore-deadline-unix-ms). */
 function callOptions(controller: AbortController, deadlineAt: number) {
   const timeoutMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(deadlineAt - Date.now())));
-  return { signal: controller.signal, metadata: Metadata().set('grpc-timeout', `${timeoutMs}m`) };
+  const metadata = Metadata().set('grpc-timeout', `${timeoutMs}m`);
+  const deadline = deadlineMetadataValue(deadlineAt);
+  if (deadline !== undefined) metadata.set(deadlineMetadataKey, deadline);
+  return { signal: controller.signal, metadata };
 }
 
 /**

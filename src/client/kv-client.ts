@@ -15,6 +15,7 @@ import {
   toBuffer,
   toConsistency,
 } from './convert.js';
+import { deadlineMetadataKey, deadlineMetadataValue } from '../common/deadline-header.js';
 import { isOverloadRefusal } from '../common/overload.js';
 import { KvError, toKvError } from './errors.js';
 import type {
@@ -625,12 +626,19 @@ export class KvClient {
     }
   }
 
-  /** Call options of one attempt: the scope's signal and its deadline, told to the node too. */
+  /**
+   * Call options of one attempt: the scope's signal and its deadline, told to the node too, both
+   * relative (grpc-timeout) and absolute (so a node that reads the call only after the deadline
+   * passed, say when a partition heals, refuses it rather than applying it: kvstore.proto).
+   */
   private callOptions(scope: CallScope, withDeadline: boolean): CallOptions {
     if (!withDeadline) return { signal: scope.signal };
     // The gRPC wire deadline lets the node stop waiting for replicas when we stop waiting for it.
     const remainingMs = Math.min(grpcTimeoutMsMax, Math.max(1, Math.ceil(scope.remainingMs())));
-    return { signal: scope.signal, metadata: Metadata().set('grpc-timeout', `${remainingMs}m`) };
+    const metadata = Metadata().set('grpc-timeout', `${remainingMs}m`);
+    const deadline = deadlineMetadataValue(scope.deadlineAt);
+    if (deadline !== undefined) metadata.set(deadlineMetadataKey, deadline);
+    return { signal: scope.signal, metadata };
   }
 
   /** Runs a unary call with the deadline, failover and retry rules of `policy`. */

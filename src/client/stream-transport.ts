@@ -75,7 +75,10 @@ export class StreamTransport implements OperationTransport {
         }
       });
       const timeoutMs = Math.min(operationTimeoutMsMax, Math.max(1, Math.ceil(queued.deadlineAt - now)));
-      operations.push({ id, timeoutMs, operation: queued.operation });
+      // The absolute deadline too: a node that reads this only after it passed (a partition
+      // healing) answers DEADLINE_EXCEEDED instead of applying it (kvstore.proto, "Late requests").
+      const deadlineUnixMs = Number.isFinite(queued.deadlineAt) && queued.deadlineAt > 0 ? BigInt(Math.ceil(queued.deadlineAt)) : 0n;
+      operations.push({ id, timeoutMs, operation: queued.operation, deadlineUnixMs });
     }
     stream.requests.push({ operations });
   }

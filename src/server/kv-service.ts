@@ -20,6 +20,7 @@ import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
 import { isDomainError, toServerError } from './error-status.js';
 import { batchOperationBytes, type InFlightBudget, operationBytes } from './in-flight-budget.js';
+import { lateRequestToleranceMsDefault, LateRequests, LateRequestStats } from './late-requests.js';
 import { serveOperationStream, type OperationStreamStats } from './operation-stream.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
 
@@ -41,6 +42,17 @@ export interface KvServiceDeps {
   readonly budget: InFlightBudget;
   /** Logs an operation of a Batch that failed with a bug (the middleware does this for whole calls). */
   readonly logger: Logger;
+  /**
+   * How long after its client's absolute deadline (metadata `kvstore-deadline-unix-ms`, or a
+   * stream operation's `deadline_unix_ms`) a request may be read and still run: the node's
+   * `clock.maxDriftMs`, as below it clock skew and delay look the same (late-requests.ts).
+   * Default {@link lateRequestToleranceMsDefault}.
+   */
+  readonly lateRequestToleranceMs?: number;
+  /** Counts the late requests refused, for /metrics (`lateRequestsRefused`); default: a private one. */
+  readonly lateRequestStats?: LateRequestStats;
+  /** The node's wall clock (Unix ms) the late-request check reads; default Date.now. */
+  readonly wallClock?: () => number;
   status(): StatusResponse;
   backup(allNodes: boolean): Promise<BackupStatus>;
   verify(): Promise<VerifyResponse>;
@@ -55,11 +67,14 @@ const emptyValue = Buffer.alloc(0);
  */
 export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementation {
   const { coordinator, limits, budget } = deps;
+  const lateRequests = new LateRequests(deps.lateRequestToleranceMs ?? lateRequestToleranceMsDefault, deps.lateRequestStats ?? new LateRequestStats(), deps.wallClock);
   /**
    * Runs `handle` with the call's deadline, charging `bytes` to the budget (or refusing the call
    * with RESOURCE_EXHAUSTED before anything runs), and stops the timer when the call is answered.
+   * A call read long after its client's deadline is refused first (DEADLINE_EXCEEDED, nothing run).
    */
   const withDeadline = async <T>(context: CallContext, bytes: number, handle: (deadline: RequestDeadline) => Promise<T>): Promise<T> => {
+    lateRequests.checkCall(context.metadata);
     budget.tryAcquire(bytes);
     const deadline = new RequestDeadline(context.signal, deps.requestMs);
     try {
@@ -126,7 +141,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       return withDeadline(context, bytes, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
     },
     async *operationStream(requests, context) {
-      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing, budget, stats: deps.streamStats });
+      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing, budget, stats: deps.streamStats, lateRequests });
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);

@@ -3,6 +3,7 @@ import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStre
 import { RequestDeadline } from '../replication/deadline.js';
 import { ResourceLimitError } from '../replication/errors.js';
 import { batchOperationBytes, type InFlightBudget } from './in-flight-budget.js';
+import type { LateRequests } from './late-requests.js';
 import { untilClosing } from './stream-messages.js';
 
 /** Most operations one OperationStream message may carry (as a Batch call; kvstore.proto). */
@@ -34,6 +35,8 @@ export interface OperationStreamDeps {
   readonly budget: InFlightBudget;
   /** Counted into, if given. */
   readonly stats?: OperationStreamStats;
+  /** If given, an operation read long after its `deadline_unix_ms` is answered DEADLINE_EXCEEDED and not run. */
+  readonly lateRequests?: LateRequests;
 }
 
 /**
@@ -106,6 +109,9 @@ export async function* serveOperationStream(
         }
         inFlight += count;
         if (stats !== undefined) stats.inFlight += count;
+        // Checked when the message is let in to run (after any wait for budget room), once per message for the time.
+        const late = deps.lateRequests;
+        const nowMs = late?.now() ?? 0;
         message.operations.forEach((op, i) => {
           const entry = entries[i]!;
           const settle = (result: BatchResult): void => {
@@ -113,6 +119,11 @@ export async function* serveOperationStream(
             deps.budget.release(bytes[i]!);
             answer(op.id, result);
           };
+          const refused = late?.checkOperation(op.deadlineUnixMs, nowMs);
+          if (refused !== undefined) {
+            settle(refused);
+            return;
+          }
           deps.runOperation(op.operation ?? {}, entry.deadline).then(
             settle,
             // runOperation turns every failure into a result; this is a last resort.

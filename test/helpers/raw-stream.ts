@@ -5,9 +5,9 @@ import { PushQueue } from '../../src/common/push-queue.js';
 import { show } from './batch-results.js';
 import { waitFor } from './wait.js';
 
-/** A stream operation; `timeoutMs` 0 is the node's own cap. */
-export function op(id: number, operation: BatchOperation | undefined, timeoutMs = 0): StreamOperation {
-  return { id, timeoutMs, operation };
+/** A stream operation; `timeoutMs` 0 is the node's own cap; `deadlineUnixMs` 0 sends no absolute deadline. */
+export function op(id: number, operation: BatchOperation | undefined, timeoutMs = 0, deadlineUnixMs = 0n): StreamOperation {
+  return { id, timeoutMs, operation, deadlineUnixMs };
 }
 
 /** Where an answer arrived: which response message, and its position in that message. */

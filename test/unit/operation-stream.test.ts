@@ -30,7 +30,7 @@ function heldOperations() {
 /** A message of `count` gets with ids from `firstId` on. */
 function message(firstId: number, count: number): OperationStreamRequest {
   return {
-    operations: Array.from({ length: count }, (_, i) => ({ id: firstId + i, timeoutMs: 0, operation: { get: { key: Buffer.from(`k${firstId + i}`), consistency: 0 } } })),
+    operations: Array.from({ length: count }, (_, i) => ({ id: firstId + i, timeoutMs: 0, operation: { get: { key: Buffer.from(`k${firstId + i}`), consistency: 0 } }, deadlineUnixMs: 0n })),
   };
 }
 

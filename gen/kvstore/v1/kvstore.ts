@@ -173,7 +173,18 @@ export interface StreamOperation {
    */
   timeoutMs: number;
   /** What to do, as in Batch. Unset answers INVALID_ARGUMENT in the result. */
-  operation: BatchOperation | undefined;
+  operation:
+    | BatchOperation
+    | undefined;
+  /**
+   * The absolute deadline of the client's call, in Unix epoch milliseconds on the client's clock;
+   * 0 means not sent. Unlike timeout_ms (counted from when the node reads the operation), this
+   * tells the node how late the operation is: one read more than the node's tolerance
+   * (`clock.maxDriftMs`, default 60 s, which covers clock skew) after this instant is answered
+   * DEADLINE_EXCEEDED in its result and not run, because its client has given up on it (see
+   * "Late requests" in the service comment). Other operations of the stream are unaffected.
+   */
+  deadlineUnixMs: bigint;
 }
 
 /** Answers on an OperationStream, in the order the operations finished. */
@@ -1311,7 +1322,7 @@ export const OperationStreamRequest: MessageFns<OperationStreamRequest> = {
 };
 
 function createBaseStreamOperation(): StreamOperation {
-  return { id: 0, timeoutMs: 0, operation: undefined };
+  return { id: 0, timeoutMs: 0, operation: undefined, deadlineUnixMs: 0n };
 }
 
 export const StreamOperation: MessageFns<StreamOperation> = {
@@ -1324,6 +1335,12 @@ export const StreamOperation: MessageFns<StreamOperation> = {
     }
     if (message.operation !== undefined) {
       BatchOperation.encode(message.operation, writer.uint32(26).fork()).join();
+    }
+    if (message.deadlineUnixMs !== 0n) {
+      if (BigInt.asUintN(64, message.deadlineUnixMs) !== message.deadlineUnixMs) {
+        throw new globalThis.Error("value provided for field message.deadlineUnixMs of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.deadlineUnixMs);
     }
     return writer;
   },
@@ -1365,6 +1382,14 @@ export const StreamOperation: MessageFns<StreamOperation> = {
             message.operation = BatchOperation.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.deadlineUnixMs = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1386,6 +1411,11 @@ export const StreamOperation: MessageFns<StreamOperation> = {
         ? globalThis.Number(object.timeout_ms)
         : 0,
       operation: isSet(object.operation) ? BatchOperation.fromJSON(object.operation) : undefined,
+      deadlineUnixMs: isSet(object.deadlineUnixMs)
+        ? BigInt(object.deadlineUnixMs)
+        : isSet(object.deadline_unix_ms)
+        ? BigInt(object.deadline_unix_ms)
+        : 0n,
     };
   },
 
@@ -1400,6 +1430,9 @@ export const StreamOperation: MessageFns<StreamOperation> = {
     if (message.operation !== undefined) {
       obj.operation = BatchOperation.toJSON(message.operation);
     }
+    if (message.deadlineUnixMs !== 0n) {
+      obj.deadlineUnixMs = message.deadlineUnixMs.toString();
+    }
     return obj;
   },
 
@@ -1413,6 +1446,9 @@ export const StreamOperation: MessageFns<StreamOperation> = {
     message.operation = (object.operation !== undefined && object.operation !== null)
       ? BatchOperation.fromPartial(object.operation)
       : undefined;
+    message.deadlineUnixMs = (object.deadlineUnixMs !== undefined && object.deadlineUnixMs !== null)
+      ? BigInt(object.deadlineUnixMs)
+      : 0n;
     return message;
   },
 };
@@ -3418,6 +3454,19 @@ export const PeerRepair: MessageFns<PeerRepair> = {
  * A write that answers UNAVAILABLE or DEADLINE_EXCEEDED may still have been applied on some
  * replicas: it is in the coordinator's replication log and will reach every replica. It is not
  * rolled back (as in Cassandra). Retry with the same value if you need it to be visible.
+ *
+ * Late requests. A client may send, as request metadata `kvstore-deadline-unix-ms`, the absolute
+ * deadline of its call: a decimal string of Unix epoch milliseconds on the client's clock (the
+ * header name and format are part of this API; the SDK sends it on every unary and Batch call,
+ * and as `StreamOperation.deadline_unix_ms` on every OperationStream operation). A node that
+ * reads a Put, Get, Delete or Batch call, or a stream operation, whose deadline passed more than
+ * the node's tolerance ago (its `clock.maxDriftMs`, default 60 s: a node cannot tell clock skew
+ * from delay below that) answers DEADLINE_EXCEEDED ("request arrived <n> ms after its client's
+ * deadline ...; not applied") and runs nothing: its client gave up on it long ago, and applying
+ * it then (e.g. after a partition heals) would stamp it with a new version and overwrite writes
+ * acknowledged since. A Batch is refused whole. Without the metadata (or with 0) only gRPC's
+ * relative `grpc-timeout` applies, as before. A value that is not a decimal number answers
+ * INVALID_ARGUMENT. Status, Backup, Verify, Repair and ListKeys ignore it.
  * buf:lint:ignore SERVICE_SUFFIX
  */
 export type KVStoreDefinition = typeof KVStoreDefinition;
