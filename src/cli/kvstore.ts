@@ -5,13 +5,14 @@ import { ConfigError, loadConfigFile, resolveConfig } from '../config/load-confi
 import { DataDirLockedError } from '../storage/data-dir-lock.js';
 import { DataDirMismatchError } from '../storage/repository.js';
 import { KvNode } from '../server/node.js';
+import { installProcessPolicy } from '../common/process-policy.js';
 import { isEntryPoint } from './entry-point.js';
 import { runRestore } from './restore.js';
 
 const usage = `Usage:
   kvstore [--config node.yaml] [--log-level info]   run a node (no config: one node on defaults)
-          [--allow-stale-start]                      start although this node was out of the cluster longer
-                                                   than tombstones.graceSeconds (only after a whole-cluster outage)
+          [--allow-stale-start]                      start on data restored from a backup older than
+                                                   tombstones.graceSeconds (only if nothing was purged since)
   kvstore restore --from <backup dir> --config node.yaml [--force]
                                                    restore a stopped node's data from a backup
 
@@ -48,6 +49,7 @@ export async function runKvstore(argv: string[]): Promise<number> {
     throw err;
   }
   const logger = pino({ level: config.logLevel, base: { node: config.nodeId } });
+  installProcessPolicy(logger);
   let node: KvNode;
   try {
     node = await KvNode.start(config, logger, args['allow-stale-start'] === true);

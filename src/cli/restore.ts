@@ -61,6 +61,9 @@ export async function runRestore(argv: string[]): Promise<number> {
     // leaves the old environment (or, after the rename, the whole new one), never a torn file.
     const staged = `${target}.restoring`;
     copyWithProgress(source, staged);
+    // The node checks the backup's age against the tombstone grace when it starts.
+    await Repository.markRestored(staged, backupTakenAtMs(args.from, source));
+    rmSync(`${staged}-lock`, { force: true });
     if (existsSync(target)) {
       // A second name for the old file, so no instant exists without an environment in place.
       const aside = `${target}.before-restore-${new Date().toISOString().replace(/[:.]/g, '-')}`;
@@ -75,6 +78,17 @@ export async function runRestore(argv: string[]): Promise<number> {
   } finally {
     lock.release();
   }
+}
+
+/** When a backup was taken: its manifest's time, else the environment file's modification time. */
+function backupTakenAtMs(dir: string, environmentFile: string): number {
+  try {
+    const at = (JSON.parse(readFileSync(join(dir, backupManifestName), 'utf8')) as NodeBackup).createdAtMs;
+    if (Number.isInteger(at) && at > 0) return at;
+  } catch {
+    // no manifest: a copy made by hand
+  }
+  return Math.floor(statSync(environmentFile).mtimeMs);
 }
 
 function readBackupOwner(dir: string): string | undefined {

@@ -1,4 +1,4 @@
-import { type Version, versionCounterMax, versionWallMsMax } from './version.js';
+import { compareVersions, type Version, versionCounterMax, versionWallMsMax } from './version.js';
 
 /** A clock reading without a node id: what the clock persists as its high-water mark. */
 export interface ClockReading {
@@ -24,6 +24,11 @@ export class HybridLogicalClock {
   private counter: number;
   /** Versions observed beyond the drift bound (a peer with a broken clock); for metrics. */
   rejectedDriftCount = 0;
+  /**
+   * Versions issued just above a stored version beyond the drift bound, without moving the
+   * clock there (see nowAbove); for metrics.
+   */
+  stampedAboveDriftCount = 0;
 
   constructor(
     readonly nodeId: string,
@@ -45,6 +50,25 @@ export class HybridLogicalClock {
       this.tick();
     }
     return { wallMs: this.wallMs, counter: this.counter, nodeId: this.nodeId };
+  }
+
+  /**
+   * Issues a new version greater than `floor` (a version already stored for the key being
+   * written) as well as every earlier one. Wall clocks only propose versions; stored versions
+   * decide: a write must never be stamped below what its replicas hold, whatever this node's
+   * clock says. A floor within the drift bound moves the clock (as observe does); one beyond it
+   * (a peer whose clock is far ahead) gets the version right above it, issued for this write
+   * only, so one broken clock cannot drag every later version of this node into the future.
+   */
+  nowAbove(floor: Version | undefined): Version {
+    if (floor === undefined) return this.now();
+    this.observe(floor);
+    const v = this.now();
+    if (compareVersions(v, floor) > 0) return v;
+    this.stampedAboveDriftCount++;
+    if (floor.counter < versionCounterMax) return { wallMs: floor.wallMs, counter: floor.counter + 1, nodeId: this.nodeId };
+    if (floor.wallMs >= versionWallMsMax) throw new Error('HLC exhausted: a stored version is at the 48-bit wall-clock limit');
+    return { wallMs: floor.wallMs + 1, counter: 0, nodeId: this.nodeId };
   }
 
   /**

@@ -26,6 +26,12 @@ export const valueBytesMaxCeiling = 32 * 1024 * 1024;
  * 1 MiB puts a node with it peaked at 1.1 GB, against 2.4 GB without it (BENCHMARKS.md).
  */
 export const inFlightBytesMaxDefault = 128 * 1024 * 1024;
+/**
+ * Shortest tombstones.graceSeconds: the grace also bounds how late a replication-log entry or a
+ * read repair may arrive and still be applied (tombstone-gc.ts), so it must exceed any pause,
+ * partition retry or clock skew the cluster should ride out; 10 s is for tests, days for production.
+ */
+export const graceSecondsMin = 10;
 
 const nodeIdSchema = z
   .string()
@@ -124,7 +130,7 @@ export const nodeConfigSchema = z
     tombstones: z
       .strictObject({
         /** Tombstones older than this, acknowledged by every replica, are purged. */
-        graceSeconds: positiveInt.default(86_400),
+        graceSeconds: positiveInt.min(graceSecondsMin, `must be at least ${graceSecondsMin} s: it bounds how late a replicated write may still be applied`).default(86_400),
       })
       .default({ graceSeconds: 86_400 }),
     clock: z

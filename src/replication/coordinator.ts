@@ -18,7 +18,7 @@ export interface CoordinatorSettings {
   readonly selfId: string;
   readonly replicationFactor: number;
   readonly peerCallMs: number;
-  /** Throws if this node must not serve (quarantined: see StaleNodeGuard). */
+  /** Throws if this node must not serve. */
   readonly assertServing: () => void;
 }
 
@@ -36,6 +36,43 @@ interface ReplicaAnswer {
 /** Metrics the coordinator keeps for Status and logs. */
 export interface CoordinatorCounters {
   readRepairs: number;
+  /** Write rounds repeated because a replica held a newer version than the one stamped. */
+  restampedWrites: number;
+}
+
+/**
+ * Most rounds one write may take (see Coordinator.write). A round is repeated only when a replica
+ * answers a newer version, which a concurrent write to the same key can do again; past this
+ * many the write answers UNAVAILABLE (it is in the log, an indeterminate outcome).
+ */
+export const writeRoundsMax = 8;
+
+/** Where one write goes and how many replicas must apply it. */
+interface WritePlan {
+  readonly key: Buffer;
+  readonly replicas: readonly string[];
+  /** The replicas other than this node. */
+  readonly peers: readonly string[];
+  readonly selfIsReplica: boolean;
+  readonly required: number;
+  readonly level: ConsistencyLevel;
+}
+
+/** What one round of a write achieved. */
+interface RoundOutcome {
+  /** Enough replicas applied the round's record. */
+  readonly acked: boolean;
+  readonly applied: number;
+  /** Newest record a replica held before (not one of this write's own rounds). */
+  readonly previous: Buffer | undefined;
+  /** Newest record a replica held that is newer than the round's: the next round's floor. */
+  readonly superseding: Buffer | undefined;
+}
+
+/** Whether `record` is one this write stamped in an earlier round (a replica already applied it). */
+function isOwn(record: Buffer, ownRecords: readonly Buffer[]): boolean {
+  for (const own of ownRecords) if (own.equals(record)) return true;
+  return false;
 }
 
 /**
@@ -44,7 +81,7 @@ export interface CoordinatorCounters {
  * from enough replicas to answer with the newest version, and repairs stale replicas it read.
  */
 export class Coordinator {
-  readonly counters: CoordinatorCounters = { readRepairs: 0 };
+  readonly counters: CoordinatorCounters = { readRepairs: 0, restampedWrites: 0 };
   private closed = false;
   private readonly readers: ReadonlyMap<string, ReadBatcher>;
 
@@ -56,6 +93,8 @@ export class Coordinator {
     private readonly links: ReadonlyMap<string, PeerLink>,
     private readonly loops: ReadonlyMap<string, DeliveryLoop>,
     private readonly logger: Logger,
+    /** This node's wall clock (Date.now, or shifted by the clock test hook). */
+    private readonly wallClock: () => number = Date.now,
   ) {
     this.readers = new Map([...links.values()].map((l) => [l.id, new ReadBatcher(l, settings.selfId, settings.peerCallMs)]));
   }
@@ -65,36 +104,83 @@ export class Coordinator {
     this.closed = true;
   }
 
-  /** Writes `value` (or a tombstone) and answers the newest previous value among the acknowledging replicas. */
+  /**
+   * Writes `value` (or a tombstone) and answers the newest previous value among the
+   * acknowledging replicas.
+   *
+   * A write is acknowledged only once `level`'s number of replicas have *applied* it: stored it
+   * as their newest record. A replica holding a newer version (a node with a fast clock wrote the
+   * key; this node's clock is behind its peers') says so by answering that record as its previous
+   * one, and the write is then stamped again above it and sent again, in a new round. So an
+   * acknowledged QUORUM or ALL write is higher than every write acknowledged before it was sent
+   * (their quorums share a replica, which held the earlier write), whatever the clocks say.
+   */
   async write(key: Buffer, value: Buffer, tombstone: boolean, level: ConsistencyLevel, deadline: RequestDeadline): Promise<ReadResult> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     this.settings.assertServing();
     const { selfId, replicationFactor } = this.settings;
     const replicas = this.ring.preferenceList(key, replicationFactor);
-    const required = requiredAcks(level, replicationFactor);
     const selfIsReplica = replicas.includes(selfId);
-    const peers = selfIsReplica ? replicas.filter((id) => id !== selfId) : replicas;
-    const record = encodeRecord({ version: this.clock.now(), tombstone, value });
+    const plan: WritePlan = {
+      key,
+      replicas,
+      peers: selfIsReplica ? replicas.filter((id) => id !== selfId) : replicas,
+      selfIsReplica,
+      required: requiredAcks(level, replicationFactor),
+      level,
+    };
+    // Our own copy is the first floor: most writes need one round.
+    let floor = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
+    const ownRecords: Buffer[] = [];
+    let previous: Buffer | undefined;
+    for (let round = 1; ; round++) {
+      const record = encodeRecord({ version: this.clock.nowAbove(floor === undefined ? undefined : decodeRecordHeader(floor).version), tombstone, value });
+      ownRecords.push(record);
+      const outcome = await this.writeRound(plan, record, ownRecords, deadline);
+      previous = newerRecord(previous, outcome.previous);
+      if (outcome.acked) return toReadResult(previous);
+      if (round >= writeRoundsMax) {
+        throw new NotEnoughReplicasError(
+          `write reached ${outcome.applied} of the ${plan.required} replicas required at ${level.toUpperCase()} in ${round} rounds: ` +
+            'replicas kept answering newer versions (concurrent writes to this key); it is stored in the replication log and will still reach every replica',
+        );
+      }
+      this.counters.restampedWrites++;
+      floor = outcome.superseding;
+    }
+  }
+
+  /**
+   * One round of a write: commits `record` locally (when a replica) with one replication-log
+   * entry per other replica, and waits until enough replicas applied it, or until that is out of
+   * reach. Resolves with acked = false and the newest superseding record when some replica held
+   * a newer version (the caller stamps above it); throws when the replicas are unreachable.
+   */
+  private async writeRound(plan: WritePlan, record: Buffer, ownRecords: readonly Buffer[], deadline: RequestDeadline): Promise<RoundOutcome> {
+    const { key, peers, selfIsReplica, required, level } = plan;
     const localAcks = selfIsReplica ? 1 : 0;
     const waitForPeers = required > localAcks;
     // Reserved before the commit and readable by the delivery loops at once, so peers apply the
     // write while this node commits and fsyncs it. The client is answered only after our flush
     // and W durable acks, so the overlap changes no guarantee.
-    const reserved = peers.length > 0 ? this.repo.hints.reserve(peers, key, record, Date.now()) : undefined;
+    const reserved = peers.length > 0 ? this.repo.hints.reserve(peers, key, record, this.wallClock()) : undefined;
     const tracked: { loop: DeliveryLoop; seq: number; outcome: Promise<DeliveryOutcome> }[] = [];
-    if (waitForPeers && reserved !== undefined) {
+    if (reserved !== undefined) {
       // Registered before the loops are woken, so none can deliver an entry unseen. A peer sends
-      // back its old record only if newer than the one we hold (usually it is not).
+      // back its old record only if newer than the one we hold (usually it is not). Tracked even
+      // when no peer ack is needed: a peer may be the only one to tell us it holds a newer version.
       const knownPrevious = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
-      for (const { peer, seq } of reserved.entries) {
-        const loop = this.loops.get(peer)!;
-        tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious) });
+      if (waitForPeers) {
+        for (const { peer, seq } of reserved.entries) {
+          const loop = this.loops.get(peer)!;
+          tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious) });
+        }
       }
     }
     for (const peer of peers) this.loops.get(peer)!.wake();
     let committed: Awaited<ReturnType<Repository['commitWrite']>>;
     try {
-      committed = await this.repo.commitWrite(key, record, selfIsReplica, reserved, this.clock.reading());
+      committed = await this.repo.commitWrite(key, record, selfIsReplica, reserved);
     } catch (err) {
       for (const t of tracked) t.loop.untrack(t.seq); // the entries were discarded
       throw err;
@@ -102,39 +188,63 @@ export class Coordinator {
     // A loop that had to read from LMDB (far behind) finds the entries only now.
     for (const peer of peers) this.loops.get(peer)!.wake();
 
-    let newest = committed.previous;
-    if (!waitForPeers) return toReadResult(newest);
-
-    let acks = localAcks;
+    let applied = 0;
+    let superseding: Buffer | undefined;
+    let previous: Buffer | undefined;
+    /** Takes in what one replica held before `record`; false if it held something newer. */
+    const consider = (before: Buffer | undefined): boolean => {
+      if (before !== undefined && !isOwn(before, ownRecords)) previous = newerRecord(previous, before);
+      if (before === undefined || before.equals(record) || compareEncodedVersions(record, before) > 0) return true;
+      superseding = newerRecord(superseding, before);
+      return false;
+    };
     let failed = 0;
+    if (selfIsReplica) {
+      if (consider(committed.previous)) applied++;
+      else failed++;
+    }
+    if (!waitForPeers) {
+      return { acked: applied >= required, applied, previous, superseding: superseding ?? committed.previous };
+    }
+
     const reasons: string[] = [];
     const describe = () =>
-      `write reached ${acks} of the ${required} replicas required at ${level.toUpperCase()}` +
+      `write reached ${applied} of the ${required} replicas required at ${level.toUpperCase()}` +
       (reasons.length > 0 ? ` (${reasons.join('; ')})` : '') +
       '; it is stored in the replication log and will still reach every replica';
+    const total = plan.replicas.length;
     try {
       await deadline.race(
         new Promise<void>((resolve, reject) => {
+          const settle = () => {
+            if (applied >= required || !canStillReach(required, applied, failed, total)) resolve();
+          };
+          settle();
           for (const t of tracked) {
             void t.outcome.then((o) => {
-              if (o.delivered) {
-                acks++;
-                newest = newerRecord(newest, o.previous);
-              } else {
+              if (!o.delivered) {
                 failed++;
                 reasons.push(o.reason);
+              } else if (consider(o.previous)) applied++;
+              else {
+                failed++;
+                reasons.push(`${t.loop.peerId} holds a newer version`);
               }
-              if (acks >= required) resolve();
-              else if (!canStillReach(required, acks, failed, replicas.length)) reject(new NotEnoughReplicasError(describe()));
+              if (applied >= required) resolve();
+              else if (!canStillReach(required, applied, failed, total)) {
+                if (superseding !== undefined) resolve();
+                else reject(new NotEnoughReplicasError(describe()));
+              }
             });
           }
+          void settle;
         }),
         describe,
       );
     } finally {
       for (const t of tracked) t.loop.untrack(t.seq);
     }
-    return toReadResult(newest);
+    return { acked: applied >= required, applied, previous, superseding };
   }
 
   /** Reads `key` from enough replicas for `level` and answers the newest version. */
@@ -207,7 +317,7 @@ export class Coordinator {
       const done =
         a.node === this.settings.selfId
           ? this.repo.applyRecords(batch)
-          : this.links.get(a.node)!.client.replicate({ fromNodeId: this.settings.selfId, records: batch, wantPrevious: [] }, { signal: AbortSignal.timeout(this.settings.peerCallMs) });
+          : this.links.get(a.node)!.client.replicate({ fromNodeId: this.settings.selfId, records: batch, wantPrevious: [], knownPrevious: [], fromLog: true }, { signal: AbortSignal.timeout(this.settings.peerCallMs) });
       done.catch((err: Error) => this.logger.debug({ node: a.node, err: err.message }, 'read repair failed; anti-entropy will fix it'));
     }
   }

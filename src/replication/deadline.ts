@@ -32,7 +32,13 @@ export class RequestDeadline {
    * aborts or the timeout passes, whichever comes first.
    */
   race<T>(promise: Promise<T>, message: () => string): Promise<T> {
-    if (this.expired || this.signal.aborted) return Promise.reject(new RequestTimeoutError(message()));
+    if (this.expired || this.signal.aborted) {
+      // The request was read after its deadline (a paused node, a healed partition): `promise`
+      // may still reject, and nobody else listens to it. Unobserved, that rejection would end
+      // the process (Node's default for unhandled rejections).
+      promise.catch(() => {});
+      return Promise.reject(new RequestTimeoutError(message()));
+    }
     if (this.timer === undefined) {
       this.timer = setTimeout(this.expire, this.timeoutMs);
       this.signal.addEventListener('abort', this.expire, { once: true });

@@ -12,6 +12,13 @@ export interface DeliverySettings {
   readonly retryMinMs: number;
   readonly retryMaxMs: number;
   readonly peerCallMs: number;
+  /**
+   * Entries enqueued longer ago than this are never sent (dropped, counted): a write that old
+   * may be superseded by a delete whose tombstone is purged already (tombstone-gc.ts).
+   */
+  readonly entryAgeMsMax: number;
+  /** This node's wall clock. */
+  readonly wallClock: () => number;
 }
 
 /** What a coordinator waiting on one log entry learns. */
@@ -28,7 +35,14 @@ const noRecord = Buffer.alloc(0);
  */
 export const deliveryBatchesInFlightMax = 2;
 
-type SendResult = { readonly ok: true; readonly previous: ReadonlyMap<number, Buffer | undefined> } | { readonly ok: false; readonly error: unknown };
+/** What a peer answered for a batch, by index into the batch. */
+interface BatchAnswer {
+  readonly previous: ReadonlyMap<number, Buffer | undefined>;
+  /** Entries the peer refused as too old (see ReplicateResponse.refused). */
+  readonly refused: ReadonlySet<number>;
+}
+
+type SendResult = { readonly ok: true; readonly answer: BatchAnswer } | { readonly ok: false; readonly error: unknown };
 
 interface Waiter {
   /** Version header of the newest old record the coordinator knows (the peer answers only a newer one). */
@@ -62,6 +76,8 @@ export class DeliveryLoop {
   /** Highest sequence sent and acknowledged (entries up to it are delivered). */
   private deliveredSeq = 0;
   delivered = 0;
+  /** Entries the peer refused as older than its tombstone grace. */
+  refused = 0;
 
   constructor(
     private readonly link: PeerLink,
@@ -144,7 +160,7 @@ export class DeliveryLoop {
       if (result === undefined) continue; // woken: fill the pipeline
       inFlight.shift();
       if (result.ok) {
-        this.acknowledge(oldest.batch, result.previous);
+        this.acknowledge(oldest.batch, result.answer);
         continue;
       }
       // The stream failed: every later batch on it failed or will be resent anyway (a
@@ -152,23 +168,25 @@ export class DeliveryLoop {
       this.link.markFailure(result.error);
       await Promise.all(inFlight.map((f) => f.answer));
       inFlight.length = 0;
-      const previous = await this.deliver(oldest.batch);
-      if (previous === undefined) return; // stopped
-      this.acknowledge(oldest.batch, previous);
+      const answer = await this.deliver(oldest.batch);
+      if (answer === undefined) return; // stopped
+      this.acknowledge(oldest.batch, answer);
       sentSeq = this.deliveredSeq;
     }
   }
 
   /** `batch` reached the peer: resolve its waiters and delete it from the log. */
-  private acknowledge(batch: readonly HintEntry[], previous: ReadonlyMap<number, Buffer | undefined>): void {
+  private acknowledge(batch: readonly HintEntry[], answer: BatchAnswer): void {
     this.link.markContact();
     this.deliveredSeq = batch[batch.length - 1]!.seq;
-    this.delivered += batch.length;
+    this.delivered += batch.length - answer.refused.size;
+    this.refused += answer.refused.size;
+    if (answer.refused.size > 0) this.logger.warn({ peer: this.link.id, refused: answer.refused.size }, 'peer refused replication-log entries older than its tombstone grace (its clock may be far ahead of ours)');
     for (const [i, entry] of batch.entries()) {
       const waiter = this.waiters.get(entry.seq);
       if (waiter === undefined) continue;
       this.waiters.delete(entry.seq);
-      waiter.resolve({ delivered: true, previous: previous.get(i) });
+      waiter.resolve(answer.refused.has(i) ? { delivered: false, reason: `${this.link.id} refused the write as older than its tombstone grace` } : { delivered: true, previous: answer.previous.get(i) });
     }
     // Deleting delivered entries need not hold up the next batch: a crash before the delete
     // commits only means redelivery, which the LWW merge makes harmless.
@@ -182,7 +200,22 @@ export class DeliveryLoop {
    */
   private buildRequest(batch: readonly HintEntry[]) {
     let first = 0;
-    while (first < batch.length && this.log.isGone(this.link.id, batch[first]!.seq)) first++;
+    const oldestSendableMs = this.settings.wallClock() - this.settings.entryAgeMsMax;
+    const expired: HintEntry[] = [];
+    while (first < batch.length) {
+      const entry = batch[first]!;
+      if (this.log.isGone(this.link.id, entry.seq)) first++;
+      else if (entry.enqueuedAtMs < oldestSendableMs) {
+        expired.push(entry);
+        first++;
+      } else break;
+    }
+    if (expired.length > 0) {
+      // Checked here as well as by the log's limits, which may not have run yet (at start-up).
+      this.log.remove(expired, true);
+      for (const e of expired) this.waiters.get(e.seq)?.resolve({ delivered: false, reason: 'the log entry expired (older than the tombstone grace)' });
+      this.logger.warn({ peer: this.link.id, dropped: expired.length }, 'replication-log entries older than the tombstone grace dropped, not sent; anti-entropy repairs the peer');
+    }
     const wanted: number[] = [];
     for (let i = first; i < batch.length; i++) if (this.waiters.has(batch[i]!.seq)) wanted.push(i);
     return {
@@ -196,27 +229,29 @@ export class DeliveryLoop {
   /** Sends `batch` once; resolves (never rejects) with the previous records by index, or the error. */
   private async sendOnce(batch: readonly HintEntry[]): Promise<SendResult> {
     try {
-      return { ok: true, previous: await this.sendRequest(this.buildRequest(batch)) };
+      return { ok: true, answer: await this.sendRequest(this.buildRequest(batch)) };
     } catch (error) {
       return { ok: false, error };
     }
   }
 
-  private async sendRequest(sent: ReturnType<DeliveryLoop['buildRequest']>): Promise<Map<number, Buffer | undefined>> {
+  private async sendRequest(sent: ReturnType<DeliveryLoop['buildRequest']>): Promise<BatchAnswer> {
     const previous = new Map<number, Buffer | undefined>();
-    if (sent.records.length === 0) return previous;
+    const refused = new Set<number>();
+    if (sent.records.length === 0) return { previous, refused };
     const answer = await this.stream.request({
-      batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious },
+      batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious, fromLog: true },
     });
     (answer.ack?.previous ?? []).forEach((p, j) => previous.set(sent.first + sent.wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
-    return previous;
+    for (const index of answer.ack?.refused ?? []) refused.add(sent.first + index);
+    return { previous, refused };
   }
 
   /**
    * Sends `batch` until the peer acknowledges it, with p-retry's backoff; the previous records it
    * returned by index, or undefined if stopped first.
    */
-  private async deliver(batch: readonly HintEntry[]): Promise<Map<number, Buffer | undefined> | undefined> {
+  private async deliver(batch: readonly HintEntry[]): Promise<BatchAnswer | undefined> {
     while (!this.stopped) {
       this.backoff = new AbortController();
       try {

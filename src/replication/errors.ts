@@ -27,8 +27,3 @@ export class ShuttingDownError extends Error {
 export class ResourceLimitError extends Error {
   override name = 'ResourceLimitError';
 }
-
-/** This node was cut off from the cluster longer than tombstones.graceSeconds and must be wiped. */
-export class QuarantinedError extends Error {
-  override name = 'QuarantinedError';
-}

@@ -26,6 +26,8 @@ export class HintLimits {
     private readonly log: HintLog,
     private readonly settings: HintLimitSettings,
     private readonly logger: Logger,
+    /** This node's wall clock (the one entries' enqueue times were read from). */
+    private readonly wallClock: () => number = Date.now,
   ) {}
 
   start(): void {
@@ -41,7 +43,7 @@ export class HintLimits {
   /** Drops what is over the limits now; returns the entries dropped per peer. */
   enforce(): Map<string, number> {
     const dropped = new Map<string, number>();
-    const cutoffMs = this.settings.maxAgeSeconds > 0 ? Date.now() - this.settings.maxAgeSeconds * 1000 : undefined;
+    const cutoffMs = this.settings.maxAgeSeconds > 0 ? this.wallClock() - this.settings.maxAgeSeconds * 1000 : undefined;
     for (const peer of this.log.peers()) {
       let count = 0;
       for (;;) {

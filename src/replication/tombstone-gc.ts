@@ -1,59 +1,140 @@
 import type { Logger } from 'pino';
-import type { Repository } from '../storage/repository.js';
+import type { ConfirmTombstonesResponse } from '../../gen/kvstore/internal/v1/peer.js';
+import type { Ring } from '../cluster/ring.js';
+import { decodeRecordHeader } from '../storage/record-codec.js';
+import type { Repository, StoredRecord } from '../storage/repository.js';
+import type { PeerLink } from './peer-link.js';
 
 /** Records examined per sweep step, so GC never holds the event loop or a write lock for long. */
-export const gcScanRecordsPerStep = 2_000;
+export const gcScanRecordsPerStep = 1_000;
+/**
+ * Most tombstones one step sends to the other members: each is a key (at most 1974 bytes) and a
+ * header of under 300 bytes, so a step's messages stay far below the peer message limit.
+ */
+export const gcTombstonesPerStepMax = 1_000;
 /** Bounds of the pause between sweep steps. */
 const gcStepMsMin = 200;
 const gcStepMsMax = 10_000;
 
+export interface TombstoneGcSettings {
+  readonly selfId: string;
+  readonly replicationFactor: number;
+  readonly graceSeconds: number;
+  readonly peerCallMs: number;
+  /** This node's wall clock. */
+  readonly wallClock: () => number;
+}
+
 /**
- * Purges tombstones older than tombstones.graceSeconds. A tombstone is purged only when
- * (1) its version is older than the grace period, and (2) this node's own replication log holds
- * no entry older than it (every write this node coordinated up to then has reached its
- * replicas, or was dropped by the log's age cap, which is never longer than the grace).
- * Why no deleted key comes back: see StaleNodeGuard and docs/design-notes.md.
+ * Purges tombstones, by the rule that keeps a purged delete from coming back:
+ * **a tombstone is purged only once every replica of its key is known to hold it, and no
+ * replication log on any member still holds a write it supersedes.** Its age (older than
+ * tombstones.graceSeconds) only makes it a candidate; a timer alone is never the proof.
+ *
+ * Each tombstone is handled by its key's first replica (the primary; the others never purge on
+ * their own), in two steps, with every other member of the cluster:
+ * 1. ConfirmTombstones: each replica applies the tombstone (last-writer-wins, durably) and says
+ *    whether it now holds exactly it; every member says how old its replication log's oldest
+ *    entry is. A member that does not answer (down, partitioned, paused) stops the step: nothing
+ *    is purged while any member is out of reach.
+ * 2. If every replica holds it and every log's oldest entry is younger than the tombstone's
+ *    version (every queued record's version is at least its enqueue time, so none is older than
+ *    the tombstone), PurgeTombstones on every other replica, then here: each deletes the key's
+ *    record only if it is still exactly that tombstone.
+ * A step cut short by a fault leaves some replicas with the tombstone; anti-entropy copies it back
+ * and a later step purges it again. Records that arrive late for a purged key are refused by the
+ * receiver (see peer-service.ts) and never sent late by the sender (see delivery-loop.ts).
  */
 export class TombstoneCollector {
   private timer: NodeJS.Timeout | undefined;
   private cursor: Buffer | undefined;
   private stopped = false;
+  private running: Promise<unknown> | undefined;
   purged = 0;
+  /** Why the last step purged nothing it could have, if it was held back (for Status and logs). */
+  lastHoldBack: string | undefined;
 
   constructor(
+    private readonly settings: TombstoneGcSettings,
+    private readonly ring: Ring,
     private readonly repo: Repository,
-    private readonly graceSeconds: number,
+    private readonly links: readonly PeerLink[],
     private readonly logger: Logger,
   ) {}
 
   start(): void {
-    const stepMs = Math.min(gcStepMsMax, Math.max(gcStepMsMin, (this.graceSeconds * 1000) / 8));
+    const stepMs = Math.min(gcStepMsMax, Math.max(gcStepMsMin, (this.settings.graceSeconds * 1000) / 8));
     const tick = () => {
       if (this.stopped) return;
-      this.timer = setTimeout(() => void this.step().finally(tick), stepMs);
+      this.timer = setTimeout(() => {
+        this.running = this.step()
+          .catch((err: Error) => this.logger.warn({ err: err.message }, 'tombstone GC step failed; it will be retried'))
+          .finally(tick);
+      }, stepMs);
       this.timer.unref();
     };
     tick();
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    await this.running;
   }
 
-  /** One sweep step; returns tombstones purged. */
+  /** One sweep step; returns tombstones purged on this node. */
   async step(): Promise<number> {
-    let cutoffMs = Date.now() - this.graceSeconds * 1000;
-    for (const peer of this.repo.hints.peers()) {
-      const oldest = this.repo.hints.stats(peer).oldestEnqueuedAtMs;
-      if (oldest !== undefined) cutoffMs = Math.min(cutoffMs, oldest);
+    const { selfId, replicationFactor, graceSeconds, wallClock } = this.settings;
+    const { tombstones, next } = this.repo.tombstonesBefore(wallClock() - graceSeconds * 1000, this.cursor, gcScanRecordsPerStep);
+    this.cursor = next;
+    const mine = tombstones.filter((t) => this.ring.preferenceList(t.key, replicationFactor)[0] === selfId).slice(0, gcTombstonesPerStepMax);
+    if (mine.length === 0) return 0;
+    // Our own log is one of the logs that must hold nothing older.
+    let logFloorMs = this.repo.hints.oldestEnqueuedAtMs();
+    const replicaOf = mine.map((t) => new Set(this.ring.preferenceList(t.key, replicationFactor)));
+    const held = mine.map(() => true);
+    for (const link of this.links) {
+      let answer: ConfirmTombstonesResponse;
+      try {
+        answer = await link.client.confirmTombstones({ fromNodeId: selfId, tombstones: mine }, { signal: AbortSignal.timeout(this.settings.peerCallMs) });
+        link.markContact();
+      } catch (err) {
+        link.markFailure(err);
+        this.lastHoldBack = `${link.id} did not confirm (${(err as Error).message})`;
+        this.logger.debug({ peer: link.id, err: (err as Error).message, candidates: mine.length }, 'tombstone purge held back: a member did not answer');
+        return 0;
+      }
+      const oldest = Number(answer.oldestLogEntryUnixMs);
+      if (oldest > 0) logFloorMs = logFloorMs === undefined ? oldest : Math.min(logFloorMs, oldest);
+      mine.forEach((_, i) => {
+        if (replicaOf[i]!.has(link.id) && answer.held[i] !== true) held[i] = false;
+      });
     }
-    const { cursor, purged } = await this.repo.purgeTombstones(cutoffMs, this.cursor, gcScanRecordsPerStep);
-    this.cursor = cursor;
+    const purgeable = mine.filter((t, i) => held[i] && (logFloorMs === undefined || decodeRecordHeader(t.record).version.wallMs < logFloorMs));
+    if (purgeable.length < mine.length) this.lastHoldBack = `${mine.length - purgeable.length} of ${mine.length} candidate tombstones not yet held by every replica, or older than a queued log entry`;
+    if (purgeable.length === 0) return 0;
+    await this.purgeEverywhere(purgeable);
+    const purged = await this.repo.purgeExact(purgeable.map((t) => ({ key: t.key, header: t.record })));
     if (purged > 0) {
       this.purged += purged;
-      this.logger.debug({ purged, total: this.purged }, 'purged tombstones past their grace period');
+      this.logger.debug({ purged, total: this.purged }, 'purged tombstones held by every replica');
     }
     return purged;
+  }
+
+  /** Step 2 on the other replicas; one that fails keeps its copy (a later step retries). */
+  private async purgeEverywhere(purgeable: readonly StoredRecord[]): Promise<void> {
+    const { selfId, replicationFactor, peerCallMs } = this.settings;
+    await Promise.all(
+      this.links.map(async (link) => {
+        const theirs = purgeable.filter((t) => this.ring.preferenceList(t.key, replicationFactor).includes(link.id));
+        if (theirs.length === 0) return;
+        try {
+          await link.client.purgeTombstones({ fromNodeId: selfId, tombstones: theirs }, { signal: AbortSignal.timeout(peerCallMs) });
+        } catch (err) {
+          this.logger.debug({ peer: link.id, err: (err as Error).message }, 'tombstone purge on a replica failed; a later step retries');
+        }
+      }),
+    );
   }
 }

@@ -1,6 +1,6 @@
 import { ServerError, Status } from 'nice-grpc';
-import { InvalidRequestError, NotEnoughReplicasError, QuarantinedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError } from '../replication/errors.js';
-import { DataDirMismatchError } from '../storage/repository.js';
+import { InvalidRequestError, NotEnoughReplicasError, RequestTimeoutError, ResourceLimitError, ShuttingDownError } from '../replication/errors.js';
+import { DataDirMismatchError, DiskFullError, UnstorableRecordError } from '../storage/repository.js';
 import { RecordDecodeError } from '../storage/record-codec.js';
 
 /** The one table from domain errors to gRPC status codes. Anything else is a bug: INTERNAL. */
@@ -12,7 +12,8 @@ const statusByError: ReadonlyArray<readonly [new (...args: never[]) => Error, St
   [ResourceLimitError, Status.RESOURCE_EXHAUSTED],
   [RecordDecodeError, Status.DATA_LOSS],
   [DataDirMismatchError, Status.FAILED_PRECONDITION],
-  [QuarantinedError, Status.FAILED_PRECONDITION],
+  [UnstorableRecordError, Status.INVALID_ARGUMENT],
+  [DiskFullError, Status.RESOURCE_EXHAUSTED],
 ];
 
 /** Converts an error thrown by a handler into the ServerError nice-grpc sends. */

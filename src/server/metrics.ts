@@ -18,6 +18,15 @@ export interface NodeCounters {
   readonly operationStreams: { readonly open: number; readonly inFlight: number; readonly answered: number };
   /** The request-bytes budget (limits.maxInFlightBytes). */
   readonly budget: { readonly inFlightBytes: number; readonly maxBytes: number; readonly refused: number; readonly waited: number };
+  /** Data-safety counters (see docs/design-notes.md, "Versions" and "Tombstone purge"). */
+  readonly safety: {
+    readonly restampedWrites: number;
+    readonly versionCollisions: number;
+    readonly unhandledRejections: number;
+    readonly tombstonesPurged: number;
+    readonly refusedByPeer: ReadonlyMap<string, number>;
+    readonly lateRequestsRefused: number;
+  };
 }
 
 /** The content type Prometheus expects for the text format. */
@@ -48,6 +57,12 @@ export function renderMetrics(status: StatusResponse, counters: NodeCounters): s
     { name: 'kvstore_in_flight_request_bytes_max', help: 'limits.maxInFlightBytes: past it, unary and Batch calls are refused and OperationStreams wait.', type: 'gauge', samples: [{ value: counters.budget.maxBytes }] },
     { name: 'kvstore_overload_refused_calls_total', help: 'Unary and Batch calls refused with RESOURCE_EXHAUSTED because the in-flight budget was full.', type: 'counter', samples: [{ value: counters.budget.refused }] },
     { name: 'kvstore_overload_waited_stream_messages_total', help: 'OperationStream messages that waited for room in the in-flight budget.', type: 'counter', samples: [{ value: counters.budget.waited }] },
+    { name: 'kvstore_write_restamps_total', help: 'Write rounds repeated because a replica held a newer version than the one stamped (clock skew, concurrent writers).', type: 'counter', samples: [{ value: counters.safety.restampedWrites }] },
+    { name: 'kvstore_version_collisions_total', help: 'Two different records seen with the same version (must stay 0).', type: 'counter', samples: [{ value: counters.safety.versionCollisions }] },
+    { name: 'kvstore_unhandled_rejections_total', help: 'Promise rejections no handler took (bugs; logged, the node keeps serving).', type: 'counter', samples: [{ value: counters.safety.unhandledRejections }] },
+    { name: 'kvstore_tombstones_purged_total', help: 'Tombstones this node purged, each held by every replica first.', type: 'counter', samples: [{ value: counters.safety.tombstonesPurged }] },
+    { name: 'kvstore_replication_refused_entries_total', help: 'Replication-log entries the peer refused as older than its tombstone grace.', type: 'counter', samples: perPeer((m) => counters.safety.refusedByPeer.get(m.nodeId) ?? 0) },
+    { name: 'kvstore_late_requests_refused_total', help: "Client operations refused unapplied because they arrived more than clock.maxDriftMs after their client's deadline.", type: 'counter', samples: [{ value: counters.safety.lateRequestsRefused }] },
     { name: 'kvstore_peer_reachable', help: 'Whether the last contact with the peer succeeded (1) or not (0).', type: 'gauge', samples: perPeer((m) => (m.reachable ? 1 : 0)) },
     { name: 'kvstore_peer_last_contact_timestamp_seconds', help: 'Unix time of the last successful contact with the peer (0 if never).', type: 'gauge', samples: perPeer((m) => Number(m.lastContactUnixMs) / 1000) },
     { name: 'kvstore_replication_backlog_entries', help: 'Replication-log entries waiting for the peer.', type: 'gauge', samples: perPeer((m) => Number(m.backlogEntries)) },

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'nice-grpc';
-import { HealthDefinition, HealthServiceImpl } from 'nice-grpc-server-health';
+import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import type { Logger } from 'pino';
 import { PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 import { type BackupStatus, KVStoreDefinition, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
@@ -11,7 +11,8 @@ import { DigestForest } from '../cluster/digest-tree.js';
 import { AntiEntropy } from '../replication/anti-entropy.js';
 import { Coordinator } from '../replication/coordinator.js';
 import { HintLimits } from '../replication/hint-limits.js';
-import { StaleNodeGuard } from '../replication/stale-node-guard.js';
+import { nodeWallClock } from '../common/test-hooks.js';
+import { unhandledRejections } from '../common/process-policy.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { DataDirMismatchError } from '../storage/repository.js';
 import { DeliveryLoop } from '../replication/delivery-loop.js';
@@ -23,6 +24,7 @@ import { createKvService } from './kv-service.js';
 import { InFlightBudget } from './in-flight-budget.js';
 import { OperationStreamStats } from './operation-stream.js';
 import { createPeerService } from './peer-service.js';
+import { LateRequestStats } from './late-requests.js';
 import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
 
 /** Room for the key and protobuf framing on top of the largest value a client may send. */
@@ -61,12 +63,14 @@ export class KvNode {
     readonly antiEntropy: AntiEntropy,
     private readonly hintLimits: HintLimits,
     private readonly tombstones: TombstoneCollector,
-    private readonly guard: StaleNodeGuard,
+    /** The standard health service's state: healthy while serving, unhealthy once stopping. */
+    private readonly health: HealthState,
     private readonly publicServer: Server,
     /** Aborted on stop: clients' OperationStreams end instead of holding the public server's shutdown. */
     private readonly operationStreamsClosing: AbortController,
     private readonly streamStats: OperationStreamStats,
     private readonly budget: InFlightBudget,
+    private readonly lateRequestStats: LateRequestStats,
     private readonly peerServer: Server | undefined,
     /** Aborted on stop: peers' long-lived streams end instead of holding the peer server's shutdown. */
     private readonly peerStreamsClosing: AbortController,
@@ -89,12 +93,37 @@ export class KvNode {
     const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id) });
     let metrics: MetricsServer | undefined;
     try {
-      const clock = new HybridLogicalClock(selfId, Date.now, repo.clockReading(), config.clock.maxDriftMs);
+      const wallClock = nodeWallClock();
+      const clock = new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs);
+      // Versions observed from peers raise the persisted high-water mark too.
+      repo.persistClockWith(() => clock.reading());
+      repo.onVersionCollision(({ key, stored, received }) =>
+        logger.error({ key: key.toString('base64'), stored: stored.toString('hex'), received: received.toString('hex') }, 'two different records with the same version (must never happen): the byte-wise larger one is kept'),
+      );
+      const restoredAt = repo.restoredFromBackupAtMs();
+      if (restoredAt !== undefined) {
+        const ageMs = wallClock() - restoredAt;
+        if (ageMs > config.tombstones.graceSeconds * 1000 && !allowStaleStart) {
+          throw new DataDirMismatchError(
+            `${config.dataDir} was restored from a backup taken ${Math.round(ageMs / 1000)} s ago, longer ago than tombstones.graceSeconds (${config.tombstones.graceSeconds} s): ` +
+              `it may hold values whose deletes the cluster has purged since. Wipe ${config.dataDir} and start the node empty (anti-entropy refills it), ` +
+              'or pass --allow-stale-start if no node purged anything since (e.g. the whole cluster was down)',
+          );
+        }
+        await repo.clearRestoredMark();
+      }
       const ring = new Ring(members, config.cluster.vnodesPerMember);
       const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
       const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes));
       const linkById = new Map(links.map((l) => [l.id, l]));
-      const loops = links.map((link) => new DeliveryLoop(link, repo.hints, { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs }, logger));
+      // Log entries never outlive the tombstone grace: an older one may carry a write whose
+      // delete was purged (tombstone-gc.ts). The loops check it too, before the limits first run.
+      const graceAge = config.tombstones.graceSeconds;
+      const entryAgeSeconds = config.hints.maxAgeSeconds === 0 ? graceAge : Math.min(config.hints.maxAgeSeconds, graceAge);
+      const loops = links.map(
+        (link) =>
+          new DeliveryLoop(link, repo.hints, { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs, entryAgeMsMax: entryAgeSeconds * 1000, wallClock }, logger),
+      );
       const forest = new DigestForest(ring);
       repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
       const antiEntropy = new AntiEntropy(
@@ -112,48 +141,33 @@ export class KvNode {
         linkById,
         logger,
       );
-      const guard = new StaleNodeGuard(
-        repo,
-        links,
-        config.tombstones.graceSeconds,
-        () => {
-          void antiEntropy.stop();
-          for (const loop of loops) void loop.stop();
-        },
-        logger,
-      );
-      const startProblem = guard.startProblem();
-      if (startProblem !== undefined) {
-        if (!allowStaleStart) {
-          throw new DataDirMismatchError(`${startProblem}. Wipe ${config.dataDir} and start again (anti-entropy restores it), or pass --allow-stale-start after a whole-cluster outage`);
-        }
-        logger.warn(startProblem + ' (starting anyway: --allow-stale-start)');
-        await repo.clearQuarantine();
-        guard.reset();
-      }
       const coordinator = new Coordinator(
-        { selfId, replicationFactor: config.cluster.replicationFactor, peerCallMs: config.timeouts.peerCallMs, assertServing: () => guard.assertServing() },
+        { selfId, replicationFactor: config.cluster.replicationFactor, peerCallMs: config.timeouts.peerCallMs, assertServing: () => {} },
         ring,
         repo,
         clock,
         linkById,
         new Map(loops.map((l) => [l.peerId, l])),
         logger,
+        wallClock,
       );
       const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, config.timeouts.peerCallMs, logger);
-      // Log entries never outlive the tombstone grace: see StaleNodeGuard for why.
-      const graceAge = config.tombstones.graceSeconds;
-      const hintLimits = new HintLimits(
-        repo.hints,
-        { maxAgeSeconds: config.hints.maxAgeSeconds === 0 ? graceAge : Math.min(config.hints.maxAgeSeconds, graceAge), maxBytesPerPeer: config.hints.maxBytesPerPeer },
+      const hintLimits = new HintLimits(repo.hints, { maxAgeSeconds: entryAgeSeconds, maxBytesPerPeer: config.hints.maxBytesPerPeer }, logger, wallClock);
+      const tombstones = new TombstoneCollector(
+        { selfId, replicationFactor: config.cluster.replicationFactor, graceSeconds: config.tombstones.graceSeconds, peerCallMs: config.timeouts.peerCallMs, wallClock },
+        ring,
+        repo,
+        links,
         logger,
       );
-      const tombstones = new TombstoneCollector(repo, config.tombstones.graceSeconds, logger);
+      const health = HealthState();
+      health.setStatus('unhealthy');
 
       const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
       let node: KvNode | undefined;
       const operationStreamsClosing = new AbortController();
       const streamStats = new OperationStreamStats();
+      const lateRequestStats = new LateRequestStats();
       const budget = new InFlightBudget(config.limits.maxInFlightBytes);
       const publicServer = createServer({
         'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
@@ -169,6 +183,10 @@ export class KvNode {
           requestMs: config.timeouts.requestMs,
           closing: operationStreamsClosing.signal,
           streamStats,
+          // Below the drift bound a node cannot tell a client's clock skew from a late arrival.
+          lateRequestToleranceMs: config.clock.maxDriftMs,
+          lateRequestStats,
+          wallClock,
           budget,
           logger,
           status: () => node!.status(),
@@ -191,7 +209,7 @@ export class KvNode {
           }),
         }),
       );
-      publicServer.add(HealthDefinition, HealthServiceImpl());
+      publicServer.add(HealthDefinition, HealthServiceImpl(health));
 
       let peerServer: Server | undefined;
       const peerStreamsClosing = new AbortController();
@@ -208,7 +226,12 @@ export class KvNode {
             clock,
             members: new Set(members.map((m) => m.id)),
             forest,
-            assertServing: () => guard.assertServing(),
+            assertServing: () => {},
+            ring,
+            replicationFactor: config.cluster.replicationFactor,
+            maxKeyBytes: config.limits.maxKeyBytes,
+            graceSeconds: config.tombstones.graceSeconds,
+            wallClock,
             backup: async () => toPeerBackup(await backupSelf()),
             closing: peerStreamsClosing.signal,
           }),
@@ -222,13 +245,18 @@ export class KvNode {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
         metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage());
       }
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, guard, publicServer, operationStreamsClosing, streamStats, budget, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
+      // A node on an empty, wiped or restored data dir does not know the versions it issued
+      // before: its clock starts above every peer's, so it never issues one of them again.
+      await seedClockFromPeers(selfId, links, clock, config.timeouts.peerCallMs, logger);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
+      // The limits run once before any entry can be sent: nothing past them goes out at start-up.
+      hintLimits.enforce();
       for (const loop of loops) loop.start();
       prober.start();
       antiEntropy.start();
       hintLimits.start();
       tombstones.start();
-      guard.start();
+      health.setStatus('healthy');
       logger.info(
         { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, metricsListen: metrics?.address, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
         `kvstore node ${selfId} listening on ${listenAddress}, data in ${config.dataDir}`,
@@ -248,6 +276,14 @@ export class KvNode {
       readRepairs: this.coordinator.counters.readRepairs,
       operationStreams: this.streamStats,
       budget: this.budget,
+      safety: {
+        restampedWrites: this.coordinator.counters.restampedWrites,
+        versionCollisions: this.repo.versionCollisions,
+        unhandledRejections: unhandledRejections.count,
+        tombstonesPurged: this.tombstones.purged,
+        refusedByPeer: new Map(this.loops.map((l) => [l.peerId, l.refused])),
+        lateRequestsRefused: this.lateRequestStats.lateRequestsRefused,
+      },
     });
   }
 
@@ -327,6 +363,7 @@ export class KvNode {
    * then stop delivery and close LMDB. Entries still in the log are delivered after restart.
    */
   async stop(): Promise<void> {
+    this.health.setStatus('unhealthy');
     await this.metrics?.close();
     const forceTimer = setTimeout(() => {
       this.logger.warn({ graceMs: shutdownGraceMs }, 'in-flight calls did not finish in time; cutting them off');
@@ -349,13 +386,28 @@ export class KvNode {
     }
     this.prober.stop();
     this.hintLimits.stop();
-    this.tombstones.stop();
-    this.guard.stop();
+    await this.tombstones.stop();
     await this.antiEntropy.stop();
     await Promise.all(this.loops.map((l) => l.stop()));
     for (const link of this.links) link.close();
     await this.repo.close();
   }
+}
+
+/** Most a start waits for peers to tell their clock; a peer that is down is not waited for. */
+const clockSeedWaitMsMax = 2_000;
+
+/** Observes every reachable peer's clock reading (Ping) before this node issues any version. */
+async function seedClockFromPeers(selfId: string, links: readonly PeerLink[], clock: HybridLogicalClock, peerCallMs: number, logger: Logger): Promise<void> {
+  if (links.length === 0) return;
+  const timeoutMs = Math.min(peerCallMs, clockSeedWaitMsMax);
+  const answers = await Promise.allSettled(links.map((l) => l.client.ping({ fromNodeId: selfId }, { signal: AbortSignal.timeout(timeoutMs) })));
+  let seeded = 0;
+  for (const a of answers) {
+    if (a.status !== 'fulfilled' || a.value.clockWallMs === 0n) continue;
+    if (clock.observe({ wallMs: Number(a.value.clockWallMs), counter: a.value.clockCounter, nodeId: a.value.nodeId })) seeded++;
+  }
+  if (seeded === 0) logger.warn('no peer answered at start: the clock starts from this node\'s own high-water mark only');
 }
 
 function withPort(hostPort: string, port: number): string {

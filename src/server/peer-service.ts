@@ -1,9 +1,10 @@
 import type { BackupResponse, PeerServiceImplementation, ReadReplicaRequest, ReadReplicaResponse, ReplicateRequest, ReplicateResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
+import type { Ring } from '../cluster/ring.js';
 import { InvalidRequestError } from '../replication/errors.js';
 import { inOrder, untilClosing } from './stream-messages.js';
-import { compareEncodedVersions, decodeRecordHeader, recordHeaderBytesFixed } from '../storage/record-codec.js';
+import { compareEncodedVersions, decodeRecordHeader, isTombstoneRecord, recordHeaderBytesFixed } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 
 export interface PeerServiceDeps {
@@ -14,8 +15,17 @@ export interface PeerServiceDeps {
   readonly members: ReadonlySet<string>;
   /** This node's hash trees (anti-entropy). */
   readonly forest: DigestForest;
-  /** Throws if this node must not share its data (quarantined). */
+  /** Throws if this node must not serve (shutting down). */
   readonly assertServing: () => void;
+  /** The ring and factor, to tell which keys this node replicates (tombstone purge). */
+  readonly ring: Ring;
+  readonly replicationFactor: number;
+  /** limits.maxKeyBytes: a peer's record with a longer key is refused like a client's. */
+  readonly maxKeyBytes: number;
+  /** tombstones.graceSeconds: the age past which a record for an absent key is refused. */
+  readonly graceSeconds: number;
+  /** This node's wall clock. */
+  readonly wallClock: () => number;
   backup(): Promise<BackupResponse>;
   /** Aborted when the node stops: stream handlers finish the message in progress and end. */
   readonly closing: AbortSignal;
@@ -23,6 +33,9 @@ export interface PeerServiceDeps {
 
 /** Messages of one ReplicateStream being applied at once (the sender keeps fewer in flight). */
 export const replicateStreamMessagesInFlightMax = 8;
+
+/** Most tombstones one ConfirmTombstones or PurgeTombstones call may carry. */
+export const purgeTombstonesMax = 10_000;
 
 /** Most keys one ReadReplica call may ask for. */
 export const readReplicaKeysMax = 1024;
@@ -54,11 +67,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     checkCaller(request.fromNodeId);
     // Comparing validates every record's header; observing the newest keeps our clock ahead
     // of everything we store (once per batch: it is the only version that matters).
-    let newest: Buffer | undefined;
-    for (const r of request.records) {
-      if (r.key.length === 0) throw new InvalidRequestError('replicated record has an empty key');
-      if (newest === undefined || compareEncodedVersions(r.record, newest) > 0) newest = r.record;
-    }
+    const newest = checkRecords(request.records, 'replicated record');
     if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
     // Checked before anything is applied, so a bad request stores nothing.
     const wanted = new Set<number>();
@@ -71,8 +80,14 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     for (const known of request.knownPrevious) {
       if (known.length > 0 && !isRecordHeader(known)) throw new InvalidRequestError('known_previous holds an entry that is not a record version header');
     }
-    const previous = await repo.applyRecords(request.records, request.wantPrevious);
+    // A record for a key we do not hold, older than the grace, may be a write whose delete was
+    // purged here already (see tombstone-gc.ts): it is refused, never applied. A key we hold
+    // needs no such check: last-writer-wins against the stored record is enough.
+    const oldestAcceptedMs = deps.wallClock() - deps.graceSeconds * 1000;
+    const refuse = (_key: Buffer, record: Buffer, stored: Buffer | undefined) => stored === undefined && decodeRecordHeader(record).version.wallMs < oldestAcceptedMs;
+    const previous = await repo.applyRecords(request.records, request.wantPrevious, request.fromLog ? refuse : undefined);
     return {
+      refused: [...previous.refused],
       previous: previous.map((record, i) => {
         const key = request.records[request.wantPrevious[i]!]!.key;
         const known = request.knownPrevious[i];
@@ -82,6 +97,24 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       }),
     };
   };
+  /** Validates peer-sent records like client ones, before anything is applied; answers the newest. */
+  const checkRecords = (records: readonly { key: Buffer; record: Buffer }[], what: string): Buffer | undefined => {
+    let newest: Buffer | undefined;
+    for (const r of records) {
+      if (r.key.length === 0) throw new InvalidRequestError(`${what} has an empty key`);
+      if (r.key.length > deps.maxKeyBytes) throw new InvalidRequestError(`${what} key is ${r.key.length} bytes; limits.maxKeyBytes is ${deps.maxKeyBytes}: are the members' configs identical?`);
+      if (!isRecordHeader(r.record)) throw new InvalidRequestError(`${what} for a ${r.key.length}-byte key is not a kvstore record`);
+      if (newest === undefined || compareEncodedVersions(r.record, newest) > 0) newest = r.record;
+    }
+    return newest;
+  };
+  const checkTombstones = (tombstones: readonly { key: Buffer; record: Buffer }[]) => {
+    if (tombstones.length > purgeTombstonesMax) throw new InvalidRequestError(`at most ${purgeTombstonesMax} tombstones per call`);
+    const newest = checkRecords(tombstones, 'tombstone');
+    for (const t of tombstones) if (!isTombstoneRecord(t.record)) throw new InvalidRequestError('a record sent for purging is not a tombstone');
+    return newest;
+  };
+  const replicates = (key: Buffer) => deps.ring.preferenceList(key, deps.replicationFactor).includes(deps.selfId);
   /** Answers one ReadReplica (or one message of ReadReplicaStream). */
   const readRecords = (request: ReadReplicaRequest): ReadReplicaResponse => {
     deps.assertServing();
@@ -120,7 +153,26 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       return { records, done: page.length < Math.min(Math.max(1, request.limit), scanPageRecordsMax) };
     },
     async ping() {
-      return { nodeId: deps.selfId };
+      const reading = clock.reading();
+      return { nodeId: deps.selfId, clockWallMs: BigInt(reading.wallMs), clockCounter: reading.counter };
+    },
+    async confirmTombstones(request) {
+      deps.assertServing();
+      checkCaller(request.fromNodeId);
+      const newest = checkTombstones(request.tombstones);
+      // Later versions issued here must supersede these tombstones.
+      if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
+      const replica = request.tombstones.map((t) => replicates(t.key));
+      await repo.applyRecords(request.tombstones.filter((_, i) => replica[i]));
+      const held = request.tombstones.map((t, i) => replica[i]! && repo.getRecordHeader(t.key)?.equals(t.record) === true);
+      return { held, replica, oldestLogEntryUnixMs: BigInt(repo.hints.oldestEnqueuedAtMs() ?? 0), nowUnixMs: BigInt(deps.wallClock()) };
+    },
+    async purgeTombstones(request) {
+      deps.assertServing();
+      checkCaller(request.fromNodeId);
+      checkTombstones(request.tombstones);
+      const purged = await repo.purgeExact(request.tombstones.map((t) => ({ key: t.key, header: t.record })));
+      return { purged };
     },
     async rangeDigests(request) {
       deps.assertServing();

@@ -265,6 +265,16 @@ export class HintLog {
     if (this.pendingRemovals.length > 0) await this.db.transaction(() => this.drainRemovalsInTransaction());
   }
 
+  /** Enqueue time of the oldest entry in any peer's queue, or undefined when every queue is empty. */
+  oldestEnqueuedAtMs(): number | undefined {
+    let oldest: number | undefined;
+    for (const peer of this.queues.keys()) {
+      const at = this.stats(peer).oldestEnqueuedAtMs;
+      if (at !== undefined && (oldest === undefined || at < oldest)) oldest = at;
+    }
+    return oldest;
+  }
+
   /** The oldest entry for `peer`, if any. */
   oldest(peer: string): HintEntry | undefined {
     return this.read(peer, 0, 1, Number.MAX_SAFE_INTEGER)[0];

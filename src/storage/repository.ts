@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Database, type RootDatabase, open } from 'lmdb';
 import type { ClockReading } from '../cluster/hlc.js';
@@ -6,7 +6,7 @@ import { DataDirLock } from './data-dir-lock.js';
 import { HintLog, type ReservedEntries, noRemovals } from './hint-log.js';
 import { scanBounds } from './key-range.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
-import { compareEncodedVersions, isTombstoneRecord, recordHeaderBytesFixed } from './record-codec.js';
+import { compareEncodedVersions, isTombstoneRecord, RecordDecodeError, recordHeaderBytesFixed } from './record-codec.js';
 
 /** File name of the LMDB environment inside dataDir (and inside a backup directory). */
 export const environmentFileName = 'kvstore.mdb';
@@ -23,12 +23,36 @@ export const syncCommitRecordsMax = 4;
 const metaNodeId = 'nodeId';
 const metaSchemaVersion = 'schemaVersion';
 const metaClock = 'hlc';
-const metaClusterContact = 'clusterContact';
-const metaQuarantined = 'quarantined';
+const metaRestoredFrom = 'restoredFromBackupAt';
 
 /** The data dir belongs to another node id, or has a layout this build cannot read. */
 export class DataDirMismatchError extends Error {
   override name = 'DataDirMismatchError';
+}
+
+/** A record that cannot be stored (empty or too long a key, a malformed record): refused before any transaction. */
+export class UnstorableRecordError extends Error {
+  override name = 'UnstorableRecordError';
+}
+
+/** The filesystem holding the data dir is full: nothing of the failed write was applied. */
+export class DiskFullError extends Error {
+  override name = 'DiskFullError';
+}
+
+/** Longest key LMDB stores under the hash index's 4-byte prefix (lmdb-js's 1978-byte key limit). */
+export const storableKeyBytesMax = 1974;
+/**
+ * Below this much free space on the data dir's filesystem, a failed commit is reported as a full
+ * disk: LMDB needs room for new pages (copy-on-write) even to overwrite.
+ */
+const diskFullFreeBytesMax = 16 * 1024 * 1024;
+
+/** Two different records with the same version: impossible by design, so counted and logged if seen. */
+export interface VersionCollision {
+  readonly key: Buffer;
+  readonly stored: Buffer;
+  readonly received: Buffer;
 }
 
 export interface StoredRecord {
@@ -55,14 +79,25 @@ const emptyIndexValue = Buffer.alloc(0);
 /** Seed of the key hash shared by the ring and the hash index (both use murmur3 seed 0). */
 const keyHashSeed = 0;
 
+/** What applyRecords did: per wanted index the record stored before, and the records refused. */
+export type ApplyOutcome = (Buffer | undefined)[] & { readonly refused: readonly number[] };
+
 export interface WriteOutcome {
   /** The record stored before this write on this node, if any and if applied locally. */
   readonly previous: Buffer | undefined;
 }
 
-/** Work for the next shared write transaction: `run` executes inside it. */
+/** One change to a stored record, applied to counts and the observer only once its commit is durable. */
+interface RecordChange {
+  readonly key: Buffer;
+  readonly keyHash: number;
+  readonly before: Buffer | undefined;
+  readonly after: Buffer | undefined;
+}
+
+/** Work for the next shared write transaction: `run` executes inside it, in its own child transaction. */
 interface WriteJob {
-  run(): unknown;
+  run(changes: RecordChange[]): unknown;
   /** Records it writes (for choosing the commit path). */
   readonly records: number;
   /** The clock reading to persist with it (coordinated writes). */
@@ -95,6 +130,14 @@ export class Repository {
   private writeJobs: WriteJob[] = [];
   private transactionRunning = false;
   private transactionScheduled = false;
+  /** Reads the clock to persist with every transaction (see persistClockWith). */
+  private clockSource: (() => ClockReading) | undefined;
+  private persistedClock: ClockReading = { wallMs: 0, counter: 0 };
+  /** Committed transactions' record changes, in commit order, until their flush is seen. */
+  private readonly unflushedChanges: { readonly changes: RecordChange[]; flushed: boolean }[] = [];
+  /** Same-version, different-record pairs seen (see VersionCollision). */
+  versionCollisions = 0;
+  private collisionListener: ((c: VersionCollision) => void) | undefined;
 
   private constructor(
     private readonly env: RootDatabase,
@@ -215,45 +258,89 @@ export class Repository {
     return out;
   }
 
-  /** Stores `record` for `key` over `previous` inside a write transaction, keeping the index and observer current. */
-  private storeInTransaction(key: Buffer, record: Buffer, previous: Buffer | undefined): void {
+  /**
+   * Stores `record` for `key` over `previous` inside a write transaction, keeping the index
+   * current; the change goes to `changes`, for counts and the observer once the commit is durable.
+   */
+  private storeInTransaction(key: Buffer, record: Buffer, previous: Buffer | undefined, changes: RecordChange[]): void {
     this.records.putSync(key, record);
-    if (previous === undefined) this.counts.records++;
-    this.counts.live += (isTombstoneRecord(record) ? 0 : 1) - (previous === undefined || isTombstoneRecord(previous) ? 0 : 1);
     const keyHash = murmur3x86_32(key, keyHashSeed);
     // The index lists keys, not versions: only a new key adds an entry. Overwrites (most writes)
     // then cost one B-tree insert instead of two, which halves the pages a commit writes.
     if (previous === undefined) this.hashIndex.putSync(hashIndexKey(key, keyHash), emptyIndexValue);
-    this.observer?.(key, keyHash, previous === undefined ? undefined : recordHeader(previous), recordHeader(record));
+    changes.push({ key, keyHash, before: previous, after: record });
   }
 
-  /** When this node last had contact with any peer (persisted), or undefined if never recorded. */
-  clusterContactMs(): number | undefined {
-    return this.meta.get(metaClusterContact)?.readUIntBE(0, 6);
+  /**
+   * Last-writer-wins: whether `record` replaces `stored`. Equal versions with different bytes
+   * must never happen (every version is issued once); if they do, they are counted and logged,
+   * and the byte-wise larger record wins so that replicas still converge.
+   */
+  private supersedes(key: Buffer, record: Buffer, stored: Buffer | undefined): boolean {
+    if (stored === undefined) return true;
+    const cmp = compareEncodedVersions(record, stored);
+    if (cmp !== 0) return cmp > 0;
+    if (record.equals(stored)) return false;
+    this.versionCollisions++;
+    this.collisionListener?.({ key: Buffer.from(key), stored: Buffer.from(stored), received: Buffer.from(record) });
+    return Buffer.compare(record, stored) > 0;
   }
 
-  /** Persists the last cluster contact time (not fsynced on its own: it rides the next commit). */
-  setClusterContactMs(ms: number): void {
-    const buf = Buffer.allocUnsafe(6);
-    buf.writeUIntBE(ms, 0, 6);
-    void this.meta.put(metaClusterContact, buf);
+  /** Called for every version collision seen (see supersedes). */
+  onVersionCollision(listener: (c: VersionCollision) => void): void {
+    this.collisionListener = listener;
   }
 
-  /** The reason this data dir was quarantined (see StaleNodeGuard), if it was. */
-  quarantineReason(): string | undefined {
-    return this.meta.get(metaQuarantined)?.toString('utf8');
+  /**
+   * Persists `source()` (the HLC's reading) with every write transaction whose reading moved
+   * since the last one: versions observed from peers raise the high-water mark too, not only
+   * the versions this node issues.
+   */
+  persistClockWith(source: () => ClockReading): void {
+    this.clockSource = source;
   }
 
-  /** Forgets a quarantine and the contact history (operator override after a whole-cluster outage). */
-  async clearQuarantine(): Promise<void> {
-    await this.meta.remove(metaQuarantined);
-    await this.meta.remove(metaClusterContact);
+  /** Refuses a record before it joins a transaction, so one bad record never fails the others. */
+  private static checkStorable(key: Uint8Array, record: Uint8Array): void {
+    if (key.length === 0) throw new UnstorableRecordError('record has an empty key');
+    if (key.length > storableKeyBytesMax) throw new UnstorableRecordError(`record key is ${key.length} bytes; at most ${storableKeyBytesMax} can be stored`);
+    try {
+      isTombstoneRecord(record);
+    } catch (err) {
+      if (err instanceof RecordDecodeError) throw new UnstorableRecordError(`record for a ${key.length}-byte key is malformed: ${err.message}`);
+      throw err;
+    }
+  }
+
+  /**
+   * When the backup this data dir was restored from was taken (Unix ms), if it was restored and
+   * has not started since (see markRestored).
+   */
+  restoredFromBackupAtMs(): number | undefined {
+    return this.meta.get(metaRestoredFrom)?.readUIntBE(0, 6);
+  }
+
+  /** The node started on its restored data: forget the mark. */
+  async clearRestoredMark(): Promise<void> {
+    await this.meta.remove(metaRestoredFrom);
     await this.env.flushed;
   }
 
-  async setQuarantined(reason: string): Promise<void> {
-    await this.meta.put(metaQuarantined, Buffer.from(reason, 'utf8'));
-    await this.env.flushed;
+  /**
+   * Marks an environment file (a staged restore, not open elsewhere) as restored from a backup
+   * taken at `backupTakenAtMs`, so the node checks the backup's age when it starts.
+   */
+  static async markRestored(environmentFile: string, backupTakenAtMs: number): Promise<void> {
+    const env = open({ path: environmentFile, maxDbs: 8 });
+    try {
+      const meta = env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
+      const buf = Buffer.alloc(6);
+      buf.writeUIntBE(backupTakenAtMs, 0, 6);
+      await meta.put(metaRestoredFrom, buf);
+      await env.flushed;
+    } finally {
+      await env.close();
+    }
   }
 
   /**
@@ -272,29 +359,50 @@ export class Repository {
     }
     let purged = 0;
     if (victims.length > 0) {
-      let drained = noRemovals;
-      purged = await this.env.transaction(() => {
-        let n = 0;
-        for (const key of victims) {
-          const stored = this.records.get(key);
-          // Re-check inside the transaction: a newer write may have replaced the tombstone.
-          if (stored === undefined || !isTombstoneRecord(stored) || stored.readUIntBE(1, 6) >= cutoffMs) continue;
-          const keyHash = murmur3x86_32(key, keyHashSeed);
-          this.records.removeSync(key);
-          this.counts.records--; // a tombstone: the live count is unchanged
-          this.hashIndex.removeSync(hashIndexKey(key, keyHash));
-          this.observer?.(key, keyHash, recordHeader(stored), undefined);
-          n++;
-        }
-        drained = this.hints.drainRemovalsInTransaction();
-        return n;
-      }).catch((err: unknown) => {
-        this.hints.requeueRemovals(drained);
-        throw err;
-      });
-      await this.env.flushed;
+      purged = await this.purgeExact(victims.map((key) => ({ key, header: undefined })), cutoffMs);
     }
     return { cursor: scanned < scanMax ? undefined : last, purged };
+  }
+
+  /**
+   * Tombstone candidates: up to `max` tombstones, in key order after `cursor`, whose version wall
+   * time is before `cutoffMs`, scanning at most `scanMax` records. `next` is where to continue
+   * (undefined when the scan reached the end).
+   */
+  tombstonesBefore(cutoffMs: number, cursor: Buffer | undefined, scanMax: number): { tombstones: StoredRecord[]; next: Buffer | undefined } {
+    const tombstones: StoredRecord[] = [];
+    let last: Buffer | undefined;
+    let scanned = 0;
+    for (const { key, value } of this.records.getRange({ start: cursor === undefined ? undefined : keyAfterCursor(cursor), limit: scanMax })) {
+      scanned++;
+      last = key;
+      if (isTombstoneRecord(value) && value.readUIntBE(1, 6) < cutoffMs) tombstones.push({ key, record: Buffer.from(recordHeader(value)) });
+    }
+    return { tombstones, next: scanned < scanMax ? undefined : last };
+  }
+
+  /**
+   * Deletes each key's record if it is still exactly the given tombstone (`header`: its version
+   * header) — or, with no header, any tombstone older than `cutoffMs`. Durable on return;
+   * returns how many were deleted.
+   */
+  async purgeExact(victims: readonly { key: Buffer; header: Buffer | undefined }[], cutoffMs = 0): Promise<number> {
+    if (victims.length === 0) return 0;
+    return this.enqueue((changes) => {
+      let n = 0;
+      for (const { key, header } of victims) {
+        const stored = this.records.get(key);
+        // Re-checked inside the transaction: a newer write may have replaced the tombstone.
+        if (stored === undefined || !isTombstoneRecord(stored)) continue;
+        if (header !== undefined ? !recordHeader(stored).equals(header) : stored.readUIntBE(1, 6) >= cutoffMs) continue;
+        const keyHash = murmur3x86_32(key, keyHashSeed);
+        this.records.removeSync(key);
+        this.hashIndex.removeSync(hashIndexKey(key, keyHash));
+        changes.push({ key, keyHash, before: stored, after: undefined });
+        n++;
+      }
+      return n;
+    }, victims.length);
   }
 
   /** The persisted clock high-water mark, to seed the HLC on start. */
@@ -323,13 +431,14 @@ export class Repository {
    * in one transaction. Resolves after the flush, with the record this node stored before. Shares
    * its transaction with the other writes queued meanwhile (see runTransaction).
    */
-  async commitWrite(key: Buffer, record: Buffer, applyLocally: boolean, reserved: ReservedEntries | undefined, clock: ClockReading): Promise<WriteOutcome> {
+  async commitWrite(key: Buffer, record: Buffer, applyLocally: boolean, reserved: ReservedEntries | undefined, clock?: ClockReading): Promise<WriteOutcome> {
     try {
-      return await this.enqueue((): WriteOutcome => {
+      Repository.checkStorable(key, record);
+      return await this.enqueue((changes): WriteOutcome => {
         let previous: Buffer | undefined;
         if (applyLocally) {
           previous = this.records.get(key);
-          if (previous === undefined || compareEncodedVersions(record, previous) > 0) this.storeInTransaction(key, record, previous);
+          if (this.supersedes(key, record, previous)) this.storeInTransaction(key, record, previous, changes);
         }
         if (reserved !== undefined) this.hints.writeReservedInTransaction(reserved);
         return { previous };
@@ -346,23 +455,30 @@ export class Repository {
    * the record stored before. Resolves after the commit is flushed. Shares its transaction with
    * the other writes queued meanwhile (see runTransaction).
    */
-  applyRecords(batch: readonly StoredRecord[], wantPrevious: readonly number[] = []): Promise<(Buffer | undefined)[]> {
-    return this.enqueue(() => {
+  applyRecords(batch: readonly StoredRecord[], wantPrevious: readonly number[] = [], refuse?: (key: Buffer, record: Buffer, stored: Buffer | undefined) => boolean): Promise<ApplyOutcome> {
+    try {
+      for (const { key, record } of batch) Repository.checkStorable(key, record);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.enqueue((changes): ApplyOutcome => {
       const before: (Buffer | undefined)[] = new Array(wantPrevious.length);
+      const refused: number[] = [];
       const wanted = new Map<number, number>();
       wantPrevious.forEach((index, i) => wanted.set(index, i));
       batch.forEach(({ key, record }, index) => {
         const stored = this.records.get(key);
         const slot = wanted.get(index);
         if (slot !== undefined) before[slot] = stored;
-        if (stored === undefined || compareEncodedVersions(record, stored) > 0) this.storeInTransaction(key, record, stored);
+        if (refuse?.(key, record, stored) === true) refused.push(index);
+        else if (this.supersedes(key, record, stored)) this.storeInTransaction(key, record, stored, changes);
       });
-      return before;
+      return Object.assign(before, { refused });
     }, batch.length);
   }
 
   /** Queues `run` for the next shared write transaction; resolves with its result once flushed. */
-  private enqueue<T>(run: () => T, records: number, clock?: ClockReading): Promise<T> {
+  private enqueue<T>(run: (changes: RecordChange[]) => T, records: number, clock?: ClockReading): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.writeJobs.push({ run, records, clock, resolve: resolve as (value: unknown) => void, reject });
       this.scheduleTransaction();
@@ -384,20 +500,38 @@ export class Repository {
    * arrives meanwhile waits for the next. The profile showed the cost of a batch round (a
    * transaction callback, its hand-off to lmdb-js's write thread, its commit and fsync, per
    * source) dominating at 128 clients, so a node's own batch and its peers' share one.
+   *
+   * Isolation: each job runs in its own child transaction, so a job that throws is rolled back
+   * alone and fails alone; the others commit. Record counts and the observer (hash trees) change
+   * only after the commit is flushed, so they always describe what LMDB holds. A failed commit
+   * (a full disk) fails every job in it, and changes nothing.
    */
   private async runTransaction(): Promise<void> {
     const jobs = this.writeJobs;
     this.writeJobs = [];
     this.transactionRunning = true;
-    let results: unknown[];
+    const results: unknown[] = new Array(jobs.length);
+    const failures: (unknown | undefined)[] = new Array(jobs.length);
+    const changes: RecordChange[] = [];
     let drained = noRemovals;
+    let clockToPersist: ClockReading | undefined;
     const body = () => {
-      const out = jobs.map((job) => job.run());
-      let clock: ClockReading | undefined;
+      jobs.forEach((job, i) => {
+        const jobChanges: RecordChange[] = [];
+        try {
+          results[i] = this.env.childTransaction(() => job.run(jobChanges));
+          for (const c of jobChanges) changes.push(c);
+        } catch (err) {
+          failures[i] = err;
+        }
+      });
+      let clock = this.clockSource?.();
       for (const job of jobs) if (job.clock !== undefined && (clock === undefined || laterReading(job.clock, clock))) clock = job.clock;
-      if (clock !== undefined) this.meta.putSync(metaClock, encodeClock(clock));
+      if (clock !== undefined && laterReading(clock, this.persistedClock)) {
+        this.meta.putSync(metaClock, encodeClock(clock));
+        clockToPersist = clock;
+      }
       drained = this.hints.drainRemovalsInTransaction();
-      return out;
     };
     try {
       // A transaction of a few records (light load) commits on this thread: handing it to lmdb-js's
@@ -406,23 +540,62 @@ export class Repository {
       // Both paths fdatasync once per commit (checked with strace).
       let records = 0;
       for (const job of jobs) records += job.records;
-      results = records <= syncCommitRecordsMax ? this.env.transactionSync(body) : await this.env.transaction(body);
+      if (records <= syncCommitRecordsMax) this.env.transactionSync(body);
+      else await this.env.transaction(body);
     } catch (err) {
       this.hints.requeueRemovals(drained);
       this.transactionRunning = false;
       this.scheduleTransaction();
-      for (const job of jobs) job.reject(err);
+      const reported = this.describeWriteFailure(err);
+      for (const job of jobs) job.reject(reported);
       return;
     }
+    // Committed: the next transaction may start while this one's flush runs.
+    if (clockToPersist !== undefined) this.persistedClock = clockToPersist;
+    const batch = { changes, flushed: false };
+    this.unflushedChanges.push(batch);
     this.transactionRunning = false;
     this.scheduleTransaction();
     try {
       await this.env.flushed;
     } catch (err) {
-      for (const job of jobs) job.reject(err);
+      const reported = this.describeWriteFailure(err);
+      for (const job of jobs) job.reject(reported);
       return;
     }
-    jobs.forEach((job, i) => job.resolve(results[i]));
+    // Counts and trees follow commit order, whatever order the flushes are seen in.
+    batch.flushed = true;
+    while (this.unflushedChanges.length > 0 && this.unflushedChanges[0]!.flushed) this.applyChanges(this.unflushedChanges.shift()!.changes);
+    jobs.forEach((job, i) => (failures[i] === undefined ? job.resolve(results[i]) : job.reject(failures[i])));
+  }
+
+  /** Committed and flushed: counts and the observer catch up with what LMDB now holds. */
+  private applyChanges(changes: readonly RecordChange[]): void {
+    for (const { key, keyHash, before, after } of changes) {
+      this.counts.records += (after === undefined ? 0 : 1) - (before === undefined ? 0 : 1);
+      this.counts.live += (after === undefined || isTombstoneRecord(after) ? 0 : 1) - (before === undefined || isTombstoneRecord(before) ? 0 : 1);
+      this.observer?.(key, keyHash, before === undefined ? undefined : recordHeader(before), after === undefined ? undefined : recordHeader(after));
+    }
+  }
+
+  /** A failed commit as callers should see it: a full disk says so, and where. */
+  private describeWriteFailure(err: unknown): unknown {
+    let freeBytes: number;
+    try {
+      const fs = statfsSync(this.dataDir);
+      freeBytes = fs.bavail * fs.bsize;
+    } catch {
+      return err;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    const code = (err as { code?: unknown }).code;
+    if (freeBytes < diskFullFreeBytesMax || code === 'ENOSPC' || /no space left|MDB_MAP_FULL/i.test(message)) {
+      return new DiskFullError(
+        `disk full: the filesystem of data dir ${this.dataDir} has ${freeBytes} bytes free and LMDB could not commit (${message}); ` +
+          'nothing of this write was applied on this node: free space and retry',
+      );
+    }
+    return err;
   }
 
   /**

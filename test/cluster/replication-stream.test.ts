@@ -30,7 +30,7 @@ describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, mem
   let peerStream: PeerStream<ReplicateStreamRequest, ReplicateStreamResponse>;
   /** Sends one batch on the stream, as the delivery loop does. */
   const stream = {
-    send: async (request: ReplicateRequest): Promise<ReplicateResponse> => (await peerStream.request({ batch: request })).ack ?? { previous: [] },
+    send: async (request: ReplicateRequest): Promise<ReplicateResponse> => (await peerStream.request({ batch: request })).ack ?? { previous: [], refused: [] },
     close: () => peerStream?.close(),
   };
 
@@ -61,6 +61,7 @@ describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, mem
     records: [{ key: Buffer.from(key), record }],
     wantPrevious,
     knownPrevious: [],
+    fromLog: true,
   });
 
   it('answers each batch in order on one stream, after storing it', async () => {
@@ -69,7 +70,7 @@ describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, mem
     expect((await stream.send(batch('stream/a', first))).previous).toEqual([]);
     const answer = await stream.send(batch('stream/a', second, [0]));
     expect(answer.previous.map((p) => p.record.toString('hex'))).toEqual([first.toString('hex')]);
-    const stored = await link.client.readReplica({ fromNodeId: 'n2', keys: [Buffer.from('stream/a')] });
+    const stored = await link.client.readReplica({ fromNodeId: 'n2', keys: [Buffer.from('stream/a')], maxBytes: 0n });
     expect(stored.records[0]?.record.toString('hex')).toBe(second.toString('hex'));
   });
 

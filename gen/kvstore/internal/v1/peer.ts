@@ -41,6 +41,13 @@ export interface ReplicateRequest {
    * common case (replicas agree) no old value crosses the wire twice.
    */
   knownPrevious: Buffer[];
+  /**
+   * True for records from the sender's replication log or a read repair, which can arrive long
+   * after they were written: the receiver refuses those for keys it holds no record of when
+   * their version is older than its tombstones.graceSeconds (see ReplicateResponse.refused).
+   * False for anti-entropy, which copies what a replica holds now.
+   */
+  fromLog: boolean;
 }
 
 /** One batch on a ReplicateStream. */
@@ -198,20 +205,45 @@ export interface LeafDigestsResponse {
   leaves: Buffer[];
 }
 
-/** Which bucket's records to answer. */
+/** Which buckets' records to answer, and from where. */
 export interface BucketRecordsRequest {
   /** Id of the asking node. */
   fromNodeId: string;
   /** Ring range index. */
   range: number;
-  /** Leaf buckets within the range. */
+  /** Leaf buckets within the range, answered in this order. */
   buckets: number[];
+  /**
+   * Most bytes of records the answer may hold (0: the receiver's own cap, which also lowers a
+   * larger value). At least one record is answered when the buckets hold any, whatever its size.
+   */
+  maxBytes: bigint;
+  /**
+   * Resumes a paged answer: the first asked bucket's records up to and including this key (in
+   * the bucket's order, see BucketRecordsResponse.records) are left out. Its key hash must lie in
+   * that bucket. Empty: from the first bucket's start.
+   */
+  startAfterKey: Buffer;
 }
 
-/** Every record this node holds in the buckets. */
+/** The records this node holds in the buckets: all of them, or one page. */
 export interface BucketRecordsResponse {
-  /** Keys with their record's version header (no value), tombstones included. */
+  /**
+   * Keys with their record's version header (no value), tombstones included: bucket by bucket
+   * in the asked order, within a bucket in key-hash order (from the bucket's start, ties by key
+   * bytes).
+   */
   records: Record[];
+  /**
+   * True when the answer stopped at max_bytes before the end of the last asked bucket: ask
+   * again with `buckets` from `next_bucket` on (in the same order) and `start_after_key` =
+   * `next_after_key`. False: every record of the asked buckets was answered.
+   */
+  more: boolean;
+  /** With more: the asked bucket the next page starts in. */
+  nextBucket: number;
+  /** With more: the last key answered in next_bucket; empty when next_bucket starts afresh. */
+  nextAfterKey: Buffer;
 }
 
 /** Tombstones the sender wants to purge. */
@@ -341,7 +373,7 @@ export const Record: MessageFns<Record> = {
 };
 
 function createBaseReplicateRequest(): ReplicateRequest {
-  return { fromNodeId: "", records: [], wantPrevious: [], knownPrevious: [] };
+  return { fromNodeId: "", records: [], wantPrevious: [], knownPrevious: [], fromLog: false };
 }
 
 export const ReplicateRequest: MessageFns<ReplicateRequest> = {
@@ -361,6 +393,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     }
     for (const v of message.knownPrevious) {
       writer.uint32(34).bytes(v!);
+    }
+    if (message.fromLog !== false) {
+      writer.uint32(40).bool(message.fromLog);
     }
     return writer;
   },
@@ -420,6 +455,14 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
             message.knownPrevious.push(Buffer.from(reader.bytes()));
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.fromLog = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -450,6 +493,11 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
         : globalThis.Array.isArray(object?.known_previous)
         ? object.known_previous.map((e: any) => Buffer.from(bytesFromBase64(e)))
         : [],
+      fromLog: isSet(object.fromLog)
+        ? globalThis.Boolean(object.fromLog)
+        : isSet(object.from_log)
+        ? globalThis.Boolean(object.from_log)
+        : false,
     };
   },
 
@@ -467,6 +515,9 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     if (message.knownPrevious?.length) {
       obj.knownPrevious = message.knownPrevious.map((e) => base64FromBytes(e));
     }
+    if (message.fromLog !== false) {
+      obj.fromLog = message.fromLog;
+    }
     return obj;
   },
 
@@ -479,6 +530,7 @@ export const ReplicateRequest: MessageFns<ReplicateRequest> = {
     message.records = object.records?.map((e) => Record.fromPartial(e)) || [];
     message.wantPrevious = object.wantPrevious?.map((e) => e) || [];
     message.knownPrevious = object.knownPrevious?.map((e) => e) || [];
+    message.fromLog = object.fromLog ?? false;
     return message;
   },
 };
@@ -2041,7 +2093,7 @@ export const LeafDigestsResponse: MessageFns<LeafDigestsResponse> = {
 };
 
 function createBaseBucketRecordsRequest(): BucketRecordsRequest {
-  return { fromNodeId: "", range: 0, buckets: [] };
+  return { fromNodeId: "", range: 0, buckets: [], maxBytes: 0n, startAfterKey: Buffer.alloc(0) };
 }
 
 export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
@@ -2058,6 +2110,15 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
         writer.uint32(v);
       }
       writer.join();
+    }
+    if (message.maxBytes !== 0n) {
+      if (BigInt.asUintN(64, message.maxBytes) !== message.maxBytes) {
+        throw new globalThis.Error("value provided for field message.maxBytes of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.maxBytes);
+    }
+    if (message.startAfterKey.length !== 0) {
+      writer.uint32(42).bytes(message.startAfterKey);
     }
     return writer;
   },
@@ -2109,6 +2170,22 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
 
             break;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxBytes = reader.uint64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.startAfterKey = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2130,6 +2207,16 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
         : "",
       range: isSet(object.range) ? globalThis.Number(object.range) : 0,
       buckets: globalThis.Array.isArray(object?.buckets) ? object.buckets.map((e: any) => globalThis.Number(e)) : [],
+      maxBytes: isSet(object.maxBytes)
+        ? BigInt(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? BigInt(object.max_bytes)
+        : 0n,
+      startAfterKey: isSet(object.startAfterKey)
+        ? Buffer.from(bytesFromBase64(object.startAfterKey))
+        : isSet(object.start_after_key)
+        ? Buffer.from(bytesFromBase64(object.start_after_key))
+        : Buffer.alloc(0),
     };
   },
 
@@ -2144,6 +2231,12 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
     if (message.buckets?.length) {
       obj.buckets = message.buckets.map((e) => Math.round(e));
     }
+    if (message.maxBytes !== 0n) {
+      obj.maxBytes = message.maxBytes.toString();
+    }
+    if (message.startAfterKey.length !== 0) {
+      obj.startAfterKey = base64FromBytes(message.startAfterKey);
+    }
     return obj;
   },
 
@@ -2155,18 +2248,29 @@ export const BucketRecordsRequest: MessageFns<BucketRecordsRequest> = {
     message.fromNodeId = object.fromNodeId ?? "";
     message.range = object.range ?? 0;
     message.buckets = object.buckets?.map((e) => e) || [];
+    message.maxBytes = (object.maxBytes !== undefined && object.maxBytes !== null) ? BigInt(object.maxBytes) : 0n;
+    message.startAfterKey = object.startAfterKey ?? Buffer.alloc(0);
     return message;
   },
 };
 
 function createBaseBucketRecordsResponse(): BucketRecordsResponse {
-  return { records: [] };
+  return { records: [], more: false, nextBucket: 0, nextAfterKey: Buffer.alloc(0) };
 }
 
 export const BucketRecordsResponse: MessageFns<BucketRecordsResponse> = {
   encode(message: BucketRecordsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.records) {
       Record.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.more !== false) {
+      writer.uint32(16).bool(message.more);
+    }
+    if (message.nextBucket !== 0) {
+      writer.uint32(24).uint32(message.nextBucket);
+    }
+    if (message.nextAfterKey.length !== 0) {
+      writer.uint32(34).bytes(message.nextAfterKey);
     }
     return writer;
   },
@@ -2192,6 +2296,30 @@ export const BucketRecordsResponse: MessageFns<BucketRecordsResponse> = {
             message.records.push(Record.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.more = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.nextBucket = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.nextAfterKey = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2207,6 +2335,17 @@ export const BucketRecordsResponse: MessageFns<BucketRecordsResponse> = {
   fromJSON(object: any): BucketRecordsResponse {
     return {
       records: globalThis.Array.isArray(object?.records) ? object.records.map((e: any) => Record.fromJSON(e)) : [],
+      more: isSet(object.more) ? globalThis.Boolean(object.more) : false,
+      nextBucket: isSet(object.nextBucket)
+        ? globalThis.Number(object.nextBucket)
+        : isSet(object.next_bucket)
+        ? globalThis.Number(object.next_bucket)
+        : 0,
+      nextAfterKey: isSet(object.nextAfterKey)
+        ? Buffer.from(bytesFromBase64(object.nextAfterKey))
+        : isSet(object.next_after_key)
+        ? Buffer.from(bytesFromBase64(object.next_after_key))
+        : Buffer.alloc(0),
     };
   },
 
@@ -2214,6 +2353,15 @@ export const BucketRecordsResponse: MessageFns<BucketRecordsResponse> = {
     const obj: any = {};
     if (message.records?.length) {
       obj.records = message.records.map((e) => Record.toJSON(e));
+    }
+    if (message.more !== false) {
+      obj.more = message.more;
+    }
+    if (message.nextBucket !== 0) {
+      obj.nextBucket = Math.round(message.nextBucket);
+    }
+    if (message.nextAfterKey.length !== 0) {
+      obj.nextAfterKey = base64FromBytes(message.nextAfterKey);
     }
     return obj;
   },
@@ -2224,6 +2372,9 @@ export const BucketRecordsResponse: MessageFns<BucketRecordsResponse> = {
   fromPartial(object: DeepPartial<BucketRecordsResponse>): BucketRecordsResponse {
     const message = createBaseBucketRecordsResponse();
     message.records = object.records?.map((e) => Record.fromPartial(e)) || [];
+    message.more = object.more ?? false;
+    message.nextBucket = object.nextBucket ?? 0;
+    message.nextAfterKey = object.nextAfterKey ?? Buffer.alloc(0);
     return message;
   },
 };
@@ -2756,7 +2907,9 @@ export const PeerServiceDefinition = {
     /**
      * BucketRecords answers every record (tombstones included) in some buckets of one range, as
      * version headers only (no values), so the two replicas find exactly the records that differ
-     * and then move only those (values pulled with ReadReplica, pushed with Replicate).
+     * and then move only those (values pulled with ReadReplica, pushed with Replicate). The answer
+     * is bounded in bytes: a bucket holding more comes in pages, each request resuming where the
+     * previous answer stopped (see BucketRecordsResponse.more).
      */
     bucketRecords: {
       name: "BucketRecords",
@@ -2861,7 +3014,9 @@ export interface PeerServiceImplementation<CallContextExt = {}> {
   /**
    * BucketRecords answers every record (tombstones included) in some buckets of one range, as
    * version headers only (no values), so the two replicas find exactly the records that differ
-   * and then move only those (values pulled with ReadReplica, pushed with Replicate).
+   * and then move only those (values pulled with ReadReplica, pushed with Replicate). The answer
+   * is bounded in bytes: a bucket holding more comes in pages, each request resuming where the
+   * previous answer stopped (see BucketRecordsResponse.more).
    */
   bucketRecords(
     request: BucketRecordsRequest,
@@ -2953,7 +3108,9 @@ export interface PeerServiceClient<CallOptionsExt = {}> {
   /**
    * BucketRecords answers every record (tombstones included) in some buckets of one range, as
    * version headers only (no values), so the two replicas find exactly the records that differ
-   * and then move only those (values pulled with ReadReplica, pushed with Replicate).
+   * and then move only those (values pulled with ReadReplica, pushed with Replicate). The answer
+   * is bounded in bytes: a bucket holding more comes in pages, each request resuming where the
+   * previous answer stopped (see BucketRecordsResponse.more).
    */
   bucketRecords(
     request: DeepPartial<BucketRecordsRequest>,
