@@ -95,8 +95,13 @@ export const nodeConfigSchema = z
         requestMs: positiveInt.default(10_000),
         /** Deadline of one node-to-node call. */
         peerCallMs: positiveInt.default(5_000),
+        /**
+         * A client operation read this long after its client's deadline (SDK metadata) is refused
+         * unapplied; below it a node cannot tell clock skew between client and node from delay.
+         */
+        lateRequestToleranceMs: positiveInt.default(60_000),
       })
-      .default({ requestMs: 10_000, peerCallMs: 5_000 }),
+      .default({ requestMs: 10_000, peerCallMs: 5_000, lateRequestToleranceMs: 60_000 }),
     replication: z
       .strictObject({
         /** Most log entries sent to a peer in one Replicate call. */

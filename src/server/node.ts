@@ -183,8 +183,7 @@ export class KvNode {
           requestMs: config.timeouts.requestMs,
           closing: operationStreamsClosing.signal,
           streamStats,
-          // Below the drift bound a node cannot tell a client's clock skew from a late arrival.
-          lateRequestToleranceMs: config.clock.maxDriftMs,
+          lateRequestToleranceMs: config.timeouts.lateRequestToleranceMs,
           lateRequestStats,
           wallClock,
           budget,

@@ -61,6 +61,9 @@ export class NodeProcess {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }
 
+  /** Extra environment for the next starts (e.g. KVSTORE_TEST_CLOCK_OFFSET_MS); undefined values unset. */
+  env: Record<string, string | undefined> = {};
+
   /** Rewrites the config (takes effect at the next start). */
   updateConfig(patch: Record<string, unknown>): void {
     this.config = { ...this.config, ...patch };
@@ -69,7 +72,7 @@ export class NodeProcess {
 
   async start(): Promise<this> {
     if (this.running) throw new Error(`${this.id} is already running`);
-    const child = spawn(process.execPath, [kvstoreBin, '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [kvstoreBin, '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...this.env } });
     this.child = child;
     this.exitPromise = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
     createInterface({ input: child.stderr! }).on('line', (line) => this.stderrLines.push(line));

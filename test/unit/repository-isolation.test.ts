@@ -1,0 +1,122 @@
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DigestForest } from '../../src/cluster/digest-tree.js';
+import { Ring } from '../../src/cluster/ring.js';
+import { RequestDeadline } from '../../src/replication/deadline.js';
+import { encodeRecord } from '../../src/storage/record-codec.js';
+import { Repository, UnstorableRecordError } from '../../src/storage/repository.js';
+import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
+
+/**
+ * The group commit on real LMDB: one bad job never fails or half-commits the others, and the
+ * record counts and hash trees the node keeps in memory always equal a rebuild from LMDB.
+ */
+
+const ring = new Ring(['n1', 'n2', 'n3'].map((id) => ({ id, peer: '127.0.0.1:1' })));
+let repos: Repository[] = [];
+let dirs: string[] = [];
+
+afterEach(async () => {
+  for (const repo of repos) await repo.close().catch(() => undefined);
+  repos = [];
+  for (const dir of dirs) removeTempDir(dir);
+  dirs = [];
+});
+
+function openWithForest(dataDir: string): { repo: Repository; forest: DigestForest } {
+  const repo = Repository.open({ dataDir, nodeId: 'n1', peers: ['n2', 'n3'] });
+  repos.push(repo);
+  const forest = new DigestForest(ring);
+  repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
+  return { repo, forest };
+}
+
+let wall = 1_700_000_000_000;
+function record(value: string, tombstone = false): Buffer {
+  return encodeRecord({ version: { wallMs: wall++, counter: 0, nodeId: 'n2' }, tombstone, value: Buffer.from(value) });
+}
+
+function roots(forest: DigestForest): string[] {
+  return Array.from({ length: forest.rangeCount }, (_, r) => forest.root(r).toString('hex'));
+}
+
+describe('Repository group commit isolation (real LMDB)', () => {
+  it('a peer batch with an unstorable key fails alone; the writes sharing its transaction commit, and counts and trees match a rebuild', async () => {
+    const dir = makeTempDir('kvstore-isolation-');
+    dirs.push(dir);
+    const dataDir = join(dir, 'data');
+    const { repo, forest } = openWithForest(dataDir);
+    // All queued in one event-loop turn: they share one transaction.
+    const good1 = repo.applyRecords([{ key: Buffer.from('a'), record: record('1') }, { key: Buffer.from('b'), record: record('2') }]);
+    const bad = repo.applyRecords([{ key: Buffer.from('c'), record: record('3') }, { key: Buffer.alloc(3000, 0x61), record: record('too long') }]);
+    const good2 = repo.commitWrite(Buffer.from('d'), record('4'), true, undefined);
+    const tomb = repo.applyRecords([{ key: Buffer.from('e'), record: record('', true) }]);
+    const results = await Promise.allSettled([good1, bad, good2, tomb]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason).toBeInstanceOf(UnstorableRecordError);
+    // Nothing of the bad batch was stored, not even its good first record.
+    expect(repo.getRecord(Buffer.from('c'))).toBeUndefined();
+    expect(repo.recordCounts()).toEqual({ records: 4, live: 3 });
+    const before = roots(forest);
+    await repo.close();
+    repos = repos.filter((r) => r !== repo);
+    const rebuilt = openWithForest(dataDir);
+    expect(rebuilt.repo.recordCounts()).toEqual({ records: 4, live: 3 });
+    expect(roots(rebuilt.forest)).toEqual(before);
+  });
+
+  it('a malformed record is refused before it joins a transaction', async () => {
+    const dir = makeTempDir('kvstore-isolation-');
+    dirs.push(dir);
+    const { repo } = openWithForest(join(dir, 'data'));
+    await expect(repo.applyRecords([{ key: Buffer.from('x'), record: Buffer.from([0xff, 1, 2]) }])).rejects.toBeInstanceOf(UnstorableRecordError);
+    await expect(repo.applyRecords([{ key: Buffer.alloc(0), record: record('v') }])).rejects.toThrow(/empty key/);
+    expect(repo.recordCounts()).toEqual({ records: 0, live: 0 });
+  });
+
+  it('counts and trees equal a rebuild after many interleaved batches, some failing', async () => {
+    const dir = makeTempDir('kvstore-isolation-');
+    dirs.push(dir);
+    const dataDir = join(dir, 'data');
+    const { repo, forest } = openWithForest(dataDir);
+    const work: Promise<unknown>[] = [];
+    for (let i = 0; i < 400; i++) {
+      const key = Buffer.from(`k${i % 97}`);
+      if (i % 13 === 0) work.push(repo.applyRecords([{ key, record: record(`v${i}`) }, { key: Buffer.alloc(2500, 0x62), record: record('bad') }]));
+      else if (i % 5 === 0) work.push(repo.applyRecords([{ key, record: record('', true) }]));
+      else work.push(repo.commitWrite(key, record(`v${i}`), true, undefined));
+      if (i % 50 === 0) await Promise.allSettled(work);
+    }
+    await Promise.allSettled(work);
+    const counts = repo.recordCounts();
+    const before = roots(forest);
+    await repo.close();
+    repos = repos.filter((r) => r !== repo);
+    const rebuilt = openWithForest(dataDir);
+    expect(rebuilt.repo.recordCounts()).toEqual(counts);
+    expect(roots(rebuilt.forest)).toEqual(before);
+  });
+});
+
+describe('RequestDeadline', () => {
+  it('leaves no unhandled rejection when the request was read after its deadline and its work fails later', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const controller = new AbortController();
+      controller.abort(); // the client's deadline had passed before the node read the request
+      const deadline = new RequestDeadline(controller.signal, 1_000);
+      let failWork!: (err: Error) => void;
+      const work = new Promise<void>((_, reject) => (failWork = reject));
+      await expect(deadline.race(work, () => 'too late')).rejects.toThrow('too late');
+      failWork(new Error('not enough replicas'));
+      // Unhandled rejections are reported after the microtask queue drains.
+      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
