@@ -16,6 +16,7 @@ import type { HybridLogicalClock } from '../cluster/hlc.js';
 import type { Ring } from '../cluster/ring.js';
 import { compareEncodedVersions, decodeRecordHeader } from '../storage/record-codec.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
+import { countWithinBytes, keyMessageBytes, payloadBytesMax, recordMessageBytes } from './message-bytes.js';
 import type { PeerLink } from './peer-link.js';
 import { RateLimiter } from './rate-limiter.js';
 import { readBatchKeysMax } from './read-batcher.js';
@@ -27,7 +28,16 @@ export interface AntiEntropySettings {
   readonly intervalSeconds: number;
   readonly maxRecordsPerSecond: number;
   readonly peerCallMs: number;
+  /**
+   * replication.batchMaxBytes: most bytes of records in one push (Replicate) and one pulled
+   * answer (the max_bytes of ReadReplica and BucketRecords); never more than the peer link sends.
+   * Default antiEntropyBatchBytesDefault.
+   */
+  readonly batchMaxBytes?: number;
 }
+
+/** Byte bound of a push or a pulled answer when the settings give none: replication.batchMaxBytes's default. */
+export const antiEntropyBatchBytesDefault = 8 * 1024 * 1024;
 
 /** What one exchange with one peer did. */
 export interface ExchangeResult {
@@ -43,7 +53,7 @@ export interface ExchangeResult {
   readonly durationMs: number;
 }
 
-/** Records per Replicate call when pushing repairs. */
+/** Records per Replicate call when pushing repairs (and the batch's bytes within batchMaxBytes). */
 const pushBatchRecordsMax = 512;
 
 /**
@@ -158,6 +168,8 @@ export class AntiEntropy {
     const { selfId, replicationFactor, peerCallMs } = this.settings;
     const link = this.links.get(peer)!;
     const call = () => ({ signal: AbortSignal.timeout(peerCallMs) });
+    // Every request and asked answer within this many bytes of records (or keys).
+    const batchBytes = Math.min(this.settings.batchMaxBytes ?? antiEntropyBatchBytesDefault, payloadBytesMax(link.messageBytesMax));
     const shared: number[] = [];
     for (let r = 0; r < this.forest.rangeCount; r++) {
       const replicas = this.ring.replicasOfRange(r, replicationFactor);
@@ -186,39 +198,57 @@ export class AntiEntropy {
         const buckets: number[] = [];
         for (let bucket = 0; bucket < leafBucketsPerRange; bucket++) if (!mine[bucket]!.equals(leaves[bucket]!)) buckets.push(bucket);
         if (buckets.length === 0) continue;
-        // Their version headers for the differing buckets, then only the records that differ move.
-        const bucketRequest = { fromNodeId: selfId, range, buckets };
-        const bucketResponse = await link.client.bucketRecords(bucketRequest, call());
-        bytes += BucketRecordsRequest.encode(bucketRequest).finish().length + BucketRecordsResponse.encode(bucketResponse).finish().length;
+        // Their version headers for the differing buckets, page by page, then only the records
+        // that differ move.
         const ours = new Map<string, StoredRecord>();
         for (const bucket of buckets) {
           const interval = this.forest.bucketInterval(range, bucket);
           for (const r of this.repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive)) ours.set(r.key.toString('latin1'), r);
         }
         const pullKeys: Buffer[] = [];
-        for (const t of bucketResponse.records) {
-          const k = t.key.toString('latin1');
-          const o = ours.get(k);
-          const cmp = o === undefined ? 1 : compareEncodedVersions(t.record, o.record);
-          if (cmp >= 0) ours.delete(k); // same version, or theirs is newer: nothing to push
-          if (cmp > 0) pullKeys.push(t.key);
+        let bucketRequest: BucketRecordsRequest = { fromNodeId: selfId, range, buckets, maxBytes: BigInt(batchBytes), startAfterKey: Buffer.alloc(0) };
+        for (;;) {
+          const bucketResponse = await link.client.bucketRecords(bucketRequest, call());
+          bytes += BucketRecordsRequest.encode(bucketRequest).finish().length + BucketRecordsResponse.encode(bucketResponse).finish().length;
+          for (const t of bucketResponse.records) {
+            const k = t.key.toString('latin1');
+            const o = ours.get(k);
+            const cmp = o === undefined ? 1 : compareEncodedVersions(t.record, o.record);
+            if (cmp >= 0) ours.delete(k); // same version, or theirs is newer: nothing to push
+            if (cmp > 0) pullKeys.push(t.key);
+          }
+          if (!bucketResponse.more) break;
+          // The next page resumes in an asked bucket, strictly after this page's start.
+          const at = bucketRequest.buckets.indexOf(bucketResponse.nextBucket);
+          if (bucketResponse.records.length === 0 || at < 0 || (at === 0 && bucketResponse.nextAfterKey.equals(bucketRequest.startAfterKey))) {
+            throw new Error(`${peer} answered a BucketRecords page that does not advance (${bucketResponse.records.length} records, next bucket ${bucketResponse.nextBucket})`);
+          }
+          bucketRequest = { ...bucketRequest, buckets: bucketRequest.buckets.slice(at), startAfterKey: bucketResponse.nextAfterKey };
         }
         const toPush = [...ours.values()];
         await this.limiter.take(pullKeys.length + toPush.length);
-        for (let i = 0; i < pullKeys.length; i += readBatchKeysMax) {
-          const readRequest = { fromNodeId: selfId, keys: pullKeys.slice(i, i + readBatchKeysMax) };
+        // Pulled in answers of at most batchBytes: the peer answers a prefix of the asked keys,
+        // and the next request starts after it.
+        for (let i = 0; i < pullKeys.length; ) {
+          const asked = countWithinBytes(pullKeys, i, batchBytes, keyMessageBytes, readBatchKeysMax);
+          const readRequest = { fromNodeId: selfId, keys: pullKeys.slice(i, i + asked), maxBytes: BigInt(batchBytes) };
           const readResponse = await link.client.readReplica(readRequest, call());
           bytes += ReadReplicaRequest.encode(readRequest).finish().length + ReadReplicaResponse.encode(readResponse).finish().length;
+          const answered = readResponse.records.length;
+          if (answered === 0 || answered > asked) throw new Error(`${peer} answered ${answered} records to a ReadReplica of ${asked} keys`);
           const toPull = readResponse.records.filter((r) => r.record.length > 0).map((r) => ({ key: r.key, record: r.record }));
           for (const p of toPull) this.clock.observe(decodeRecordHeader(p.record).version);
           await this.repo.applyRecords(toPull);
           pulled += toPull.length;
+          i += answered;
         }
-        for (let i = 0; i < toPush.length; i += pushBatchRecordsMax) {
-          const pushRequest = { fromNodeId: selfId, records: toPush.slice(i, i + pushBatchRecordsMax), wantPrevious: [], knownPrevious: [] };
+        for (let i = 0; i < toPush.length; ) {
+          const count = countWithinBytes(toPush, i, batchBytes, (r) => recordMessageBytes(r.key, r.record), pushBatchRecordsMax);
+          const pushRequest = { fromNodeId: selfId, records: toPush.slice(i, i + count), wantPrevious: [], knownPrevious: [], fromLog: false };
           await link.client.replicate(pushRequest, call());
           bytes += ReplicateRequest.encode(pushRequest).finish().length;
           pushed += pushRequest.records.length;
+          i += count;
         }
       }
       const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: undefined, bytes, durationMs: Date.now() - startedMs };

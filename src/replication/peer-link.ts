@@ -2,12 +2,29 @@ import { type Channel, type ChannelOptions, createChannel, createClient } from '
 import { type PeerServiceClient, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 
 /**
- * gRPC channel options for node-to-node traffic: batches can be large. Answers are not capped:
- * a ReadReplica answer holds up to 1024 whole records, bounded by what we asked for.
+ * Floor of the largest peer message received: gRPC's default limit, above a ScanLocal page (1000
+ * version headers of keys up to 1974 bytes, about 2.3 MB) however small the configured batch
+ * and value limits are.
+ */
+export const peerReceiveBytesFloor = 4 * 1024 * 1024;
+
+/**
+ * The largest message a peer link receives for a node whose requests are at most
+ * `messageBytesMax`, and so the largest a peer server should send (its
+ * 'grpc.max_send_message_length'): the peer's answers are bounded too (ReadReplica and
+ * BucketRecords by the max_bytes we ask with, below `messageBytesMax`; ScanLocal by its page).
+ */
+export function peerReceiveBytesMax(messageBytesMax: number): number {
+  return Math.max(messageBytesMax, peerReceiveBytesFloor);
+}
+
+/**
+ * gRPC channel options for node-to-node traffic: batches can be large, and so can answers, but
+ * both are bounded (see peerReceiveBytesMax).
  */
 export function peerChannelOptions(messageBytesMax: number): ChannelOptions {
   return {
-    'grpc.max_receive_message_length': -1,
+    'grpc.max_receive_message_length': peerReceiveBytesMax(messageBytesMax),
     'grpc.max_send_message_length': messageBytesMax,
     // Reconnect quickly after a peer restarts; the delivery loop has its own backoff.
     'grpc.initial_reconnect_backoff_ms': 100,
@@ -35,7 +52,8 @@ export class PeerLink {
   constructor(
     readonly id: string,
     readonly address: string,
-    messageBytesMax: number,
+    /** Largest message this link sends: batches and asked answers are sized below it. */
+    readonly messageBytesMax: number,
   ) {
     this.channel = createChannel(address, undefined, peerChannelOptions(messageBytesMax));
     this.client = createClient(PeerServiceDefinition, this.channel);

@@ -1,4 +1,5 @@
 import type { ReadReplicaStreamRequest, ReadReplicaStreamResponse } from '../../gen/kvstore/internal/v1/peer.js';
+import { countWithinBytes, keyMessageBytes, payloadBytesMax } from './message-bytes.js';
 import type { PeerLink } from './peer-link.js';
 import { PeerStream } from './peer-stream.js';
 
@@ -13,7 +14,9 @@ interface PendingRead {
 
 /**
  * Coalesces replica reads to one peer: every key asked for within the same event-loop turn goes
- * in one ReadReplica request, sent on a long-lived ReadReplicaStream. Under load this turns hundreds of small RPCs into a few batches; the
+ * in one ReadReplica request (several if the keys exceed the link's message limit), sent on a
+ * long-lived ReadReplicaStream; an answer the peer cut short at the byte bound is asked again for
+ * the rest. Under load this turns hundreds of small RPCs into a few batches; the
  * profile showed per-call gRPC overhead, not LMDB, dominating quorum reads. A lone read pays
  * only a setImmediate.
  */
@@ -48,21 +51,35 @@ export class ReadBatcher {
     this.scheduled = false;
     const batch = this.pending;
     this.pending = [];
-    if (batch.length === 0) return;
+    // Requests and answers both within the link's message limit: keys split by bytes here, and
+    // the peer answers a prefix within maxBytes (the rest is asked again).
+    const maxBytes = payloadBytesMax(this.link.messageBytesMax);
+    for (let i = 0; i < batch.length; ) {
+      const n = countWithinBytes(batch, i, maxBytes, (p) => keyMessageBytes(p.key));
+      this.send(batch.slice(i, i + n), maxBytes);
+      i += n;
+    }
+  }
+
+  /** Asks for `reads` in one message; the keys a short answer left out are asked again. */
+  private send(reads: readonly PendingRead[], maxBytes: number): void {
     this.stream
-      .request({ read: { fromNodeId: this.selfId, keys: batch.map((p) => p.key) } })
+      .request({ read: { fromNodeId: this.selfId, keys: reads.map((p) => p.key), maxBytes: BigInt(maxBytes) } })
       .then(
         (answer) => {
           this.link.markContact();
           const records = answer.records?.records ?? [];
-          batch.forEach((p, i) => {
-            const record = records[i]?.record;
-            p.resolve(record !== undefined && record.length > 0 ? record : undefined);
-          });
+          if (records.length === 0 || records.length > reads.length) {
+            const err = new Error(`${this.link.id} answered ${records.length} records to a ReadReplica of ${reads.length} keys`);
+            for (const p of reads) p.reject(err);
+            return;
+          }
+          records.forEach((r, i) => reads[i]!.resolve(r.record.length > 0 ? r.record : undefined));
+          if (records.length < reads.length) this.send(reads.slice(records.length), maxBytes);
         },
         (err: unknown) => {
           this.link.markFailure(err);
-          for (const p of batch) p.reject(err);
+          for (const p of reads) p.reject(err);
         },
       );
   }

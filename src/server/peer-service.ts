@@ -4,6 +4,10 @@ import type { HybridLogicalClock } from '../cluster/hlc.js';
 import type { Ring } from '../cluster/ring.js';
 import { InvalidRequestError } from '../replication/errors.js';
 import { inOrder, untilClosing } from './stream-messages.js';
+import type { HashInterval } from '../cluster/digest-tree.js';
+import { murmur3x86_32 } from '../cluster/hash.js';
+import { ringHashSeed } from '../cluster/ring.js';
+import { recordMessageBytes } from '../replication/message-bytes.js';
 import { compareEncodedVersions, decodeRecordHeader, isTombstoneRecord, recordHeaderBytesFixed } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 
@@ -39,6 +43,43 @@ export const purgeTombstonesMax = 10_000;
 
 /** Most keys one ReadReplica call may ask for. */
 export const readReplicaKeysMax = 1024;
+
+/**
+ * Most bytes of records in one ReadReplica or BucketRecords answer (a request's max_bytes lowers
+ * it; one record larger than it is still answered alone): gRPC's default receive limit, so even
+ * a client that asks with max_bytes 0 and default channel options can read the answer.
+ */
+export const peerAnswerBytesMax = 4 * 1024 * 1024;
+
+/** The byte bound of an answer to a request asking for `maxBytes` (0: no wish). */
+function answerBytesMax(maxBytes: bigint): number {
+  return maxBytes > 0n && maxBytes < BigInt(peerAnswerBytesMax) ? Number(maxBytes) : peerAnswerBytesMax;
+}
+
+const twoTo32 = 2 ** 32;
+
+/**
+ * Index of the first of a bucket's records (in the repository's order: key hash counted from the
+ * bucket's start, then key bytes) that comes after `afterKey`, a key whose hash lies in the bucket.
+ */
+function indexAfterKey(records: readonly { key: Buffer }[], interval: HashInterval, afterKey: Buffer, bucket: number): number {
+  // The hash index and the ring hash keys alike (murmur3, seed 0): the forest's buckets rely on it.
+  const offsetOf = (key: Buffer) => (murmur3x86_32(key, ringHashSeed) - interval.startExclusive - 1 + twoTo32) % twoTo32;
+  const cursor = offsetOf(afterKey);
+  if (cursor >= (interval.endInclusive - interval.startExclusive + twoTo32) % twoTo32) {
+    throw new InvalidRequestError(`start_after_key (${afterKey.length} bytes) does not hash into bucket ${bucket}, the first asked`);
+  }
+  let lo = 0;
+  let hi = records.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const key = records[mid]!.key;
+    const offset = offsetOf(key);
+    if (offset < cursor || (offset === cursor && key.compare(afterKey) <= 0)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
 
 const empty = Buffer.alloc(0);
 
@@ -120,7 +161,18 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     deps.assertServing();
     checkCaller(request.fromNodeId);
     if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
-    return { records: request.keys.map((key) => ({ key, record: repo.getRecord(key) ?? empty })) };
+    // A prefix of the asked keys, within the byte bound (the first always: the asker pages on).
+    const maxBytes = answerBytesMax(request.maxBytes);
+    const records: { key: Buffer; record: Buffer }[] = [];
+    let bytes = 0;
+    for (const key of request.keys) {
+      const record = repo.getRecord(key) ?? empty;
+      const size = recordMessageBytes(key, record);
+      if (records.length > 0 && bytes + size > maxBytes) break;
+      bytes += size;
+      records.push({ key, record });
+    }
+    return { records };
   };
   return {
     async replicate(request) {
@@ -190,13 +242,29 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       deps.assertServing();
       checkCaller(request.fromNodeId);
       checkRange(request.range);
-      const records: { key: Buffer; record: Buffer }[] = [];
       for (const bucket of request.buckets) {
         if (bucket >= leafBucketsPerRange) throw new InvalidRequestError(`bucket ${bucket} out of 0..${leafBucketsPerRange - 1}`);
-        const interval = forest.bucketInterval(request.range, bucket);
-        for (const r of repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive)) records.push({ key: r.key, record: recordHeader(r.record) });
       }
-      return { records };
+      // One page within the byte bound (never empty while records are left); `more` says where
+      // the next one starts.
+      const maxBytes = answerBytesMax(request.maxBytes);
+      const records: { key: Buffer; record: Buffer }[] = [];
+      let bytes = 0;
+      for (const [i, bucket] of request.buckets.entries()) {
+        const interval = forest.bucketInterval(request.range, bucket);
+        const inBucket = repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive);
+        const from = i === 0 && request.startAfterKey.length > 0 ? indexAfterKey(inBucket, interval, request.startAfterKey, bucket) : 0;
+        for (let j = from; j < inBucket.length; j++) {
+          const r = { key: inBucket[j]!.key, record: recordHeader(inBucket[j]!.record) };
+          const size = recordMessageBytes(r.key, r.record);
+          if (records.length > 0 && bytes + size > maxBytes) {
+            return { records, more: true, nextBucket: bucket, nextAfterKey: j > from ? inBucket[j - 1]!.key : empty };
+          }
+          bytes += size;
+          records.push(r);
+        }
+      }
+      return { records, more: false, nextBucket: 0, nextAfterKey: empty };
     },
     async backup(request) {
       checkCaller(request.fromNodeId);
