@@ -191,12 +191,22 @@ export class Coordinator {
     let applied = 0;
     let superseding: Buffer | undefined;
     let previous: Buffer | undefined;
-    /** Takes in what one replica held before `record`; false if it held something newer. */
-    const consider = (before: Buffer | undefined): boolean => {
-      if (before !== undefined && !isOwn(before, ownRecords)) previous = newerRecord(previous, before);
-      if (before === undefined || before.equals(record) || compareEncodedVersions(record, before) > 0) return true;
-      superseding = newerRecord(superseding, before);
-      return false;
+    /**
+     * Takes in what one replica held before `record`; false if it held something newer, or if
+     * it applied `record` over an old value it could not send back (too large for its answer:
+     * the write then does not count that replica, rather than answer a wrong old value).
+     */
+    const consider = (before: Buffer | undefined, valueOmitted = false): boolean => {
+      const applied = before === undefined || before.equals(record) || compareEncodedVersions(record, before) > 0;
+      if (!applied) {
+        superseding = newerRecord(superseding, before);
+        return false;
+      }
+      if (before !== undefined && !isOwn(before, ownRecords)) {
+        if (valueOmitted) return false;
+        previous = newerRecord(previous, before);
+      }
+      return true;
     };
     let failed = 0;
     if (selfIsReplica) {
@@ -225,10 +235,10 @@ export class Coordinator {
               if (!o.delivered) {
                 failed++;
                 reasons.push(o.reason);
-              } else if (consider(o.previous)) applied++;
+              } else if (consider(o.previous, o.previousValueOmitted === true)) applied++;
               else {
                 failed++;
-                reasons.push(`${t.loop.peerId} holds a newer version`);
+                reasons.push(o.previousValueOmitted === true && compareEncodedVersions(record, o.previous!) > 0 ? `${t.loop.peerId} could not send back the old value (too large for one answer)` : `${t.loop.peerId} holds a newer version`);
               }
               if (applied >= required) resolve();
               else if (!canStillReach(required, applied, failed, total)) {

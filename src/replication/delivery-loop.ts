@@ -23,7 +23,12 @@ export interface DeliverySettings {
 
 /** What a coordinator waiting on one log entry learns. */
 export type DeliveryOutcome =
-  | { readonly delivered: true; readonly previous: Buffer | undefined }
+  | {
+      readonly delivered: true;
+      readonly previous: Buffer | undefined;
+      /** `previous` is a version header only: its value did not fit the peer's answer. */
+      readonly previousValueOmitted?: boolean;
+    }
   | { readonly delivered: false; readonly reason: string };
 
 const noRecord = Buffer.alloc(0);
@@ -38,6 +43,8 @@ export const deliveryBatchesInFlightMax = 2;
 /** What a peer answered for a batch, by index into the batch. */
 interface BatchAnswer {
   readonly previous: ReadonlyMap<number, Buffer | undefined>;
+  /** Batch indexes whose previous record came back as a header only. */
+  readonly valueOmitted: ReadonlySet<number>;
   /** Entries the peer refused as too old (see ReplicateResponse.refused). */
   readonly refused: ReadonlySet<number>;
 }
@@ -186,7 +193,7 @@ export class DeliveryLoop {
       const waiter = this.waiters.get(entry.seq);
       if (waiter === undefined) continue;
       this.waiters.delete(entry.seq);
-      waiter.resolve(answer.refused.has(i) ? { delivered: false, reason: `${this.link.id} refused the write as older than its tombstone grace` } : { delivered: true, previous: answer.previous.get(i) });
+      waiter.resolve(answer.refused.has(i) ? { delivered: false, reason: `${this.link.id} refused the write as older than its tombstone grace` } : { delivered: true, previous: answer.previous.get(i), previousValueOmitted: answer.valueOmitted.has(i) });
     }
     // Deleting delivered entries need not hold up the next batch: a crash before the delete
     // commits only means redelivery, which the LWW merge makes harmless.
@@ -238,13 +245,15 @@ export class DeliveryLoop {
   private async sendRequest(sent: ReturnType<DeliveryLoop['buildRequest']>): Promise<BatchAnswer> {
     const previous = new Map<number, Buffer | undefined>();
     const refused = new Set<number>();
-    if (sent.records.length === 0) return { previous, refused };
+    const valueOmitted = new Set<number>();
+    if (sent.records.length === 0) return { previous, refused, valueOmitted };
     const answer = await this.stream.request({
       batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious, fromLog: true },
     });
     (answer.ack?.previous ?? []).forEach((p, j) => previous.set(sent.first + sent.wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
     for (const index of answer.ack?.refused ?? []) refused.add(sent.first + index);
-    return { previous, refused };
+    for (const j of answer.ack?.previousValueOmitted ?? []) valueOmitted.add(sent.first + sent.wantPrevious[j]!);
+    return { previous, refused, valueOmitted };
   }
 
   /**

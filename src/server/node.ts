@@ -16,7 +16,7 @@ import { unhandledRejections } from '../common/process-policy.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { DataDirMismatchError } from '../storage/repository.js';
 import { DeliveryLoop } from '../replication/delivery-loop.js';
-import { PeerLink } from '../replication/peer-link.js';
+import { PeerLink, peerReceiveBytesMax } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
@@ -133,6 +133,7 @@ export class KvNode {
           intervalSeconds: config.antiEntropy.intervalSeconds,
           maxRecordsPerSecond: config.antiEntropy.maxRecordsPerSecond,
           peerCallMs: config.timeouts.peerCallMs,
+          batchMaxBytes: config.replication.batchMaxBytes,
         },
         ring,
         forest,
@@ -214,7 +215,8 @@ export class KvNode {
       const peerStreamsClosing = new AbortController();
       let peerAddress: string | undefined;
       if (peers.length > 0) {
-        peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': sendBytesUnlimited }).use(
+        // Every answer is bounded (peer-service.ts), within what a peer link accepts.
+        peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': peerReceiveBytesMax(peerMessageBytes) }).use(
           errorMiddleware(logger),
         );
         peerServer.add(

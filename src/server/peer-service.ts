@@ -127,6 +127,9 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     const oldestAcceptedMs = deps.wallClock() - deps.graceSeconds * 1000;
     const refuse = (_key: Buffer, record: Buffer, stored: Buffer | undefined) => stored === undefined && decodeRecordHeader(record).version.wallMs < oldestAcceptedMs;
     const previous = await repo.applyRecords(request.records, request.wantPrevious, request.fromLog ? refuse : undefined);
+    // Old values go back while the answer stays within one peer message; past that, headers only.
+    let answerBytes = 0;
+    const omitted: number[] = [];
     return {
       refused: [...previous.refused],
       previous: previous.map((record, i) => {
@@ -134,8 +137,12 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
         const known = request.knownPrevious[i];
         // The sender keeps its own old value when ours is not newer: send nothing back then.
         if (record === undefined || (known !== undefined && known.length > 0 && compareEncodedVersions(record, known) <= 0)) return { key, record: empty };
-        return { key, record };
+        answerBytes += key.length + record.length;
+        if (answerBytes <= peerAnswerBytesMax) return { key, record };
+        omitted.push(i);
+        return { key, record: Buffer.from(recordHeader(record)) };
       }),
+      previousValueOmitted: omitted,
     };
   };
   /** Validates peer-sent records like client ones, before anything is applied; answers the newest. */

@@ -30,7 +30,7 @@ describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, mem
   let peerStream: PeerStream<ReplicateStreamRequest, ReplicateStreamResponse>;
   /** Sends one batch on the stream, as the delivery loop does. */
   const stream = {
-    send: async (request: ReplicateRequest): Promise<ReplicateResponse> => (await peerStream.request({ batch: request })).ack ?? { previous: [], refused: [] },
+    send: async (request: ReplicateRequest): Promise<ReplicateResponse> => (await peerStream.request({ batch: request })).ack ?? { previous: [], refused: [], previousValueOmitted: [] },
     close: () => peerStream?.close(),
   };
 
@@ -114,5 +114,37 @@ describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, mem
       }
     }
     expect(delivered, 'a batch went through once the link was healed').toBe(true);
+  });
+});
+
+describe('Replicate answers bounded in bytes (one real node)', () => {
+  it('sends old values back while they fit one answer, and version headers only past it', async () => {
+    const single = await SingleNode.start('n1', {
+      peerListen: '127.0.0.1:0',
+      cluster: { members: [{ id: 'n1', peer: '127.0.0.1:0' }, { id: 'n2', peer: `127.0.0.1:${await unusedPort()}` }] },
+    });
+    const link = new PeerLink('n1', single.node.peerListen, 16 * 1024 * 1024);
+    try {
+      const big = (fill: number) => nextRecord(String.fromCharCode(fill).repeat(1024 * 1024 - 256));
+      const keys = Array.from({ length: 6 }, (_, i) => Buffer.from(`big-${i}`));
+      const olds = keys.map((_, i) => big(0x61 + i));
+      await link.client.replicate({ fromNodeId: 'n2', records: keys.map((key, i) => ({ key, record: olds[i]! })), wantPrevious: [], knownPrevious: [], fromLog: true });
+      const answer = await link.client.replicate({
+        fromNodeId: 'n2',
+        records: keys.map((key) => ({ key, record: nextRecord('new') })),
+        wantPrevious: keys.map((_, i) => i),
+        knownPrevious: [],
+        fromLog: true,
+      });
+      // 4 MiB of old values fit one answer (peerAnswerBytesMax): four whole, two as headers.
+      expect(answer.previousValueOmitted).toEqual([4, 5]);
+      answer.previous.forEach((p, i) => {
+        if (i < 4) expect(p.record.equals(olds[i]!)).toBe(true);
+        else expect(p.record.equals(olds[i]!.subarray(0, p.record.length)) && p.record.length < 300).toBe(true);
+      });
+    } finally {
+      link.close();
+      await single.close();
+    }
   });
 });

@@ -78,6 +78,12 @@ export interface ReplicateResponse {
    * the sender drops them from its log.
    */
   refused: number[];
+  /**
+   * Indexes into `previous` whose record is a version header only: its value did not fit the
+   * answer's byte bound (the answer holds at most about one peer message of values). The sender
+   * can still tell from the header whether its record was applied.
+   */
+  previousValueOmitted: number[];
 }
 
 /** Keys to read. */
@@ -674,7 +680,7 @@ export const ReplicateStreamResponse: MessageFns<ReplicateStreamResponse> = {
 };
 
 function createBaseReplicateResponse(): ReplicateResponse {
-  return { previous: [], refused: [] };
+  return { previous: [], refused: [], previousValueOmitted: [] };
 }
 
 export const ReplicateResponse: MessageFns<ReplicateResponse> = {
@@ -685,6 +691,13 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     if (message.refused.length !== 0) {
       writer.uint32(18).fork();
       for (const v of message.refused) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.previousValueOmitted.length !== 0) {
+      writer.uint32(26).fork();
+      for (const v of message.previousValueOmitted) {
         writer.uint32(v);
       }
       writer.join();
@@ -731,6 +744,24 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
 
             break;
           }
+          case 3: {
+            if (tag === 24) {
+              message.previousValueOmitted.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 26) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.previousValueOmitted.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -747,6 +778,11 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     return {
       previous: globalThis.Array.isArray(object?.previous) ? object.previous.map((e: any) => Record.fromJSON(e)) : [],
       refused: globalThis.Array.isArray(object?.refused) ? object.refused.map((e: any) => globalThis.Number(e)) : [],
+      previousValueOmitted: globalThis.Array.isArray(object?.previousValueOmitted)
+        ? object.previousValueOmitted.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.previous_value_omitted)
+        ? object.previous_value_omitted.map((e: any) => globalThis.Number(e))
+        : [],
     };
   },
 
@@ -758,6 +794,9 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     if (message.refused?.length) {
       obj.refused = message.refused.map((e) => Math.round(e));
     }
+    if (message.previousValueOmitted?.length) {
+      obj.previousValueOmitted = message.previousValueOmitted.map((e) => Math.round(e));
+    }
     return obj;
   },
 
@@ -768,6 +807,7 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     const message = createBaseReplicateResponse();
     message.previous = object.previous?.map((e) => Record.fromPartial(e)) || [];
     message.refused = object.refused?.map((e) => e) || [];
+    message.previousValueOmitted = object.previousValueOmitted?.map((e) => e) || [];
     return message;
   },
 };
