@@ -1,4 +1,6 @@
+import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
+import { compareVersions } from '../../src/cluster/version.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { readReplica } from '../helpers/replica-state.js';
 import { waitFor } from '../helpers/wait.js';
@@ -55,5 +57,22 @@ describe('versions under clock skew', () => {
     await waitFor('every replica to hold the second write', async () => (await replicaValues(cluster!, 'behind')).every((v) => v === 'second'));
     const status = await n3.status();
     expect(status.members.length).toBe(3);
+  });
+
+  it('a node wiped after running 20 s ahead never issues one of its earlier versions again: it starts above its peers\' clocks', async () => {
+    cluster = await TestCluster.start({ size: 3 });
+    await restartWithClockOffset(cluster, 'n1', 20_000);
+    const n1 = cluster.client('n1');
+    await n1.put('before-wipe', 'v', { consistency: 'all' });
+    const earlier = (await readReplica(cluster.node('n2').dataDir)).get('before-wipe')!.version;
+    await cluster.node('n1').stop();
+    rmSync(cluster.node('n1').dataDir, { recursive: true, force: true });
+    cluster.node('n1').env = {};
+    await cluster.startNode('n1');
+    await cluster.waitAllReachable();
+    await cluster.client('n1').put('after-wipe', 'w', { consistency: 'all' });
+    const later = (await readReplica(cluster.node('n2').dataDir)).get('after-wipe')!.version;
+    expect(later.nodeId).toBe('n1');
+    expect(compareVersions(later, earlier), `${JSON.stringify(later)} after ${JSON.stringify(earlier)}`).toBeGreaterThan(0);
   });
 });
