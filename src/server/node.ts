@@ -106,7 +106,7 @@ export class KvNode {
         if (ageMs > config.tombstones.graceSeconds * 1000 && !allowStaleStart) {
           throw new DataDirMismatchError(
             `${config.dataDir} was restored from a backup taken ${Math.round(ageMs / 1000)} s ago, longer ago than tombstones.graceSeconds (${config.tombstones.graceSeconds} s): ` +
-              `it may hold values whose deletes the cluster has purged since. Wipe ${config.dataDir} and start the node empty (anti-entropy refills it), ` +
+              `it may hold values whose deletes the cluster has purged since. Move ${config.dataDir} aside (the backup is kept) and start the node on an empty one (anti-entropy refills it), ` +
               'or pass --allow-stale-start if no node purged anything since (e.g. the whole cluster was down)',
           );
         }

@@ -98,6 +98,28 @@ describe('Repository group commit isolation (real LMDB)', () => {
   });
 });
 
+describe('version collisions', () => {
+  it('two different records with one version are counted and reported, and the byte-wise larger wins wherever it arrives first', async () => {
+    const dir = makeTempDir('kvstore-isolation-');
+    dirs.push(dir);
+    const version = { wallMs: 1_700_000_000_000, counter: 7, nodeId: 'n2' };
+    const a = encodeRecord({ version, tombstone: false, value: Buffer.from('aaa') });
+    const b = encodeRecord({ version, tombstone: false, value: Buffer.from('bbb') });
+    const winners: string[] = [];
+    for (const order of [[a, b], [b, a]]) {
+      const { repo } = openWithForest(join(dir, `data-${winners.length}`));
+      const seen: string[] = [];
+      repo.onVersionCollision((c) => seen.push(`${c.stored.subarray(-3)}<-${c.received.subarray(-3)}`));
+      for (const record of order) await repo.applyRecords([{ key: Buffer.from('k'), record }]);
+      await repo.applyRecords([{ key: Buffer.from('k'), record: b }]); // the stored record again: no collision
+      expect(repo.versionCollisions).toBe(1);
+      expect(seen).toHaveLength(1);
+      winners.push(repo.getRecord(Buffer.from('k'))!.subarray(-3).toString());
+    }
+    expect(winners).toEqual(['bbb', 'bbb']);
+  });
+});
+
 describe('RequestDeadline', () => {
   it('leaves no unhandled rejection when the request was read after its deadline and its work fails later', async () => {
     const unhandled: unknown[] = [];
