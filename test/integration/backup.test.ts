@@ -1,9 +1,10 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BackupStatus, KvClient } from '../../src/client/index.js';
 import { decodeRecord, isTombstoneRecord } from '../../src/storage/record-codec.js';
 import { Repository } from '../../src/storage/repository.js';
+import { backupManifestName } from '../../src/replication/backups.js';
 import { NodeProcess } from '../helpers/node-process.js';
 import { collectKeys, describeCli, inChunks, runKvstore, SingleNode } from '../helpers/single-node.js';
 
@@ -192,5 +193,27 @@ describe('Backup and restore of one node', () => {
     const first = liveKeys[0]!;
     expect((await client.put(first, 'after restore')).oldValue?.toString('hex')).toBe(model.get(first)!.toString('hex'));
     expect(await client.getString(first)).toBe('after restore');
+  });
+
+  it('a node restored from a backup older than the tombstone grace refuses to start, saying why', async () => {
+    single.closeClients();
+    expect(await single.node.stop()).toBe(0);
+    // The same backup, as if taken two days ago (the default grace is one day).
+    const old = join(single.dir, 'old-backup');
+    cpSync(backup.path, old, { recursive: true });
+    const manifestPath = join(old, backupManifestName);
+    const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as { createdAtMs: number };
+    writeFileSync(manifestPath, JSON.stringify({ ...manifest, createdAtMs: Date.now() - 2 * 86_400_000 }));
+    const restored = await runKvstore(['restore', '--from', old, '--config', single.node.configPath]);
+    expect(restored.code, describeCli(restored)).toBe(0);
+    const refused = await runKvstore(['--config', single.node.configPath]);
+    expect(refused.code, describeCli(refused)).toBe(3);
+    expect(refused.stderr).toMatch(/restored from a backup taken \d+ s ago, longer ago than tombstones.graceSeconds/);
+    // A fresh backup restores and starts.
+    const fresh = await runKvstore(['restore', '--from', backup.path, '--config', single.node.configPath]);
+    expect(fresh.code, describeCli(fresh)).toBe(0);
+    await single.node.start();
+    client = single.client({ deadlineMs: 20_000 });
+    expect((await client.status()).nodeId).toBe('bk1');
   });
 });
