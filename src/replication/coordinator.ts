@@ -134,9 +134,12 @@ export class Coordinator {
     const ownRecords: Buffer[] = [];
     let previous: Buffer | undefined;
     for (let round = 1; ; round++) {
-      const record = encodeRecord({ version: this.clock.nowAbove(floor === undefined ? undefined : decodeRecordHeader(floor).version), tombstone, value });
+      const version = this.clock.nowAbove(floor === undefined ? undefined : decodeRecordHeader(floor).version);
+      const record = encodeRecord({ version, tombstone, value });
       ownRecords.push(record);
-      const outcome = await this.writeRound(plan, record, ownRecords, deadline);
+      // A log entry's enqueue time is never above its record's version: the tombstone purge
+      // relies on it (a tombstone older than every queued entry supersedes none of them).
+      const outcome = await this.writeRound(plan, record, Math.min(this.wallClock(), version.wallMs), ownRecords, deadline);
       previous = newerRecord(previous, outcome.previous);
       if (outcome.acked) return toReadResult(previous);
       if (round >= writeRoundsMax) {
@@ -156,14 +159,14 @@ export class Coordinator {
    * reach. Resolves with acked = false and the newest superseding record when some replica held
    * a newer version (the caller stamps above it); throws when the replicas are unreachable.
    */
-  private async writeRound(plan: WritePlan, record: Buffer, ownRecords: readonly Buffer[], deadline: RequestDeadline): Promise<RoundOutcome> {
+  private async writeRound(plan: WritePlan, record: Buffer, enqueuedAtMs: number, ownRecords: readonly Buffer[], deadline: RequestDeadline): Promise<RoundOutcome> {
     const { key, peers, selfIsReplica, required, level } = plan;
     const localAcks = selfIsReplica ? 1 : 0;
     const waitForPeers = required > localAcks;
     // Reserved before the commit and readable by the delivery loops at once, so peers apply the
     // write while this node commits and fsyncs it. The client is answered only after our flush
     // and W durable acks, so the overlap changes no guarantee.
-    const reserved = peers.length > 0 ? this.repo.hints.reserve(peers, key, record, this.wallClock()) : undefined;
+    const reserved = peers.length > 0 ? this.repo.hints.reserve(peers, key, record, enqueuedAtMs) : undefined;
     const tracked: { loop: DeliveryLoop; seq: number; outcome: Promise<DeliveryOutcome> }[] = [];
     if (reserved !== undefined) {
       // Registered before the loops are woken, so none can deliver an entry unseen. A peer sends
