@@ -8,11 +8,13 @@ import { parseArgs } from 'node:util';
 import { NemesisRun, nemesisSeed } from '../test/helpers/nemesis/harness.js';
 
 const usage = `Usage: npm run nemesis -- [--duration <seconds>] [--seed <n>] [--clients <n>]
-                         [--ops-per-client <n>] [--history <file.jsonl>] [--keep] [--strict-indeterminate]
+                         [--ops-per-client <n>] [--grace <s>] [--history <file.jsonl>] [--keep] [--strict-indeterminate]
   --duration        seconds of workload and faults (default 120)
   --seed            schedule seed (default: KVSTORE_TEST_SEED, else random; printed either way)
   --clients         concurrent clients, a third per workload (default 120)
   --ops-per-client  cap on one client's operations (default: 50 per second of duration)
+  --grace           the nodes' tombstones.graceSeconds (default 3600: nothing purged during the
+                    run; e.g. 30 purges tombstones while the faults run)
   --history         write every operation, fault and unasked exit as JSON lines to this file
   --keep            keep the cluster's temp dir (configs, LMDB data dirs) for inspection
   --strict-indeterminate  also count "an indeterminate write took effect after a later
@@ -31,6 +33,7 @@ async function main(): Promise<number> {
         history: { type: 'string' },
         keep: { type: 'boolean' },
         'strict-indeterminate': { type: 'boolean' },
+        grace: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -50,12 +53,13 @@ async function main(): Promise<number> {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got "${raw}"`);
     return n;
   };
-  let seed: number, durationS: number, clients: number, opsPerClient: number;
+  let seed: number, durationS: number, clients: number, opsPerClient: number, graceSeconds: number;
   try {
     seed = values.seed !== undefined ? int('seed', values.seed, 0, 0) : nemesisSeed();
     durationS = int('duration', values.duration, 120, 5);
     clients = int('clients', values.clients, 120, 3);
     opsPerClient = int('ops-per-client', values['ops-per-client'], 50 * durationS, 1);
+    graceSeconds = int('grace', values.grace, 3600, 10);
   } catch (err) {
     process.stderr.write(`nemesis: ${(err as Error).message}\n${usage}\n`);
     return 2;
@@ -68,6 +72,7 @@ async function main(): Promise<number> {
     historyFile: values.history,
     keepDir: values.keep === true,
     lateIsViolation: values['strict-indeterminate'] === true,
+    graceSeconds,
   });
   const stop = () => {
     process.stderr.write('nemesis: interrupted, stopping the cluster\n');

@@ -40,6 +40,12 @@ export interface NemesisOptions {
   readonly finalPhaseMs?: number;
   /** Progress lines (default: console.log). */
   readonly log?: (line: string) => void;
+  /**
+   * tombstones.graceSeconds of the nodes (default 3600: nothing is purged during a run). A short
+   * grace (at least 10, and above the schedule's 20 s clock skew) lets tombstones be purged while
+   * the faults run, which the purge rule must survive; a purged delete reads as absent.
+   */
+  readonly graceSeconds?: number;
 }
 
 export interface NemesisResult {
@@ -83,15 +89,15 @@ const errorLogsMax = 10_000;
 const reportFullPerKind = 5;
 
 /** Node config of the nemesis cluster (merged into each node's generated config). */
-export function nemesisNodeConfig(): Record<string, unknown> {
+export function nemesisNodeConfig(graceSeconds = 3600): Record<string, unknown> {
   return {
     logLevel: 'info',
     replication: { retryMinMs: 20, retryMaxMs: 500, probeIntervalMs: 250 },
     timeouts: { requestMs: 5_000, peerCallMs: 1_000 },
     // Frequent background exchanges; a high rate so the final repair is quick.
     antiEntropy: { intervalSeconds: 5, maxRecordsPerSecond: 200_000 },
-    // Nothing is purged during a run: every delete stays a tombstone that the checker can see.
-    tombstones: { graceSeconds: 3600 },
+    // By default nothing is purged during a run: every delete stays a tombstone the checker sees.
+    tombstones: { graceSeconds },
   };
 }
 
@@ -143,6 +149,7 @@ class NemesisCluster {
     private readonly history: History,
     private readonly deadlineMs: number,
     private readonly log: (line: string) => void,
+    private readonly graceSeconds: number | undefined,
   ) {}
 
   get ids(): readonly string[] {
@@ -153,7 +160,7 @@ class NemesisCluster {
     for (const from of nodeIds) for (const to of nodeIds) if (from !== to) this.proxies.set(`${from}->${to}`, await new TcpProxy(undefined).start());
     for (const id of nodeIds) {
       const members = nodeIds.map((other) => ({ id: other, peer: other === id ? '127.0.0.1:0' : this.proxy(id, other).address }));
-      const config = { peerListen: '127.0.0.1:0', cluster: { members, replicationFactor: 3 }, ...nemesisNodeConfig() };
+      const config = { peerListen: '127.0.0.1:0', cluster: { members, replicationFactor: 3 }, ...nemesisNodeConfig(this.graceSeconds) };
       this.nodes.set(
         id,
         NemesisNode.create(
@@ -416,7 +423,7 @@ export class NemesisRun {
     const startedAt = Date.now();
     this.log(`nemesis seed ${seed} (replay with KVSTORE_TEST_SEED=${seed})`);
     this.log(`nemesis: ${this.options.clients} clients, ${(this.options.durationMs / 1000).toFixed(0)} s, ${this.schedule.length} faults scheduled`);
-    const cluster = (this.cluster = new NemesisCluster(this.history, this.deadlineMs, (l) => this.log(l)));
+    const cluster = (this.cluster = new NemesisCluster(this.history, this.deadlineMs, (l) => this.log(l), this.options.graceSeconds));
     await cluster.init();
     this.log(`nemesis: cluster up in ${cluster.dir}`);
 
