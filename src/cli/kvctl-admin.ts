@@ -58,7 +58,9 @@ export const backupCommand: KvctlCommand = {
 export function formatStatus(status: NodeStatus, now: Date): string {
   const summary = [
     `node ${status.nodeId}  version ${status.version || '?'}  up ${formatDuration(status.uptimeSeconds)}  listen ${status.listen}`,
-    `keys ${status.keyCount} (records incl. tombstones ${status.recordCount})  replication factor ${status.replicationFactor}  data ${status.dataDir}`,
+    `keys ${status.keyCount} (records incl. tombstones ${status.recordCount})  replication factor ${status.replicationFactor}  data ${status.redacted ? '(needs admin)' : status.dataDir}`,
+    ...status.warnings.map((warning) => `WARNING: ${warning}`),
+    ...(status.redacted ? ['(redacted: without the admin permission, peer addresses, paths and backlogs are not shown)'] : []),
   ].join('\n');
   const rows = status.members.map((member) => [
     member.nodeId,

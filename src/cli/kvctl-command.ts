@@ -48,6 +48,8 @@ export interface KvctlGlobals {
   consistency?: ConsistencyLevel;
   /** --timeout in ms, if given. */
   timeoutMs?: number;
+  /** --token, else $KVSTORE_TOKEN: bearer token sent with every call. */
+  token?: string;
   json: boolean;
 }
 

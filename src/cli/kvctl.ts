@@ -9,6 +9,7 @@ import { isEntryPoint } from './entry-point.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KvClient, KvError, Status, consistencyLevels, parseEndpoints, type ConsistencyLevel } from '../client/index.js';
 import { oneLine } from '../client/errors.js';
+import { isValidToken } from '../client/bearer-token.js';
 import {
   exitCode,
   integerFlag,
@@ -31,6 +32,7 @@ const globalOptions = {
   consistency: { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
+  token: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -55,6 +57,8 @@ const globalOptionsHelp = [
   '                  ls: longest wait for each batch of keys)',
   '  --json          machine-readable output: one JSON object (ls: one per key and line);',
   '                  bytes appear as "<field>" when valid UTF-8, else as "<field>Base64"',
+  '  --token <token>  bearer token of the user to act as, for nodes with auth',
+  '                  (default: $KVSTORE_TOKEN; prefer the variable: arguments show in ps)',
   '  -h, --help      show help (kvctl <command> --help: help on one command)',
 ].join('\n');
 
@@ -138,6 +142,13 @@ function globalsFrom(values: Record<string, unknown>, io: KvctlIo): KvctlGlobals
   }
   const timeout = values['timeout'];
   if (typeof timeout === 'string') globals.timeoutMs = integerFlag('--timeout', timeout, 1, timeoutMsMax);
+  const tokenFlag = typeof values['token'] === 'string' ? values['token'] : undefined;
+  const tokenEnv = io.env?.['KVSTORE_TOKEN'];
+  const token = tokenFlag ?? (tokenEnv === undefined || tokenEnv.trim() === '' ? undefined : tokenEnv.trim());
+  if (token !== undefined) {
+    if (!isValidToken(token)) throw new UsageError(`${tokenFlag !== undefined ? '--token' : 'KVSTORE_TOKEN'} must be printable ASCII without spaces (as kvstore auth token prints it)`);
+    globals.token = token;
+  }
   return globals;
 }
 
@@ -156,6 +167,8 @@ function serverErrorHint(error: KvError): string {
     return ' (the write may still be applied, it is not rolled back; repeat it if it must be visible)';
   }
   const seeStatus = error.operation === 'status' ? '' : ", see 'kvctl status'";
+  if (error.code === Status.UNAUTHENTICATED) return ' (give the token of a user in the node\'s users file: --token or KVSTORE_TOKEN)';
+  if (error.code === Status.PERMISSION_DENIED) return ' (a role of that user in the users file must grant it)';
   if (error.code === Status.UNAVAILABLE) return ` (too few replicas reachable?${seeStatus})`;
   if (error.code === Status.DEADLINE_EXCEEDED) return ` (raise --timeout${seeStatus})`;
   return '';
@@ -257,6 +270,7 @@ export async function runKvctl(argv: string[], io: KvctlIo = processIo()): Promi
           endpoints: globals.endpoints,
           ...(globals.consistency === undefined ? {} : { consistency: globals.consistency }),
           ...(deadlineMs === undefined ? {} : { deadlineMs }),
+          ...(globals.token === undefined ? {} : { token: globals.token }),
           ...overrides,
         });
         clients.push(client);

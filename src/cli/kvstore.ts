@@ -8,6 +8,8 @@ import { KvNode } from '../server/node.js';
 import { installProcessPolicy } from '../common/process-policy.js';
 import { isEntryPoint } from './entry-point.js';
 import { runRestore } from './restore.js';
+import { runAuth } from './auth-token.js';
+import { UsersFileError } from '../server/auth/users-file.js';
 
 const usage = `Usage:
   kvstore [--config node.yaml] [--log-level info]   run a node (no config: one node on defaults)
@@ -15,12 +17,14 @@ const usage = `Usage:
                                                    tombstones.graceSeconds (only if nothing was purged since)
   kvstore restore --from <backup dir> --config node.yaml [--force]
                                                    restore a stopped node's data from a backup
+  kvstore auth token --user <name> [--roles r1,r2]  print a new bearer token and its users-file line
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config, 3 data dir refused.`;
 
 /** Runs the `kvstore` command; resolves with the process exit code. */
 export async function runKvstore(argv: string[]): Promise<number> {
   if (argv[0] === 'restore') return runRestore(argv.slice(1));
+  if (argv[0] === 'auth') return runAuth(argv.slice(1));
   let args;
   try {
     args = parseArgs({
@@ -58,6 +62,11 @@ export async function runKvstore(argv: string[]): Promise<number> {
       logger.fatal(err.message);
       process.stderr.write(`kvstore: ${err.message}\n`);
       return 3;
+    }
+    if (err instanceof UsersFileError) {
+      logger.fatal(err.message);
+      process.stderr.write(`kvstore: ${err.message}\n`);
+      return 2;
     }
     logger.fatal({ err }, 'node failed to start');
     process.stderr.write(`kvstore: failed to start: ${(err as Error).message}\n`);

@@ -109,6 +109,8 @@ export function fromStatusResponse(message: StatusResponse): NodeStatus {
     dataDir: message.dataDir,
     version: message.version,
     members: message.members.map(fromMemberStatus),
+    warnings: [...message.warnings],
+    redacted: message.redacted,
   };
 }
 

@@ -1,6 +1,7 @@
-import { ClientError, createChannel, createClient, Metadata, Status, type CallOptions, type Channel } from 'nice-grpc';
+import { ClientError, createChannel, createClientFactory, Metadata, Status, type CallOptions, type Channel } from 'nice-grpc';
 import { KVStoreDefinition, type KeyList, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
 import type { BatchResult } from '../../gen/kvstore/v1/kvstore.js';
+import { bearerTokenMiddleware, isValidToken } from './bearer-token.js';
 import { CallScope } from './call-scope.js';
 import { BatchCallTransport, OperationCoalescer } from './coalescer.js';
 import { StreamTransport } from './stream-transport.js';
@@ -236,9 +237,14 @@ export class KvClient {
       ...(channelsPerEndpoint > 1 ? { 'grpc.use_local_subchannel_pool': 1 } : {}),
       ...options.channelOptions,
     };
+    if (options.token !== undefined && !isValidToken(options.token)) {
+      throw new Error('KvClient: token must be 1-4096 printable ASCII characters without spaces');
+    }
+    // With a token, every call (unary, Batch, stream) carries `authorization: Bearer <token>`.
+    const clientFactory = options.token === undefined ? createClientFactory() : createClientFactory().use(bearerTokenMiddleware(options.token));
     this.endpointList = addresses.map((address, index) => {
       const channels = Array.from({ length: channelsPerEndpoint }, () => createChannel(address, undefined, channelOptions));
-      const clients = channels.map((channel): KVStoreClient => createClient(KVStoreDefinition, channel));
+      const clients = channels.map((channel): KVStoreClient => clientFactory.create(KVStoreDefinition, channel));
       const coalescers = clients.map(
         (client) => new OperationCoalescer(operationStream ? new StreamTransport(client) : new BatchCallTransport(client)),
       );

@@ -71,6 +71,13 @@ export interface KvClientOptions {
    * node without Batch either). No effect with `coalesce: false`.
    */
   operationStream?: boolean;
+  /**
+   * Bearer token of the user to act as, for nodes that run with `auth.usersFile`: sent as
+   * `authorization: Bearer <token>` metadata with every call (a stream sends it when it opens).
+   * Printable ASCII without spaces, as `kvstore auth token` makes them. Without it, such a node
+   * answers `UNAUTHENTICATED`. Use it with TLS on any network but loopback: the token is a password.
+   */
+  token?: string;
 }
 
 /** How a client spreads calls over its endpoints (KvClientOptions.loadBalancing). */
@@ -214,6 +221,16 @@ export interface NodeStatus {
   version: string;
   /** Every cluster member, the answering node included. */
   members: MemberStatus[];
+  /**
+   * Security problems of the node's setup, one sentence each (a port on a non-loopback address
+   * without TLS or without auth); empty when there are none.
+   */
+  warnings: string[];
+  /**
+   * True when the caller lacks the admin permission (a node with auth): `dataDir`, the members'
+   * `peer` addresses, backlogs and `lastExchangeError` are then empty or 0.
+   */
+  redacted: boolean;
 }
 
 /** One replica's digest of a ring range, in a {@link VerifyReport}. */

@@ -61,6 +61,21 @@ export const nodeConfigSchema = z
     peerListen: hostPortSchema.default(peerListenDefault),
     /** host:port of the Prometheus endpoint (`GET /metrics` over HTTP); unset: no endpoint. */
     metricsListen: hostPortSchema.optional(),
+    /**
+     * Authentication and roles on the public API (src/server/auth/). Unset: no authentication,
+     * every caller may do everything (the default, for a node on loopback only).
+     */
+    auth: z
+      .strictObject({
+        /** YAML file of roles and users (users-file.ts); re-read on SIGHUP. */
+        usersFile: z.string().min(1),
+        /**
+         * `token`: GET /metrics needs `authorization: Bearer <token>` of a user with a role that
+         * has `metrics: true` or `admin: true`; `open`: /metrics needs nothing (bind it privately).
+         */
+        metrics: z.enum(['token', 'open']).default('token'),
+      })
+      .optional(),
     dataDir: z.string().min(1).default(dataDirDefault),
     /** Where Backup writes; defaults to `<dataDir>/backups`. */
     backupDir: z.string().min(1).optional(),

@@ -27,3 +27,13 @@ export class ShuttingDownError extends Error {
 export class ResourceLimitError extends Error {
   override name = 'ResourceLimitError';
 }
+
+/** The caller sent no credentials, or credentials that name no user (a wrong or removed token). */
+export class UnauthenticatedError extends Error {
+  override name = 'UnauthenticatedError';
+}
+
+/** The caller is a known user whose roles do not grant what the request needs. */
+export class PermissionDeniedError extends Error {
+  override name = 'PermissionDeniedError';
+}

@@ -1,5 +1,5 @@
 import { ServerError, Status } from 'nice-grpc';
-import { InvalidRequestError, NotEnoughReplicasError, RequestTimeoutError, ResourceLimitError, ShuttingDownError } from '../replication/errors.js';
+import { InvalidRequestError, NotEnoughReplicasError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
 import { DataDirMismatchError, DiskFullError, UnstorableRecordError } from '../storage/repository.js';
 import { RecordDecodeError } from '../storage/record-codec.js';
 
@@ -14,6 +14,8 @@ const statusByError: ReadonlyArray<readonly [new (...args: never[]) => Error, St
   [DataDirMismatchError, Status.FAILED_PRECONDITION],
   [UnstorableRecordError, Status.INVALID_ARGUMENT],
   [DiskFullError, Status.RESOURCE_EXHAUSTED],
+  [UnauthenticatedError, Status.UNAUTHENTICATED],
+  [PermissionDeniedError, Status.PERMISSION_DENIED],
 ];
 
 /** Converts an error thrown by a handler into the ServerError nice-grpc sends. */

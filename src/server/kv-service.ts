@@ -18,6 +18,9 @@ import type { ConsistencyLevel } from '../cluster/quorum.js';
 import type { Coordinator } from '../replication/coordinator.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
+import { sessionOf } from './auth/auth-middleware.js';
+import type { AuthSession } from './auth/authenticator.js';
+import { checkAdmin, checkKeyPermission, checkListPermission } from './auth/authorizer.js';
 import { isDomainError, toServerError } from './error-status.js';
 import { batchOperationBytes, type InFlightBudget, operationBytes } from './in-flight-budget.js';
 import { lateRequestToleranceMsDefault, LateRequests, LateRequestStats } from './late-requests.js';
@@ -85,35 +88,41 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
     }
   };
 
-  const put = async (request: KeyValue, deadline: RequestDeadline): Promise<OldValue> => {
+  // `session`: the caller when the node runs with auth (auth-middleware.ts), else undefined and
+  // nothing is checked. Each operation is checked where its key is known, so in a Batch or on an
+  // OperationStream a denied operation fails alone (PERMISSION_DENIED) and the others run.
+  const put = async (request: KeyValue, deadline: RequestDeadline, session: AuthSession | undefined): Promise<OldValue> => {
     const key = checkKey(request.key, limits);
+    if (session !== undefined) checkKeyPermission(session.user(), 'write', key);
     const value = checkValue(request.value, limits);
     const level = checkConsistency(request.consistency, deps.defaultWrite);
     const old = await coordinator.write(key, value, false, level, deadline);
     return { found: old.found, value: old.value ?? emptyValue };
   };
-  const get = async (request: Key, deadline: RequestDeadline): Promise<Value> => {
+  const get = async (request: Key, deadline: RequestDeadline, session: AuthSession | undefined): Promise<Value> => {
     const key = checkKey(request.key, limits);
+    if (session !== undefined) checkKeyPermission(session.user(), 'read', key);
     const level = checkConsistency(request.consistency, deps.defaultRead);
     const result = await coordinator.read(key, level, deadline);
     return { found: result.found, value: result.value ?? emptyValue };
   };
-  const del = async (request: Key, deadline: RequestDeadline): Promise<DeleteResponse> => {
+  const del = async (request: Key, deadline: RequestDeadline, session: AuthSession | undefined): Promise<DeleteResponse> => {
     const key = checkKey(request.key, limits);
+    if (session !== undefined) checkKeyPermission(session.user(), 'write', key);
     const level = checkConsistency(request.consistency, deps.defaultWrite);
     const old = await coordinator.write(key, emptyValue, true, level, deadline);
     return { found: old.found };
   };
   /** One Batch or OperationStream operation; its failure becomes its result, never the call's. */
-  const runOperation = async (op: BatchOperation, deadline: RequestDeadline): Promise<BatchResult> => {
+  const runOperation = async (op: BatchOperation, deadline: RequestDeadline, session: AuthSession | undefined): Promise<BatchResult> => {
     try {
       // Decoders keep the last of several oneof fields; a hand-built message may set more.
       if (Number(op.put !== undefined) + Number(op.get !== undefined) + Number(op.delete !== undefined) > 1) {
         throw new InvalidRequestError('batch operation sets more than one of put, get, delete: send one per operation');
       }
-      if (op.put !== undefined) return { put: await put(op.put, deadline) };
-      if (op.get !== undefined) return { get: await get(op.get, deadline) };
-      if (op.delete !== undefined) return { delete: await del(op.delete, deadline) };
+      if (op.put !== undefined) return { put: await put(op.put, deadline, session) };
+      if (op.get !== undefined) return { get: await get(op.get, deadline, session) };
+      if (op.delete !== undefined) return { delete: await del(op.delete, deadline, session) };
       throw new InvalidRequestError('batch operation has none of put, get, delete set');
     } catch (err) {
       if (!isDomainError(err)) deps.logger.error({ err, method: 'Batch' }, 'batch operation failed with an unexpected error');
@@ -124,13 +133,13 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
 
   return {
     async put(request, context) {
-      return withDeadline(context, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline));
+      return withDeadline(context, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline, sessionOf(context)));
     },
     async get(request, context) {
-      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => get(request, deadline));
+      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => get(request, deadline, sessionOf(context)));
     },
     async delete(request, context) {
-      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => del(request, deadline));
+      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => del(request, deadline, sessionOf(context)));
     },
     async batch(request, context) {
       const count = request.operations.length;
@@ -138,28 +147,56 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
         throw new ResourceLimitError(`batch has ${count} operations, over the limit of ${batchOperationsMax}: split it`);
       }
       const bytes = request.operations.reduce((sum, op) => sum + batchOperationBytes(op), 0);
-      return withDeadline(context, bytes, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline))) }));
+      const session = sessionOf(context);
+      return withDeadline(context, bytes, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline, session))) }));
     },
     async *operationStream(requests, context) {
-      yield* serveOperationStream(requests, context.signal, { runOperation, requestMs: deps.requestMs, closing: deps.closing, budget, stats: deps.streamStats, lateRequests });
+      const session = sessionOf(context);
+      yield* serveOperationStream(requests, context.signal, { runOperation: (op, deadline) => runOperation(op, deadline, session), requestMs: deps.requestMs, closing: deps.closing, budget, stats: deps.streamStats, lateRequests });
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);
+      const session = sessionOf(context);
+      if (session !== undefined) checkListPermission(session.user(), prefix);
       for await (const keys of coordinator.listKeys(prefix, startAfter, request.limit, context.signal)) {
         yield { keys };
       }
     },
-    async backup(request) {
+    async backup(request, context) {
+      requireAdmin(context, 'Backup');
       return deps.backup(request.allNodes);
     },
-    async status() {
-      return deps.status();
+    async status(_request, context) {
+      const session = sessionOf(context);
+      const status = deps.status();
+      return session === undefined || session.user().admin ? status : redactStatus(status);
     },
-    async verify() {
+    async verify(_request, context) {
+      requireAdmin(context, 'Verify');
       return deps.verify();
     },
-    async repair() {
+    async repair(_request, context) {
+      requireAdmin(context, 'Repair');
       return deps.repair();
     },
+  };
+}
+
+/** Throws PERMISSION_DENIED unless the node runs without auth or the caller has admin. */
+function requireAdmin(context: CallContext, what: string): void {
+  const session = sessionOf(context);
+  if (session !== undefined) checkAdmin(session.user(), what);
+}
+
+/**
+ * Status for a caller without admin: what the cluster looks like (ids, counts, reachability),
+ * not where it lives (data dir, peer addresses) nor its replication backlogs.
+ */
+export function redactStatus(status: StatusResponse): StatusResponse {
+  return {
+    ...status,
+    dataDir: '',
+    redacted: true,
+    members: status.members.map((m) => ({ ...m, peer: '', backlogEntries: 0n, backlogBytes: 0n, backlogOldestAgeMs: 0n, droppedEntries: 0n, lastExchangeError: '' })),
   };
 }

@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import type { MetricsDecision } from './auth/metrics-access.js';
 
 /**
  * Prometheus metrics over plain HTTP (`GET /metrics`, text exposition format 0.0.4), built from
@@ -99,8 +100,11 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `render()` at `GET /metrics` on `listen` (host:port); every other path answers 404. */
-export async function startMetricsServer(listen: string, render: () => string): Promise<MetricsServer> {
+/**
+ * Serves `render()` at `GET /metrics` on `listen` (host:port); every other path answers 404.
+ * With `access`, a scrape it refuses answers its 401 or 403 (with `WWW-Authenticate: Bearer`).
+ */
+export async function startMetricsServer(listen: string, render: () => string, access?: (authorization: string | undefined) => MetricsDecision): Promise<MetricsServer> {
   const at = listen.lastIndexOf(':');
   const host = listen.slice(0, at).replace(/^\[(.*)\]$/, '$1');
   const port = Number(listen.slice(at + 1));
@@ -110,6 +114,11 @@ export async function startMetricsServer(listen: string, render: () => string): 
       return;
     }
     try {
+      const decision = access?.(req.headers.authorization);
+      if (decision !== undefined && decision.status !== 200) {
+        res.writeHead(decision.status, { 'content-type': 'text/plain', 'www-authenticate': 'Bearer realm="kvstore metrics"' }).end(`${decision.message}\n`);
+        return;
+      }
       res.writeHead(200, { 'content-type': metricsContentType }).end(render());
     } catch (err) {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);

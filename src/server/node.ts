@@ -20,6 +20,10 @@ import { PeerLink, peerReceiveBytesMax } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
+import { authMiddleware } from './auth/auth-middleware.js';
+import { Authenticator } from './auth/authenticator.js';
+import { metricsAccess } from './auth/metrics-access.js';
+import { securityWarnings } from './security-warnings.js';
 import { createKvService } from './kv-service.js';
 import { InFlightBudget } from './in-flight-budget.js';
 import { OperationStreamStats } from './operation-stream.js';
@@ -81,6 +85,11 @@ export class KvNode {
     /** The Prometheus endpoint, when `metricsListen` is configured. */
     private readonly metrics: MetricsServer | undefined,
   ) {}
+
+  /** Security problems of this node's setup (security-warnings.ts), logged at start and answered in Status. */
+  private securityWarnings: readonly string[] = [];
+  /** The users file, when `auth` is set (stops following SIGHUP at stop). */
+  private authenticator: Authenticator | undefined;
 
   /**
    * @param allowStaleStart start even though this node was out of the cluster longer than the
@@ -170,13 +179,13 @@ export class KvNode {
       const streamStats = new OperationStreamStats();
       const lateRequestStats = new LateRequestStats();
       const budget = new InFlightBudget(config.limits.maxInFlightBytes);
+      // A users file that does not load stops the start (UsersFileError, exit 2).
+      const authenticator = config.auth === undefined ? undefined : new Authenticator(config.auth.usersFile, logger);
       const publicServer = createServer({
         'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
         'grpc.max_send_message_length': sendBytesUnlimited,
       }).use(errorMiddleware(logger));
-      publicServer.add(
-        KVStoreDefinition,
-        createKvService({
+      const kvService = createKvService({
           coordinator,
           limits: config.limits,
           defaultRead: config.consistency.read,
@@ -207,8 +216,10 @@ export class KvNode {
               durationMs: r.durationMs,
             })),
           }),
-        }),
-      );
+        });
+      // Only the KVStore service authenticates its callers: the health service stays open.
+      if (authenticator === undefined) publicServer.add(KVStoreDefinition, kvService);
+      else publicServer.with(authMiddleware(authenticator)).add(KVStoreDefinition, kvService);
       publicServer.add(HealthDefinition, HealthServiceImpl(health));
 
       let peerServer: Server | undefined;
@@ -244,12 +255,26 @@ export class KvNode {
       const listenAddress = withPort(config.listen, port);
       if (config.metricsListen !== undefined) {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
-        metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage());
+        const access = authenticator !== undefined && config.auth?.metrics === 'token' ? metricsAccess(authenticator) : undefined;
+        metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage(), access);
       }
       // A node on an empty, wiped or restored data dir does not know the versions it issued
       // before: its clock starts above every peer's, so it never issues one of them again.
       await seedClockFromPeers(selfId, links, clock, config.timeouts.peerCallMs, logger);
       node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
+      node.authenticator = authenticator;
+      const configured = config as { tls?: unknown; peerTls?: unknown };
+      node.securityWarnings = securityWarnings({
+        listen: listenAddress,
+        publicTls: configured.tls !== undefined,
+        auth: authenticator !== undefined,
+        ...(peerAddress === undefined ? {} : { peerListen: peerAddress }),
+        peerTls: configured.peerTls !== undefined,
+        ...(metrics === undefined ? {} : { metricsListen: metrics.address }),
+        metricsTls: false,
+        metricsAuth: authenticator !== undefined && config.auth?.metrics === 'token',
+      });
+      for (const warning of node.securityWarnings) logger.warn({ security: true }, `INSECURE: ${warning}`);
       // The limits run once before any entry can be sent: nothing past them goes out at start-up.
       hintLimits.enforce();
       for (const loop of loops) loop.start();
@@ -302,6 +327,8 @@ export class KvNode {
       listen: this.listenAddress,
       dataDir: this.config.dataDir,
       version: serverVersion,
+      warnings: [...this.securityWarnings],
+      redacted: false,
       members: members.map((m) => {
         const link = this.links.find((l) => l.id === m.id);
         if (link === undefined) {
@@ -365,6 +392,7 @@ export class KvNode {
    */
   async stop(): Promise<void> {
     this.health.setStatus('unhealthy');
+    this.authenticator?.close();
     await this.metrics?.close();
     const forceTimer = setTimeout(() => {
       this.logger.warn({ graceMs: shutdownGraceMs }, 'in-flight calls did not finish in time; cutting them off');

@@ -277,6 +277,18 @@ export interface StatusResponse {
   dataDir: string;
   /** Server version. */
   version: string;
+  /**
+   * Security problems of this node's configuration, one sentence each, e.g. "public API listens
+   * on 0.0.0.0:50051 without TLS: anyone on the network can read the traffic". Empty when the
+   * node listens only on loopback addresses, or with TLS and auth on every port it exposes.
+   * Also logged at warn level when the node starts. Shown to every caller.
+   */
+  warnings: string[];
+  /**
+   * True when the caller lacks the admin permission (auth.usersFile): data_dir, every member's
+   * peer address, backlog counts and last_exchange_error are then left empty or 0.
+   */
+  redacted: boolean;
 }
 
 /** One member as seen from the answering node. */
@@ -2111,6 +2123,8 @@ function createBaseStatusResponse(): StatusResponse {
     listen: "",
     dataDir: "",
     version: "",
+    warnings: [],
+    redacted: false,
   };
 }
 
@@ -2148,6 +2162,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     if (message.version !== "") {
       writer.uint32(74).string(message.version);
+    }
+    for (const v of message.warnings) {
+      writer.uint32(82).string(v!);
+    }
+    if (message.redacted !== false) {
+      writer.uint32(88).bool(message.redacted);
     }
     return writer;
   },
@@ -2237,6 +2257,22 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.version = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.warnings.push(reader.string());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.redacted = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2286,6 +2322,10 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         ? globalThis.String(object.data_dir)
         : "",
       version: isSet(object.version) ? globalThis.String(object.version) : "",
+      warnings: globalThis.Array.isArray(object?.warnings)
+        ? object.warnings.map((e: any) => globalThis.String(e))
+        : [],
+      redacted: isSet(object.redacted) ? globalThis.Boolean(object.redacted) : false,
     };
   },
 
@@ -2318,6 +2358,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.version !== "") {
       obj.version = message.version;
     }
+    if (message.warnings?.length) {
+      obj.warnings = message.warnings;
+    }
+    if (message.redacted !== false) {
+      obj.redacted = message.redacted;
+    }
     return obj;
   },
 
@@ -2337,6 +2383,8 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.listen = object.listen ?? "";
     message.dataDir = object.dataDir ?? "";
     message.version = object.version ?? "";
+    message.warnings = object.warnings?.map((e) => e) || [];
+    message.redacted = object.redacted ?? false;
     return message;
   },
 };
