@@ -8,6 +8,7 @@ import { KvNode } from '../server/node.js';
 import { installProcessPolicy } from '../common/process-policy.js';
 import { isEntryPoint } from './entry-point.js';
 import { runRestore } from './restore.js';
+import { runCerts } from './certs.js';
 import { runAuth } from './auth-token.js';
 import { UsersFileError } from '../server/auth/users-file.js';
 
@@ -17,6 +18,8 @@ const usage = `Usage:
                                                    tombstones.graceSeconds (only if nothing was purged since)
   kvstore restore --from <backup dir> --config node.yaml [--force]
                                                    restore a stopped node's data from a backup
+  kvstore certs --out <dir> --nodes n1,n2,n3 [--hosts h,...]
+                                                   write a development CA and node/admin certificates (openssl)
   kvstore auth token --user <name> [--roles r1,r2]  print a new bearer token and its users-file line
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config, 3 data dir refused.`;
@@ -24,6 +27,7 @@ Exit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config, 3 data d
 /** Runs the `kvstore` command; resolves with the process exit code. */
 export async function runKvstore(argv: string[]): Promise<number> {
   if (argv[0] === 'restore') return runRestore(argv.slice(1));
+  if (argv[0] === 'certs') return runCerts(argv.slice(1));
   if (argv[0] === 'auth') return runAuth(argv.slice(1));
   let args;
   try {

@@ -32,6 +32,7 @@ export {
   type ConsistencyLevel,
   type KvCallOptions,
   type KvClientOptions,
+  type KvTlsOptions,
   type LoadBalancing,
   type ListKeysOptions,
   type MemberStatus,

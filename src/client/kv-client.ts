@@ -1,5 +1,6 @@
 import { ClientError, createChannel, createClientFactory, Metadata, Status, type CallOptions, type Channel } from 'nice-grpc';
 import { KVStoreDefinition, type KeyList, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+import { channelCredentials } from './tls.js';
 import type { BatchResult } from '../../gen/kvstore/v1/kvstore.js';
 import { bearerTokenMiddleware, isValidToken } from './bearer-token.js';
 import { CallScope } from './call-scope.js';
@@ -242,8 +243,9 @@ export class KvClient {
     }
     // With a token, every call (unary, Batch, stream) carries `authorization: Bearer <token>`.
     const clientFactory = options.token === undefined ? createClientFactory() : createClientFactory().use(bearerTokenMiddleware(options.token));
+    const credentials = channelCredentials(options.tls);
     this.endpointList = addresses.map((address, index) => {
-      const channels = Array.from({ length: channelsPerEndpoint }, () => createChannel(address, undefined, channelOptions));
+      const channels = Array.from({ length: channelsPerEndpoint }, () => createChannel(address, credentials, channelOptions));
       const clients = channels.map((channel): KVStoreClient => clientFactory.create(KVStoreDefinition, channel));
       const coalescers = clients.map(
         (client) => new OperationCoalescer(operationStream ? new StreamTransport(client) : new BatchCallTransport(client)),

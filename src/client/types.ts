@@ -72,12 +72,28 @@ export interface KvClientOptions {
    */
   operationStream?: boolean;
   /**
+   * TLS towards the nodes (for nodes with `tls` in their config); unset: plaintext. The node's
+   * certificate must name the endpoint's host (DNS name or IP address, as `kvstore certs` writes
+   * for localhost and 127.0.0.1).
+   */
+  tls?: KvTlsOptions;
+  /**
    * Bearer token of the user to act as, for nodes that run with `auth.usersFile`: sent as
    * `authorization: Bearer <token>` metadata with every call (a stream sends it when it opens).
    * Printable ASCII without spaces, as `kvstore auth token` makes them. Without it, such a node
    * answers `UNAUTHENTICATED`. Use it with TLS on any network but loopback: the token is a password.
    */
   token?: string;
+}
+
+/** TLS material of a client (KvClientOptions.tls), each a PEM string or its bytes. */
+export interface KvTlsOptions {
+  /** CA certificate(s) that signed the nodes' certificates (default: the system's trusted roots). */
+  ca?: string | Uint8Array;
+  /** Client certificate chain, for nodes with `tls.clientCaFile`; requires `key`. */
+  cert?: string | Uint8Array;
+  /** Private key of `cert`. */
+  key?: string | Uint8Array;
 }
 
 /** How a client spreads calls over its endpoints (KvClientOptions.loadBalancing). */

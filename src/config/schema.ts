@@ -51,6 +51,29 @@ const memberSchema = z.strictObject({
   peer: hostPortSchema,
 });
 
+/** A file path (relative to the working directory, like every path in the config). */
+const filePathSchema = z.string().min(1);
+
+/** TLS on the public API (src/server/tls-credentials.ts): with it set the port speaks only TLS. */
+const tlsSchema = z.strictObject({
+  /** PEM certificate chain the node presents to clients. */
+  certFile: filePathSchema,
+  /** PEM private key of certFile. */
+  keyFile: filePathSchema,
+  /** PEM CA bundle; when set, clients must present a certificate signed by it. */
+  clientCaFile: filePathSchema.optional(),
+});
+
+/**
+ * Mutual TLS on the peer port and on this node's calls to peers. Each node's certificate names its
+ * member id as the SAN URI kvstore://node/<id>; peers accept only certificates signed by caFile.
+ */
+const peerTlsSchema = z.strictObject({
+  certFile: filePathSchema,
+  keyFile: filePathSchema,
+  caFile: filePathSchema,
+});
+
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 
@@ -61,6 +84,10 @@ export const nodeConfigSchema = z
     peerListen: hostPortSchema.default(peerListenDefault),
     /** host:port of the Prometheus endpoint (`GET /metrics` over HTTP); unset: no endpoint. */
     metricsListen: hostPortSchema.optional(),
+    /** TLS on `listen`; unset: plaintext. */
+    tls: tlsSchema.optional(),
+    /** Mutual TLS between nodes on `peerListen`; unset: plaintext, callers trusted by from_node_id. */
+    peerTls: peerTlsSchema.optional(),
     /**
      * Authentication and roles on the public API (src/server/auth/). Unset: no authentication,
      * every caller may do everything (the default, for a node on loopback only).

@@ -1,4 +1,4 @@
-import { type Channel, type ChannelOptions, createChannel, createClient } from 'nice-grpc';
+import { type Channel, type ChannelCredentials, type ChannelOptions, createChannel, createClient } from 'nice-grpc';
 import { type PeerServiceClient, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 
 /**
@@ -54,8 +54,10 @@ export class PeerLink {
     readonly address: string,
     /** Largest message this link sends: batches and asked answers are sized below it. */
     readonly messageBytesMax: number,
+    /** Mutual TLS towards this peer (peerTls), with its channel options; unset: plaintext. */
+    tls?: { readonly credentials: ChannelCredentials; readonly channelOptions: ChannelOptions },
   ) {
-    this.channel = createChannel(address, undefined, peerChannelOptions(messageBytesMax));
+    this.channel = createChannel(address, tls?.credentials, { ...peerChannelOptions(messageBytesMax), ...tls?.channelOptions });
     this.client = createClient(PeerServiceDefinition, this.channel);
   }
 

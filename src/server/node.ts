@@ -28,6 +28,7 @@ import { createKvService } from './kv-service.js';
 import { InFlightBudget } from './in-flight-budget.js';
 import { OperationStreamStats } from './operation-stream.js';
 import { createPeerService } from './peer-service.js';
+import { ownPeerCertificateCheck, peerChannelCredentials, peerIdentityInterceptor, peerTlsChannelOptions, ReloadingTls, serverCredentials } from './tls-credentials.js';
 import { LateRequestStats } from './late-requests.js';
 import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
 
@@ -84,6 +85,8 @@ export class KvNode {
     private readonly logger: Logger,
     /** The Prometheus endpoint, when `metricsListen` is configured. */
     private readonly metrics: MetricsServer | undefined,
+    /** Certificates followed for reloads (tls, peerTls): stop following them at stop. */
+    private readonly tlsSources: readonly ReloadingTls[] = [],
   ) {}
 
   /** Security problems of this node's setup (security-warnings.ts), logged at start and answered in Status. */
@@ -101,7 +104,13 @@ export class KvNode {
     const peers = members.filter((m) => m.id !== selfId);
     const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id) });
     let metrics: MetricsServer | undefined;
+    const tlsSources: ReloadingTls[] = [];
     try {
+      // Certificates that do not load stop the start (TlsConfigError names the file).
+      const publicTls = config.tls === undefined ? undefined : new ReloadingTls({ certFile: config.tls.certFile, keyFile: config.tls.keyFile, caFile: config.tls.clientCaFile }, 'tls', logger);
+      if (publicTls !== undefined) tlsSources.push(publicTls);
+      const peerTls = config.peerTls === undefined || peers.length === 0 ? undefined : new ReloadingTls(config.peerTls, 'peerTls', logger, ownPeerCertificateCheck(selfId, config.peerTls.certFile));
+      if (peerTls !== undefined) tlsSources.push(peerTls);
       const wallClock = nodeWallClock();
       const clock = new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs);
       // Versions observed from peers raise the persisted high-water mark too.
@@ -123,7 +132,9 @@ export class KvNode {
       }
       const ring = new Ring(members, config.cluster.vnodesPerMember);
       const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
-      const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes));
+      const links = peers.map(
+        (p) => new PeerLink(p.id, p.peer, peerMessageBytes, peerTls === undefined ? undefined : { credentials: peerChannelCredentials(peerTls, p.id), channelOptions: peerTlsChannelOptions(p.id) }),
+      );
       const linkById = new Map(links.map((l) => [l.id, l]));
       // Log entries never outlive the tombstone grace: an older one may carry a write whose
       // delete was purged (tombstone-gc.ts). The loops check it too, before the limits first run.
@@ -237,6 +248,7 @@ export class KvNode {
             repo,
             clock,
             members: new Set(members.map((m) => m.id)),
+            identityFromCertificate: peerTls !== undefined,
             forest,
             assertServing: () => {},
             ring,
@@ -248,10 +260,10 @@ export class KvNode {
             closing: peerStreamsClosing.signal,
           }),
         );
-        const peerPort = await peerServer.listen(config.peerListen);
+        const peerPort = await peerServer.listen(config.peerListen, peerTls === undefined ? undefined : serverCredentials(peerTls, [peerIdentityInterceptor]));
         peerAddress = withPort(config.peerListen, peerPort);
       }
-      const port = await publicServer.listen(config.listen);
+      const port = await publicServer.listen(config.listen, publicTls === undefined ? undefined : serverCredentials(publicTls));
       const listenAddress = withPort(config.listen, port);
       if (config.metricsListen !== undefined) {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
@@ -261,7 +273,7 @@ export class KvNode {
       // A node on an empty, wiped or restored data dir does not know the versions it issued
       // before: its clock starts above every peer's, so it never issues one of them again.
       await seedClockFromPeers(selfId, links, clock, config.timeouts.peerCallMs, logger);
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics);
+      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics, tlsSources);
       node.authenticator = authenticator;
       const configured = config as { tls?: unknown; peerTls?: unknown };
       node.securityWarnings = securityWarnings({
@@ -289,6 +301,7 @@ export class KvNode {
       );
       return node;
     } catch (err) {
+      for (const t of tlsSources) t.close();
       await metrics?.close();
       await repo.close();
       throw err;
@@ -419,6 +432,7 @@ export class KvNode {
     await this.antiEntropy.stop();
     await Promise.all(this.loops.map((l) => l.stop()));
     for (const link of this.links) link.close();
+    for (const t of this.tlsSources) t.close();
     await this.repo.close();
   }
 }

@@ -1,3 +1,4 @@
+import { type CallContext, ServerError, Status } from 'nice-grpc';
 import type { BackupResponse, PeerServiceImplementation, ReadReplicaRequest, ReadReplicaResponse, ReplicateRequest, ReplicateResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import { type DigestForest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
@@ -10,6 +11,7 @@ import { ringHashSeed } from '../cluster/ring.js';
 import { recordMessageBytes } from '../replication/message-bytes.js';
 import { compareEncodedVersions, decodeRecordHeader, isTombstoneRecord, recordHeaderBytesFixed } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
+import { nodeIdentityUriPrefix, peerIdentityMetadataKey } from './tls-credentials.js';
 
 export interface PeerServiceDeps {
   readonly selfId: string;
@@ -17,6 +19,11 @@ export interface PeerServiceDeps {
   readonly clock: HybridLogicalClock;
   /** Member ids allowed to call (anything else is a misconfigured node). */
   readonly members: ReadonlySet<string>;
+  /**
+   * peerTls is on: a caller is the node its certificate names (tls-credentials.ts puts it in the
+   * metadata), and a request's from_node_id must be that node. Off (default): from_node_id is trusted.
+   */
+  readonly identityFromCertificate?: boolean;
   /** This node's hash trees (anti-entropy). */
   readonly forest: DigestForest;
   /** Throws if this node must not serve (shutting down). */
@@ -99,13 +106,25 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
   const checkRange = (range: number) => {
     if (!Number.isInteger(range) || range >= forest.rangeCount) throw new InvalidRequestError(`range ${range} out of 0..${forest.rangeCount - 1}: are the members' configs identical?`);
   };
-  const checkCaller = (from: string) => {
+  /**
+   * Every handler's caller check. With peerTls the caller's identity is its certificate's (never a
+   * request field): a certificate naming no member is refused, and so is a from_node_id other
+   * than the certificate's, so n2's certificate cannot act as n3.
+   */
+  const checkCaller = (from: string, context: CallContext) => {
+    if (deps.identityFromCertificate) {
+      const certified = context.metadata.get(peerIdentityMetadataKey);
+      if (certified === undefined) throw new ServerError(Status.UNAUTHENTICATED, `the caller's certificate names no kvstore node (a SAN URI ${nodeIdentityUriPrefix}<member id>)`);
+      if (!deps.members.has(certified)) throw new ServerError(Status.PERMISSION_DENIED, `certificate of node "${certified}", which is not a member of this cluster (${[...deps.members].join(', ')})`);
+      if (from !== certified) throw new ServerError(Status.PERMISSION_DENIED, `from_node_id "${from}" does not match the caller's certificate, which names node "${certified}"`);
+      return;
+    }
     if (!deps.members.has(from)) throw new InvalidRequestError(`node "${from}" is not a member of this cluster (${[...deps.members].join(', ')})`);
   };
   /** Applies one replicated batch (Replicate, or one message of ReplicateStream). */
-  const replicateBatch = async (request: ReplicateRequest): Promise<ReplicateResponse> => {
+  const replicateBatch = async (request: ReplicateRequest, context: CallContext): Promise<ReplicateResponse> => {
     deps.assertServing();
-    checkCaller(request.fromNodeId);
+    checkCaller(request.fromNodeId, context);
     // Comparing validates every record's header; observing the newest keeps our clock ahead
     // of everything we store (once per batch: it is the only version that matters).
     const newest = checkRecords(request.records, 'replicated record');
@@ -164,9 +183,9 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
   };
   const replicates = (key: Buffer) => deps.ring.preferenceList(key, deps.replicationFactor).includes(deps.selfId);
   /** Answers one ReadReplica (or one message of ReadReplicaStream). */
-  const readRecords = (request: ReadReplicaRequest): ReadReplicaResponse => {
+  const readRecords = (request: ReadReplicaRequest, context: CallContext): ReadReplicaResponse => {
     deps.assertServing();
-    checkCaller(request.fromNodeId);
+    checkCaller(request.fromNodeId, context);
     if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
     // A prefix of the asked keys, within the byte bound (the first always: the asker pages on).
     const maxBytes = answerBytesMax(request.maxBytes);
@@ -182,42 +201,44 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     return { records };
   };
   return {
-    async replicate(request) {
-      return replicateBatch(request);
+    async replicate(request, context) {
+      return replicateBatch(request, context);
     },
-    async *replicateStream(requests) {
+    async *replicateStream(requests, context) {
       // Each message is applied as soon as it arrives, so it joins the next group commit even
       // while an earlier message's commit runs; answers go back in message order.
       const answers = inOrder(untilClosing(requests, deps.closing), replicateStreamMessagesInFlightMax, async (message) => {
         if (message.batch === undefined) throw new InvalidRequestError('ReplicateStream message without a batch');
-        return { ack: await replicateBatch(message.batch) };
+        return { ack: await replicateBatch(message.batch, context) };
       });
       yield* answers;
     },
-    async readReplica(request) {
-      return readRecords(request);
+    async readReplica(request, context) {
+      return readRecords(request, context);
     },
-    async *readReplicaStream(requests) {
+    async *readReplicaStream(requests, context) {
       for await (const message of untilClosing(requests, deps.closing)) {
         if (message.read === undefined) throw new InvalidRequestError('ReadReplicaStream message without a read');
-        yield { records: readRecords(message.read) };
+        yield { records: readRecords(message.read, context) };
       }
     },
-    async scanLocal(request) {
+    async scanLocal(request, context) {
       deps.assertServing();
-      checkCaller(request.fromNodeId);
+      checkCaller(request.fromNodeId, context);
       const page = repo.scan(request.prefix, request.startAfter, request.limit);
       // Only the header (version, tombstone flag) matters for the listing merge: leave values out.
       const records = page.map(({ key, record }) => ({ key, record: record.subarray(0, recordHeaderBytesFixed + record[9]!) }));
       return { records, done: page.length < Math.min(Math.max(1, request.limit), scanPageRecordsMax) };
     },
-    async ping() {
+    async ping(request, context) {
+      // Without peerTls anyone may ask the clock (as before); with it, only members.
+      if (deps.identityFromCertificate) checkCaller(request.fromNodeId, context);
       const reading = clock.reading();
       return { nodeId: deps.selfId, clockWallMs: BigInt(reading.wallMs), clockCounter: reading.counter };
     },
-    async confirmTombstones(request) {
+    async confirmTombstones(request, context) {
       deps.assertServing();
-      checkCaller(request.fromNodeId);
+      checkCaller(request.fromNodeId, context);
       const newest = checkTombstones(request.tombstones);
       // Later versions issued here must supersede these tombstones.
       if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
@@ -226,28 +247,28 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       const held = request.tombstones.map((t, i) => replica[i]! && repo.getRecordHeader(t.key)?.equals(t.record) === true);
       return { held, replica, oldestLogEntryUnixMs: BigInt(repo.hints.oldestEnqueuedAtMs() ?? 0), nowUnixMs: BigInt(deps.wallClock()) };
     },
-    async purgeTombstones(request) {
+    async purgeTombstones(request, context) {
       deps.assertServing();
-      checkCaller(request.fromNodeId);
+      checkCaller(request.fromNodeId, context);
       checkTombstones(request.tombstones);
       const purged = await repo.purgeExact(request.tombstones.map((t) => ({ key: t.key, header: t.record })));
       return { purged };
     },
-    async rangeDigests(request) {
+    async rangeDigests(request, context) {
       deps.assertServing();
-      checkCaller(request.fromNodeId);
+      checkCaller(request.fromNodeId, context);
       request.ranges.forEach(checkRange);
       return { roots: request.ranges.map((r) => forest.root(r)), recordCounts: request.ranges.map((r) => BigInt(forest.recordCount(r))) };
     },
-    async leafDigests(request) {
+    async leafDigests(request, context) {
       deps.assertServing();
-      checkCaller(request.fromNodeId);
+      checkCaller(request.fromNodeId, context);
       checkRange(request.range);
       return { leaves: forest.leaves(request.range) };
     },
-    async bucketRecords(request) {
+    async bucketRecords(request, context) {
       deps.assertServing();
-      checkCaller(request.fromNodeId);
+      checkCaller(request.fromNodeId, context);
       checkRange(request.range);
       for (const bucket of request.buckets) {
         if (bucket >= leafBucketsPerRange) throw new InvalidRequestError(`bucket ${bucket} out of 0..${leafBucketsPerRange - 1}`);
@@ -273,8 +294,8 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       }
       return { records, more: false, nextBucket: 0, nextAfterKey: empty };
     },
-    async backup(request) {
-      checkCaller(request.fromNodeId);
+    async backup(request, context) {
+      checkCaller(request.fromNodeId, context);
       return deps.backup();
     },
   };

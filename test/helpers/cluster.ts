@@ -1,4 +1,4 @@
-import { KvClient } from '../../src/client/index.js';
+import { KvClient, type KvTlsOptions } from '../../src/client/index.js';
 import { makeTempDir, NodeProcess, removeTempDir } from './node-process.js';
 import { TcpProxy } from './tcp-proxy.js';
 import { waitFor } from './wait.js';
@@ -8,6 +8,10 @@ export interface TestClusterOptions {
   readonly replicationFactor?: number;
   /** Extra config for every node (merged over the generated one). */
   readonly config?: Record<string, unknown>;
+  /** Per-node extra config (e.g. each node's own certificate files), merged over `config`. */
+  readonly nodeConfig?: (id: string) => Record<string, unknown>;
+  /** TLS of the test's clients (for nodes with `tls`). */
+  readonly clientTls?: KvTlsOptions;
 }
 
 /**
@@ -50,6 +54,7 @@ export class TestCluster {
           replication: { retryMinMs: 20, retryMaxMs: 500, probeIntervalMs: 250 },
           timeouts: { requestMs: 5_000, peerCallMs: 1_500 },
           ...this.options.config,
+          ...this.options.nodeConfig?.(id),
         }),
       );
     }
@@ -86,7 +91,7 @@ export class TestCluster {
 
   /** A client that talks only to node `id` (so the test controls the coordinator). */
   client(id: string, options: { deadlineMs?: number; operationStream?: boolean } = {}): KvClient {
-    const client = new KvClient({ endpoints: [this.node(id).listen], deadlineMs: options.deadlineMs ?? 10_000, maxAttempts: 1, operationStream: options.operationStream });
+    const client = new KvClient({ endpoints: [this.node(id).listen], deadlineMs: options.deadlineMs ?? 10_000, maxAttempts: 1, operationStream: options.operationStream, ...(this.options.clientTls === undefined ? {} : { tls: this.options.clientTls }) });
     this.clients.push(client);
     return client;
   }
