@@ -483,7 +483,16 @@ export class NemesisRun {
     violations.push(...checked.violations);
     if (this.options.historyFile !== undefined) this.writeHistory(this.options.historyFile);
 
-    const summary = this.summarize(violations, checked.anomalies, checked.keysChecked, checked.keysWithAckedWrites, repairRounds, Date.now() - startedAt);
+    let summary = this.summarize(violations, checked.anomalies, checked.keysChecked, checked.keysWithAckedWrites, repairRounds, Date.now() - startedAt);
+    // How much the tombstone purge did (only a run with a short grace purges anything).
+    let deletedKeys = 0;
+    let purgedKeys = 0;
+    for (const [key, ops] of byKey) {
+      if (!ops.some((op) => op.kind === 'delete' && op.outcome !== 'failed')) continue;
+      deletedKeys++;
+      if ([...replicas.values()].every((r) => !r.has(key))) purgedKeys++;
+    }
+    summary += `\ndeleted keys: ${deletedKeys}, of which purged on every replica by the end: ${purgedKeys} (tombstones.graceSeconds ${this.options.graceSeconds ?? 3600})`;
     return {
       seed,
       schedule: this.schedule,
