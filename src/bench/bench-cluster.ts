@@ -2,12 +2,13 @@
  * A throwaway local cluster for `kvctl bench --local-cluster N` and the suite: N node processes
  * (src/cli/local-cluster.ts) on free ports in a temp dir, stopped and removed afterwards.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster } from '../cli/local-cluster.js';
 import { KvClient } from '../client/index.js';
+import { newToken, tokenDigest } from '../server/auth/users-file.js';
 
 /** LocalCluster's layout: public ports basePort+i, peer ports basePort+peerPortOffset+i. */
 export const peerPortOffset = 100;
@@ -31,9 +32,9 @@ const statusDeadlineMs = 2000;
  * their peers are up from their first probe; a write at consistency ALL before that fails.
  * Answers false if that did not happen within `timeoutMs`.
  */
-export async function waitUntilHealthy(endpoints: readonly string[], drained: boolean, timeoutMs = healthyTimeoutMs): Promise<boolean> {
+export async function waitUntilHealthy(endpoints: readonly string[], drained: boolean, timeoutMs = healthyTimeoutMs, token?: string): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  const clients = endpoints.map((endpoint) => new KvClient({ endpoints: [endpoint], deadlineMs: statusDeadlineMs }));
+  const clients = endpoints.map((endpoint) => new KvClient({ endpoints: [endpoint], deadlineMs: statusDeadlineMs, ...(token === undefined ? {} : { token }) }));
   try {
     for (;;) {
       const statuses = await Promise.all(clients.map((client) => client.status().catch(() => undefined)));
@@ -55,6 +56,8 @@ export interface BenchCluster {
   readonly nodeIds: string[];
   readonly dir: string;
   readonly replicationFactor: number;
+  /** With auth: the token of the cluster's one user (every permission, admin included). */
+  readonly token: string | undefined;
   /** Stops every node (SIGTERM, then SIGKILL after a grace period) and removes the temp dir. */
   stop(): Promise<void>;
 }
@@ -115,15 +118,30 @@ async function stopNodes(cluster: LocalCluster): Promise<void> {
   );
 }
 
-/** Starts `size` local nodes in a fresh temp dir; retries on another port block if one is taken. */
-export async function startBenchCluster(size: number, replicationFactor?: number): Promise<BenchCluster> {
+/**
+ * With auth: writes a users file into `dir` with one user, `bench`, whose role may do everything,
+ * and answers its token and the config that points the nodes at the file.
+ */
+function benchAuth(dir: string): { token: string; config: Record<string, unknown> } {
+  const token = newToken();
+  const usersFile = join(dir, 'users.yaml');
+  writeFileSync(usersFile, `roles:\n  bench: { read: [""], write: [""], admin: true }\nusers:\n  bench: { roles: [bench], tokenSha256: ${tokenDigest(token).toString('hex')} }\n`);
+  return { token, config: { auth: { usersFile } } };
+}
+
+/**
+ * Starts `size` local nodes in a fresh temp dir; retries on another port block if one is taken.
+ * With `auth`, the nodes authenticate every call (benchAuth) and the cluster's `token` is the one to send.
+ */
+export async function startBenchCluster(size: number, replicationFactor?: number, auth = false): Promise<BenchCluster> {
   let lastError: unknown;
   for (let attempt = 0; attempt < startAttemptsMax; attempt++) {
     const dir = mkdtempSync(join(tmpdir(), 'kvstore-bench-'));
     try {
       const basePort = await findBasePort(size);
-      const cluster = await LocalCluster.generate(size, dir, basePort, localClusterExtra(size, basePort, replicationFactor));
-      if (!(await waitUntilHealthy(cluster.endpoints, false))) {
+      const authSetup = auth ? benchAuth(dir) : undefined;
+      const cluster = await LocalCluster.generate(size, dir, basePort, { ...localClusterExtra(size, basePort, replicationFactor), ...authSetup?.config });
+      if (!(await waitUntilHealthy(cluster.endpoints, false, healthyTimeoutMs, authSetup?.token))) {
         await stopNodes(cluster);
         throw new Error(`the local cluster's nodes did not all see each other within ${healthyTimeoutMs} ms`);
       }
@@ -134,6 +152,7 @@ export async function startBenchCluster(size: number, replicationFactor?: number
         nodeIds: cluster.nodes.map((node) => node.id),
         dir,
         replicationFactor: replicationFactor ?? Math.min(3, size),
+        token: authSetup?.token,
         stop() {
           stopping ??= stopNodes(cluster).finally(() => rmSync(dir, { recursive: true, force: true }));
           return stopping;

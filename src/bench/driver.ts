@@ -56,7 +56,7 @@ export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }): Driver {
+export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined }): Driver {
   if (kind === 'raw') return new RawDriver(options);
   return new SdkDriver({ ...options, coalesce: kind !== 'sdk-no-coalesce', operationStream: kind === 'sdk' });
 }
@@ -83,11 +83,12 @@ class RawDriver implements Driver {
   /** Read-only: nice-grpc converts it to grpc-js metadata on every call. */
   private readonly metadata: Metadata;
 
-  constructor(private readonly options: { channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number }) {
+  constructor(private readonly options: { channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined }) {
     this.channels = options.channelEndpoints.map((address) => createChannel(address, undefined, channelOptions));
     this.clients = this.channels.map((channel) => createClient(KVStoreDefinition, channel));
     this.consistency = toConsistency(options.consistency);
     this.metadata = Metadata().set('grpc-timeout', `${options.timeoutMs}m`);
+    if (options.token !== undefined) this.metadata.set('authorization', `Bearer ${options.token}`);
   }
 
   async connect(): Promise<void> {
@@ -121,7 +122,7 @@ class SdkDriver implements Driver {
   private readonly clientsByEndpoint = new Map<string, { client: KvClient; channels: number }>();
   private readonly slotClients: KvClient[];
 
-  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; coalesce: boolean; operationStream: boolean }) {
+  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; coalesce: boolean; operationStream: boolean }) {
     const counts = new Map<string, number>();
     for (const address of options.channelEndpoints) counts.set(address, (counts.get(address) ?? 0) + 1);
     for (const [address, count] of counts) {
@@ -135,6 +136,7 @@ class SdkDriver implements Driver {
         coalesce: options.coalesce,
         operationStream: options.operationStream,
         channelOptions: { 'grpc.max_receive_message_length': receiveBytesUnlimited },
+        ...(options.token === undefined ? {} : { token: options.token }),
         ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
       });
       this.clientsByEndpoint.set(address, { client, channels });

@@ -68,6 +68,7 @@ export class LoadGenerator {
       channelEndpoints: init.channelEndpoints,
       consistency: init.consistency,
       timeoutMs: init.timeoutMs,
+      token: init.token,
     });
     this.rng = new Rng(init.seed);
     this.keys = createKeyChooser({

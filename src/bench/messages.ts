@@ -21,6 +21,8 @@ export interface WorkerInit {
   loops: number;
   consistency: ConsistencyLevel | undefined;
   timeoutMs: number;
+  /** Bearer token every call sends (nodes with auth), if any. */
+  token: string | undefined;
   mix: OpMix;
   distribution: Distribution;
   zipfSkew: number;

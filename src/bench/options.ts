@@ -84,6 +84,10 @@ export interface BenchOptions {
   /** Seed of every random choice (keys, operations, the zipfian scatter). */
   seed: number;
   client: ClientKind;
+  /** Bearer token sent with every call (kvctl --token / KVSTORE_TOKEN), for nodes with auth. */
+  token: string | undefined;
+  /** Start the local cluster with auth (a users file with one user) and send that user's token. */
+  auth: boolean;
 }
 
 /** What a caller may leave out; {@link resolveBenchOptions} fills in the rest. */
@@ -160,6 +164,8 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
   const serverPids = input.serverPids ?? [];
   for (const pid of serverPids) checkInteger('--server-pids', pid, 1, 2 ** 31 - 1);
   const seed = checkInteger('--seed', input.seed ?? Math.floor(Math.random() * 2 ** 31), 0, 2 ** 32 - 1);
+  const auth = input.auth ?? false;
+  check(!auth || localCluster !== undefined, '--auth applies to --local-cluster only (give an external cluster\'s token with --token)');
   return {
     workload,
     readRatio: workload === 'mixed' ? readRatio : opMixOf(workload).get,
@@ -184,5 +190,7 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
     serverPids,
     seed,
     client,
+    token: input.token,
+    auth,
   };
 }

@@ -87,6 +87,8 @@ interface Target {
   replicationFactor: number | null;
   /** Where the servers keep their data (its block device's writes are measured); null if unknown. */
   dataDir: string | null;
+  /** Bearer token every call sends (nodes with auth), if any. */
+  token: string | undefined;
 }
 
 type MessageOf<T extends WorkerToMain['type']> = Extract<WorkerToMain, { type: T }>;
@@ -164,6 +166,7 @@ function clusterTarget(cluster: BenchCluster): Target {
     serverLabels: cluster.nodeIds,
     replicationFactor: cluster.replicationFactor,
     dataDir: cluster.dir,
+    token: cluster.token,
   };
 }
 
@@ -180,7 +183,7 @@ export async function runBenchmark(options: BenchOptions, hooks: RunHooks, exist
     let target: Target;
     if (options.localCluster !== undefined) {
       log(`starting a local cluster of ${options.localCluster} node${options.localCluster === 1 ? '' : 's'}...`);
-      cluster = await startBenchCluster(options.localCluster, options.replicationFactor);
+      cluster = await startBenchCluster(options.localCluster, options.replicationFactor, options.auth);
       log(`local cluster up: ${cluster.endpoints.join(', ')} (data in ${cluster.dir}, replication factor ${cluster.replicationFactor})`);
       target = clusterTarget(cluster);
     } else {
@@ -191,6 +194,7 @@ export async function runBenchmark(options: BenchOptions, hooks: RunHooks, exist
         serverLabels: options.serverPids.map((pid) => `pid ${pid}`),
         replicationFactor: null,
         dataDir: null,
+        token: options.token,
       };
     }
     return await runAgainst(options, target, hooks, log);
@@ -210,6 +214,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
   const tickets = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
   const bar = new ProgressBar(hooks.progress);
   const notes: string[] = [];
+  if (options.auth) notes.push('the nodes ran with auth: every call carried a bearer token and was checked against the users file');
 
   const workers = plans.map(
     (plan) =>
@@ -221,6 +226,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
         loops: plan.loops,
         consistency: options.consistency,
         timeoutMs: options.timeoutMs,
+        token: target.token,
         mix,
         distribution: options.distribution,
         zipfSkew: options.zipfSkew,
@@ -428,7 +434,8 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
     return {
       schema: reportSchema,
       createdAt,
-      options,
+      // The token is a password: the report says only whether one was sent.
+      options: { ...options, token: options.token === undefined ? undefined : '(redacted)' },
       mix,
       target: {
         kind: target.kind,

@@ -52,6 +52,8 @@ const help = [
   '  --local-cluster N          start a throwaway cluster of N local nodes in a temp dir, bench it, stop it;',
   '                             also reports the write I/Os and bytes of that dir\'s block device (whole device)',
   '  --rf R                     replication factor of the local cluster (default min(3, N))',
+  '  --auth                     start the local cluster with auth (a users file of one user) and send its token;',
+  '                             --token (global) or KVSTORE_TOKEN: the token to send to --endpoints nodes',
   '  --server-pids p1,p2        measure these local server processes\' CPU (/proc/<pid>/stat)',
   '',
   'Output:',
@@ -90,7 +92,7 @@ function listOfPids(value: string | undefined): number[] | undefined {
 }
 
 /** Turns kvctl's parsed flags into benchmark options (not yet checked: see resolveBenchOptions). */
-export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagValues, globals: { endpoints: string[]; consistency?: BenchOptionsInput['consistency']; timeoutMs?: number }): BenchOptionsInput {
+export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagValues, globals: { endpoints: string[]; consistency?: BenchOptionsInput['consistency']; timeoutMs?: number; token?: string }): BenchOptionsInput {
   if (args.length > 1) throw new UsageError(`bench takes at most one argument (the workload), got ${args.length}`);
   const positional = args[0];
   const flagged = stringFlag(flags, 'workload');
@@ -136,6 +138,8 @@ export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagVal
   set('serverPids', listOfPids(stringFlag(flags, 'server-pids')));
   set('seed', intFlag(flags, 'seed'));
   set('client', client as ClientKind | undefined);
+  set('token', globals.token);
+  set('auth', flags['auth'] === true ? true : undefined);
   return input;
 }
 
@@ -167,6 +171,7 @@ export const benchCommand: KvctlCommand = {
     html: { type: 'string' },
     seed: { type: 'string' },
     client: { type: 'string' },
+    auth: { type: 'boolean' },
   },
   help,
   async run(context) {
