@@ -5,7 +5,7 @@
  * in kvctl-commands.ts.
  */
 import type { ParseArgsConfig } from 'node:util';
-import type { ConsistencyLevel, KvClient, KvClientOptions } from '../client/index.js';
+import type { ConsistencyLevel, KvClient, KvClientOptions, KvTlsOptions } from '../client/index.js';
 
 /** Exit codes of kvctl (documented in `kvctl --help` and docs/client.md). */
 export const exitCode = {
@@ -51,6 +51,8 @@ export interface KvctlGlobals {
   /** --token, else $KVSTORE_TOKEN: bearer token sent with every call. */
   token?: string;
   json: boolean;
+  /** --cacert/--cert/--key (else $KVSTORE_CACERT/_CERT/_KEY), read: TLS towards the nodes. */
+  tls?: KvTlsOptions;
 }
 
 /** Values of the command's own flags, as parsed by node:util parseArgs. */

@@ -59,7 +59,7 @@ export function formatNodeRepair(result: NodeRepairResult): string {
 /** Runs Status (to name the node) then Repair on one endpoint. Throws only non-KvErrors. */
 async function repairOne(context: KvctlContext, endpoint: string): Promise<NodeRepairResult> {
   const timeoutMs = context.globals.timeoutMs;
-  const client = new KvClient({ endpoints: [endpoint], ...(timeoutMs === undefined ? {} : { deadlineMs: timeoutMs }) });
+  const client = new KvClient({ endpoints: [endpoint], ...(timeoutMs === undefined ? {} : { deadlineMs: timeoutMs }), ...(context.globals.tls === undefined ? {} : { tls: context.globals.tls }) });
   const result: NodeRepairResult = { endpoint };
   try {
     try {

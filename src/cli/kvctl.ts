@@ -7,7 +7,8 @@
  */
 import { isEntryPoint } from './entry-point.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { KvClient, KvError, Status, consistencyLevels, parseEndpoints, type ConsistencyLevel } from '../client/index.js';
+import { readFileSync } from 'node:fs';
+import { KvClient, KvError, Status, consistencyLevels, parseEndpoints, type ConsistencyLevel, type KvTlsOptions } from '../client/index.js';
 import { oneLine } from '../client/errors.js';
 import { isValidToken } from '../client/bearer-token.js';
 import {
@@ -32,6 +33,9 @@ const globalOptions = {
   consistency: { type: 'string' },
   timeout: { type: 'string' },
   json: { type: 'boolean' },
+  cacert: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
   token: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
@@ -59,6 +63,11 @@ const globalOptionsHelp = [
   '                  bytes appear as "<field>" when valid UTF-8, else as "<field>Base64"',
   '  --token <token>  bearer token of the user to act as, for nodes with auth',
   '                  (default: $KVSTORE_TOKEN; prefer the variable: arguments show in ps)',
+  '  --cacert <file> CA certificate (PEM) of nodes with TLS: talk TLS, trusting it',
+  '                  (default: $KVSTORE_CACERT; with only --cert/--key: the system\'s roots)',
+  '  --cert <file>, --key <file>',
+  '                  client certificate and key (PEM), for nodes with tls.clientCaFile',
+  '                  (default: $KVSTORE_CERT, $KVSTORE_KEY)',
   '  -h, --help      show help (kvctl <command> --help: help on one command)',
 ].join('\n');
 
@@ -142,6 +151,8 @@ function globalsFrom(values: Record<string, unknown>, io: KvctlIo): KvctlGlobals
   }
   const timeout = values['timeout'];
   if (typeof timeout === 'string') globals.timeoutMs = integerFlag('--timeout', timeout, 1, timeoutMsMax);
+  const tls = tlsFrom(values, io);
+  if (tls !== undefined) globals.tls = tls;
   const tokenFlag = typeof values['token'] === 'string' ? values['token'] : undefined;
   const tokenEnv = io.env?.['KVSTORE_TOKEN'];
   const token = tokenFlag ?? (tokenEnv === undefined || tokenEnv.trim() === '' ? undefined : tokenEnv.trim());
@@ -150,6 +161,28 @@ function globalsFrom(values: Record<string, unknown>, io: KvctlIo): KvctlGlobals
     globals.token = token;
   }
   return globals;
+}
+
+/** TLS material named by --cacert/--cert/--key or their variables (files read now); undefined: plaintext. */
+function tlsFrom(values: Record<string, unknown>, io: KvctlIo): KvTlsOptions | undefined {
+  const file = (flag: 'cacert' | 'cert' | 'key', variable: string): { origin: string; pem: Buffer } | undefined => {
+    const fromFlag = typeof values[flag] === 'string' ? (values[flag] as string) : undefined;
+    const fromEnv = io.env?.[variable];
+    const path = fromFlag ?? (fromEnv === undefined || fromEnv.trim() === '' ? undefined : fromEnv.trim());
+    if (path === undefined) return undefined;
+    const origin = fromFlag !== undefined ? `--${flag}` : variable;
+    try {
+      return { origin, pem: readFileSync(path) };
+    } catch (error) {
+      throw new UsageError(`${origin} ${path}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
+  const ca = file('cacert', 'KVSTORE_CACERT');
+  const cert = file('cert', 'KVSTORE_CERT');
+  const key = file('key', 'KVSTORE_KEY');
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError(`${(cert ?? key)!.origin} needs ${cert === undefined ? '--cert (or KVSTORE_CERT)' : '--key (or KVSTORE_KEY)'} too: a client certificate goes with its key`);
+  if (ca === undefined && cert === undefined) return undefined;
+  return { ...(ca === undefined ? {} : { ca: ca.pem }), ...(cert === undefined ? {} : { cert: cert.pem, key: key!.pem }) };
 }
 
 function writer(stream: KvctlWritable): (chunk: string | Uint8Array) => Promise<void> {
@@ -191,7 +224,8 @@ function report(error: unknown, io: KvctlIo, commandName: string | undefined): n
       return exitCode.usage;
     }
     if (error.unreachable) {
-      say(`${error.message} (are the nodes running? check --endpoints / KVSTORE_ENDPOINTS)`);
+      // A TLS handshake that fails looks the same as a refused connection from here.
+      say(`${error.message} (are the nodes running? check --endpoints / KVSTORE_ENDPOINTS; a node with TLS needs --cacert, and --cert/--key if it asks for a client certificate)`);
       return exitCode.unreachable;
     }
     const hint = serverErrorHint(error);
@@ -270,6 +304,7 @@ export async function runKvctl(argv: string[], io: KvctlIo = processIo()): Promi
           endpoints: globals.endpoints,
           ...(globals.consistency === undefined ? {} : { consistency: globals.consistency }),
           ...(deadlineMs === undefined ? {} : { deadlineMs }),
+          ...(globals.tls === undefined ? {} : { tls: globals.tls }),
           ...(globals.token === undefined ? {} : { token: globals.token }),
           ...overrides,
         });

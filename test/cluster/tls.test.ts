@@ -6,6 +6,7 @@ import { ChannelCredentials, createChannel, createClient, type Channel } from 'n
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PeerServiceDefinition, type PeerServiceClient } from '../../gen/kvstore/internal/v1/peer.js';
 import { createCa, issueCertificate, type CertificateAuthority, type IssuedCertificate } from '../../src/cli/certs.js';
+import { runKvctl } from '../../src/cli/kvctl.js';
 import { KvClient, Status, type KvTlsOptions } from '../../src/client/index.js';
 import { versionWallMsMax } from '../../src/cluster/version.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
@@ -88,6 +89,14 @@ async function codeOf(promise: Promise<unknown>): Promise<Status | 'ok'> {
   }
 }
 
+/** Runs kvctl in-process; answers its exit code and output. */
+async function kvctl(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await runKvctl(args, { stdout: { write: (c) => ((out += c.toString()), true) }, stderr: { write: (c) => ((err += c.toString()), true) }, stdin: (async function* () {})(), env });
+  return { code, out, err };
+}
+
 /** The fingerprint of the certificate a TLS port presents now (a fresh handshake). */
 function presentedFingerprint(address: string, caFile: string, cert: IssuedCertificate): Promise<string> {
   const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
@@ -133,6 +142,15 @@ describe('TLS on the public port', () => {
     const good = kvClient(endpoint, clientTls(ca.certFile, admin));
     await good.put('k', 'v');
     expect(await good.getString('k')).toBe('v');
+
+    // kvctl: flags, or the variables; without a client certificate it cannot connect (exit 4).
+    const at = ['--endpoints', endpoint.replace('127.0.0.1', 'localhost'), '--timeout', '3000'];
+    expect(await kvctl([...at, '--cacert', ca.certFile, '--cert', admin.certFile, '--key', admin.keyFile, 'put', 'cli', 'yes'])).toMatchObject({ code: 0 });
+    expect(await kvctl([...at, 'get', 'cli'], { KVSTORE_CACERT: ca.certFile, KVSTORE_CERT: admin.certFile, KVSTORE_KEY: admin.keyFile })).toMatchObject({ code: 0, out: 'yes' });
+    const refused = await kvctl([...at, '--cacert', ca.certFile, 'get', 'cli']);
+    expect(refused.code).toBe(4);
+    expect(refused.err).toContain('--cacert');
+    expect((await kvctl([...at, '--cert', admin.certFile, 'get', 'cli'])).code).toBe(2);
   });
 
   it('rotation without a restart: new certificates from another CA are served after SIGHUP; the old CA is no longer trusted', async () => {
