@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { isEntryPoint } from './entry-point.js';
+import { writeDevCertificates } from './certs.js';
 
 const kvstoreBin = fileURLToPath(new URL('./kvstore.js', import.meta.url));
 /** How long a local cluster waits for its nodes to print their listening lines. */
@@ -27,15 +28,23 @@ export class LocalCluster {
   /**
    * Writes configs for `size` nodes into `dir` (public ports basePort+i, peer ports
    * basePort+100+i; port 0 for basePort 0 is not possible because members need fixed peer
-   * addresses) and starts them.
+   * addresses) and starts them. `extra` spreads over every node's config; `perNode` (e.g. each
+   * node's own certificate files) over that.
    */
-  static async generate(size: number, dir: string, basePort: number, extra: Record<string, unknown> = {}, onLine?: (id: string, line: string) => void): Promise<LocalCluster> {
+  static async generate(
+    size: number,
+    dir: string,
+    basePort: number,
+    extra: Record<string, unknown> = {},
+    onLine?: (id: string, line: string) => void,
+    perNode: (id: string) => Record<string, unknown> = () => ({}),
+  ): Promise<LocalCluster> {
     mkdirSync(dir, { recursive: true });
     const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
     const members = ids.map((id, i) => ({ id, peer: `127.0.0.1:${basePort + 100 + i}` }));
     const paths = ids.map((id, i) => {
       const path = join(dir, `${id}.yaml`);
-      const config = { nodeId: id, listen: `127.0.0.1:${basePort + i}`, peerListen: `127.0.0.1:${basePort + 100 + i}`, dataDir: join(dir, id), logLevel: 'info', cluster: { members }, ...extra };
+      const config = { nodeId: id, listen: `127.0.0.1:${basePort + i}`, peerListen: `127.0.0.1:${basePort + 100 + i}`, dataDir: join(dir, id), logLevel: 'info', cluster: { members }, ...extra, ...perNode(id) };
       writeFileSync(path, stringify(config));
       return path;
     });
@@ -125,12 +134,35 @@ function humanLine(id: string, line: string): string {
   }
 }
 
+/** Where `npm run cluster -- --secure` keeps the development certificates (examples/cluster/secure/*.yaml point here). */
+export const secureClusterCertDir = '.cluster/certs';
+const exampleIds = ['n1', 'n2', 'n3'];
+
 async function main(): Promise<void> {
-  const dir = resolve(process.argv[2] ?? 'examples/cluster');
-  const paths = ['n1', 'n2', 'n3'].map((id) => join(dir, `${id}.yaml`));
+  const secure = process.argv.includes('--secure');
+  const dirArg = process.argv.slice(2).find((a) => !a.startsWith('--'));
+  const dir = resolve(dirArg ?? (secure ? 'examples/cluster/secure' : 'examples/cluster'));
+  if (secure && !existsSync(join(secureClusterCertDir, 'ca.key'))) {
+    // Certificates once, kept across runs (a new CA each run would make old client copies useless).
+    writeDevCertificates(resolve(secureClusterCertDir), exampleIds);
+    process.stdout.write(`wrote a development CA and certificates for ${exampleIds.join(', ')} and admin into ${secureClusterCertDir}/\n`);
+  }
+  const paths = exampleIds.map((id) => join(dir, `${id}.yaml`));
   const cluster = await LocalCluster.launch(paths, (id, line) => process.stdout.write(`${humanLine(id, line)}\n`));
-  process.stdout.write(`\nlocal cluster up: ${cluster.endpoints.join(', ')}\n`);
-  process.stdout.write(`try: npm run kvctl -- --endpoints ${cluster.endpoints.join(',')} status\nCtrl-C stops every node.\n\n`);
+  process.stdout.write(`\nlocal cluster up: ${cluster.endpoints.join(', ')}${secure ? ' (TLS with client certificates, mutual TLS between nodes)' : ''}\n`);
+  if (secure) {
+    // The node certificates name localhost (and 127.0.0.1); a host name avoids Node's warning about IP addresses as TLS server names.
+    const endpoints = cluster.endpoints.map((e) => e.replace(/^127\.0\.0\.1:/, 'localhost:')).join(',');
+    const c = secureClusterCertDir;
+    process.stdout.write(
+      `try: npm run kvctl -- --endpoints ${endpoints} --cacert ${c}/ca.crt --cert ${c}/admin.crt --key ${c}/admin.key status\n` +
+        `  or: export KVSTORE_ENDPOINTS=${endpoints} KVSTORE_CACERT=${c}/ca.crt KVSTORE_CERT=${c}/admin.crt KVSTORE_KEY=${c}/admin.key; npm run kvctl -- status\n` +
+        `  buf curl: npx buf curl --schema proto --protocol grpc --cacert ${c}/ca.crt --cert ${c}/admin.crt --key ${c}/admin.key -d '{"key":"aGVsbG8="}' https://${endpoints.split(',')[0]}/kvstore.v1.KVStore/Get\n` +
+        'Ctrl-C stops every node.\n\n',
+    );
+  } else {
+    process.stdout.write(`try: npm run kvctl -- --endpoints ${cluster.endpoints.join(',')} status\nCtrl-C stops every node.\n\n`);
+  }
   await new Promise<void>((resolveStop) => {
     const stop = () => {
       process.stdout.write('\nstopping the local cluster...\n');
