@@ -21,6 +21,7 @@ import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
 import { authMiddleware } from './auth/auth-middleware.js';
+import { certificateCnFromMetadata, clientCertificateInterceptor } from './auth/client-certificate.js';
 import { Authenticator } from './auth/authenticator.js';
 import { metricsAccess } from './auth/metrics-access.js';
 import { securityWarnings } from './security-warnings.js';
@@ -229,8 +230,10 @@ export class KvNode {
           }),
         });
       // Only the KVStore service authenticates its callers: the health service stays open.
+      // With a client CA, a verified client certificate's subject CN names a user (client-certificate.ts).
+      const certificateUsers = authenticator !== undefined && config.tls?.clientCaFile !== undefined;
       if (authenticator === undefined) publicServer.add(KVStoreDefinition, kvService);
-      else publicServer.with(authMiddleware(authenticator)).add(KVStoreDefinition, kvService);
+      else publicServer.with(authMiddleware(authenticator, certificateUsers ? certificateCnFromMetadata : undefined)).add(KVStoreDefinition, kvService);
       publicServer.add(HealthDefinition, HealthServiceImpl(health));
 
       let peerServer: Server | undefined;
@@ -263,7 +266,7 @@ export class KvNode {
         const peerPort = await peerServer.listen(config.peerListen, peerTls === undefined ? undefined : serverCredentials(peerTls, [peerIdentityInterceptor]));
         peerAddress = withPort(config.peerListen, peerPort);
       }
-      const port = await publicServer.listen(config.listen, publicTls === undefined ? undefined : serverCredentials(publicTls));
+      const port = await publicServer.listen(config.listen, publicTls === undefined ? undefined : serverCredentials(publicTls, certificateUsers ? [clientCertificateInterceptor] : []));
       const listenAddress = withPort(config.listen, port);
       if (config.metricsListen !== undefined) {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.

@@ -89,8 +89,10 @@ describe('auth: users, tokens and roles', () => {
     const malformed = await grpcErrorOf(raw.get({ key: Buffer.from('app/seed'), consistency: 0 }, { metadata: Metadata({ authorization: `Basic ${reader.token}` }) }));
     expectCode(malformed, Status.UNAUTHENTICATED);
     expect(malformed.details).toMatch(/malformed authorization/);
+    // Without TLS client certificates, the metadata the certificate interceptor sets means nothing.
+    expectCode(await grpcErrorOf(raw.status({}, { metadata: Metadata({ 'kvstore-verified-client-cn': admin.name }) })), Status.UNAUTHENTICATED);
     const stream = new RawStream(raw);
-    stream.send([op(1, getOp("app/seed"))]);
+    stream.send([op(1, getOp('app/seed'))]);
     expect((await stream.ended).code).toBe(Status.UNAUTHENTICATED);
     expect(await collectKeys(single.client({ token: reader.token }).listKeys({ prefix: 'app/' }))).toEqual([Buffer.from('app/seed')]);
   });
