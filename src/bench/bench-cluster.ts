@@ -2,11 +2,13 @@
  * A throwaway local cluster for `kvctl bench --local-cluster N` and the suite: N node processes
  * (src/cli/local-cluster.ts) on free ports in a temp dir, stopped and removed afterwards.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalCluster } from '../cli/local-cluster.js';
+import { writeDevCertificates } from '../cli/certs.js';
+import { benchTlsChannelOptions } from './driver.js';
 import { KvClient } from '../client/index.js';
 import { newToken, tokenDigest } from '../server/auth/users-file.js';
 
@@ -32,9 +34,11 @@ const statusDeadlineMs = 2000;
  * their peers are up from their first probe; a write at consistency ALL before that fails.
  * Answers false if that did not happen within `timeoutMs`.
  */
-export async function waitUntilHealthy(endpoints: readonly string[], drained: boolean, timeoutMs = healthyTimeoutMs, token?: string): Promise<boolean> {
+export async function waitUntilHealthy(endpoints: readonly string[], drained: boolean, timeoutMs = healthyTimeoutMs, token?: string, tlsCa?: string): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  const clients = endpoints.map((endpoint) => new KvClient({ endpoints: [endpoint], deadlineMs: statusDeadlineMs, ...(token === undefined ? {} : { token }) }));
+  const clients = endpoints.map(
+    (endpoint) => new KvClient({ endpoints: [endpoint], deadlineMs: statusDeadlineMs, ...(token === undefined ? {} : { token }), ...(tlsCa === undefined ? {} : { tls: { ca: tlsCa }, channelOptions: benchTlsChannelOptions }) }),
+  );
   try {
     for (;;) {
       const statuses = await Promise.all(clients.map((client) => client.status().catch(() => undefined)));
@@ -58,6 +62,8 @@ export interface BenchCluster {
   readonly replicationFactor: number;
   /** With auth: the token of the cluster's one user (every permission, admin included). */
   readonly token: string | undefined;
+  /** With TLS: the PEM of the CA that signed the nodes' certificates (clients trust it). */
+  readonly tlsCa: string | undefined;
   /** Stops every node (SIGTERM, then SIGKILL after a grace period) and removes the temp dir. */
   stop(): Promise<void>;
 }
@@ -129,19 +135,33 @@ function benchAuth(dir: string): { token: string; config: Record<string, unknown
   return { token, config: { auth: { usersFile } } };
 }
 
+/** With TLS: development certificates in `dir`, each node's tls and peerTls config, and the CA's PEM. */
+function benchTls(dir: string, size: number): { ca: string; perNode: (id: string) => Record<string, unknown> } {
+  const ids = Array.from({ length: size }, (_, i) => `n${i + 1}`);
+  const certs = writeDevCertificates(join(dir, 'certs'), ids);
+  return {
+    ca: readFileSync(certs.ca.certFile, 'utf8'),
+    perNode: (id) => {
+      const own = certs.nodes.get(id)!;
+      return { tls: { certFile: own.certFile, keyFile: own.keyFile }, peerTls: { certFile: own.certFile, keyFile: own.keyFile, caFile: certs.ca.certFile } };
+    },
+  };
+}
+
 /**
  * Starts `size` local nodes in a fresh temp dir; retries on another port block if one is taken.
  * With `auth`, the nodes authenticate every call (benchAuth) and the cluster's `token` is the one to send.
  */
-export async function startBenchCluster(size: number, replicationFactor?: number, auth = false): Promise<BenchCluster> {
+export async function startBenchCluster(size: number, replicationFactor?: number, auth = false, tls = false): Promise<BenchCluster> {
   let lastError: unknown;
   for (let attempt = 0; attempt < startAttemptsMax; attempt++) {
     const dir = mkdtempSync(join(tmpdir(), 'kvstore-bench-'));
     try {
       const basePort = await findBasePort(size);
       const authSetup = auth ? benchAuth(dir) : undefined;
-      const cluster = await LocalCluster.generate(size, dir, basePort, { ...localClusterExtra(size, basePort, replicationFactor), ...authSetup?.config });
-      if (!(await waitUntilHealthy(cluster.endpoints, false, healthyTimeoutMs, authSetup?.token))) {
+      const tlsSetup = tls ? benchTls(dir, size) : undefined;
+      const cluster = await LocalCluster.generate(size, dir, basePort, { ...localClusterExtra(size, basePort, replicationFactor), ...authSetup?.config }, undefined, tlsSetup?.perNode);
+      if (!(await waitUntilHealthy(cluster.endpoints, false, healthyTimeoutMs, authSetup?.token, tlsSetup?.ca))) {
         await stopNodes(cluster);
         throw new Error(`the local cluster's nodes did not all see each other within ${healthyTimeoutMs} ms`);
       }
@@ -153,6 +173,7 @@ export async function startBenchCluster(size: number, replicationFactor?: number
         dir,
         replicationFactor: replicationFactor ?? Math.min(3, size),
         token: authSetup?.token,
+        tlsCa: tlsSetup?.ca,
         stop() {
           stopping ??= stopNodes(cluster).finally(() => rmSync(dir, { recursive: true, force: true }));
           return stopping;

@@ -4,7 +4,7 @@
  * the deadline travels as grpc-timeout and the node enforces it). Both spread a thread's channels
  * over the endpoints the same way, so their numbers are comparable.
  */
-import { ClientError, createChannel, createClient, Metadata, Status, type Channel } from 'nice-grpc';
+import { ChannelCredentials, ClientError, createChannel, createClient, Metadata, Status, type Channel } from 'nice-grpc';
 import { KVStoreDefinition, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
 import { toConsistency } from '../client/convert.js';
 import { KvClient, KvError, channelsPerEndpointMax, statusName, type ConsistencyLevel } from '../client/index.js';
@@ -23,6 +23,12 @@ const channelOptions = {
   // Each channel its own TCP connection, even to the same address.
   'grpc.use_local_subchannel_pool': 1,
 } as const;
+
+/**
+ * TLS name bench clients send and check (the dev node certificates name localhost): the endpoints
+ * are IP addresses, which are not valid TLS server names.
+ */
+export const benchTlsChannelOptions = { 'grpc.ssl_target_name_override': 'localhost' } as const;
 
 /** grpc-js connectivity states. */
 const channelReady = 2;
@@ -56,7 +62,7 @@ export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined }): Driver {
+export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; tlsCa: string | undefined }): Driver {
   if (kind === 'raw') return new RawDriver(options);
   return new SdkDriver({ ...options, coalesce: kind !== 'sdk-no-coalesce', operationStream: kind === 'sdk' });
 }
@@ -83,8 +89,10 @@ class RawDriver implements Driver {
   /** Read-only: nice-grpc converts it to grpc-js metadata on every call. */
   private readonly metadata: Metadata;
 
-  constructor(private readonly options: { channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined }) {
-    this.channels = options.channelEndpoints.map((address) => createChannel(address, undefined, channelOptions));
+  constructor(private readonly options: { channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; tlsCa: string | undefined }) {
+    const credentials = options.tlsCa === undefined ? undefined : ChannelCredentials.createSsl(Buffer.from(options.tlsCa));
+    const options2 = options.tlsCa === undefined ? channelOptions : { ...channelOptions, ...benchTlsChannelOptions };
+    this.channels = options.channelEndpoints.map((address) => createChannel(address, credentials, options2));
     this.clients = this.channels.map((channel) => createClient(KVStoreDefinition, channel));
     this.consistency = toConsistency(options.consistency);
     this.metadata = Metadata().set('grpc-timeout', `${options.timeoutMs}m`);
@@ -122,7 +130,7 @@ class SdkDriver implements Driver {
   private readonly clientsByEndpoint = new Map<string, { client: KvClient; channels: number }>();
   private readonly slotClients: KvClient[];
 
-  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; coalesce: boolean; operationStream: boolean }) {
+  constructor(options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; tlsCa: string | undefined; coalesce: boolean; operationStream: boolean }) {
     const counts = new Map<string, number>();
     for (const address of options.channelEndpoints) counts.set(address, (counts.get(address) ?? 0) + 1);
     for (const [address, count] of counts) {
@@ -135,8 +143,9 @@ class SdkDriver implements Driver {
         channelsPerEndpoint: channels,
         coalesce: options.coalesce,
         operationStream: options.operationStream,
-        channelOptions: { 'grpc.max_receive_message_length': receiveBytesUnlimited },
+        channelOptions: { 'grpc.max_receive_message_length': receiveBytesUnlimited, ...(options.tlsCa === undefined ? {} : benchTlsChannelOptions) },
         ...(options.token === undefined ? {} : { token: options.token }),
+        ...(options.tlsCa === undefined ? {} : { tls: { ca: options.tlsCa } }),
         ...(options.consistency === undefined ? {} : { consistency: options.consistency }),
       });
       this.clientsByEndpoint.set(address, { client, channels });

@@ -69,6 +69,7 @@ export class LoadGenerator {
       consistency: init.consistency,
       timeoutMs: init.timeoutMs,
       token: init.token,
+      tlsCa: init.tlsCa,
     });
     this.rng = new Rng(init.seed);
     this.keys = createKeyChooser({

@@ -23,6 +23,8 @@ export interface WorkerInit {
   timeoutMs: number;
   /** Bearer token every call sends (nodes with auth), if any. */
   token: string | undefined;
+  /** PEM of the nodes' CA: talk TLS, trusting it; undefined: plaintext. */
+  tlsCa: string | undefined;
   mix: OpMix;
   distribution: Distribution;
   zipfSkew: number;

@@ -88,6 +88,11 @@ export interface BenchOptions {
   token: string | undefined;
   /** Start the local cluster with auth (a users file with one user) and send that user's token. */
   auth: boolean;
+  /**
+   * Start the local cluster with TLS on the public port and mutual TLS between nodes (dev
+   * certificates made for the run); the load generator then talks TLS.
+   */
+  tls: boolean;
 }
 
 /** What a caller may leave out; {@link resolveBenchOptions} fills in the rest. */
@@ -165,6 +170,8 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
   for (const pid of serverPids) checkInteger('--server-pids', pid, 1, 2 ** 31 - 1);
   const seed = checkInteger('--seed', input.seed ?? Math.floor(Math.random() * 2 ** 31), 0, 2 ** 32 - 1);
   const auth = input.auth ?? false;
+  const tls = input.tls ?? false;
+  check(!tls || localCluster !== undefined, '--tls applies to --local-cluster only');
   check(!auth || localCluster !== undefined, '--auth applies to --local-cluster only (give an external cluster\'s token with --token)');
   return {
     workload,
@@ -192,5 +199,6 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
     client,
     token: input.token,
     auth,
+    tls,
   };
 }

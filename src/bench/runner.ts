@@ -89,6 +89,8 @@ interface Target {
   dataDir: string | null;
   /** Bearer token every call sends (nodes with auth), if any. */
   token: string | undefined;
+  /** PEM of the CA of nodes with TLS (clients talk TLS, trusting it); undefined: plaintext. */
+  tlsCa: string | undefined;
 }
 
 type MessageOf<T extends WorkerToMain['type']> = Extract<WorkerToMain, { type: T }>;
@@ -167,6 +169,7 @@ function clusterTarget(cluster: BenchCluster): Target {
     replicationFactor: cluster.replicationFactor,
     dataDir: cluster.dir,
     token: cluster.token,
+    tlsCa: cluster.tlsCa,
   };
 }
 
@@ -183,7 +186,7 @@ export async function runBenchmark(options: BenchOptions, hooks: RunHooks, exist
     let target: Target;
     if (options.localCluster !== undefined) {
       log(`starting a local cluster of ${options.localCluster} node${options.localCluster === 1 ? '' : 's'}...`);
-      cluster = await startBenchCluster(options.localCluster, options.replicationFactor, options.auth);
+      cluster = await startBenchCluster(options.localCluster, options.replicationFactor, options.auth, options.tls);
       log(`local cluster up: ${cluster.endpoints.join(', ')} (data in ${cluster.dir}, replication factor ${cluster.replicationFactor})`);
       target = clusterTarget(cluster);
     } else {
@@ -195,6 +198,7 @@ export async function runBenchmark(options: BenchOptions, hooks: RunHooks, exist
         replicationFactor: null,
         dataDir: null,
         token: options.token,
+        tlsCa: undefined,
       };
     }
     return await runAgainst(options, target, hooks, log);
@@ -214,6 +218,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
   const tickets = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
   const bar = new ProgressBar(hooks.progress);
   const notes: string[] = [];
+  if (options.tls) notes.push('the nodes ran with TLS on the public port and mutual TLS between them; the load generator talked TLS');
   if (options.auth) notes.push('the nodes ran with auth: every call carried a bearer token and was checked against the users file');
 
   const workers = plans.map(
@@ -227,6 +232,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
         consistency: options.consistency,
         timeoutMs: options.timeoutMs,
         token: target.token,
+        tlsCa: target.tlsCa,
         mix,
         distribution: options.distribution,
         zipfSkew: options.zipfSkew,

@@ -54,6 +54,8 @@ const help = [
   '  --rf R                     replication factor of the local cluster (default min(3, N))',
   '  --auth                     start the local cluster with auth (a users file of one user) and send its token;',
   '                             --token (global) or KVSTORE_TOKEN: the token to send to --endpoints nodes',
+  '  --tls                      start the local cluster with TLS on both ports (mutual TLS between nodes;',
+  '                             development certificates made for the run) and load it over TLS',
   '  --server-pids p1,p2        measure these local server processes\' CPU (/proc/<pid>/stat)',
   '',
   'Output:',
@@ -140,6 +142,7 @@ export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagVal
   set('client', client as ClientKind | undefined);
   set('token', globals.token);
   set('auth', flags['auth'] === true ? true : undefined);
+  set('tls', flags['tls'] === true ? true : undefined);
   return input;
 }
 
@@ -172,6 +175,7 @@ export const benchCommand: KvctlCommand = {
     seed: { type: 'string' },
     client: { type: 'string' },
     auth: { type: 'boolean' },
+    tls: { type: 'boolean' },
   },
   help,
   async run(context) {
