@@ -3499,6 +3499,17 @@ export const PeerRepair: MessageFns<PeerRepair> = {
  * `limits.maxInFlightBytes`, is full: then the details start with "node overloaded:", nothing
  * was run, and the call may be sent again after a pause, a write too), INTERNAL (a bug).
  *
+ * Authentication. A node with `auth.usersFile` answers every call of this service (not the
+ * standard health service) UNAUTHENTICATED when it carries no credentials, or credentials that
+ * name no user: send `authorization: Bearer <token>` metadata (or, with `tls.clientCaFile`, a
+ * client certificate whose subject CN is the user's name). A user whose roles lack what a call
+ * needs gets PERMISSION_DENIED, with details naming the user, the permission and the key:
+ * `read` on the key for Get, `write` for Put and Delete, each operation of a Batch or an
+ * OperationStream checked on its own (a denied one gets its own error result, the others run),
+ * `read` on the whole prefix for ListKeys (a listing outside the readable prefixes is refused,
+ * not cut down), `admin` for Backup, Repair and Verify. Status needs only a known user; without
+ * admin it answers with `redacted` set.
+ *
  * A write that answers UNAVAILABLE or DEADLINE_EXCEEDED may still have been applied on some
  * replicas: it is in the coordinator's replication log and will reach every replica. It is not
  * rolled back (as in Cassandra). Retry with the same value if you need it to be visible.
