@@ -11,6 +11,7 @@ import { runRestore } from './restore.js';
 import { runCerts } from './certs.js';
 import { runAuth } from './auth-token.js';
 import { UsersFileError } from '../server/auth/users-file.js';
+import { TlsConfigError } from '../server/tls-credentials.js';
 
 const usage = `Usage:
   kvstore [--config node.yaml] [--log-level info]   run a node (no config: one node on defaults)
@@ -22,7 +23,7 @@ const usage = `Usage:
                                                    write a development CA and node/admin certificates (openssl)
   kvstore auth token --user <name> [--roles r1,r2]  print a new bearer token and its users-file line
 
-Exit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config, 3 data dir refused.`;
+Exit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config (certificates, users file included), 3 data dir refused.`;
 
 /** Runs the `kvstore` command; resolves with the process exit code. */
 export async function runKvstore(argv: string[]): Promise<number> {
@@ -67,7 +68,7 @@ export async function runKvstore(argv: string[]): Promise<number> {
       process.stderr.write(`kvstore: ${err.message}\n`);
       return 3;
     }
-    if (err instanceof UsersFileError) {
+    if (err instanceof UsersFileError || err instanceof TlsConfigError) {
       logger.fatal(err.message);
       process.stderr.write(`kvstore: ${err.message}\n`);
       return 2;

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { ChannelCredentials, createChannel, createClient, type Channel } from 'nice-grpc';
@@ -12,7 +12,9 @@ import { versionWallMsMax } from '../../src/cluster/version.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
-import { SingleNode } from '../helpers/single-node.js';
+import { describeCli, runKvstore, SingleNode } from '../helpers/single-node.js';
+
+import { stringify } from 'yaml';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -173,6 +175,31 @@ describe('TLS on the public port', () => {
       expect(await rotated.getString('before')).toBe('1');
       expect(await codeOf(kvClient(endpoint, { ca: read(ca.certFile) }).get('before'))).toBe(Status.UNAVAILABLE);
       expect(single.node.running).toBe(true);
+    } finally {
+      removeTempDir(dir);
+    }
+  });
+});
+
+describe('certificates checked at start', () => {
+  it('a node refuses to start (exit 2, naming the file) on a peer certificate for another node, a key that does not match, or a missing file', async () => {
+    const dir = makeTempDir('kvstore-tls-refused-');
+    try {
+      const n1 = nodeCerts.get('n1')!;
+      const n2 = nodeCerts.get('n2')!;
+      const members = [{ id: 'n1', peer: '127.0.0.1:1' }, { id: 'n2', peer: '127.0.0.1:2' }];
+      const cases: [string, Record<string, unknown>, RegExp][] = [
+        ['other-node', { peerTls: { certFile: n2.certFile, keyFile: n2.keyFile, caFile: ca.certFile } }, /peerTls\.certFile .*expected kvstore:\/\/node\/n1/],
+        ['mismatched-key', { tls: { certFile: n1.certFile, keyFile: n2.keyFile } }, /^kvstore: tls \(/m],
+        ['missing-file', { tls: { certFile: join(dir, 'nope.crt'), keyFile: n1.keyFile } }, /tls\.certFile .*nope\.crt/],
+      ];
+      for (const [name, extra, message] of cases) {
+        const path = join(dir, `${name}.yaml`);
+        writeFileSync(path, stringify({ nodeId: 'n1', listen: '127.0.0.1:0', peerListen: '127.0.0.1:0', dataDir: join(dir, name), cluster: { members }, ...extra }));
+        const result = await runKvstore(['--config', path]);
+        expect(result.code, describeCli(result)).toBe(2);
+        expect(result.stderr, name).toMatch(message);
+      }
     } finally {
       removeTempDir(dir);
     }
