@@ -181,6 +181,29 @@ describe('TLS on the public port', () => {
   });
 });
 
+describe('kvstore certs', () => {
+  it('writes a CA, a certificate per node naming kvstore://node/<id> (and localhost), and an admin client certificate; refuses to overwrite a CA', async () => {
+    const dir = makeTempDir('kvstore-certs-cli-');
+    try {
+      const out = join(dir, 'certs');
+      const result = await runKvstore(['certs', '--out', out, '--nodes', 'n1,n2', '--hosts', 'db1.example.com']);
+      expect(result.code, describeCli(result)).toBe(0);
+      const n1 = new X509Certificate(read(join(out, 'n1.crt')));
+      expect(n1.subjectAltName).toBe('URI:kvstore://node/n1, DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1, DNS:db1.example.com');
+      expect(n1.checkIssued(new X509Certificate(read(join(out, 'ca.crt'))))).toBe(true);
+      const adminCert = new X509Certificate(read(join(out, 'admin.crt')));
+      expect(adminCert.subject).toBe('CN=admin');
+      expect(adminCert.subjectAltName).toBeUndefined();
+      const again = await runKvstore(['certs', '--out', out, '--nodes', 'n1']);
+      expect(again.code).toBe(2);
+      expect(again.stderr).toContain('--force');
+      expect((await runKvstore(['certs', '--out', out, '--nodes', 'bad id'])).code).toBe(2);
+    } finally {
+      removeTempDir(dir);
+    }
+  });
+});
+
 describe('certificates checked at start', () => {
   it('a node refuses to start (exit 2, naming the file) on a peer certificate for another node, a key that does not match, or a missing file', async () => {
     const dir = makeTempDir('kvstore-tls-refused-');
