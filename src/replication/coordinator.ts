@@ -200,7 +200,11 @@ export class Coordinator {
      * the write then does not count that replica, rather than answer a wrong old value).
      */
     const consider = (before: Buffer | undefined, valueOmitted = false): boolean => {
-      const applied = before === undefined || before.equals(record) || compareEncodedVersions(record, before) > 0;
+      // The replica already held this very record: a redelivery after its acknowledgement was
+      // lost (a broken stream). What it replaced there is unknown, so the replica does not count:
+      // counting it could answer an old value older than one it held.
+      if (before?.equals(record) === true) return false;
+      const applied = before === undefined || compareEncodedVersions(record, before) > 0;
       if (!applied) {
         superseding = newerRecord(superseding, before);
         return false;
@@ -241,7 +245,13 @@ export class Coordinator {
               } else if (consider(o.previous, o.previousValueOmitted === true)) applied++;
               else {
                 failed++;
-                reasons.push(o.previousValueOmitted === true && compareEncodedVersions(record, o.previous!) > 0 ? `${t.loop.peerId} could not send back the old value (too large for one answer)` : `${t.loop.peerId} holds a newer version`);
+                reasons.push(
+                  o.previous?.equals(record) === true
+                    ? `${t.loop.peerId} got the write twice (its first acknowledgement was lost), so the value it replaced is unknown`
+                    : o.previousValueOmitted === true && compareEncodedVersions(record, o.previous!) > 0
+                      ? `${t.loop.peerId} could not send back the old value (too large for one answer)`
+                      : `${t.loop.peerId} holds a newer version`,
+                );
               }
               if (applied >= required) resolve();
               else if (!canStillReach(required, applied, failed, total)) {
