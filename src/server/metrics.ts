@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import type { MetricsDecision } from './auth/metrics-access.js';
@@ -93,6 +94,15 @@ function formatValue(value: number): string {
   return Number.isFinite(value) ? String(value) : 'NaN';
 }
 
+/**
+ * The certificate and key /metrics serves HTTPS with (the public port's `tls`, followed across
+ * its reloads); structurally tls-credentials.ts's ReloadingTls.
+ */
+export interface MetricsTls {
+  readonly current: { readonly cert: Buffer; readonly key: Buffer };
+  onChange(listener: (tls: { readonly cert: Buffer; readonly key: Buffer }) => void): () => void;
+}
+
 /** A running metrics endpoint. */
 export interface MetricsServer {
   /** host:port it listens on (the real port when configured with port 0). */
@@ -103,12 +113,13 @@ export interface MetricsServer {
 /**
  * Serves `render()` at `GET /metrics` on `listen` (host:port); every other path answers 404.
  * With `access`, a scrape it refuses answers its 401 or 403 (with `WWW-Authenticate: Bearer`).
+ * With `tls`, it speaks HTTPS only (no client certificate asked: the token is the credential).
  */
-export async function startMetricsServer(listen: string, render: () => string, access?: (authorization: string | undefined) => MetricsDecision): Promise<MetricsServer> {
+export async function startMetricsServer(listen: string, render: () => string, access?: (authorization: string | undefined) => MetricsDecision, tls?: MetricsTls): Promise<MetricsServer> {
   const at = listen.lastIndexOf(':');
   const host = listen.slice(0, at).replace(/^\[(.*)\]$/, '$1');
   const port = Number(listen.slice(at + 1));
-  const server: Server = createServer((req, res) => {
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
     if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('kvstore serves only GET /metrics here\n');
       return;
@@ -123,7 +134,17 @@ export async function startMetricsServer(listen: string, render: () => string, a
     } catch (err) {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);
     }
-  });
+  };
+  let stopFollowing: (() => void) | undefined;
+  let server: Server;
+  if (tls === undefined) {
+    server = createServer(handle);
+  } else {
+    const https = createHttpsServer({ cert: tls.current.cert, key: tls.current.key }, handle);
+    // New connections use reloaded certificates (as the gRPC ports do).
+    stopFollowing = tls.onChange((next) => https.setSecureContext({ cert: next.cert, key: next.key }));
+    server = https;
+  }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -135,6 +156,7 @@ export async function startMetricsServer(listen: string, render: () => string, a
   return {
     address: `${host.includes(':') ? `[${host}]` : host}:${bound.port}`,
     close: () => new Promise<void>((resolve) => {
+      stopFollowing?.();
       server.close(() => resolve());
       server.closeAllConnections();
     }),

@@ -271,7 +271,8 @@ export class KvNode {
       if (config.metricsListen !== undefined) {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
         const access = authenticator !== undefined && config.auth?.metrics === 'token' ? metricsAccess(authenticator) : undefined;
-        metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage(), access);
+        // With `tls`, /metrics speaks HTTPS with the public port's certificate.
+        metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage(), access, publicTls);
       }
       // A node on an empty, wiped or restored data dir does not know the versions it issued
       // before: its clock starts above every peer's, so it never issues one of them again.
@@ -286,7 +287,7 @@ export class KvNode {
         ...(peerAddress === undefined ? {} : { peerListen: peerAddress }),
         peerTls: configured.peerTls !== undefined,
         ...(metrics === undefined ? {} : { metricsListen: metrics.address }),
-        metricsTls: false,
+        metricsTls: publicTls !== undefined,
         metricsAuth: authenticator !== undefined && config.auth?.metrics === 'token',
       });
       for (const warning of node.securityWarnings) logger.warn({ security: true }, `INSECURE: ${warning}`);

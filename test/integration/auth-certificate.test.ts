@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { ChannelCredentials, createChannel, createClient, Metadata } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +19,7 @@ import { removeTempDir } from '../helpers/node-process.js';
 describe('auth: client certificates name users by their subject CN', () => {
   const dir = makeTempDir('kvstore-auth-cert-');
   const ritaToken = newToken();
+  const promToken = newToken();
   let single: SingleNode;
   let ca: string;
   const clients: KvClient[] = [];
@@ -43,15 +45,17 @@ describe('auth: client certificates name users by their subject CN', () => {
         'roles:',
         '  operator: { read: [""], write: [""], admin: true }',
         '  reader: { read: ["app/"] }',
+        '  scraper: { metrics: true }',
         'users:',
         '  ops: { roles: [operator] }',
         `  rita: { roles: [reader], tokenSha256: ${tokenDigest(ritaToken).toString('hex')} }`,
+        `  prom: { roles: [scraper], tokenSha256: ${tokenDigest(promToken).toString('hex')} }`,
         // A user named like the node: the node's own certificate must still not act as it.
         '  solo: { roles: [operator] }',
         '',
       ].join('\n'),
     );
-    single = await SingleNode.start('solo', { tls: { certFile: certs['node'].certFile, keyFile: certs['node'].keyFile, clientCaFile: authority.certFile }, auth: { usersFile } }, dir);
+    single = await SingleNode.start('solo', { tls: { certFile: certs['node'].certFile, keyFile: certs['node'].keyFile, clientCaFile: authority.certFile }, auth: { usersFile }, metricsListen: '127.0.0.1:0' }, dir);
   });
 
   afterAll(async () => {
@@ -90,5 +94,26 @@ describe('auth: client certificates name users by their subject CN', () => {
     } finally {
       channel.close();
     }
+  });
+
+  it('/metrics speaks HTTPS with the public certificate and needs a token', async () => {
+    const scrape = (token?: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const [host, port] = [single.node.metricsListen.slice(0, single.node.metricsListen.lastIndexOf(':')), Number(single.node.metricsListen.slice(single.node.metricsListen.lastIndexOf(':') + 1))];
+        const req = httpsRequest({ host, port, path: '/metrics', ca, headers: token === undefined ? {} : { authorization: `Bearer ${token}` } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect((await scrape()).status).toBe(401);
+    expect((await scrape(ritaToken)).status).toBe(403);
+    const ok = await scrape(promToken);
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatch(/^kvstore_keys \d+$/m);
+    // Plaintext HTTP gets no metrics from the TLS port.
+    await expect(fetch(`http://${single.node.metricsListen}/metrics`)).rejects.toThrow();
   });
 });
