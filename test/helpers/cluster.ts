@@ -12,6 +12,8 @@ export interface TestClusterOptions {
   readonly nodeConfig?: (id: string) => Record<string, unknown>;
   /** TLS of the test's clients (for nodes with `tls`). */
   readonly clientTls?: KvTlsOptions;
+  /** Bearer token of the test's clients by default (for nodes with `auth`; admin, to wait on Status). */
+  readonly clientToken?: string;
 }
 
 /**
@@ -90,8 +92,16 @@ export class TestCluster {
   }
 
   /** A client that talks only to node `id` (so the test controls the coordinator). */
-  client(id: string, options: { deadlineMs?: number; operationStream?: boolean } = {}): KvClient {
-    const client = new KvClient({ endpoints: [this.node(id).listen], deadlineMs: options.deadlineMs ?? 10_000, maxAttempts: 1, operationStream: options.operationStream, ...(this.options.clientTls === undefined ? {} : { tls: this.options.clientTls }) });
+  client(id: string, options: { deadlineMs?: number; operationStream?: boolean; token?: string } = {}): KvClient {
+    const token = options.token ?? this.options.clientToken;
+    const client = new KvClient({
+      endpoints: [this.node(id).listen],
+      deadlineMs: options.deadlineMs ?? 10_000,
+      maxAttempts: 1,
+      operationStream: options.operationStream,
+      ...(this.options.clientTls === undefined ? {} : { tls: this.options.clientTls }),
+      ...(token === undefined ? {} : { token }),
+    });
     this.clients.push(client);
     return client;
   }
