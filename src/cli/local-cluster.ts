@@ -149,7 +149,7 @@ async function main(): Promise<void> {
   }
   const paths = exampleIds.map((id) => join(dir, `${id}.yaml`));
   const cluster = await LocalCluster.launch(paths, (id, line) => process.stdout.write(`${humanLine(id, line)}\n`));
-  process.stdout.write(`\nlocal cluster up: ${cluster.endpoints.join(', ')}${secure ? ' (TLS with client certificates, mutual TLS between nodes)' : ''}\n`);
+  process.stdout.write(`\nlocal cluster up: ${cluster.endpoints.join(', ')}${secure ? ' (TLS with client certificates, mutual TLS between nodes, auth: the admin certificate is user admin in examples/cluster/secure/users.yaml)' : ''}\n`);
   if (secure) {
     // The node certificates name localhost (and 127.0.0.1); a host name avoids Node's warning about IP addresses as TLS server names.
     const endpoints = cluster.endpoints.map((e) => e.replace(/^127\.0\.0\.1:/, 'localhost:')).join(',');
