@@ -29,6 +29,7 @@ import { createKvService } from './kv-service.js';
 import { InFlightBudget } from './in-flight-budget.js';
 import { OperationStreamStats } from './operation-stream.js';
 import { createPeerService } from './peer-service.js';
+import { malformedRequestMiddleware, withMalformedRequestsMarked } from './malformed-requests.js';
 import { ownPeerCertificateCheck, peerChannelCredentials, peerIdentityInterceptor, peerTlsChannelOptions, ReloadingTls, serverCredentials } from './tls-credentials.js';
 import { LateRequestStats } from './late-requests.js';
 import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
@@ -232,8 +233,10 @@ export class KvNode {
       // Only the KVStore service authenticates its callers: the health service stays open.
       // With a client CA, a verified client certificate's subject CN names a user (client-certificate.ts).
       const certificateUsers = authenticator !== undefined && config.tls?.clientCaFile !== undefined;
-      if (authenticator === undefined) publicServer.add(KVStoreDefinition, kvService);
-      else publicServer.with(authMiddleware(authenticator, certificateUsers ? certificateCnFromMetadata : undefined)).add(KVStoreDefinition, kvService);
+      // Malformed protobuf answers INVALID_ARGUMENT, after the credentials (malformed-requests.ts).
+      const kvDefinition = withMalformedRequestsMarked(KVStoreDefinition);
+      if (authenticator === undefined) publicServer.with(malformedRequestMiddleware()).add(kvDefinition, kvService);
+      else publicServer.with(authMiddleware(authenticator, certificateUsers ? certificateCnFromMetadata : undefined)).with(malformedRequestMiddleware()).add(kvDefinition, kvService);
       publicServer.add(HealthDefinition, HealthServiceImpl(health));
 
       let peerServer: Server | undefined;
@@ -244,8 +247,8 @@ export class KvNode {
         peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': peerReceiveBytesMax(peerMessageBytes) }).use(
           errorMiddleware(logger),
         );
-        peerServer.add(
-          PeerServiceDefinition,
+        peerServer.with(malformedRequestMiddleware()).add(
+          withMalformedRequestsMarked(PeerServiceDefinition),
           createPeerService({
             selfId,
             repo,
