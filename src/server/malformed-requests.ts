@@ -22,6 +22,11 @@ function isMalformed(request: unknown): request is MalformedRequest {
   return typeof request === 'object' && request !== null && malformed in request;
 }
 
+/** Throws InvalidRequestError if `request` is a marked malformed message (stream handlers call it per message). */
+export function rejectIfMalformed(request: unknown): void {
+  check(request);
+}
+
 function check(request: unknown): void {
   if (isMalformed(request)) throw new InvalidRequestError(request[malformed]);
 }
@@ -43,20 +48,14 @@ export function withMalformedRequestsMarked<D extends { readonly fullName: strin
   return { ...definition, methods } as D;
 }
 
-/** Rejects the marked requests (unary) or messages (streams) with INVALID_ARGUMENT. */
+/**
+ * Rejects a marked unary request with INVALID_ARGUMENT. Stream messages are not wrapped: a
+ * generator per message cost ~10% of the SDK's get throughput (BENCHMARKS.md): the stream
+ * handlers call rejectIfMalformed on each message instead.
+ */
 export function malformedRequestMiddleware() {
   return async function* <Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
-    if (!call.requestStream) {
-      check(call.request);
-      return yield* call.next(call.request, context);
-    }
-    const messages = call.request;
-    async function* checked(): AsyncIterable<Request> {
-      for await (const message of messages) {
-        check(message);
-        yield message;
-      }
-    }
-    return yield* call.next(checked(), context);
+    if (!call.requestStream) check(call.request);
+    return yield* call.next(call.request, context);
   };
 }

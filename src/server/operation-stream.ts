@@ -5,6 +5,7 @@ import { ResourceLimitError } from '../replication/errors.js';
 import { batchOperationBytes, type InFlightBudget } from './in-flight-budget.js';
 import type { LateRequests } from './late-requests.js';
 import { untilClosing } from './stream-messages.js';
+import { rejectIfMalformed } from './malformed-requests.js';
 
 /** Most operations one OperationStream message may carry (as a Batch call; kvstore.proto). */
 export const streamMessageOperationsMax = 1024;
@@ -83,6 +84,7 @@ export async function* serveOperationStream(
   const read = async (): Promise<void> => {
     try {
       for await (const message of untilClosing(requests, deps.closing)) {
+        rejectIfMalformed(message);
         const count = message.operations.length;
         if (count > streamMessageOperationsMax) {
           throw new ResourceLimitError(`stream message has ${count} operations, over the limit of ${streamMessageOperationsMax}: split it`);

@@ -5,6 +5,7 @@ import type { HybridLogicalClock } from '../cluster/hlc.js';
 import type { Ring } from '../cluster/ring.js';
 import { InvalidRequestError } from '../replication/errors.js';
 import { inOrder, untilClosing } from './stream-messages.js';
+import { rejectIfMalformed } from './malformed-requests.js';
 import type { HashInterval } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { ringHashSeed } from '../cluster/ring.js';
@@ -208,6 +209,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       // Each message is applied as soon as it arrives, so it joins the next group commit even
       // while an earlier message's commit runs; answers go back in message order.
       const answers = inOrder(untilClosing(requests, deps.closing), replicateStreamMessagesInFlightMax, async (message) => {
+        rejectIfMalformed(message);
         if (message.batch === undefined) throw new InvalidRequestError('ReplicateStream message without a batch');
         return { ack: await replicateBatch(message.batch, context) };
       });
@@ -218,6 +220,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     },
     async *readReplicaStream(requests, context) {
       for await (const message of untilClosing(requests, deps.closing)) {
+        rejectIfMalformed(message);
         if (message.read === undefined) throw new InvalidRequestError('ReadReplicaStream message without a read');
         yield { records: readRecords(message.read, context) };
       }
