@@ -13,6 +13,8 @@ import { ReadBatcher } from './read-batcher.js';
 
 /** Keys fetched per node per page while merging a cluster-wide listing. */
 export const listPageRecords = 1000;
+/** Smallest page of a listing with a limit: a few deletes among the first keys cost no extra round trip. */
+export const listPageRecordsMin = 16;
 
 export interface CoordinatorSettings {
   readonly selfId: string;
@@ -353,7 +355,9 @@ export class Coordinator {
   async *listKeys(prefix: Buffer, startAfter: Buffer, limit: number, signal: AbortSignal): AsyncGenerator<Buffer[]> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     this.settings.assertServing();
-    const sources = [this.settings.selfId, ...this.links.keys()].map((node) => new ScanSource(node, this.scanPage(node, prefix, signal), startAfter));
+    // A short listing reads short pages: a limit of 1 must not read 1,000 records per member.
+    const pageRecords = limit > 0 ? Math.min(listPageRecords, Math.max(limit, listPageRecordsMin)) : listPageRecords;
+    const sources = [this.settings.selfId, ...this.links.keys()].map((node) => new ScanSource(node, this.scanPage(node, prefix, pageRecords, signal), startAfter));
     const failedNodes: string[] = [];
     let emitted = 0;
     while (limit === 0 || emitted < limit) {
@@ -387,17 +391,17 @@ export class Coordinator {
     }
   }
 
-  private scanPage(node: string, prefix: Buffer, signal: AbortSignal): (after: Buffer) => Promise<{ records: StoredRecord[]; done: boolean }> {
+  private scanPage(node: string, prefix: Buffer, pageRecords: number, signal: AbortSignal): (after: Buffer) => Promise<{ records: StoredRecord[]; done: boolean }> {
     if (node === this.settings.selfId) {
       return async (after) => {
-        const records = this.repo.scan(prefix, after, listPageRecords);
-        return { records, done: records.length < listPageRecords };
+        const records = this.repo.scanHeaders(prefix, after, pageRecords);
+        return { records, done: records.length < pageRecords };
       };
     }
     const link = this.links.get(node)!;
     return async (after) => {
       try {
-        const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: listPageRecords }, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.peerCallMs)]) });
+        const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: pageRecords }, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.peerCallMs)]) });
         link.markContact();
         return { records: res.records, done: res.done };
       } catch (err) {

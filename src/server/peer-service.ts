@@ -10,7 +10,7 @@ import type { HashInterval } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { ringHashSeed } from '../cluster/ring.js';
 import { recordMessageBytes } from '../replication/message-bytes.js';
-import { compareEncodedVersions, decodeRecordHeader, isTombstoneRecord, recordHeaderBytesFixed } from '../storage/record-codec.js';
+import { compareEncodedVersions, decodeRecordHeader, isTombstoneRecord } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 import { nodeIdentityUriPrefix, peerIdentityMetadataKey } from './tls-credentials.js';
 
@@ -228,10 +228,9 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     async scanLocal(request, context) {
       deps.assertServing();
       checkCaller(request.fromNodeId, context);
-      const page = repo.scan(request.prefix, request.startAfter, request.limit);
-      // Only the header (version, tombstone flag) matters for the listing merge: leave values out.
-      const records = page.map(({ key, record }) => ({ key, record: record.subarray(0, recordHeaderBytesFixed + record[9]!) }));
-      return { records, done: page.length < Math.min(Math.max(1, request.limit), scanPageRecordsMax) };
+      // Only the header (version, tombstone flag) matters for the listing merge: values stay out.
+      const records = repo.scanHeaders(request.prefix, request.startAfter, request.limit);
+      return { records, done: records.length < Math.min(Math.max(1, request.limit), scanPageRecordsMax) };
     },
     async ping(request, context) {
       // Without peerTls anyone may ask the clock (as before); with it, only members.

@@ -599,14 +599,18 @@ export class Repository {
   }
 
   /**
-   * One page of records in key order: keys starting with `prefix` and strictly after
-   * `startAfter`, tombstones included.
+   * One page of records in key order, as version headers only (no values): keys starting with
+   * `prefix` and strictly after `startAfter`, tombstones included. Listings need nothing more,
+   * and copying whole values made a listing of 1 MiB values cost a page of them in memory.
    */
-  scan(prefix: Uint8Array, startAfter: Uint8Array, limit: number): StoredRecord[] {
+  scanHeaders(prefix: Uint8Array, startAfter: Uint8Array, limit: number): StoredRecord[] {
     const { start, end } = scanBounds(prefix, startAfter);
     const out: StoredRecord[] = [];
     const pageLimit = Math.min(Math.max(1, limit), scanPageRecordsMax);
-    for (const { key, value } of this.records.getRange({ start, end, limit: pageLimit })) out.push({ key, record: value });
+    for (const key of this.records.getKeys({ start, end, limit: pageLimit })) {
+      const header = this.getRecordHeader(key);
+      if (header !== undefined) out.push({ key, record: header });
+    }
     return out;
   }
 
