@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { isAbsolute, relative, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { type NodeConfig, nodeConfigSchema } from './schema.js';
@@ -25,10 +25,17 @@ export function resolveConfig(raw: unknown, source = 'config'): NodeConfig {
   const cfg = result.data;
   const dataDir = resolve(cfg.dataDir);
   const memberCount = Math.max(1, cfg.cluster.members.length);
+  const backupDir = resolve(cfg.backupDir ?? `${dataDir}-backups`);
+  const fromData = relative(dataDir, backupDir);
+  if (fromData === '' || (!fromData.startsWith('..') && !isAbsolute(fromData))) {
+    throw new ConfigError(
+      `invalid ${source}:\n  backupDir: ${backupDir} is inside dataDir ${dataDir}: wiping the data dir (the fix for a broken disk or a stale node) would delete the backups; put them beside it (the default is <dataDir>-backups)`,
+    );
+  }
   return {
     ...cfg,
     dataDir,
-    backupDir: resolve(cfg.backupDir ?? join(dataDir, 'backups')),
+    backupDir,
     cluster: { ...cfg.cluster, replicationFactor: cfg.cluster.replicationFactor ?? Math.min(3, memberCount) },
   };
 }

@@ -33,6 +33,20 @@ export const inFlightBytesMaxDefault = 128 * 1024 * 1024;
  */
 export const graceSecondsMin = 10;
 
+/** Backups of a node kept by default: a week of daily backups. */
+export const backupKeepDefault = 7;
+/**
+ * Calls one connection may have open at once: far above the SDK's needs (one OperationStream
+ * and its unary calls) and a 128-client benchmark's, low enough that one connection cannot open
+ * an unbounded number of streams, each with its buffers.
+ */
+export const connectionStreamsMaxDefault = 1024;
+/** A connection with no call for 5 minutes is closed: idle clients do not hold descriptors for ever. */
+export const connectionIdleMsDefault = 5 * 60_000;
+/** The node pings every connection each minute and closes one that has not answered in 20 s (a client gone without closing). */
+export const keepaliveTimeMsDefault = 60_000;
+export const keepaliveTimeoutMsDefault = 20_000;
+
 const nodeIdSchema = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit');
@@ -104,8 +118,13 @@ export const nodeConfigSchema = z
       })
       .optional(),
     dataDir: z.string().min(1).default(dataDirDefault),
-    /** Where Backup writes; defaults to `<dataDir>/backups`. */
+    /**
+     * Where Backup writes; defaults to `<dataDir>-backups`, beside the data dir and never inside
+     * it, so wiping a data dir (the fix for a broken disk or a stale node) keeps its backups.
+     */
     backupDir: z.string().min(1).optional(),
+    /** This node's newest backups kept in backupDir after each backup (older ones are deleted); 0 keeps all. */
+    backupKeep: nonNegativeInt.default(backupKeepDefault),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     cluster: z
       .strictObject({
@@ -131,6 +150,18 @@ export const nodeConfigSchema = z
         maxInFlightBytes: positiveInt.default(inFlightBytesMaxDefault),
       })
       .default({ maxKeyBytes: keyBytesMaxDefault, maxValueBytes: valueBytesMaxDefault, maxInFlightBytes: inFlightBytesMaxDefault }),
+    /** Per-connection limits on both ports (src/server/connection-limits.ts). */
+    connections: z
+      .strictObject({
+        /** Most calls open at once on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+        maxConcurrentStreams: positiveInt.default(connectionStreamsMaxDefault),
+        /** A connection with no call open for this long is closed (the client reconnects when it needs to). */
+        idleTimeoutMs: positiveInt.default(connectionIdleMsDefault),
+        /** The node pings each connection this often; one that does not answer within keepaliveTimeoutMs is closed. */
+        keepaliveTimeMs: positiveInt.default(keepaliveTimeMsDefault),
+        keepaliveTimeoutMs: positiveInt.default(keepaliveTimeoutMsDefault),
+      })
+      .default({ maxConcurrentStreams: connectionStreamsMaxDefault, idleTimeoutMs: connectionIdleMsDefault, keepaliveTimeMs: keepaliveTimeMsDefault, keepaliveTimeoutMs: keepaliveTimeoutMsDefault }),
     timeouts: z
       .strictObject({
         /** Server-side cap on a client request when the client set no shorter deadline. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Repository } from '../storage/repository.js';
 import { isTombstoneRecord } from '../storage/record-codec.js';
@@ -38,6 +38,37 @@ export async function backupLocal(repo: Repository, nodeId: string, backupDir: s
   const backup: NodeBackup = { path, bytes, keyCount, createdAtMs, nodeId };
   writeFileSync(join(path, backupManifestName), `${JSON.stringify(backup, null, 2)}\n`);
   return backup;
+}
+
+/**
+ * Deletes this node's oldest backups in backupDir beyond the newest `keep` (0: keeps all), and
+ * returns the paths deleted. Only directories holding a readable manifest of this node are
+ * counted or touched: whatever else is in backupDir (another node's backups, a file the operator
+ * put there) is left alone.
+ */
+export function pruneBackups(backupDir: string, nodeId: string, keep: number): string[] {
+  if (keep === 0) return [];
+  const own: { path: string; createdAtMs: number }[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(backupDir);
+  } catch {
+    return [];
+  }
+  for (const name of names) {
+    if (!name.startsWith(`${nodeId}-`)) continue;
+    const path = join(backupDir, name);
+    try {
+      const manifest = JSON.parse(readFileSync(join(path, backupManifestName), 'utf8')) as Partial<NodeBackup>;
+      if (manifest.nodeId === nodeId && typeof manifest.createdAtMs === 'number') own.push({ path, createdAtMs: manifest.createdAtMs });
+    } catch {
+      // No manifest (a backup cut off half way, or not a backup): not counted, not deleted.
+    }
+  }
+  own.sort((a, b) => b.createdAtMs - a.createdAtMs || b.path.localeCompare(a.path));
+  const old = own.slice(keep).map((b) => b.path);
+  for (const path of old) rmSync(path, { recursive: true, force: true });
+  return old;
 }
 
 /** Asks a peer to take its own backup. */

@@ -1,4 +1,4 @@
-import type { BatchOperation } from '../../gen/kvstore/v1/kvstore.js';
+import type { BatchOperation, BatchResult } from '../../gen/kvstore/v1/kvstore.js';
 import { overloadedDetailsPrefix } from '../common/overload.js';
 import { ResourceLimitError } from '../replication/errors.js';
 
@@ -14,6 +14,11 @@ export function operationBytes(keyBytes: number, valueBytes: number): number {
   return keyBytes + valueBytes + operationOverheadBytes;
 }
 
+/** The bytes an operation's answer holds: the value a get found or a put replaced, or an error's message. */
+export function resultBytes(result: BatchResult): number {
+  return (result.get?.value.length ?? 0) + (result.put?.value.length ?? 0) + (result.error?.message.length ?? 0);
+}
+
 /** What one Batch or OperationStream operation charges (one with nothing set: the overhead). */
 export function batchOperationBytes(op: BatchOperation | undefined): number {
   return operationBytes((op?.put ?? op?.get ?? op?.delete)?.key.length ?? 0, op?.put?.value.length ?? 0);
@@ -22,7 +27,8 @@ export function batchOperationBytes(op: BatchOperation | undefined): number {
 /**
  * The node-wide budget of request bytes being worked on (`limits.maxInFlightBytes`): the keys and
  * values of every public put, get and delete received and not yet answered, whichever call
- * carried it. Each byte of a value in flight is held several times over (request, record,
+ * carried it, and the answers of Batch and OperationStream operations from when they are known
+ * until they are handed to gRPC (`charge`). Each byte of a value in flight is held several times over (request, record,
  * replication log entry, messages to peers), so without a bound a burst of large writes, or a
  * peer that stopped answering while clients kept writing, could run a node out of memory.
  *
@@ -93,7 +99,23 @@ export class InFlightBudget {
     });
   }
 
-  /** Gives back what an acquire took, letting in waiters that now fit. */
+  /**
+   * Counts `bytes` that are already in memory (an operation's answer, known once it has run),
+   * even past the budget: what comes next waits or is refused until they are given back.
+   */
+  charge(bytes: number): void {
+    this.used += bytes;
+  }
+
+  /**
+   * Whether an operation of a call already let in may start: the budget, less `heldBytes` (what
+   * its own call took to get in, which may alone exceed the budget), is not full.
+   */
+  hasRoomBeside(heldBytes: number): boolean {
+    return this.used - heldBytes < this.maxBytes;
+  }
+
+  /** Gives back what an acquire or charge took, letting in waiters that now fit. */
   release(bytes: number): void {
     this.used -= bytes;
     this.admitWaiters();

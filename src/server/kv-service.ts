@@ -22,7 +22,9 @@ import { sessionOf } from './auth/auth-middleware.js';
 import type { AuthSession } from './auth/authenticator.js';
 import { checkAdmin, checkKeyPermission, checkListPermission } from './auth/authorizer.js';
 import { isDomainError, toServerError } from './error-status.js';
-import { batchOperationBytes, type InFlightBudget, operationBytes } from './in-flight-budget.js';
+import { batchOperationBytes, type InFlightBudget, operationBytes, resultBytes } from './in-flight-budget.js';
+import { RunningOperations } from './running-operations.js';
+import { overloadedDetailsPrefix } from '../common/overload.js';
 import { lateRequestToleranceMsDefault, LateRequests, LateRequestStats } from './late-requests.js';
 import { serveOperationStream, type OperationStreamStats } from './operation-stream.js';
 import { checkConsistency, checkKey, checkListRequest, checkValue, type RequestLimits } from './request-checks.js';
@@ -43,6 +45,8 @@ export interface KvServiceDeps {
   readonly streamStats: OperationStreamStats;
   /** The node's budget of request bytes in flight (`limits.maxInFlightBytes`). */
   readonly budget: InFlightBudget;
+  /** The node's slots for Batch and OperationStream operations running at once; default: a private one. */
+  readonly running?: RunningOperations;
   /** Logs an operation of a Batch that failed with a bug (the middleware does this for whole calls). */
   readonly logger: Logger;
   /**
@@ -70,6 +74,7 @@ const emptyValue = Buffer.alloc(0);
  */
 export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementation {
   const { coordinator, limits, budget } = deps;
+  const running = deps.running ?? new RunningOperations();
   const lateRequests = new LateRequests(deps.lateRequestToleranceMs ?? lateRequestToleranceMsDefault, deps.lateRequestStats ?? new LateRequestStats(), deps.wallClock);
   /**
    * Runs `handle` with the call's deadline, charging `bytes` to the budget (or refusing the call
@@ -148,11 +153,40 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       }
       const bytes = request.operations.reduce((sum, op) => sum + batchOperationBytes(op), 0);
       const session = sessionOf(context);
-      return withDeadline(context, bytes, async (deadline) => ({ results: await Promise.all(request.operations.map((op) => runOperation(op, deadline, session))) }));
+      return withDeadline(context, bytes, async (deadline) => {
+        // Each answer counts against the budget from when it is known until the call returns
+        // (in-flight-budget.ts); an operation that finds the budget full is not run, so a Batch
+        // of large answers gets some and RESOURCE_EXHAUSTED for the rest, not all in memory.
+        let answerBytes = 0;
+        try {
+          const results = await Promise.all(
+            request.operations.map((op) =>
+              running.run(async (): Promise<BatchResult> => {
+                if (!budget.hasRoomBeside(bytes)) return { error: { code: resourceExhaustedCode, message: notRunMessage(budget) } };
+                const result = await runOperation(op, deadline, session);
+                const resultSize = resultBytes(result);
+                budget.charge(resultSize);
+                answerBytes += resultSize;
+                return result;
+              }),
+            ),
+          );
+          return { results };
+        } finally {
+          budget.release(answerBytes);
+        }
+      });
     },
     async *operationStream(requests, context) {
       const session = sessionOf(context);
-      yield* serveOperationStream(requests, context.signal, { runOperation: (op, deadline) => runOperation(op, deadline, session), requestMs: deps.requestMs, closing: deps.closing, budget, stats: deps.streamStats, lateRequests });
+      yield* serveOperationStream(requests, context.signal, {
+        runOperation: (op, deadline) => running.run(() => runOperation(op, deadline, session)),
+        requestMs: deps.requestMs,
+        closing: deps.closing,
+        budget,
+        stats: deps.streamStats,
+        lateRequests,
+      });
     },
     async *listKeys(request, context) {
       const { prefix, startAfter } = checkListRequest(request.prefix, request.startAfter, limits);
@@ -180,6 +214,13 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       return deps.repair();
     },
   };
+}
+
+/** google.rpc.Code RESOURCE_EXHAUSTED. */
+const resourceExhaustedCode = 8;
+
+function notRunMessage(budget: InFlightBudget): string {
+  return `${overloadedDetailsPrefix} not run: answers and requests in flight hold ${budget.inFlightBytes} bytes (limits.maxInFlightBytes = ${budget.maxBytes}); nothing was applied, send this operation again (in a smaller Batch if its answers are large)`;
 }
 
 /** Throws PERMISSION_DENIED unless the node runs without auth or the caller has admin. */

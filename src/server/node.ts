@@ -6,7 +6,7 @@ import { type BackupStatus, KVStoreDefinition, type StatusResponse } from '../..
 import { HybridLogicalClock } from '../cluster/hlc.js';
 import { Ring } from '../cluster/ring.js';
 import type { NodeConfig } from '../config/schema.js';
-import { backupLocal, backupPeer, type NodeBackup } from '../replication/backups.js';
+import { backupLocal, backupPeer, type NodeBackup, pruneBackups } from '../replication/backups.js';
 import { DigestForest } from '../cluster/digest-tree.js';
 import { AntiEntropy } from '../replication/anti-entropy.js';
 import { Coordinator } from '../replication/coordinator.js';
@@ -26,7 +26,10 @@ import { Authenticator } from './auth/authenticator.js';
 import { metricsAccess } from './auth/metrics-access.js';
 import { securityWarnings } from './security-warnings.js';
 import { createKvService } from './kv-service.js';
-import { InFlightBudget } from './in-flight-budget.js';
+import { InFlightBudget, operationOverheadBytes } from './in-flight-budget.js';
+import { AdminJobs } from './admin-jobs.js';
+import { connectionLimitOptions } from './connection-limits.js';
+import { RunningOperations, runningOperationsMaxDefault } from './running-operations.js';
 import { OperationStreamStats } from './operation-stream.js';
 import { createPeerService } from './peer-service.js';
 import { malformedRequestMiddleware, withMalformedRequestsMarked } from './malformed-requests.js';
@@ -42,11 +45,14 @@ const requestOverheadBytes = 64 * 1024;
  */
 const publicRequestBytesFloor = 4 * 1024 * 1024;
 /**
- * No cap on what a node sends: every answer is bounded by its request (a Get's value, a Put's
- * old value, a Batch of at most 1024 of those, a ReadReplica of at most 1024 records), and a
- * size cap would fail a legitimate Batch or ReadReplica whose values happen to be large.
+ * Largest answer the public port sends: a Batch's answers count against the in-flight budget
+ * and an operation that finds it full is not run, so one Batch answer holds at most the budget
+ * plus what the operations already running return (running-operations.ts). An OperationStream
+ * message carries less (its stream's bound). Everything else is one value or smaller.
  */
-const sendBytesUnlimited = -1;
+function publicAnswerBytesMax(limits: NodeConfig['limits']): number {
+  return limits.maxInFlightBytes + runningOperationsMaxDefault * (limits.maxValueBytes + limits.maxKeyBytes + operationOverheadBytes) + requestOverheadBytes;
+}
 /** How long a graceful stop waits for in-flight calls before cutting them off. */
 export const shutdownGraceMs = 10_000;
 /** Server version reported by Status. */
@@ -95,6 +101,8 @@ export class KvNode {
   private securityWarnings: readonly string[] = [];
   /** The users file, when `auth` is set (stops following SIGHUP at stop). */
   private authenticator: Authenticator | undefined;
+  /** Takes this node's backup and prunes old ones (set by start). */
+  private backupSelf!: () => Promise<NodeBackup>;
 
   /**
    * @param allowStaleStart start even though this node was out of the cluster longer than the
@@ -186,7 +194,12 @@ export class KvNode {
       const health = HealthState();
       health.setStatus('unhealthy');
 
-      const backupSelf = () => backupLocal(repo, selfId, config.backupDir);
+      const backupSelf = async (): Promise<NodeBackup> => {
+        const backup = await backupLocal(repo, selfId, config.backupDir);
+        const deleted = pruneBackups(config.backupDir, selfId, config.backupKeep);
+        if (deleted.length > 0) logger.info({ deleted, backupKeep: config.backupKeep }, `deleted ${deleted.length} old backup(s) beyond backupKeep`);
+        return backup;
+      };
       let node: KvNode | undefined;
       const operationStreamsClosing = new AbortController();
       const streamStats = new OperationStreamStats();
@@ -194,9 +207,12 @@ export class KvNode {
       const budget = new InFlightBudget(config.limits.maxInFlightBytes);
       // A users file that does not load stops the start (UsersFileError, exit 2).
       const authenticator = config.auth === undefined ? undefined : new Authenticator(config.auth.usersFile, logger);
+      const adminJobs = new AdminJobs(selfId);
+      const runningOperations = new RunningOperations();
       const publicServer = createServer({
+        ...connectionLimitOptions(config.connections),
         'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
-        'grpc.max_send_message_length': sendBytesUnlimited,
+        'grpc.max_send_message_length': publicAnswerBytesMax(config.limits),
       }).use(errorMiddleware(logger));
       const kvService = createKvService({
           coordinator,
@@ -210,14 +226,15 @@ export class KvNode {
           lateRequestStats,
           wallClock,
           budget,
+          running: runningOperations,
           logger,
           status: () => node!.status(),
-          backup: (allNodes) => node!.backup(allNodes),
-          verify: async () => {
+          backup: (allNodes) => adminJobs.run('Backup', () => node!.backup(allNodes)),
+          verify: () => adminJobs.run('Verify', async () => {
             const ranges = await antiEntropy.verify();
             return { ranges, differingRanges: ranges.filter((r) => !r.agree).length };
-          },
-          repair: async () => ({
+          }),
+          repair: () => adminJobs.run('Repair', async () => ({
             peers: (await antiEntropy.repairAll()).map((r) => ({
               nodeId: r.peer,
               rangesCompared: r.rangesCompared,
@@ -228,7 +245,7 @@ export class KvNode {
               bytesTransferred: BigInt(r.bytes),
               durationMs: r.durationMs,
             })),
-          }),
+          })),
         });
       // Only the KVStore service authenticates its callers: the health service stays open.
       // With a client CA, a verified client certificate's subject CN names a user (client-certificate.ts).
@@ -244,7 +261,11 @@ export class KvNode {
       let peerAddress: string | undefined;
       if (peers.length > 0) {
         // Every answer is bounded (peer-service.ts), within what a peer link accepts.
-        peerServer = createServer({ 'grpc.max_receive_message_length': peerMessageBytes, 'grpc.max_send_message_length': peerReceiveBytesMax(peerMessageBytes) }).use(
+        peerServer = createServer({
+          ...connectionLimitOptions(config.connections),
+          'grpc.max_receive_message_length': peerMessageBytes,
+          'grpc.max_send_message_length': peerReceiveBytesMax(peerMessageBytes),
+        }).use(
           errorMiddleware(logger),
         );
         peerServer.with(malformedRequestMiddleware()).add(
@@ -262,7 +283,7 @@ export class KvNode {
             maxKeyBytes: config.limits.maxKeyBytes,
             graceSeconds: config.tombstones.graceSeconds,
             wallClock,
-            backup: async () => toPeerBackup(await backupSelf()),
+            backup: () => adminJobs.run('Backup', async () => toPeerBackup(await backupSelf())),
             closing: peerStreamsClosing.signal,
           }),
         );
@@ -282,6 +303,7 @@ export class KvNode {
       await seedClockFromPeers(selfId, links, clock, config.timeouts.peerCallMs, logger);
       node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics, tlsSources);
       node.authenticator = authenticator;
+      node.backupSelf = backupSelf;
       const configured = config as { tls?: unknown; peerTls?: unknown };
       node.securityWarnings = securityWarnings({
         listen: listenAddress,
@@ -389,7 +411,7 @@ export class KvNode {
 
   /** Backs up this node, or with `allNodes` every member (members that fail are reported, not fatal). */
   async backup(allNodes: boolean): Promise<BackupStatus> {
-    const own = await backupLocal(this.repo, this.config.nodeId, this.config.backupDir);
+    const own = await this.backupSelf();
     if (!allNodes) return { ...toBackupStatus(own), nodes: [], error: '' };
     const results = await Promise.allSettled(this.links.map((l) => backupPeer(l, this.config.nodeId, shutdownGraceMs * 6)));
     const nodes: BackupStatus[] = [{ ...toBackupStatus(own), nodes: [], error: '' }];

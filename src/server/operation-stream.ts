@@ -2,7 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse, StreamResult } from '../../gen/kvstore/v1/kvstore.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { ResourceLimitError } from '../replication/errors.js';
-import { batchOperationBytes, type InFlightBudget } from './in-flight-budget.js';
+import { batchOperationBytes, type InFlightBudget, resultBytes } from './in-flight-budget.js';
 import type { LateRequests } from './late-requests.js';
 import { untilClosing } from './stream-messages.js';
 import { rejectIfMalformed } from './malformed-requests.js';
@@ -14,6 +14,13 @@ export const streamMessageOperationsMax = 1024;
  * until some are answered, so a client cannot queue unbounded work (or answers) on a node.
  */
 export const streamOperationsInFlightMax = 4096;
+/**
+ * Bytes one stream may hold: the requests of operations read and not answered plus the answers
+ * not yet handed to gRPC. Past it the stream is read no further and operations read wait to
+ * start, so a client that sends large values or does not read its answers holds at most this
+ * much (plus what its operations already running return). 4096 operations of 1 MiB were 4 GiB.
+ */
+export const streamBytesInFlightMax = 32 * 1024 * 1024;
 
 /** What the node's OperationStreams are doing, for /metrics. */
 export class OperationStreamStats {
@@ -36,13 +43,16 @@ export interface OperationStreamDeps {
   readonly budget: InFlightBudget;
   /** Counted into, if given. */
   readonly stats?: OperationStreamStats;
+  /** Default {@link streamBytesInFlightMax}. */
+  readonly bytesInFlightMax?: number;
   /** If given, an operation read long after its `deadline_unix_ms` is answered DEADLINE_EXCEEDED and not run. */
   readonly lateRequests?: LateRequests;
 }
 
 /**
  * Serves one OperationStream call: runs each operation of each message as it arrives, up to
- * `streamOperationsInFlightMax` at once, and answers each one when it finishes, in any order.
+ * `streamOperationsInFlightMax` and `streamBytesInFlightMax` at once, and answers each one when
+ * it finishes, in any order.
  * Results that finish in the same event-loop turn share one response message.
  *
  * Every operation read is answered before the stream ends, whether the client half-closed, the
@@ -55,7 +65,13 @@ export async function* serveOperationStream(
   deps: OperationStreamDeps,
 ): AsyncGenerator<OperationStreamResponse> {
   let ready: StreamResult[] = [];
+  /** Answer bytes in `ready`. */
+  let readyBytes = 0;
   let inFlight = 0;
+  /** Request bytes of operations read and not yet answered (taken from the node's budget). */
+  let requestBytesHeld = 0;
+  /** Answer bytes known and not yet handed to gRPC (charged to the node's budget). */
+  let answerBytesHeld = 0;
   let readingDone = false;
   let readingError: unknown;
   let wakeWriter: (() => void) | undefined;
@@ -64,20 +80,27 @@ export async function* serveOperationStream(
   let ended = false;
   /** Aborted when the call ends: a message waiting for budget room gives up. */
   const stopReading = new AbortController();
+  /** Operations read and not started because this stream's unwritten answers are at the bound. */
+  const toStart: (() => void)[] = [];
   const notifyWriter = (): void => {
     const wake = wakeWriter;
     wakeWriter = undefined;
     wake?.();
   };
+  const bytesMax = deps.bytesInFlightMax ?? streamBytesInFlightMax;
+  const startWaiting = (): void => {
+    while (toStart.length > 0 && answerBytesHeld < bytesMax && !ended) toStart.shift()!();
+  };
 
   const stats = deps.stats;
-  const answer = (id: number, result: BatchResult): void => {
+  const answer = (id: number, result: BatchResult, bytes: number): void => {
     inFlight--;
     if (stats !== undefined) {
       stats.inFlight--;
       stats.answered++;
     }
     ready.push({ id, result });
+    readyBytes += bytes;
     notifyWriter();
   };
 
@@ -102,14 +125,21 @@ export async function* serveOperationStream(
           return entry;
         });
         const bytes = message.operations.map(({ operation }) => batchOperationBytes(operation));
+        const messageBytes = bytes.reduce((sum, b) => sum + b, 0);
         try {
-          await deps.budget.acquire(bytes.reduce((sum, b) => sum + b, 0), stopReading.signal);
+          await deps.budget.acquire(messageBytes, stopReading.signal);
         } catch {
           // The call ended while the message waited: it never ran and nobody reads an answer.
           for (const entry of deadlines.values()) entry.deadline.disarm();
           return;
         }
+        if (ended) {
+          deps.budget.release(messageBytes);
+          for (const entry of deadlines.values()) entry.deadline.disarm();
+          return;
+        }
         inFlight += count;
+        requestBytesHeld += messageBytes;
         if (stats !== undefined) stats.inFlight += count;
         // Checked when the message is let in to run (after any wait for budget room), once per message for the time.
         const late = deps.lateRequests;
@@ -119,20 +149,35 @@ export async function* serveOperationStream(
           const settle = (result: BatchResult): void => {
             if (--entry.unanswered === 0) entry.deadline.disarm();
             deps.budget.release(bytes[i]!);
-            answer(op.id, result);
+            requestBytesHeld -= bytes[i]!;
+            // Counted until it is handed to gRPC; an answer nobody will read is not counted.
+            const answerBytes = ended ? 0 : resultBytes(result);
+            deps.budget.charge(answerBytes);
+            answerBytesHeld += answerBytes;
+            answer(op.id, result, answerBytes);
           };
           const refused = late?.checkOperation(op.deadlineUnixMs, nowMs);
           if (refused !== undefined) {
             settle(refused);
             return;
           }
-          deps.runOperation(op.operation ?? {}, entry.deadline).then(
-            settle,
-            // runOperation turns every failure into a result; this is a last resort.
-            (error: unknown) => settle({ error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
-          );
+          const start = (): void => {
+            deps.runOperation(op.operation ?? {}, entry.deadline).then(
+              settle,
+              // runOperation turns every failure into a result; this is a last resort.
+              (error: unknown) => settle({ error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
+            );
+          };
+          if (answerBytesHeld < bytesMax && toStart.length === 0) start();
+          else toStart.push(() => {
+            // The call may have ended while it waited: then it is answered without running.
+            if (ended) settle({ error: { code: cancelledCode, message: 'not run: the call ended first' } });
+            else start();
+          });
         });
-        while (inFlight >= streamOperationsInFlightMax && !ended) await new Promise<void>((resolve) => (wakeReader = resolve));
+        while ((inFlight >= streamOperationsInFlightMax || requestBytesHeld + answerBytesHeld >= bytesMax) && !ended) {
+          await new Promise<void>((resolve) => (wakeReader = resolve));
+        }
         if (ended) return;
       }
     } catch (error) {
@@ -147,9 +192,17 @@ export async function* serveOperationStream(
     wakeReader = undefined;
     wake?.();
   };
+  /** Gives back the budget of answers handed to gRPC (or dropped), starting and reading more. */
+  const written = (bytes: number): void => {
+    deps.budget.release(bytes);
+    answerBytesHeld -= bytes;
+    startWaiting();
+    resumeReading();
+  };
   void read();
 
   if (stats !== undefined) stats.open++;
+  let yielding = 0;
   try {
     for (;;) {
       if (ready.length === 0) {
@@ -160,13 +213,22 @@ export async function* serveOperationStream(
       // Operations finishing in this turn (one commit acknowledges many) share the message.
       if (inFlight > 0) await nextTurn();
       const results = ready;
+      yielding = readyBytes;
       ready = [];
+      readyBytes = 0;
       if (inFlight < streamOperationsInFlightMax) resumeReading();
       yield { results };
+      const bytes = yielding;
+      yielding = 0;
+      written(bytes);
     }
   } finally {
     ended = true;
     stopReading.abort();
+    written(yielding + readyBytes);
+    readyBytes = 0;
+    // Operations that never started are answered (to nobody) so their budget is given back.
+    while (toStart.length > 0) toStart.shift()!();
     resumeReading();
     if (stats !== undefined) stats.open--;
   }
@@ -175,3 +237,5 @@ export async function* serveOperationStream(
 
 /** google.rpc.Code INTERNAL. */
 const internalCode = 13;
+/** google.rpc.Code CANCELLED. */
+const cancelledCode = 1;

@@ -1,5 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConsistencyLevel, KvClient } from '../../src/client/index.js';
 import { Repository } from '../../src/storage/repository.js';
@@ -155,8 +155,8 @@ describe('single node: the public API through the SDK', () => {
     expect(backup.error).toBe('');
     expect(backup.createdAt.getTime()).toBeGreaterThanOrEqual(before - 1000);
     expect(statSync(backup.path).isDirectory()).toBe(true);
-    // Default backupDir is <dataDir>/backups.
-    expect(backup.path.startsWith(join(single.node.dataDir, 'backups'))).toBe(true);
+    // Default backupDir is <dataDir>-backups: beside the data dir, not inside it.
+    expect(dirname(backup.path)).toBe(`${single.node.dataDir}-backups`);
     expect(existsSync(join(backup.path, 'kvstore.mdb'))).toBe(true);
 
     const copy = Repository.openReadOnly(backup.path);
