@@ -4,6 +4,7 @@ import { RequestDeadline } from '../replication/deadline.js';
 import { ResourceLimitError } from '../replication/errors.js';
 import { batchOperationBytes, type InFlightBudget, resultBytes } from './in-flight-budget.js';
 import type { LateRequests } from './late-requests.js';
+import { runningOperationsMaxDefault } from './running-operations.js';
 import { untilClosing } from './stream-messages.js';
 import { rejectIfMalformed } from './malformed-requests.js';
 
@@ -21,6 +22,14 @@ export const streamOperationsInFlightMax = 4096;
  * much (plus what its operations already running return). 4096 operations of 1 MiB were 4 GiB.
  */
 export const streamBytesInFlightMax = 32 * 1024 * 1024;
+/**
+ * Operations of one stream running at once (the rest of those read wait their turn): what they
+ * return is only known once they ran, so this bounds how far past streamBytesInFlightMax the
+ * stream's answers can go (by this many values).
+ */
+export const streamOperationsRunningMax = runningOperationsMaxDefault;
+/** Most answer bytes in one response message (one answer larger than it goes alone). */
+export const streamAnswerMessageBytesMax = 4 * 1024 * 1024;
 
 /** What the node's OperationStreams are doing, for /metrics. */
 export class OperationStreamStats {
@@ -88,8 +97,11 @@ export async function* serveOperationStream(
     wake?.();
   };
   const bytesMax = deps.bytesInFlightMax ?? streamBytesInFlightMax;
+  /** Operations started and not yet answered. */
+  let started = 0;
+  const mayStart = (): boolean => answerBytesHeld < bytesMax && started < streamOperationsRunningMax;
   const startWaiting = (): void => {
-    while (toStart.length > 0 && answerBytesHeld < bytesMax && !ended) toStart.shift()!();
+    while (toStart.length > 0 && mayStart() && !ended) toStart.shift()!();
   };
 
   const stats = deps.stats;
@@ -162,13 +174,19 @@ export async function* serveOperationStream(
             return;
           }
           const start = (): void => {
+            started++;
+            const settleStarted = (result: BatchResult): void => {
+              started--;
+              settle(result);
+              startWaiting();
+            };
             deps.runOperation(op.operation ?? {}, entry.deadline).then(
-              settle,
+              settleStarted,
               // runOperation turns every failure into a result; this is a last resort.
-              (error: unknown) => settle({ error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
+              (error: unknown) => settleStarted({ error: { code: internalCode, message: `operation failed: ${String(error)}` } }),
             );
           };
-          if (answerBytesHeld < bytesMax && toStart.length === 0) start();
+          if (mayStart() && toStart.length === 0) start();
           else toStart.push(() => {
             // The call may have ended while it waited: then it is answered without running.
             if (ended) settle({ error: { code: cancelledCode, message: 'not run: the call ended first' } });
@@ -210,12 +228,23 @@ export async function* serveOperationStream(
         await new Promise<void>((resolve) => (wakeWriter = resolve));
         continue;
       }
-      // Operations finishing in this turn (one commit acknowledges many) share the message.
+      // Operations finishing in this turn (one commit acknowledges many) share the message, up
+      // to streamAnswerMessageBytesMax of answers (then the rest go in the next ones).
       if (inFlight > 0) await nextTurn();
-      const results = ready;
+      let results = ready;
       yielding = readyBytes;
-      ready = [];
-      readyBytes = 0;
+      if (readyBytes > streamAnswerMessageBytesMax) {
+        let count = 0;
+        let bytes = 0;
+        while (count < ready.length && (count === 0 || bytes + resultBytes(ready[count]!.result!) <= streamAnswerMessageBytesMax)) bytes += resultBytes(ready[count++]!.result!);
+        results = ready.slice(0, count);
+        ready = ready.slice(count);
+        yielding = bytes;
+        readyBytes -= bytes;
+      } else {
+        ready = [];
+        readyBytes = 0;
+      }
       if (inFlight < streamOperationsInFlightMax) resumeReading();
       yield { results };
       const bytes = yielding;

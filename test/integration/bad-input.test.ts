@@ -206,6 +206,8 @@ describe('bad configuration and refused data directories', () => {
     ['a replication factor of 0', { cluster: { replicationFactor: 0 } }, 'cluster.replicationFactor'],
     ['a replication factor above the member count', { cluster: { replicationFactor: 2 } }, 'cluster.replicationFactor'],
     ['a key limit LMDB cannot store', { limits: { maxKeyBytes: 5000 } }, 'limits.maxKeyBytes'],
+    // Refused before anything is created, so the relative paths stay unused.
+    ['a backup dir inside the data dir', { dataDir: 'never-made-data', backupDir: 'never-made-data/backups' }, 'backupDir'],
   ])('exits non-zero on %s, naming the config file and the problem', async (_what, config, reason) => {
     const path = writeConfig(`bad-${reason}.yaml`, config);
     const result = await runKvstore(['--config', path]);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { BatchOperation, BatchResult, OperationStreamRequest, OperationStreamResponse } from '../../gen/kvstore/v1/kvstore.js';
 import { PushQueue } from '../../src/common/push-queue.js';
 import { InFlightBudget, operationBytes } from '../../src/server/in-flight-budget.js';
-import { serveOperationStream, streamOperationsInFlightMax } from '../../src/server/operation-stream.js';
+import { OperationStreamStats, serveOperationStream, streamAnswerMessageBytesMax, streamBytesInFlightMax, streamOperationsInFlightMax, streamOperationsRunningMax } from '../../src/server/operation-stream.js';
 
 /**
  * serveOperationStream's flow control and ending rules, with operations the test finishes by hand
@@ -55,7 +55,7 @@ function idsOf(next: IteratorResult<OperationStreamResponse, void>): number[] {
 }
 
 describe('serveOperationStream', () => {
-  it(`stops reading at ${streamOperationsInFlightMax} operations in flight and resumes as they are answered; every operation is answered once`, async () => {
+  it(`stops reading at ${streamOperationsInFlightMax} operations in flight, runs at most ${streamOperationsRunningMax} at once, and resumes as they are answered; every operation is answered once`, async () => {
     const ops = heldOperations();
     const requests = new PushQueue<OperationStreamRequest>();
     const perMessage = 1000;
@@ -63,18 +63,66 @@ describe('serveOperationStream', () => {
     for (let m = 0; m < messages; m++) requests.push(message(m * perMessage, perMessage));
     requests.close();
     const answers = new Map<number, BatchResult>();
-    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal, budget: unlimited() }), answers);
+    const stats = new OperationStreamStats();
+    const done = drain(serveOperationStream(requests, new AbortController().signal, { runOperation: (op) => ops.run(op), requestMs: 60_000, closing: new AbortController().signal, budget: unlimited(), stats }), answers);
 
     for (let i = 0; i < 10; i++) await tick();
-    // Reading stopped after the message that reached the limit: 5 of 6 messages (5,000 >= 4,096).
-    expect(ops.started()).toBe(5 * perMessage);
-    ops.finish(1000); // 4,000 in flight: below the limit, so the last message is read
+    // Reading stopped after the message that reached the limit: 5 of 6 messages (5,000 >= 4,096),
+    // and of those only the first ones run.
+    expect(stats.inFlight).toBe(5 * perMessage);
+    expect(ops.started()).toBe(streamOperationsRunningMax);
+    // Finishing 1,000 (in turns, as the next ones start): 4,000 in flight, below the limit, so the last message is read.
+    for (let finished = 0; finished < 1000; ) {
+      const now = Math.min(ops.started(), 1000 - finished);
+      ops.finish(now);
+      finished += now;
+      for (let i = 0; i < 3; i++) await tick();
+    }
     for (let i = 0; i < 10; i++) await tick();
-    expect(ops.started()).toBe(messages * perMessage - 1000);
-    ops.finish(messages * perMessage);
+    expect(stats.inFlight).toBe(messages * perMessage - 1000);
+    expect(ops.started()).toBe(streamOperationsRunningMax);
+    while (stats.inFlight > 0) {
+      ops.finish(ops.started());
+      for (let i = 0; i < 3; i++) await tick();
+    }
     expect(await done).toBeUndefined();
     expect(answers.size).toBe(messages * perMessage);
     expect(answers.get(4321)?.get?.value.toString()).toBe('k4321');
+  });
+
+  it(`holds at most ${streamBytesInFlightMax} bytes of unwritten answers (plus the operations running), and sends them in messages of at most ${streamAnswerMessageBytesMax} bytes`, async () => {
+    const valueBytes = 1024 * 1024;
+    const requests = new PushQueue<OperationStreamRequest>();
+    requests.push(message(0, 1024));
+    requests.close();
+    let ran = 0;
+    const budget = unlimited();
+    const answers = serveOperationStream(requests, new AbortController().signal, {
+      runOperation: async () => {
+        ran++;
+        return { get: { found: true, value: Buffer.alloc(valueBytes) } };
+      },
+      requestMs: 60_000,
+      closing: new AbortController().signal,
+      budget,
+    });
+    // The first message is taken; the generator then waits for the next read, and meanwhile
+    // the answers not yet written fill up to the bound and no operation starts after it.
+    const first = await answers.next();
+    for (let i = 0; i < 50; i++) await tick();
+    const bound = streamBytesInFlightMax + streamOperationsRunningMax * valueBytes;
+    expect(ran * valueBytes).toBeLessThanOrEqual(bound + valueBytes);
+    expect(ran).toBeLessThan(1024);
+    expect(budget.inFlightBytes).toBeLessThanOrEqual(bound + 1024 * operationBytes(2, 0));
+    let total = first.done === true ? 0 : first.value.results.length;
+    for (let next = await answers.next(); next.done !== true; next = await answers.next()) {
+      const bytes = next.value.results.reduce((sum, r) => sum + r.result!.get!.value.length, 0);
+      expect(bytes).toBeLessThanOrEqual(streamAnswerMessageBytesMax);
+      total += next.value.results.length;
+    }
+    expect(total).toBe(1024);
+    expect(ran).toBe(1024);
+    expect(budget.inFlightBytes).toBe(0);
   });
 
   it('when the node closes, reads no more messages, answers the operations it read, then ends without error', async () => {
