@@ -20,6 +20,8 @@ export interface NodeCounters {
   readonly operationStreams: { readonly open: number; readonly inFlight: number; readonly answered: number };
   /** The request-bytes budget (limits.maxInFlightBytes). */
   readonly budget: { readonly inFlightBytes: number; readonly maxBytes: number; readonly refused: number; readonly waited: number };
+  /** The node-wide slots of Batch and OperationStream operations (running-operations.ts). */
+  readonly running: { readonly count: number; readonly max: number; readonly waited: number };
   /** Data-safety counters (see docs/design-notes.md, "Versions" and "Tombstone purge"). */
   readonly safety: {
     readonly restampedWrites: number;
@@ -55,10 +57,13 @@ export function renderMetrics(status: StatusResponse, counters: NodeCounters): s
     { name: 'kvstore_operation_streams_open', help: "Clients' OperationStreams open now.", type: 'gauge', samples: [{ value: counters.operationStreams.open }] },
     { name: 'kvstore_stream_operations_in_flight', help: 'OperationStream operations read and not yet answered.', type: 'gauge', samples: [{ value: counters.operationStreams.inFlight }] },
     { name: 'kvstore_stream_operations_total', help: 'OperationStream operations answered since start.', type: 'counter', samples: [{ value: counters.operationStreams.answered }] },
-    { name: 'kvstore_in_flight_request_bytes', help: 'Bytes of keys and values (plus a fixed overhead per operation) of public operations received and not yet answered.', type: 'gauge', samples: [{ value: counters.budget.inFlightBytes }] },
+    { name: 'kvstore_in_flight_request_bytes', help: 'Bytes of keys and values (plus a fixed overhead per operation) of public operations received and not yet answered, and of Batch and OperationStream answers not yet handed to gRPC.', type: 'gauge', samples: [{ value: counters.budget.inFlightBytes }] },
     { name: 'kvstore_in_flight_request_bytes_max', help: 'limits.maxInFlightBytes: past it, unary and Batch calls are refused and OperationStreams wait.', type: 'gauge', samples: [{ value: counters.budget.maxBytes }] },
     { name: 'kvstore_overload_refused_calls_total', help: 'Unary and Batch calls refused with RESOURCE_EXHAUSTED because the in-flight budget was full.', type: 'counter', samples: [{ value: counters.budget.refused }] },
     { name: 'kvstore_overload_waited_stream_messages_total', help: 'OperationStream messages that waited for room in the in-flight budget.', type: 'counter', samples: [{ value: counters.budget.waited }] },
+    { name: 'kvstore_running_operations', help: 'Batch and OperationStream operations running now (at most kvstore_running_operations_max).', type: 'gauge', samples: [{ value: counters.running.count }] },
+    { name: 'kvstore_running_operations_max', help: 'Slots for Batch and OperationStream operations running at once.', type: 'gauge', samples: [{ value: counters.running.max }] },
+    { name: 'kvstore_running_operations_waited_total', help: 'Batch and OperationStream operations that waited for a slot.', type: 'counter', samples: [{ value: counters.running.waited }] },
     { name: 'kvstore_write_restamps_total', help: 'Write rounds repeated because a replica held a newer version than the one stamped (clock skew, concurrent writers).', type: 'counter', samples: [{ value: counters.safety.restampedWrites }] },
     { name: 'kvstore_version_collisions_total', help: 'Two different records seen with the same version (must stay 0).', type: 'counter', samples: [{ value: counters.safety.versionCollisions }] },
     { name: 'kvstore_unhandled_rejections_total', help: 'Promise rejections no handler took (bugs; logged, the node keeps serving).', type: 'counter', samples: [{ value: counters.safety.unhandledRejections }] },

@@ -101,6 +101,8 @@ export class KvNode {
   private securityWarnings: readonly string[] = [];
   /** The users file, when `auth` is set (stops following SIGHUP at stop). */
   private authenticator: Authenticator | undefined;
+  /** The slots of Batch and OperationStream operations (set by start). */
+  private runningOperations!: RunningOperations;
   /** Takes this node's backup and prunes old ones (set by start). */
   private backupSelf!: () => Promise<NodeBackup>;
 
@@ -304,6 +306,7 @@ export class KvNode {
       node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics, tlsSources);
       node.authenticator = authenticator;
       node.backupSelf = backupSelf;
+      node.runningOperations = runningOperations;
       const configured = config as { tls?: unknown; peerTls?: unknown };
       node.securityWarnings = securityWarnings({
         listen: listenAddress,
@@ -344,6 +347,7 @@ export class KvNode {
       readRepairs: this.coordinator.counters.readRepairs,
       operationStreams: this.streamStats,
       budget: this.budget,
+      running: this.runningOperations,
       safety: {
         restampedWrites: this.coordinator.counters.restampedWrites,
         versionCollisions: this.repo.versionCollisions,
