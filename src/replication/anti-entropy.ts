@@ -1,3 +1,5 @@
+import type { Clock } from '../platform/clock.js';
+import { PeriodicTask } from '../platform/periodic.js';
 import type { Logger } from 'pino';
 import {
   BucketRecordsRequest,
@@ -68,7 +70,7 @@ export class AntiEntropy {
   readonly lastExchange = new Map<string, ExchangeResult>();
   private readonly limiter: RateLimiter;
   private readonly running = new Map<string, Promise<ExchangeResult>>();
-  private timer: NodeJS.Timeout | undefined;
+  private readonly task: PeriodicTask | undefined;
   private stopped = false;
 
   constructor(
@@ -79,23 +81,22 @@ export class AntiEntropy {
     private readonly clock: HybridLogicalClock,
     private readonly links: ReadonlyMap<string, PeerLink>,
     private readonly logger: Logger,
+    /** Timers and wall time (the HLC is `clock`). */
+    private readonly time: Clock,
   ) {
-    this.limiter = new RateLimiter(settings.maxRecordsPerSecond);
+    this.limiter = new RateLimiter(settings.maxRecordsPerSecond, time);
+    if (settings.intervalSeconds > 0) {
+      this.task = new PeriodicTask(time, settings.intervalSeconds * 1000, () => this.backgroundRound(), (err) => logger.error({ err }, 'anti-entropy round failed'));
+    }
   }
 
   start(): void {
-    if (this.settings.intervalSeconds === 0) return;
-    const schedule = () => {
-      if (this.stopped) return;
-      this.timer = setTimeout(() => void this.backgroundRound().finally(schedule), this.settings.intervalSeconds * 1000);
-      this.timer.unref();
-    };
-    schedule();
+    this.task?.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
+    await this.task?.stop();
     await Promise.allSettled(this.running.values());
   }
 
@@ -129,7 +130,7 @@ export class AntiEntropy {
       [...rangesOf].map(async ([node, ranges]) => {
         const link = this.links.get(node)!;
         try {
-          const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges }, { signal: AbortSignal.timeout(this.settings.peerCallMs) });
+          const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
           link.markContact();
           answers.set(node, { roots: new Map(ranges.map((r, i) => [r, { digest: formatDigest(res.roots[i]!), count: Number(res.recordCounts[i] ?? 0) }])) });
         } catch (err) {
@@ -167,7 +168,7 @@ export class AntiEntropy {
   private async exchange(peer: string): Promise<ExchangeResult> {
     const { selfId, replicationFactor, peerCallMs } = this.settings;
     const link = this.links.get(peer)!;
-    const call = () => ({ signal: AbortSignal.timeout(peerCallMs) });
+    const call = () => ({ signal: this.time.timeoutSignal(peerCallMs) });
     // Every request and asked answer within this many bytes of records (or keys).
     const batchBytes = Math.min(this.settings.batchMaxBytes ?? antiEntropyBatchBytesDefault, payloadBytesMax(link.messageBytesMax));
     const shared: number[] = [];
@@ -179,7 +180,7 @@ export class AntiEntropy {
     let pulled = 0;
     let pushed = 0;
     let bytes = 0;
-    const startedMs = Date.now();
+    const startedMs = this.time.wallMs();
     try {
       const digestsRequest = { fromNodeId: selfId, ranges: shared };
       const digests = await link.client.rangeDigests(digestsRequest, call());
@@ -251,14 +252,14 @@ export class AntiEntropy {
           i += count;
         }
       }
-      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: Date.now(), error: undefined, bytes, durationMs: Date.now() - startedMs };
+      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: this.time.wallMs(), error: undefined, bytes, durationMs: this.time.wallMs() - startedMs };
       this.lastExchange.set(peer, result);
       return result;
     } catch (err) {
       link.markFailure(err);
       // finishedAtMs keeps the last *completed* exchange's time (0 if none); the error says why this one failed.
       const previous = this.lastExchange.get(peer);
-      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: Date.now() - startedMs };
+      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: this.time.wallMs() - startedMs };
       this.lastExchange.set(peer, result);
       return result;
     }

@@ -1,3 +1,4 @@
+import type { Clock } from '../platform/clock.js';
 import type { Logger } from 'pino';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { type ConsistencyLevel, canStillReach, requiredAcks } from '../cluster/quorum.js';
@@ -95,10 +96,10 @@ export class Coordinator {
     private readonly links: ReadonlyMap<string, PeerLink>,
     private readonly loops: ReadonlyMap<string, DeliveryLoop>,
     private readonly logger: Logger,
-    /** This node's wall clock (Date.now, or shifted by the clock test hook). */
-    private readonly wallClock: () => number = Date.now,
+    /** Timers and this node's wall time (shifted by the clock test hook, or simulated); the HLC is `clock`. */
+    private readonly time: Clock,
   ) {
-    this.readers = new Map([...links.values()].map((l) => [l.id, new ReadBatcher(l, settings.selfId, settings.peerCallMs)]));
+    this.readers = new Map([...links.values()].map((l) => [l.id, new ReadBatcher(l, settings.selfId, settings.peerCallMs, time)]));
   }
 
   /** Stops taking new requests (in-flight ones finish). */
@@ -141,7 +142,7 @@ export class Coordinator {
       ownRecords.push(record);
       // A log entry's enqueue time is never above its record's version: the tombstone purge
       // relies on it (a tombstone older than every queued entry supersedes none of them).
-      const outcome = await this.writeRound(plan, record, Math.min(this.wallClock(), version.wallMs), ownRecords, deadline);
+      const outcome = await this.writeRound(plan, record, Math.min(this.time.wallMs(), version.wallMs), ownRecords, deadline);
       previous = newerRecord(previous, outcome.previous);
       if (outcome.acked) return toReadResult(previous);
       if (round >= writeRoundsMax) {
@@ -342,7 +343,7 @@ export class Coordinator {
       const done =
         a.node === this.settings.selfId
           ? this.repo.applyRecords(batch)
-          : this.links.get(a.node)!.client.replicate({ fromNodeId: this.settings.selfId, records: batch, wantPrevious: [], knownPrevious: [], fromLog: true }, { signal: AbortSignal.timeout(this.settings.peerCallMs) });
+          : this.links.get(a.node)!.client.replicate({ fromNodeId: this.settings.selfId, records: batch, wantPrevious: [], knownPrevious: [], fromLog: true }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
       done.catch((err: Error) => this.logger.debug({ node: a.node, err: err.message }, 'read repair failed; anti-entropy will fix it'));
     }
   }
@@ -401,7 +402,7 @@ export class Coordinator {
     const link = this.links.get(node)!;
     return async (after) => {
       try {
-        const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: pageRecords }, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.settings.peerCallMs)]) });
+        const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: pageRecords }, { signal: AbortSignal.any([signal, this.time.timeoutSignal(this.settings.peerCallMs)]) });
         link.markContact();
         return { records: res.records, done: res.done };
       } catch (err) {

@@ -1,3 +1,4 @@
+import { type Clock, systemClock, type TimerHandle } from '../platform/clock.js';
 import { RequestTimeoutError } from './errors.js';
 
 /**
@@ -10,7 +11,7 @@ import { RequestTimeoutError } from './errors.js';
  */
 export class RequestDeadline {
   private readonly waiters = new Set<() => void>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
   private expired: boolean;
   private readonly expire = (): void => {
     this.expired = true;
@@ -23,6 +24,7 @@ export class RequestDeadline {
   constructor(
     private readonly signal: AbortSignal,
     private readonly timeoutMs: number,
+    private readonly clock: Clock = systemClock,
   ) {
     this.expired = signal.aborted;
   }
@@ -40,7 +42,7 @@ export class RequestDeadline {
       return Promise.reject(new RequestTimeoutError(message()));
     }
     if (this.timer === undefined) {
-      this.timer = setTimeout(this.expire, this.timeoutMs);
+      this.timer = this.clock.setTimer(this.expire, this.timeoutMs);
       this.signal.addEventListener('abort', this.expire, { once: true });
     }
     return new Promise<T>((resolve, reject) => {
@@ -62,7 +64,7 @@ export class RequestDeadline {
   /** Stops the timer once the request is answered (waiters left over keep nothing alive). */
   disarm(): void {
     if (this.timer === undefined) return;
-    clearTimeout(this.timer);
+    this.timer.cancel();
     this.timer = undefined;
     this.signal.removeEventListener('abort', this.expire);
   }

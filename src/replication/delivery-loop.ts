@@ -1,4 +1,5 @@
-import pRetry from 'p-retry';
+import { type Clock, sleep } from '../platform/clock.js';
+import { pRetryForever, type RetryForever } from '../platform/retry.js';
 import type { Logger } from 'pino';
 import type { HintEntry, HintLog } from '../storage/hint-log.js';
 import type { PeerLink } from './peer-link.js';
@@ -17,8 +18,6 @@ export interface DeliverySettings {
    * may be superseded by a delete whose tombstone is purged already (tombstone-gc.ts).
    */
   readonly entryAgeMsMax: number;
-  /** This node's wall clock. */
-  readonly wallClock: () => number;
 }
 
 /** What a coordinator waiting on one log entry learns. */
@@ -91,8 +90,12 @@ export class DeliveryLoop {
     private readonly log: HintLog,
     private readonly settings: DeliverySettings,
     private readonly logger: Logger,
+    /** Timers and this node's wall time. */
+    private readonly clock: Clock,
+    /** How a failed batch is retried (p-retry on the system clock; the simulator's own on simulated time). */
+    private readonly retry: RetryForever = pRetryForever,
   ) {
-    this.stream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, settings.peerCallMs);
+    this.stream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, settings.peerCallMs, clock);
     link.onReachabilityChange((_, reachable) => {
       if (reachable) this.backoff?.abort(new Error('peer reachable again'));
       else this.failWaiters(`${link.id} is unreachable (${link.lastError ?? 'no answer'})`);
@@ -207,7 +210,7 @@ export class DeliveryLoop {
    */
   private buildRequest(batch: readonly HintEntry[]) {
     let first = 0;
-    const oldestSendableMs = this.settings.wallClock() - this.settings.entryAgeMsMax;
+    const oldestSendableMs = this.clock.wallMs() - this.settings.entryAgeMsMax;
     const expired: HintEntry[] = [];
     while (first < batch.length) {
       const entry = batch[first]!;
@@ -264,14 +267,11 @@ export class DeliveryLoop {
     while (!this.stopped) {
       this.backoff = new AbortController();
       try {
-        return await pRetry(() => this.sendRequest(this.buildRequest(batch)), {
-          retries: Number.POSITIVE_INFINITY,
-          factor: 2,
-          minTimeout: this.settings.retryMinMs,
-          maxTimeout: this.settings.retryMaxMs,
-          randomize: true,
+        return await this.retry(() => this.sendRequest(this.buildRequest(batch)), {
+          minMs: this.settings.retryMinMs,
+          maxMs: this.settings.retryMaxMs,
           signal: this.backoff.signal,
-          onFailedAttempt: ({ error, attemptNumber }) => {
+          onFailedAttempt: (error, attemptNumber) => {
             this.link.markFailure(error);
             if (attemptNumber === 1 || attemptNumber % 20 === 0) {
               this.logger.warn({ peer: this.link.id, attempt: attemptNumber, backlog: this.log.stats(this.link.id).entries, err: error.message }, 'replication to peer failed; retrying with backoff');
@@ -283,7 +283,7 @@ export class DeliveryLoop {
         // (an error p-retry does not retry) waits the minimum delay, so this never spins.
         if (!this.backoff.signal.aborted) {
           this.link.markFailure(err);
-          await new Promise((resolve) => setTimeout(resolve, this.settings.retryMaxMs));
+          await sleep(this.clock, this.settings.retryMaxMs);
         }
       }
     }

@@ -1,3 +1,5 @@
+import type { Clock } from '../platform/clock.js';
+import { type BackgroundService, PeriodicTask } from '../platform/periodic.js';
 import type { Logger } from 'pino';
 import type { HintEntry, HintLog } from '../storage/hint-log.js';
 
@@ -19,31 +21,32 @@ export interface HintLimitSettings {
  * then misses those writes until anti-entropy copies them, which is what bounds the log when a
  * peer stays away for long.
  */
-export class HintLimits {
-  private timer: NodeJS.Timeout | undefined;
+export class HintLimits implements BackgroundService {
+  private readonly task: PeriodicTask;
 
   constructor(
     private readonly log: HintLog,
     private readonly settings: HintLimitSettings,
     private readonly logger: Logger,
-    /** This node's wall clock (the one entries' enqueue times were read from). */
-    private readonly wallClock: () => number = Date.now,
-  ) {}
+    /** This node's clock (its wall time is the one entries' enqueue times were read from). */
+    private readonly clock: Clock,
+  ) {
+    this.task = new PeriodicTask(clock, hintLimitCheckMs, () => void this.enforce(), (err) => logger.error({ err }, 'replication log limit check failed'));
+  }
 
   start(): void {
     if (this.settings.maxAgeSeconds === 0 && this.settings.maxBytesPerPeer === 0) return;
-    this.timer = setInterval(() => this.enforce(), hintLimitCheckMs);
-    this.timer.unref();
+    this.task.start();
   }
 
-  stop(): void {
-    clearInterval(this.timer);
+  stop(): Promise<void> {
+    return this.task.stop();
   }
 
   /** Drops what is over the limits now; returns the entries dropped per peer. */
   enforce(): Map<string, number> {
     const dropped = new Map<string, number>();
-    const cutoffMs = this.settings.maxAgeSeconds > 0 ? this.wallClock() - this.settings.maxAgeSeconds * 1000 : undefined;
+    const cutoffMs = this.settings.maxAgeSeconds > 0 ? this.clock.wallMs() - this.settings.maxAgeSeconds * 1000 : undefined;
     for (const peer of this.log.peers()) {
       let count = 0;
       for (;;) {

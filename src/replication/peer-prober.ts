@@ -1,4 +1,6 @@
 import type { Logger } from 'pino';
+import type { Clock } from '../platform/clock.js';
+import { type BackgroundService, PeriodicTask } from '../platform/periodic.js';
 import type { PeerLink } from './peer-link.js';
 
 /**
@@ -7,9 +9,9 @@ import type { PeerLink } from './peer-link.js';
  * also cuts the delivery loop's backoff short). A ping answered by a different node id counts as
  * a failure: the member list points at the wrong process.
  */
-export class PeerProber {
-  private timer: NodeJS.Timeout | undefined;
+export class PeerProber implements BackgroundService {
   private inFlight = new Set<string>();
+  private readonly task: PeriodicTask;
 
   constructor(
     private readonly selfId: string,
@@ -18,26 +20,28 @@ export class PeerProber {
     /** Deadline of one ping: a node's call deadline, not the (shorter) probe interval. */
     private readonly pingTimeoutMs: number,
     private readonly logger: Logger,
-  ) {}
-
-  start(): void {
-    this.probeAll();
-    this.timer = setInterval(() => this.probeAll(), this.intervalMs);
-    this.timer.unref();
+    private readonly clock: Clock,
+  ) {
+    this.task = new PeriodicTask(clock, intervalMs, () => this.probeAll(), (err) => logger.error({ err }, 'peer probe round failed'), true);
   }
 
-  stop(): void {
-    clearInterval(this.timer);
+  start(): void {
+    this.task.start();
+  }
+
+  stop(): Promise<void> {
+    return this.task.stop();
   }
 
   private probeAll(): void {
-    const now = Date.now();
+    // lastContactMs is wall time (Status shows it).
+    const now = this.clock.wallMs();
     for (const link of this.links) {
       if (this.inFlight.has(link.id)) continue;
       if (link.reachable && now - link.lastContactMs < this.intervalMs) continue;
       this.inFlight.add(link.id);
       link.client
-        .ping({ fromNodeId: this.selfId }, { signal: AbortSignal.timeout(this.pingTimeoutMs) })
+        .ping({ fromNodeId: this.selfId }, { signal: this.clock.timeoutSignal(this.pingTimeoutMs) })
         .then((res) => {
           if (res.nodeId === link.id) {
             if (!link.reachable) this.logger.info({ peer: link.id }, 'peer reachable');

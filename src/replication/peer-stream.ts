@@ -1,4 +1,5 @@
 import { PushQueue } from '../common/push-queue.js';
+import type { Clock, TimerHandle } from '../platform/clock.js';
 
 /** The stream ended, failed or went unanswered before a request's answer came. */
 export class PeerStreamError extends Error {
@@ -8,7 +9,7 @@ export class PeerStreamError extends Error {
 interface Pending<Res> {
   resolve(response: Res): void;
   reject(error: Error): void;
-  readonly timer: NodeJS.Timeout;
+  readonly timer: TimerHandle;
 }
 
 /** One open stream call and the requests still waiting for their answers, oldest first. */
@@ -40,13 +41,14 @@ export class PeerStream<Req, Res> {
     private readonly open: (requests: AsyncIterable<Req>, options: { signal: AbortSignal }) => AsyncIterable<Res>,
     private readonly peerId: string,
     private readonly callMs: number,
+    private readonly clock: Clock,
   ) {}
 
   /** Sends `request` and resolves with its answer. */
   request(request: Req): Promise<Res> {
     const stream = (this.current ??= this.start());
     return new Promise<Res>((resolve, reject) => {
-      const timer = setTimeout(() => this.fail(stream, new PeerStreamError(`no answer from ${this.peerId} within ${this.callMs}ms`)), this.callMs);
+      const timer = this.clock.setTimer(() => this.fail(stream, new PeerStreamError(`no answer from ${this.peerId} within ${this.callMs}ms`)), this.callMs);
       stream.pending.push({ resolve, reject, timer });
       stream.requests.push(request);
     });
@@ -69,7 +71,7 @@ export class PeerStream<Req, Res> {
       for await (const response of this.open(stream.requests as PushQueue<Req>, { signal: stream.controller.signal })) {
         const waiter = stream.pending.shift();
         if (waiter === undefined) throw new PeerStreamError(`${this.peerId} answered a request that was not sent`);
-        clearTimeout(waiter.timer);
+        waiter.timer.cancel();
         waiter.resolve(response);
       }
       this.fail(stream, new PeerStreamError(`${this.peerId} ended the stream`));
@@ -85,7 +87,7 @@ export class PeerStream<Req, Res> {
     stream.controller.abort();
     const waiting = stream.pending.splice(0);
     for (const waiter of waiting) {
-      clearTimeout(waiter.timer);
+      waiter.timer.cancel();
       waiter.reject(error);
     }
   }

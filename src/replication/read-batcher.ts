@@ -2,6 +2,7 @@ import type { ReadReplicaStreamRequest, ReadReplicaStreamResponse } from '../../
 import { countWithinBytes, keyMessageBytes, payloadBytesMax } from './message-bytes.js';
 import type { PeerLink } from './peer-link.js';
 import { PeerStream } from './peer-stream.js';
+import type { Clock } from '../platform/clock.js';
 
 /** Most keys in one ReadReplica call (the peer's own cap is the same). */
 export const readBatchKeysMax = 1024;
@@ -31,8 +32,9 @@ export class ReadBatcher {
     private readonly link: PeerLink,
     private readonly selfId: string,
     callMs: number,
+    private readonly clock: Clock,
   ) {
-    this.stream = new PeerStream((requests, options) => link.client.readReplicaStream(requests, options), link.id, callMs);
+    this.stream = new PeerStream((requests, options) => link.client.readReplicaStream(requests, options), link.id, callMs, clock);
   }
 
 
@@ -42,7 +44,7 @@ export class ReadBatcher {
       if (this.pending.length >= readBatchKeysMax) this.flush();
       else if (!this.scheduled) {
         this.scheduled = true;
-        setImmediate(() => this.flush());
+        this.clock.defer(() => this.flush());
       }
     });
   }

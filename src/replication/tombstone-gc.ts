@@ -1,3 +1,5 @@
+import type { Clock } from '../platform/clock.js';
+import { type BackgroundService, PeriodicTask } from '../platform/periodic.js';
 import type { Logger } from 'pino';
 import type { ConfirmTombstonesResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import type { Ring } from '../cluster/ring.js';
@@ -21,8 +23,6 @@ export interface TombstoneGcSettings {
   readonly replicationFactor: number;
   readonly graceSeconds: number;
   readonly peerCallMs: number;
-  /** This node's wall clock. */
-  readonly wallClock: () => number;
 }
 
 /**
@@ -45,11 +45,9 @@ export interface TombstoneGcSettings {
  * and a later step purges it again. Records that arrive late for a purged key are refused by the
  * receiver (see peer-service.ts) and never sent late by the sender (see delivery-loop.ts).
  */
-export class TombstoneCollector {
-  private timer: NodeJS.Timeout | undefined;
+export class TombstoneCollector implements BackgroundService {
   private cursor: Buffer | undefined;
-  private stopped = false;
-  private running: Promise<unknown> | undefined;
+  private readonly task: PeriodicTask;
   purged = 0;
   /** Why the last step purged nothing it could have, if it was held back (for Status and logs). */
   lastHoldBack: string | undefined;
@@ -60,32 +58,24 @@ export class TombstoneCollector {
     private readonly repo: Repository,
     private readonly links: readonly PeerLink[],
     private readonly logger: Logger,
-  ) {}
-
-  start(): void {
-    const stepMs = Math.min(gcStepMsMax, Math.max(gcStepMsMin, (this.settings.graceSeconds * 1000) / 8));
-    const tick = () => {
-      if (this.stopped) return;
-      this.timer = setTimeout(() => {
-        this.running = this.step()
-          .catch((err: Error) => this.logger.warn({ err: err.message }, 'tombstone GC step failed; it will be retried'))
-          .finally(tick);
-      }, stepMs);
-      this.timer.unref();
-    };
-    tick();
+    private readonly clock: Clock,
+  ) {
+    const stepMs = Math.min(gcStepMsMax, Math.max(gcStepMsMin, (settings.graceSeconds * 1000) / 8));
+    this.task = new PeriodicTask(clock, stepMs, () => this.step(), (err) => logger.warn({ err: (err as Error).message }, 'tombstone GC step failed; it will be retried'));
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  start(): void {
+    this.task.start();
+  }
+
+  stop(): Promise<void> {
+    return this.task.stop();
   }
 
   /** One sweep step; returns tombstones purged on this node. */
   async step(): Promise<number> {
-    const { selfId, replicationFactor, graceSeconds, wallClock } = this.settings;
-    const { tombstones, next } = this.repo.tombstonesBefore(wallClock() - graceSeconds * 1000, this.cursor, gcScanRecordsPerStep);
+    const { selfId, replicationFactor, graceSeconds } = this.settings;
+    const { tombstones, next } = this.repo.tombstonesBefore(this.clock.wallMs() - graceSeconds * 1000, this.cursor, gcScanRecordsPerStep);
     this.cursor = next;
     const mine = tombstones.filter((t) => this.ring.preferenceList(t.key, replicationFactor)[0] === selfId).slice(0, gcTombstonesPerStepMax);
     if (mine.length === 0) return 0;
@@ -96,7 +86,7 @@ export class TombstoneCollector {
     for (const link of this.links) {
       let answer: ConfirmTombstonesResponse;
       try {
-        answer = await link.client.confirmTombstones({ fromNodeId: selfId, tombstones: mine }, { signal: AbortSignal.timeout(this.settings.peerCallMs) });
+        answer = await link.client.confirmTombstones({ fromNodeId: selfId, tombstones: mine }, { signal: this.clock.timeoutSignal(this.settings.peerCallMs) });
         link.markContact();
       } catch (err) {
         link.markFailure(err);
@@ -130,7 +120,7 @@ export class TombstoneCollector {
         const theirs = purgeable.filter((t) => this.ring.preferenceList(t.key, replicationFactor).includes(link.id));
         if (theirs.length === 0) return;
         try {
-          await link.client.purgeTombstones({ fromNodeId: selfId, tombstones: theirs }, { signal: AbortSignal.timeout(peerCallMs) });
+          await link.client.purgeTombstones({ fromNodeId: selfId, tombstones: theirs }, { signal: this.clock.timeoutSignal(peerCallMs) });
         } catch (err) {
           this.logger.debug({ peer: link.id, err: (err as Error).message }, 'tombstone purge on a replica failed; a later step retries');
         }

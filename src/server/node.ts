@@ -1,7 +1,10 @@
 import { createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import type { Logger } from 'pino';
-import { PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
+import { type BackupResponse, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
+import { SystemClock } from '../platform/clock.js';
+import { grpcPeerConnector } from '../platform/peer-transport.js';
+import { composeNodeCore, type NodeCore, requestOverheadBytes } from './node-core.js';
 import { type BackupStatus, KVStoreDefinition, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import { HybridLogicalClock } from '../cluster/hlc.js';
 import { Ring } from '../cluster/ring.js';
@@ -11,7 +14,7 @@ import { DigestForest } from '../cluster/digest-tree.js';
 import { AntiEntropy } from '../replication/anti-entropy.js';
 import { Coordinator } from '../replication/coordinator.js';
 import { HintLimits } from '../replication/hint-limits.js';
-import { nodeWallClock } from '../common/test-hooks.js';
+import { testClockOffsetMs } from '../common/test-hooks.js';
 import { unhandledRejections } from '../common/process-policy.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { DataDirMismatchError } from '../storage/repository.js';
@@ -37,8 +40,6 @@ import { ownPeerCertificateCheck, peerChannelCredentials, peerIdentityIntercepto
 import { LateRequestStats } from './late-requests.js';
 import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
 
-/** Room for the key and protobuf framing on top of the largest value a client may send. */
-const requestOverheadBytes = 64 * 1024;
 /**
  * Largest public request whatever limits.maxValueBytes says: room for a Batch of small
  * operations (the SDK sends at most 1 MiB of keys and values per Batch).
@@ -70,8 +71,8 @@ export class KvNode {
     readonly config: NodeConfig,
     readonly repo: Repository,
     readonly coordinator: Coordinator,
-    private readonly links: PeerLink[],
-    private readonly loops: DeliveryLoop[],
+    private readonly links: readonly PeerLink[],
+    private readonly loops: readonly DeliveryLoop[],
     private readonly prober: PeerProber,
     readonly antiEntropy: AntiEntropy,
     private readonly hintLimits: HintLimits,
@@ -101,6 +102,8 @@ export class KvNode {
   private securityWarnings: readonly string[] = [];
   /** The users file, when `auth` is set (stops following SIGHUP at stop). */
   private authenticator: Authenticator | undefined;
+  /** The replication core (set by start): stopped after the servers. */
+  private core!: NodeCore;
   /** The slots of Batch and OperationStream operations (set by start). */
   private runningOperations!: RunningOperations;
   /** Takes this node's backup and prunes old ones (set by start). */
@@ -114,85 +117,31 @@ export class KvNode {
     const selfId = config.nodeId;
     const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
     const peers = members.filter((m) => m.id !== selfId);
-    const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id) });
     let metrics: MetricsServer | undefined;
     const tlsSources: ReloadingTls[] = [];
+    let core: NodeCore | undefined;
     try {
       // Certificates that do not load stop the start (TlsConfigError names the file).
       const publicTls = config.tls === undefined ? undefined : new ReloadingTls({ certFile: config.tls.certFile, keyFile: config.tls.keyFile, caFile: config.tls.clientCaFile }, 'tls', logger);
       if (publicTls !== undefined) tlsSources.push(publicTls);
       const peerTls = config.peerTls === undefined || peers.length === 0 ? undefined : new ReloadingTls(config.peerTls, 'peerTls', logger, ownPeerCertificateCheck(selfId, config.peerTls.certFile));
       if (peerTls !== undefined) tlsSources.push(peerTls);
-      const wallClock = nodeWallClock();
-      const clock = new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs);
-      // Versions observed from peers raise the persisted high-water mark too.
-      repo.persistClockWith(() => clock.reading());
-      repo.onVersionCollision(({ key, stored, received }) =>
-        logger.error({ key: key.toString('base64'), stored: stored.toString('hex'), received: received.toString('hex') }, 'two different records with the same version (must never happen): the byte-wise larger one is kept'),
-      );
-      const restoredAt = repo.restoredFromBackupAtMs();
-      if (restoredAt !== undefined) {
-        const ageMs = wallClock() - restoredAt;
-        if (ageMs > config.tombstones.graceSeconds * 1000 && !allowStaleStart) {
-          throw new DataDirMismatchError(
-            `${config.dataDir} was restored from a backup taken ${Math.round(ageMs / 1000)} s ago, longer ago than tombstones.graceSeconds (${config.tombstones.graceSeconds} s): ` +
-              `it may hold values whose deletes the cluster has purged since. Move ${config.dataDir} aside (the backup is kept) and start the node on an empty one (anti-entropy refills it), ` +
-              'or pass --allow-stale-start if no node purged anything since (e.g. the whole cluster was down)',
-          );
-        }
-        await repo.clearRestoredMark();
-      }
-      const ring = new Ring(members, config.cluster.vnodesPerMember);
-      const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
-      const links = peers.map(
-        (p) => new PeerLink(p.id, p.peer, peerMessageBytes, peerTls === undefined ? undefined : { credentials: peerChannelCredentials(peerTls, p.id), channelOptions: peerTlsChannelOptions(p.id) }),
-      );
-      const linkById = new Map(links.map((l) => [l.id, l]));
-      // Log entries never outlive the tombstone grace: an older one may carry a write whose
-      // delete was purged (tombstone-gc.ts). The loops check it too, before the limits first run.
-      const graceAge = config.tombstones.graceSeconds;
-      const entryAgeSeconds = config.hints.maxAgeSeconds === 0 ? graceAge : Math.min(config.hints.maxAgeSeconds, graceAge);
-      const loops = links.map(
-        (link) =>
-          new DeliveryLoop(link, repo.hints, { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs, entryAgeMsMax: entryAgeSeconds * 1000, wallClock }, logger),
-      );
-      const forest = new DigestForest(ring);
-      repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
-      const antiEntropy = new AntiEntropy(
-        {
-          selfId,
-          replicationFactor: config.cluster.replicationFactor,
-          intervalSeconds: config.antiEntropy.intervalSeconds,
-          maxRecordsPerSecond: config.antiEntropy.maxRecordsPerSecond,
-          peerCallMs: config.timeouts.peerCallMs,
-          batchMaxBytes: config.replication.batchMaxBytes,
-        },
-        ring,
-        forest,
-        repo,
-        clock,
-        linkById,
+      // The process's clock (shifted by the KVSTORE_TEST_CLOCK_OFFSET_MS hook when set).
+      const time = new SystemClock(testClockOffsetMs());
+      const peerStreamsClosing = new AbortController();
+      // Set below, once the admin-job slot exists: the peer Backup RPC takes the same slot.
+      let backupForPeer: (() => Promise<BackupResponse>) | undefined;
+      core = await composeNodeCore(config, {
         logger,
-      );
-      const coordinator = new Coordinator(
-        { selfId, replicationFactor: config.cluster.replicationFactor, peerCallMs: config.timeouts.peerCallMs, assertServing: () => {} },
-        ring,
-        repo,
-        clock,
-        linkById,
-        new Map(loops.map((l) => [l.peerId, l])),
-        logger,
-        wallClock,
-      );
-      const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, config.timeouts.peerCallMs, logger);
-      const hintLimits = new HintLimits(repo.hints, { maxAgeSeconds: entryAgeSeconds, maxBytesPerPeer: config.hints.maxBytesPerPeer }, logger, wallClock);
-      const tombstones = new TombstoneCollector(
-        { selfId, replicationFactor: config.cluster.replicationFactor, graceSeconds: config.tombstones.graceSeconds, peerCallMs: config.timeouts.peerCallMs, wallClock },
-        ring,
-        repo,
-        links,
-        logger,
-      );
+        clock: time,
+        connect: grpcPeerConnector(peerTls === undefined ? undefined : (id) => ({ credentials: peerChannelCredentials(peerTls, id), channelOptions: peerTlsChannelOptions(id) })),
+        allowStaleStart,
+        identityFromCertificate: peerTls !== undefined,
+        backup: () => backupForPeer!(),
+        closing: peerStreamsClosing.signal,
+      });
+      const { repo, hlc: clock, links, loops, coordinator, antiEntropy, tombstones, prober, hintLimits, peerMessageBytes } = core;
+      const wallClock = () => time.wallMs();
       const health = HealthState();
       health.setStatus('unhealthy');
 
@@ -258,8 +207,8 @@ export class KvNode {
       else publicServer.with(authMiddleware(authenticator, certificateUsers ? certificateCnFromMetadata : undefined)).with(malformedRequestMiddleware()).add(kvDefinition, kvService);
       publicServer.add(HealthDefinition, HealthServiceImpl(health));
 
+      backupForPeer = () => adminJobs.run('Backup', async () => toPeerBackup(await backupSelf()));
       let peerServer: Server | undefined;
-      const peerStreamsClosing = new AbortController();
       let peerAddress: string | undefined;
       if (peers.length > 0) {
         // Every answer is bounded (peer-service.ts), within what a peer link accepts.
@@ -272,22 +221,7 @@ export class KvNode {
         );
         peerServer.with(malformedRequestMiddleware()).add(
           withMalformedRequestsMarked(PeerServiceDefinition),
-          createPeerService({
-            selfId,
-            repo,
-            clock,
-            members: new Set(members.map((m) => m.id)),
-            identityFromCertificate: peerTls !== undefined,
-            forest,
-            assertServing: () => {},
-            ring,
-            replicationFactor: config.cluster.replicationFactor,
-            maxKeyBytes: config.limits.maxKeyBytes,
-            graceSeconds: config.tombstones.graceSeconds,
-            wallClock,
-            backup: () => adminJobs.run('Backup', async () => toPeerBackup(await backupSelf())),
-            closing: peerStreamsClosing.signal,
-          }),
+          core.peerService,
         );
         const peerPort = await peerServer.listen(config.peerListen, peerTls === undefined ? undefined : serverCredentials(peerTls, [peerIdentityInterceptor]));
         peerAddress = withPort(config.peerListen, peerPort);
@@ -302,10 +236,11 @@ export class KvNode {
       }
       // A node on an empty, wiped or restored data dir does not know the versions it issued
       // before: its clock starts above every peer's, so it never issues one of them again.
-      await seedClockFromPeers(selfId, links, clock, config.timeouts.peerCallMs, logger);
+      await core.seedClockFromPeers();
       node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics, tlsSources);
       node.authenticator = authenticator;
       node.backupSelf = backupSelf;
+      node.core = core;
       node.runningOperations = runningOperations;
       const configured = config as { tls?: unknown; peerTls?: unknown };
       node.securityWarnings = securityWarnings({
@@ -319,13 +254,7 @@ export class KvNode {
         metricsAuth: authenticator !== undefined && config.auth?.metrics === 'token',
       });
       for (const warning of node.securityWarnings) logger.warn({ security: true }, `INSECURE: ${warning}`);
-      // The limits run once before any entry can be sent: nothing past them goes out at start-up.
-      hintLimits.enforce();
-      for (const loop of loops) loop.start();
-      prober.start();
-      antiEntropy.start();
-      hintLimits.start();
-      tombstones.start();
+      core.start();
       health.setStatus('healthy');
       logger.info(
         { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, metricsListen: metrics?.address, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
@@ -335,7 +264,7 @@ export class KvNode {
     } catch (err) {
       for (const t of tlsSources) t.close();
       await metrics?.close();
-      await repo.close();
+      await core?.stop();
       throw err;
     }
   }
@@ -451,7 +380,6 @@ export class KvNode {
       const publicDrained = this.publicServer.shutdown();
       this.operationStreamsClosing.abort();
       await publicDrained;
-      this.coordinator.close();
       // Peers hold streams open indefinitely: end them (after the message in progress) so the
       // peer server's graceful shutdown does not wait for the force timer.
       this.peerStreamsClosing.abort();
@@ -459,31 +387,9 @@ export class KvNode {
     } finally {
       clearTimeout(forceTimer);
     }
-    this.prober.stop();
-    this.hintLimits.stop();
-    await this.tombstones.stop();
-    await this.antiEntropy.stop();
-    await Promise.all(this.loops.map((l) => l.stop()));
-    for (const link of this.links) link.close();
+    await this.core.stop();
     for (const t of this.tlsSources) t.close();
-    await this.repo.close();
   }
-}
-
-/** Most a start waits for peers to tell their clock; a peer that is down is not waited for. */
-const clockSeedWaitMsMax = 2_000;
-
-/** Observes every reachable peer's clock reading (Ping) before this node issues any version. */
-async function seedClockFromPeers(selfId: string, links: readonly PeerLink[], clock: HybridLogicalClock, peerCallMs: number, logger: Logger): Promise<void> {
-  if (links.length === 0) return;
-  const timeoutMs = Math.min(peerCallMs, clockSeedWaitMsMax);
-  const answers = await Promise.allSettled(links.map((l) => l.client.ping({ fromNodeId: selfId }, { signal: AbortSignal.timeout(timeoutMs) })));
-  let seeded = 0;
-  for (const a of answers) {
-    if (a.status !== 'fulfilled' || a.value.clockWallMs === 0n) continue;
-    if (clock.observe({ wallMs: Number(a.value.clockWallMs), counter: a.value.clockCounter, nodeId: a.value.nodeId })) seeded++;
-  }
-  if (seeded === 0) logger.warn('no peer answered at start: the clock starts from this node\'s own high-water mark only');
 }
 
 function withPort(hostPort: string, port: number): string {

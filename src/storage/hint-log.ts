@@ -1,3 +1,4 @@
+import { type Clock, systemClock, type TimerHandle } from '../platform/clock.js';
 import type { Database } from 'lmdb';
 import { nodeIdBytesMax } from './record-codec.js';
 
@@ -82,11 +83,14 @@ export class HintLog {
   private readonly queues = new Map<string, PeerQueue>();
   /** Delivered entries, deleted in the next write transaction (see `remove`). */
   private pendingRemovals: PendingRemoval[] = [];
-  private removalTimer: NodeJS.Timeout | undefined;
+  private removalTimer: TimerHandle | undefined;
 
   constructor(
     private readonly db: Database<Buffer, Buffer>,
     peers: readonly string[],
+    private readonly clock: Clock = systemClock,
+    /** Commit removals on this thread (the simulator: no worker thread may reach simulated time). */
+    private readonly syncCommits = false,
   ) {
     for (const peer of peers) {
       if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
@@ -219,10 +223,18 @@ export class HintLog {
       queue.tail = queue.tail.slice(queue.tailHead);
       queue.tailHead = 0;
     }
-    this.removalTimer ??= setTimeout(() => {
+    this.removalTimer ??= this.clock.setTimer(() => {
       this.removalTimer = undefined;
       if (this.pendingRemovals.length === 0) return;
       let drained = noRemovals;
+      if (this.syncCommits) {
+        try {
+          this.db.transactionSync(() => (drained = this.drainRemovalsInTransaction()));
+        } catch {
+          this.requeueRemovals(drained);
+        }
+        return;
+      }
       this.db.transaction(() => (drained = this.drainRemovalsInTransaction())).catch(() => this.requeueRemovals(drained));
     }, removalDelayMsMax);
   }
@@ -258,11 +270,20 @@ export class HintLog {
     if (drained.length > 0) this.pendingRemovals.push(...(drained as PendingRemoval[]));
   }
 
+  /** A simulated crash: the pending deletes are lost (their entries stay in LMDB and are sent again). */
+  abandonRemovals(): void {
+    this.removalTimer?.cancel();
+    this.removalTimer = undefined;
+    this.pendingRemovals = [];
+  }
+
   /** Stops the removal timer (on close, after a last drain by the caller's transaction). */
   async flushRemovals(): Promise<void> {
-    clearTimeout(this.removalTimer);
+    this.removalTimer?.cancel();
     this.removalTimer = undefined;
-    if (this.pendingRemovals.length > 0) await this.db.transaction(() => this.drainRemovalsInTransaction());
+    if (this.pendingRemovals.length === 0) return;
+    if (this.syncCommits) this.db.transactionSync(() => this.drainRemovalsInTransaction());
+    else await this.db.transaction(() => this.drainRemovalsInTransaction());
   }
 
   /** Enqueue time of the oldest entry in any peer's queue, or undefined when every queue is empty. */

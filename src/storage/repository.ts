@@ -1,3 +1,4 @@
+import { type Clock, systemClock } from '../platform/clock.js';
 import { mkdirSync, readdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Database, type RootDatabase, open } from 'lmdb';
@@ -111,6 +112,14 @@ export interface RepositoryOptions {
   readonly nodeId: string;
   /** Ids of the other members: each gets a replication-log queue. */
   readonly peers: readonly string[];
+  /** Schedules the group commit (`defer`) and the log's removal timer; default the system clock. */
+  readonly clock?: Clock;
+  /**
+   * For the simulator only: every commit on this thread without fsync (LMDB noSync), so no real
+   * I/O or worker thread reaches simulated time. A simulated crash loses the in-memory state,
+   * not the page cache, which is what a process crash (not a power cut) does.
+   */
+  readonly simulated?: boolean;
 }
 
 /**
@@ -137,6 +146,8 @@ export class Repository {
   private readonly unflushedChanges: { readonly changes: RecordChange[]; flushed: boolean }[] = [];
   /** Same-version, different-record pairs seen (see VersionCollision). */
   versionCollisions = 0;
+  /** Set by abandon: no transaction runs any more. */
+  private abandoned = false;
   private collisionListener: ((c: VersionCollision) => void) | undefined;
 
   private constructor(
@@ -152,8 +163,10 @@ export class Repository {
     private readonly lock: DataDirLock | undefined,
     readonly dataDir: string,
     peers: readonly string[],
+    private readonly clock: Clock = systemClock,
+    private readonly simulated = false,
   ) {
-    this.hints = new HintLog(hintsDb, peers);
+    this.hints = new HintLog(hintsDb, peers, clock, simulated);
     // Counted once here, then kept current by every store and purge: Status asks often, and a
     // scan per Status was O(records).
     for (const { value } of records.getRange({})) {
@@ -170,14 +183,14 @@ export class Repository {
     mkdirSync(options.dataDir, { recursive: true });
     const lock = DataDirLock.acquire(options.dataDir);
     try {
-      const env = open({ path: join(options.dataDir, environmentFileName), maxDbs: 8 });
+      const env = open({ path: join(options.dataDir, environmentFileName), maxDbs: 8, ...(options.simulated === true ? { noSync: true } : {}) });
       const meta = env.openDB<Buffer, string>({ name: 'meta', encoding: 'binary' });
       const records = env.openDB<Buffer, Buffer>({ name: 'records', encoding: 'binary', keyEncoding: 'binary' });
       const hints = env.openDB<Buffer, Buffer>({ name: 'hints', encoding: 'binary', keyEncoding: 'binary' });
       const hashIndex = env.openDB<Buffer, Buffer>({ name: 'hashindex', encoding: 'binary', keyEncoding: 'binary' });
       Repository.claimIdentity(meta, options);
       Repository.checkHashIndex(records, hashIndex);
-      return new Repository(env, records, meta, hints, hashIndex, lock, options.dataDir, options.peers);
+      return new Repository(env, records, meta, hints, hashIndex, lock, options.dataDir, options.peers, options.clock, options.simulated);
     } catch (err) {
       lock.release();
       throw err;
@@ -486,10 +499,18 @@ export class Repository {
   }
 
   private scheduleTransaction(): void {
+    if (this.abandoned) {
+      for (const job of this.writeJobs.splice(0)) job.reject(new Error('the node crashed before this write committed'));
+      return;
+    }
     if (this.transactionRunning || this.transactionScheduled || this.writeJobs.length === 0) return;
     this.transactionScheduled = true;
-    setImmediate(() => {
+    this.clock.defer(() => {
       this.transactionScheduled = false;
+      if (this.abandoned) {
+        this.scheduleTransaction();
+        return;
+      }
       void this.runTransaction();
     });
   }
@@ -540,7 +561,7 @@ export class Repository {
       // Both paths fdatasync once per commit (checked with strace).
       let records = 0;
       for (const job of jobs) records += job.records;
-      if (records <= syncCommitRecordsMax) this.env.transactionSync(body);
+      if (records <= syncCommitRecordsMax || this.simulated) this.env.transactionSync(body);
       else await this.env.transaction(body);
     } catch (err) {
       this.hints.requeueRemovals(drained);
@@ -557,7 +578,8 @@ export class Repository {
     this.transactionRunning = false;
     this.scheduleTransaction();
     try {
-      await this.env.flushed;
+      // Simulated: committed without fsync, nothing to wait for (and no real I/O may be awaited).
+      if (!this.simulated) await this.env.flushed;
     } catch (err) {
       const reported = this.describeWriteFailure(err);
       for (const job of jobs) job.reject(reported);
@@ -630,6 +652,24 @@ export class Repository {
     let bytes = 0;
     for (const name of readdirSync(targetDir)) bytes += statSync(join(targetDir, name)).size;
     return { bytes };
+  }
+
+  /**
+   * A simulated crash: what is committed stays (LMDB), everything in memory is lost. Queued
+   * writes fail and never commit, delivered log entries not yet deleted stay in the log (they are
+   * sent again, as after a real crash), and the environment is closed.
+   */
+  async abandon(): Promise<void> {
+    this.abandoned = true;
+    this.hints.abandonRemovals();
+    const jobs = this.writeJobs;
+    this.writeJobs = [];
+    for (const job of jobs) job.reject(new Error('the node crashed before this write committed'));
+    try {
+      await this.env.close();
+    } finally {
+      this.lock?.release();
+    }
   }
 
   async close(): Promise<void> {

@@ -1,3 +1,5 @@
+import { systemClock } from '../../src/platform/clock.js';
+import { grpcPeerConnector } from '../../src/platform/peer-transport.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PeerLink } from '../../src/replication/peer-link.js';
 import type { ReplicateRequest, ReplicateResponse, ReplicateStreamRequest, ReplicateStreamResponse } from '../../gen/kvstore/internal/v1/peer.js';
@@ -45,8 +47,8 @@ describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, mem
       },
     });
     proxy = await new TcpProxy(single.node.peerListen).start();
-    link = new PeerLink('n1', proxy.address, messageBytesMax);
-    peerStream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, callMs);
+    link = new PeerLink('n1', proxy.address, messageBytesMax, grpcPeerConnector()('n1', proxy.address, messageBytesMax), systemClock);
+    peerStream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, callMs, systemClock);
   });
 
   afterAll(async () => {
@@ -123,7 +125,7 @@ describe('Replicate answers bounded in bytes (one real node)', () => {
       peerListen: '127.0.0.1:0',
       cluster: { members: [{ id: 'n1', peer: '127.0.0.1:0' }, { id: 'n2', peer: `127.0.0.1:${await unusedPort()}` }] },
     });
-    const link = new PeerLink('n1', single.node.peerListen, 16 * 1024 * 1024);
+    const link = new PeerLink('n1', single.node.peerListen, 16 * 1024 * 1024, grpcPeerConnector()('n1', single.node.peerListen, 16 * 1024 * 1024), systemClock);
     try {
       const big = (fill: number) => nextRecord(String.fromCharCode(fill).repeat(1024 * 1024 - 256));
       const keys = Array.from({ length: 6 }, (_, i) => Buffer.from(`big-${i}`));

@@ -1,0 +1,224 @@
+import type { Logger } from 'pino';
+import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
+import { DigestForest } from '../cluster/digest-tree.js';
+import { HybridLogicalClock } from '../cluster/hlc.js';
+import { Ring } from '../cluster/ring.js';
+import type { NodeConfig } from '../config/schema.js';
+import type { Clock } from '../platform/clock.js';
+import type { BackgroundService } from '../platform/periodic.js';
+import type { PeerConnector } from '../platform/peer-transport.js';
+import { pRetryForever, type RetryForever } from '../platform/retry.js';
+import { AntiEntropy } from '../replication/anti-entropy.js';
+import { Coordinator } from '../replication/coordinator.js';
+import { DeliveryLoop } from '../replication/delivery-loop.js';
+import { HintLimits } from '../replication/hint-limits.js';
+import { PeerLink } from '../replication/peer-link.js';
+import { PeerProber } from '../replication/peer-prober.js';
+import { TombstoneCollector } from '../replication/tombstone-gc.js';
+import { DataDirMismatchError, Repository } from '../storage/repository.js';
+import { createPeerService } from './peer-service.js';
+
+/** Room for the key and protobuf framing on top of the largest value a client may send. */
+export const requestOverheadBytes = 64 * 1024;
+
+/** Most a start waits for peers to tell their clock; a peer that is down is not waited for. */
+const clockSeedWaitMsMax = 2_000;
+
+/** What composeNodeCore needs besides the config: the seams. */
+export interface NodeCoreSeams {
+  readonly logger: Logger;
+  /** Time and timers: SystemClock in a node, a simulated clock in the simulator. */
+  readonly clock: Clock;
+  /** Opens the transport to each peer: gRPC in a node, in memory in the simulator. */
+  readonly connect: PeerConnector;
+  /** How delivery retries: p-retry by default. */
+  readonly retry?: RetryForever;
+  /** Storage for the simulator (no fsync, commits on this thread); see RepositoryOptions.simulated. */
+  readonly simulatedStorage?: boolean;
+  /** Start even on a data dir restored from a backup older than the grace. */
+  readonly allowStaleStart?: boolean;
+  /** peerTls: a caller's identity comes from its certificate (peer-service.ts). */
+  readonly identityFromCertificate?: boolean;
+  /** Answers the peer Backup RPC; default: refused (the simulator takes no backups). */
+  readonly backup?: () => Promise<BackupResponse>;
+  /** Aborted when the node stops: the peer service's streams end. */
+  readonly closing: AbortSignal;
+}
+
+/**
+ * The replication core of one node, without any server: storage, clock, ring, peer links,
+ * delivery loops, coordinator, anti-entropy, tombstone GC, prober, log limits, and the replica
+ * side (the peer service implementation, which a gRPC server or the simulated network serves).
+ * Built by composeNodeCore, the one place that wires them: the real node (node.ts) and the
+ * simulator (src/sim/) both use it, so the simulator runs exactly what a node runs.
+ */
+export interface NodeCore {
+  readonly selfId: string;
+  readonly members: readonly { readonly id: string; readonly peer: string }[];
+  readonly repo: Repository;
+  readonly hlc: HybridLogicalClock;
+  readonly ring: Ring;
+  readonly forest: DigestForest;
+  readonly links: readonly PeerLink[];
+  readonly loops: readonly DeliveryLoop[];
+  readonly coordinator: Coordinator;
+  readonly antiEntropy: AntiEntropy;
+  readonly tombstones: TombstoneCollector;
+  readonly prober: PeerProber;
+  readonly hintLimits: HintLimits;
+  /** The replica side: what this node answers its peers. */
+  readonly peerService: PeerServiceImplementation;
+  /** The largest peer message (request) this node sends or accepts. */
+  readonly peerMessageBytes: number;
+  /**
+   * Observes every reachable peer's clock reading (Ping) before this node issues any version: a
+   * node on an empty, wiped or restored data dir does not know the versions it issued before, so
+   * its clock starts above every peer's and never issues one of them again.
+   */
+  seedClockFromPeers(): Promise<void>;
+  /** Starts every background service (log limits enforced once first). */
+  start(): void;
+  /** Stops the coordinator and every background service, closes the links and the repository. */
+  stop(): Promise<void>;
+  /** Drops everything without a clean stop (a simulated crash): timers stop, nothing is flushed. */
+  abandon(): Promise<void>;
+}
+
+/** Builds a node's replication core from its config and the seams (see NodeCore). */
+export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams): Promise<NodeCore> {
+  const { logger, clock: time } = seams;
+  const selfId = config.nodeId;
+  const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
+  const peers = members.filter((m) => m.id !== selfId);
+  const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id), clock: time, simulated: seams.simulatedStorage === true });
+  try {
+    const wallClock = () => time.wallMs();
+    const hlc = new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs);
+    // Versions observed from peers raise the persisted high-water mark too.
+    repo.persistClockWith(() => hlc.reading());
+    repo.onVersionCollision(({ key, stored, received }) =>
+      logger.error({ key: key.toString('base64'), stored: stored.toString('hex'), received: received.toString('hex') }, 'two different records with the same version (must never happen): the byte-wise larger one is kept'),
+    );
+    const restoredAt = repo.restoredFromBackupAtMs();
+    if (restoredAt !== undefined) {
+      const ageMs = wallClock() - restoredAt;
+      if (ageMs > config.tombstones.graceSeconds * 1000 && seams.allowStaleStart !== true) {
+        throw new DataDirMismatchError(
+          `${config.dataDir} was restored from a backup taken ${Math.round(ageMs / 1000)} s ago, longer ago than tombstones.graceSeconds (${config.tombstones.graceSeconds} s): ` +
+            `it may hold values whose deletes the cluster has purged since. Move ${config.dataDir} aside (the backup is kept) and start the node on an empty one (anti-entropy refills it), ` +
+            'or pass --allow-stale-start if no node purged anything since (e.g. the whole cluster was down)',
+        );
+      }
+      await repo.clearRestoredMark();
+    }
+    const ring = new Ring(members, config.cluster.vnodesPerMember);
+    const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
+    const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes, seams.connect(p.id, p.peer, peerMessageBytes), time));
+    const linkById = new Map(links.map((l) => [l.id, l]));
+    // Log entries never outlive the tombstone grace: an older one may carry a write whose
+    // delete was purged (tombstone-gc.ts). The loops check it too, before the limits first run.
+    const graceAge = config.tombstones.graceSeconds;
+    const entryAgeSeconds = config.hints.maxAgeSeconds === 0 ? graceAge : Math.min(config.hints.maxAgeSeconds, graceAge);
+    const retry = seams.retry ?? pRetryForever;
+    const loops = links.map(
+      (link) => new DeliveryLoop(link, repo.hints, { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs, entryAgeMsMax: entryAgeSeconds * 1000 }, logger, time, retry),
+    );
+    const forest = new DigestForest(ring);
+    repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
+    const replicationFactor = config.cluster.replicationFactor;
+    const peerCallMs = config.timeouts.peerCallMs;
+    const antiEntropy = new AntiEntropy(
+      {
+        selfId,
+        replicationFactor,
+        intervalSeconds: config.antiEntropy.intervalSeconds,
+        maxRecordsPerSecond: config.antiEntropy.maxRecordsPerSecond,
+        peerCallMs,
+        batchMaxBytes: config.replication.batchMaxBytes,
+      },
+      ring,
+      forest,
+      repo,
+      hlc,
+      linkById,
+      logger,
+      time,
+    );
+    const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, assertServing: () => {} }, ring, repo, hlc, linkById, new Map(loops.map((l) => [l.peerId, l])), logger, time);
+    const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, peerCallMs, logger, time);
+    const hintLimits = new HintLimits(repo.hints, { maxAgeSeconds: entryAgeSeconds, maxBytesPerPeer: config.hints.maxBytesPerPeer }, logger, time);
+    const tombstones = new TombstoneCollector({ selfId, replicationFactor, graceSeconds: config.tombstones.graceSeconds, peerCallMs }, ring, repo, links, logger, time);
+    const peerService = createPeerService({
+      selfId,
+      repo,
+      clock: hlc,
+      members: new Set(members.map((m) => m.id)),
+      identityFromCertificate: seams.identityFromCertificate === true,
+      forest,
+      assertServing: () => {},
+      ring,
+      replicationFactor,
+      maxKeyBytes: config.limits.maxKeyBytes,
+      graceSeconds: config.tombstones.graceSeconds,
+      wallClock,
+      backup: seams.backup ?? (() => Promise.reject(new Error('backups are not taken here'))),
+      closing: seams.closing,
+    });
+    const services: BackgroundService[] = [...loops, prober, antiEntropy, hintLimits, tombstones];
+    const stopServices = async () => {
+      await prober.stop();
+      await hintLimits.stop();
+      await tombstones.stop();
+      await antiEntropy.stop();
+      await Promise.all(loops.map((l) => l.stop()));
+    };
+    return {
+      selfId,
+      members,
+      repo,
+      hlc,
+      ring,
+      forest,
+      links,
+      loops,
+      coordinator,
+      antiEntropy,
+      tombstones,
+      prober,
+      hintLimits,
+      peerService,
+      peerMessageBytes,
+      async seedClockFromPeers() {
+        if (links.length === 0) return;
+        const timeoutMs = Math.min(peerCallMs, clockSeedWaitMsMax);
+        const answers = await Promise.allSettled(links.map((l) => l.client.ping({ fromNodeId: selfId }, { signal: time.timeoutSignal(timeoutMs) })));
+        let seeded = 0;
+        for (const a of answers) {
+          if (a.status !== 'fulfilled' || a.value.clockWallMs === 0n) continue;
+          if (hlc.observe({ wallMs: Number(a.value.clockWallMs), counter: a.value.clockCounter, nodeId: a.value.nodeId })) seeded++;
+        }
+        if (seeded === 0) logger.warn("no peer answered at start: the clock starts from this node's own high-water mark only");
+      },
+      start() {
+        // The limits run once before any entry can be sent: nothing past them goes out at start-up.
+        hintLimits.enforce();
+        for (const service of services) service.start();
+      },
+      async stop() {
+        coordinator.close();
+        await stopServices();
+        for (const link of links) link.close();
+        await repo.close();
+      },
+      async abandon() {
+        coordinator.close();
+        for (const link of links) link.close();
+        await stopServices();
+        await repo.abandon();
+      },
+    };
+  } catch (err) {
+    await repo.close();
+    throw err;
+  }
+}
