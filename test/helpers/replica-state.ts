@@ -2,14 +2,9 @@ import { decodeRecord } from '../../src/storage/record-codec.js';
 import { Repository } from '../../src/storage/repository.js';
 import { compareVersions, formatVersion, type Version } from '../../src/cluster/version.js';
 
-export interface ReplicaRecord {
-  readonly tombstone: boolean;
-  readonly value: string;
-  readonly version: Version;
-}
+import type { ReplicaContents, ReplicaRecord } from '../../src/sim/replica-contents.js';
 
-/** Key (as a string) -> record. */
-export type ReplicaContents = Map<string, ReplicaRecord>;
+export type { ReplicaContents, ReplicaRecord } from '../../src/sim/replica-contents.js';
 
 /**
  * Every record a node stores (tombstones and versions included), read straight from its LMDB
