@@ -1,0 +1,411 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { deriveSeed, Rng } from '../bench/rng.js';
+import { DigestForest } from '../cluster/digest-tree.js';
+import { murmur3x86_32 } from '../cluster/hash.js';
+import { ringHashSeed } from '../cluster/ring.js';
+import { resolveConfig } from '../config/load-config.js';
+import { RequestDeadline } from '../replication/deadline.js';
+import { InvalidRequestError } from '../replication/errors.js';
+import { composeNodeCore, type NodeCore } from '../server/node-core.js';
+import { decodeRecord } from '../storage/record-codec.js';
+import { recordHeader } from '../storage/repository.js';
+import { checkHistory, checkReplicasIdentical, type Anomaly, type Violation } from './checker.js';
+import type { Op } from './history.js';
+import type { ReplicaContents } from './replica-contents.js';
+import { SimClock, SimScheduler } from './scheduler.js';
+import { calmNetwork, type SimEndpoint, SimNetwork } from './sim-network.js';
+import { simRetry } from './sim-retry.js';
+
+/** What one simulated run does; everything random in it is drawn from `seed`. */
+export interface SimulationOptions {
+  readonly seed: number;
+  readonly nodes?: number;
+  /** Simulated milliseconds of client load and faults (then heal, converge, check). */
+  readonly durationMs?: number;
+  readonly clients?: number;
+  readonly keysPerClient?: number;
+  /** Apply only the first N fault steps of the schedule (to find the shortest failing prefix). */
+  readonly faultSteps?: number;
+  /** No faults at all: a control run. */
+  readonly noFaults?: boolean;
+  readonly graceSeconds?: number;
+}
+
+export interface SimulationResult {
+  readonly seed: number;
+  /** The history, one JSON line per operation (the determinism check compares it byte for byte). */
+  readonly history: string;
+  /** The fault schedule as applied, one line per step. */
+  readonly trace: readonly string[];
+  readonly faultStepsAvailable: number;
+  readonly violations: readonly Violation[];
+  readonly anomalies: readonly Anomaly[];
+  readonly simulatedMs: number;
+  readonly events: number;
+  readonly opsAcked: number;
+  readonly ops: number;
+}
+
+const durationMsDefault = 20_000;
+/** Simulated time after the load for delivery, repair and GC to finish before the check. */
+const convergeMs = 30_000;
+const requestMs = 2_000;
+/** A client gives up on a call this long after its deadline (its coordinator crashed): indeterminate. */
+const clientGiveUpMs = requestMs + 1_000;
+
+interface SimNode {
+  readonly id: string;
+  readonly dataDir: string;
+  clock: SimClock;
+  endpoint: SimEndpoint;
+  core: NodeCore | undefined;
+  /** Down (crashed and not yet restarted) or starting. */
+  up: boolean;
+  incarnation: number;
+  closing: AbortController;
+}
+
+/**
+ * One deterministic run of the real replication core (coordinator, delivery loops, replica
+ * apply, anti-entropy, tombstone GC, prober, on real LMDB) of `nodes` nodes in this process, on
+ * simulated time and a simulated network, under a seeded client workload and fault schedule;
+ * then heal, converge and check the history (src/sim/checker.ts, the same checker as the
+ * fault-injection test) and that every hash tree equals a rebuild from storage.
+ */
+export async function runSimulation(options: SimulationOptions): Promise<SimulationResult> {
+  const seed = options.seed;
+  const nodeCount = options.nodes ?? 3;
+  const durationMs = options.durationMs ?? durationMsDefault;
+  const clientCount = options.clients ?? 4;
+  const keysPerClient = options.keysPerClient ?? 3;
+  const graceSeconds = options.graceSeconds ?? 10;
+  const scheduler = new SimScheduler();
+  const networkRng = new Rng(deriveSeed(seed, 1));
+  const faultRng = new Rng(deriveSeed(seed, 2));
+  const retryRng = new Rng(deriveSeed(seed, 3));
+  const network = new SimNetwork(scheduler, networkRng);
+  const logger = pino({ level: 'silent' });
+  const dir = mkdtempSync(join(tmpdir(), `kvstore-sim-${seed}-`));
+  const ids = Array.from({ length: nodeCount }, (_, i) => `n${i + 1}`);
+  const members = ids.map((id, i) => ({ id, peer: `${id}.sim:${7000 + i}` }));
+  const nodes = new Map<string, SimNode>();
+  const violations: Violation[] = [];
+  // Rejections nobody handled, from code under simulation: bugs (the process policy counts them in a node).
+  const unhandled: string[] = [];
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(String((reason as Error)?.stack ?? reason).split('\n').slice(0, 3).join(' | '));
+  };
+  process.on('unhandledRejection', onUnhandled);
+
+  const configOf = (id: string) =>
+    resolveConfig({
+      nodeId: id,
+      dataDir: join(dir, id),
+      logLevel: 'silent',
+      cluster: { members, replicationFactor: Math.min(3, nodeCount) },
+      timeouts: { requestMs, peerCallMs: 1_000 },
+      replication: { retryMinMs: 50, retryMaxMs: 1_000, probeIntervalMs: 500 },
+      antiEntropy: { intervalSeconds: 5, maxRecordsPerSecond: 20_000 },
+      tombstones: { graceSeconds },
+    });
+
+  const startNode = async (node: SimNode): Promise<void> => {
+    node.incarnation++;
+    const clock = new SimClock(scheduler);
+    clock.skewMs = node.clock.skewMs;
+    node.clock = clock;
+    node.closing = new AbortController();
+    const endpoint: SimEndpoint = { incarnation: node.incarnation, clock, service: undefined };
+    node.endpoint = endpoint;
+    network.register(node.id, endpoint);
+    const core = await composeNodeCore(configOf(node.id), {
+      logger,
+      clock,
+      connect: network.connector(node.id, endpoint),
+      retry: simRetry(clock, retryRng),
+      simulatedStorage: true,
+      closing: node.closing.signal,
+    });
+    node.core = core;
+    endpoint.service = core.peerService;
+    // As a real start: the clock is seeded from the peers before the node coordinates anything.
+    await scheduler.settleOn(core.seedClockFromPeers(), 5_000);
+    core.start();
+    node.up = true;
+  };
+  const crashNode = async (node: SimNode): Promise<void> => {
+    node.up = false;
+    node.clock.kill();
+    node.endpoint.service = undefined;
+    const core = node.core;
+    node.core = undefined;
+    node.closing.abort();
+    if (core !== undefined) await core.abandon();
+  };
+
+  try {
+    for (const id of ids) {
+      const node: SimNode = { id, dataDir: join(dir, id), clock: new SimClock(scheduler), endpoint: { incarnation: 0, clock: new SimClock(scheduler), service: undefined }, core: undefined, up: false, incarnation: 0, closing: new AbortController() };
+      nodes.set(id, node);
+    }
+    for (const node of nodes.values()) await startNode(node);
+
+    // The workload: each client owns its keys and runs its operations one after the other.
+    const ops: Op[] = [];
+    const t0 = scheduler.now;
+    let loadRunning = true;
+    const clientLoops: Promise<void>[] = [];
+    for (let c = 0; c < clientCount; c++) {
+      const rng = new Rng(deriveSeed(seed, 100 + c));
+      const keys = Array.from({ length: keysPerClient }, (_, k) => `c${c}k${k}`);
+      let written = 0;
+      clientLoops.push(
+        (async () => {
+          while (loadRunning) {
+            const key = keys[rng.nextInt(keys.length)]!;
+            const draw = rng.nextDouble();
+            const kind = draw < 0.5 ? 'put' : draw < 0.7 ? 'delete' : 'get';
+            const candidates = [...nodes.values()].filter((n) => n.up && !n.clock.isPaused && n.core !== undefined);
+            if (candidates.length === 0) {
+              await simSleep(scheduler, 100);
+              continue;
+            }
+            const coordinator = candidates[rng.nextInt(candidates.length)]!;
+            const value = kind === 'put' ? `c${c}-${++written}` : undefined;
+            const op: Op = { id: ops.length, client: c, workload: 'put-delete', kind, key, ...(value === undefined ? {} : { value }), coordinator: coordinator.id, startMs: scheduler.now - t0, endMs: Number.NaN, outcome: 'pending' };
+            ops.push(op);
+            const core = coordinator.core!;
+            const deadline = new RequestDeadline(new AbortController().signal, requestMs, coordinator.clock);
+            const call =
+              kind === 'get'
+                ? core.coordinator.read(Buffer.from(key), 'quorum', deadline)
+                : core.coordinator.write(Buffer.from(key), Buffer.from(value ?? ''), kind === 'delete', 'quorum', deadline);
+            const result = await withGiveUp(scheduler, call, clientGiveUpMs);
+            deadline.disarm();
+            op.endMs = scheduler.now - t0;
+            if (result.ok) {
+              op.outcome = 'ok';
+              const r = result.value;
+              op.observed = kind === 'delete' ? (r.found ? { live: true } : null) : r.found ? (r.value ?? Buffer.alloc(0)).toString('utf8') : null;
+            } else {
+              op.outcome = result.error instanceof InvalidRequestError ? 'failed' : 'indeterminate';
+              op.error = String((result.error as Error)?.message ?? result.error).slice(0, 200);
+            }
+            await simSleep(scheduler, 5 + rng.nextInt(45));
+          }
+        })(),
+      );
+    }
+
+    // The fault schedule: drawn in full first (so a prefix of it is the same steps), applied as time comes.
+    const schedule = drawFaultSchedule(faultRng, ids, durationMs, options.noFaults === true);
+    const applied = options.faultSteps === undefined ? schedule : schedule.slice(0, options.faultSteps);
+    const trace: string[] = [];
+    for (const step of applied) {
+      scheduler.at(t0 + step.atMs, () => {
+        trace.push(`${step.atMs} ms: ${step.description}`);
+        void applyFault(step);
+      });
+    }
+    const applyFault = async (step: FaultStep): Promise<void> => {
+      const node = step.node === undefined ? undefined : nodes.get(step.node);
+      switch (step.kind) {
+        case 'cut':
+          network.cut(step.from!, step.to!);
+          break;
+        case 'heal':
+          network.healAll();
+          break;
+        case 'crash':
+          if (node !== undefined && node.up) {
+            await crashNode(node);
+            scheduler.at(scheduler.now + step.forMs!, () => void startNode(node));
+          }
+          break;
+        case 'pause':
+          if (node !== undefined && node.up && !node.clock.isPaused) {
+            node.clock.pause();
+            const paused = node.clock;
+            scheduler.at(scheduler.now + step.forMs!, () => paused.resume());
+          }
+          break;
+        case 'skew':
+          if (node !== undefined) node.clock.skewMs = step.skewMs!;
+          break;
+        case 'network':
+          network.conditions = { ...calmNetwork, ...step.conditions };
+          break;
+      }
+    };
+
+    await scheduler.runUntil(t0 + durationMs);
+    loadRunning = false;
+    await scheduler.runWhile(Promise.all(clientLoops), scheduler.now + clientGiveUpMs * 2);
+
+    // Heal: every link, calm network, every node up and running; then converge.
+    network.healAll();
+    network.conditions = { ...calmNetwork };
+    for (const node of nodes.values()) if (node.clock.isPaused) node.clock.resume();
+    await scheduler.runUntil(scheduler.now + 5_000);
+    for (const node of nodes.values()) if (!node.up && node.core === undefined) await startNode(node);
+    await scheduler.runUntil(scheduler.now + convergeMs);
+    for (const node of nodes.values()) await scheduler.runWhile(node.core!.antiEntropy.repairAll(), scheduler.now + 60_000);
+    await scheduler.runUntil(scheduler.now + 2_000);
+
+    // Check: the history against the replicas' final contents, replicas identical, trees rebuilt.
+    const keys = new Set(ops.map((o) => o.key));
+    const replicas = new Map<string, ReplicaContents>();
+    for (const node of nodes.values()) {
+      const contents: ReplicaContents = new Map();
+      for (const key of keys) {
+        const stored = node.core!.repo.getRecord(Buffer.from(key));
+        if (stored === undefined) continue;
+        const r = decodeRecord(stored);
+        contents.set(key, { tombstone: r.tombstone, value: Buffer.from(r.value).toString('utf8'), version: r.version });
+      }
+      replicas.set(node.id, contents);
+      violations.push(...checkTreesMatchStorage(node, keys));
+    }
+    const byKey = new Map<string, Op[]>();
+    for (const op of ops) (byKey.get(op.key) ?? byKey.set(op.key, []).get(op.key)!).push(op);
+    const checked = checkHistory(byKey, replicas);
+    violations.push(...checked.violations, ...checkReplicasIdentical(byKey, replicas));
+    for (const node of nodes.values()) {
+      const backlog = node.core!.links.map((l) => node.core!.repo.hints.stats(l.id).entries).reduce((a, b) => a + b, 0);
+      if (backlog > 0) violations.push({ kind: 'not-converged', message: `${node.id} still has ${backlog} replication-log entries after heal`, details: [] });
+    }
+    for (const u of unhandled) violations.push({ kind: 'node-error', message: `unhandled rejection: ${u}`, details: [] });
+    const simulatedMs = scheduler.now;
+    for (const node of nodes.values()) await scheduler.runWhile(node.core!.stop(), scheduler.now + 30_000);
+    return {
+      seed,
+      history: ops.map((o) => JSON.stringify(o)).join('\n'),
+      trace,
+      faultStepsAvailable: schedule.length,
+      violations,
+      anomalies: checked.anomalies,
+      simulatedMs,
+      events: scheduler.eventsRun,
+      ops: ops.length,
+      opsAcked: ops.filter((o) => o.outcome === 'ok').length,
+    };
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+    for (const node of nodes.values()) {
+      if (node.core !== undefined) {
+        node.clock.kill();
+        await node.core.abandon().catch(() => {});
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Every node's hash trees equal a rebuild from what its storage holds (anti-entropy's premise). */
+function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Violation[] {
+  const core = node.core!;
+  const rebuilt = new DigestForest(core.ring);
+  for (const key of keys) {
+    const k = Buffer.from(key);
+    const stored = core.repo.getRecord(k);
+    if (stored !== undefined) rebuilt.apply(murmur3x86_32(k, ringHashSeed), k, undefined, recordHeader(stored));
+  }
+  const out: Violation[] = [];
+  for (let r = 0; r < rebuilt.rangeCount; r++) {
+    if (!rebuilt.root(r).equals(core.forest.root(r))) {
+      out.push({ kind: 'replicas-differ', message: `${node.id}: hash tree of range ${r} differs from a rebuild from its storage`, details: [] });
+      break;
+    }
+  }
+  return out;
+}
+
+type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network';
+interface FaultStep {
+  readonly atMs: number;
+  readonly kind: FaultKind;
+  readonly description: string;
+  readonly node?: string;
+  readonly from?: string;
+  readonly to?: string;
+  readonly forMs?: number;
+  readonly skewMs?: number;
+  readonly conditions?: Partial<typeof calmNetwork>;
+}
+
+/** The seeded fault schedule: a step every 0.5-3 s of simulated time. */
+function drawFaultSchedule(rng: Rng, ids: readonly string[], durationMs: number, none: boolean): FaultStep[] {
+  if (none) return [];
+  const steps: FaultStep[] = [];
+  const pick = () => ids[rng.nextInt(ids.length)]!;
+  for (let at = 500 + rng.nextInt(1000); at < durationMs; at += 500 + rng.nextInt(2500)) {
+    const draw = rng.nextInt(100);
+    if (draw < 25) {
+      // A cut: one way, both ways between two nodes, or a node isolated.
+      const a = pick();
+      const b = ids.filter((id) => id !== a)[rng.nextInt(ids.length - 1)]!;
+      const shape = rng.nextInt(3);
+      if (shape === 0) steps.push({ atMs: at, kind: 'cut', from: a, to: b, description: `cut ${a} -> ${b} (one way)` });
+      else if (shape === 1) {
+        steps.push({ atMs: at, kind: 'cut', from: a, to: b, description: `cut ${a} -> ${b}` });
+        steps.push({ atMs: at, kind: 'cut', from: b, to: a, description: `cut ${b} -> ${a}` });
+      } else {
+        for (const other of ids) {
+          if (other === a) continue;
+          steps.push({ atMs: at, kind: 'cut', from: a, to: other, description: `isolate ${a}: cut ${a} -> ${other}` });
+          steps.push({ atMs: at, kind: 'cut', from: other, to: a, description: `isolate ${a}: cut ${other} -> ${a}` });
+        }
+      }
+    } else if (draw < 40) steps.push({ atMs: at, kind: 'heal', description: 'heal every link' });
+    else if (draw < 55) {
+      const node = pick();
+      const forMs = 300 + rng.nextInt(3000);
+      steps.push({ atMs: at, kind: 'crash', node, forMs, description: `crash ${node} (SIGKILL), restart after ${forMs} ms` });
+    } else if (draw < 70) {
+      const node = pick();
+      const forMs = 300 + rng.nextInt(4000);
+      steps.push({ atMs: at, kind: 'pause', node, forMs, description: `pause ${node} for ${forMs} ms` });
+    } else if (draw < 85) {
+      const node = pick();
+      const skewMs = (rng.nextInt(2) === 0 ? -1 : 1) * rng.nextInt(40_000);
+      steps.push({ atMs: at, kind: 'skew', node, skewMs, description: `${node}'s wall clock jumps to ${skewMs} ms off true time` });
+    } else {
+      const conditions = { dropRate: rng.nextInt(20) / 100, duplicateRate: rng.nextInt(10) / 100, latencyMaxMs: 4 + rng.nextInt(40), spikeRate: rng.nextInt(5) / 100, spikeMs: 200 + rng.nextInt(2000) };
+      steps.push({ atMs: at, kind: 'network', conditions, description: `network: drop ${conditions.dropRate}, duplicate ${conditions.duplicateRate}, latency up to ${conditions.latencyMaxMs} ms, spikes ${conditions.spikeRate} x ${conditions.spikeMs} ms` });
+    }
+  }
+  return steps;
+}
+
+function simSleep(scheduler: SimScheduler, ms: number): Promise<void> {
+  return new Promise((resolve) => scheduler.at(scheduler.now + ms, resolve));
+}
+
+/** `call`'s outcome, or a give-up after `ms` of simulated time (its coordinator crashed or froze). */
+function withGiveUp<T>(scheduler: SimScheduler, call: Promise<T>, ms: number): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+  return new Promise((resolve) => {
+    let done = false;
+    const timer = scheduler.at(scheduler.now + ms, () => {
+      if (done) return;
+      done = true;
+      resolve({ ok: false, error: new Error(`no answer within ${ms} ms (coordinator crashed or paused)`) });
+    });
+    call.then(
+      (value) => {
+        if (done) return;
+        done = true;
+        timer.cancel();
+        resolve({ ok: true, value });
+      },
+      (error: unknown) => {
+        if (done) return;
+        done = true;
+        timer.cancel();
+        resolve({ ok: false, error });
+      },
+    );
+  });
+}
