@@ -206,7 +206,7 @@ export class DeliveryLoop {
   /**
    * The request for `batch`, rebuilt for every attempt: entries the log's limits dropped
    * meanwhile must not be sent late (an entry older than the tombstone grace could carry a value
-   * whose delete was purged). Dropped entries are always the oldest, so what is left is a suffix.
+   * whose delete was purged). Entries are dropped only from the head of the log, so what is left is a suffix.
    */
   private buildRequest(batch: readonly HintEntry[]) {
     let first = 0;
@@ -215,7 +215,12 @@ export class DeliveryLoop {
     while (first < batch.length) {
       const entry = batch[first]!;
       if (this.log.isGone(this.link.id, entry.seq)) first++;
-      else if (entry.enqueuedAtMs < oldestSendableMs) {
+      // Only the oldest entries of the log may be dropped (HintLog.remove's contract): in a batch
+      // pipelined behind one still in flight, an entry that expired meanwhile (a clock jump, the
+      // grace passing) is sent; the receiver refuses it if it is too old for an absent key
+      // (peer-service.ts). Dropping it here left the log's count one too high for ever: the
+      // batch ahead was then removed behind it (found by the simulator, seed 59).
+      else if (entry.enqueuedAtMs < oldestSendableMs && (this.log.isGone(this.link.id, entry.seq - 1) || expired.at(-1)?.seq === entry.seq - 1)) {
         expired.push(entry);
         first++;
       } else break;

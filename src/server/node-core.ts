@@ -213,7 +213,8 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       async abandon() {
         coordinator.close();
         for (const link of links) link.close();
-        await stopServices();
+        // Not waited for: a crashed process's rounds in progress never finish (its timers are gone).
+        void stopServices().catch(() => {});
         await repo.abandon();
       },
     };

@@ -147,6 +147,9 @@ function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/** True wall time at simulated time 0: 2026-01-01T00:00:00Z (a fixed instant, so runs replay). */
+export const simulatedEpochMs = Date.UTC(2026, 0, 1);
+
 /**
  * One simulated node's clock. Monotonic time is the scheduler's; wall time adds the node's skew,
  * which faults change (a skewed or jumping clock). While the node is paused its timers wait and
@@ -162,7 +165,7 @@ export class SimClock implements Clock {
   constructor(private readonly scheduler: SimScheduler) {}
 
   wallMs(): number {
-    return Math.round(this.scheduler.now + this.skewMs);
+    return Math.round(simulatedEpochMs + this.scheduler.now + this.skewMs);
   }
 
   monotonicMs(): number {

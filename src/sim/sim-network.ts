@@ -162,7 +162,14 @@ export class SimNetwork {
               .then(
                 (response) => {
                   if (target.service !== service) return;
-                  const answerBytes = codecs.response.encode(response).finish();
+                  let answerBytes: Uint8Array;
+                  try {
+                    answerBytes = codecs.response.encode(response).finish();
+                  } catch (error) {
+                    // As gRPC does: an answer that does not serialize fails the call with INTERNAL.
+                    this.carry(to, from, answer(() => reject(new ClientError(path, Status.INTERNAL, `answer failed to serialize: ${(error as Error).message}`))));
+                    return;
+                  }
                   this.carry(to, from, answer(() => resolve(codecs.response.decode(answerBytes))));
                 },
                 (error: unknown) => {

@@ -241,6 +241,18 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       }
     };
 
+    if (process.env.KVSTORE_SIM_DEBUG === '1') {
+      const tick = () => {
+        const n1 = nodes.get('n1')!.core;
+        if (n1 !== undefined) {
+          const q = (n1.repo.hints as unknown as { queues: Map<string, { entries: number; goneThroughSeq: number; nextSeq: number; writtenThroughSeq: number; phantoms: Set<number> }> }).queues.get('n3')!;
+          const inLog = n1.repo.hints.read('n3', 0, 100000, Number.MAX_SAFE_INTEGER).length;
+          console.log(`DEBUG ${scheduler.now.toFixed(0)} entries=${q.entries} readable=${inLog} gone=${q.goneThroughSeq} next=${q.nextSeq} written=${q.writtenThroughSeq} phantoms=${[...q.phantoms]}`);
+        }
+        scheduler.at(scheduler.now + 250, tick);
+      };
+      scheduler.at(scheduler.now, tick);
+    }
     await scheduler.runUntil(t0 + durationMs);
     loadRunning = false;
     await scheduler.runWhile(Promise.all(clientLoops), scheduler.now + clientGiveUpMs * 2);
@@ -274,8 +286,15 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     const checked = checkHistory(byKey, replicas);
     violations.push(...checked.violations, ...checkReplicasIdentical(byKey, replicas));
     for (const node of nodes.values()) {
-      const backlog = node.core!.links.map((l) => node.core!.repo.hints.stats(l.id).entries).reduce((a, b) => a + b, 0);
-      if (backlog > 0) violations.push({ kind: 'not-converged', message: `${node.id} still has ${backlog} replication-log entries after heal`, details: [] });
+      const core = node.core!;
+      const backlog = core.links.map((l) => core.repo.hints.stats(l.id).entries).reduce((a, b) => a + b, 0);
+      if (backlog > 0) {
+        const details = core.links.map((l) => {
+          const st = core.repo.hints.stats(l.id);
+          return `to ${l.id}: ${st.entries} entries, oldest enqueued ${st.oldestEnqueuedAtMs === undefined ? '-' : node.clock.wallMs() - st.oldestEnqueuedAtMs} ms ago; link reachable=${l.reachable}, last error ${l.lastError ?? '-'}; ${JSON.stringify((core.repo.hints as unknown as { queues: Map<string, object> }).queues.get(l.id), (k, v) => (k === 'tail' || k === 'prefix' ? undefined : v instanceof Set ? [...v] : v))}`;
+        });
+        violations.push({ kind: 'not-converged', message: `${node.id} still has ${backlog} replication-log entries after heal`, details });
+      }
     }
     for (const u of unhandled) violations.push({ kind: 'node-error', message: `unhandled rejection: ${u}`, details: [] });
     const simulatedMs = scheduler.now;
