@@ -241,18 +241,6 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       }
     };
 
-    if (process.env.KVSTORE_SIM_DEBUG === '1') {
-      const tick = () => {
-        const n1 = nodes.get('n1')!.core;
-        if (n1 !== undefined) {
-          const q = (n1.repo.hints as unknown as { queues: Map<string, { entries: number; goneThroughSeq: number; nextSeq: number; writtenThroughSeq: number; phantoms: Set<number> }> }).queues.get('n3')!;
-          const inLog = n1.repo.hints.read('n3', 0, 100000, Number.MAX_SAFE_INTEGER).length;
-          console.log(`DEBUG ${scheduler.now.toFixed(0)} entries=${q.entries} readable=${inLog} gone=${q.goneThroughSeq} next=${q.nextSeq} written=${q.writtenThroughSeq} phantoms=${[...q.phantoms]}`);
-        }
-        scheduler.at(scheduler.now + 250, tick);
-      };
-      scheduler.at(scheduler.now, tick);
-    }
     await scheduler.runUntil(t0 + durationMs);
     loadRunning = false;
     await scheduler.runWhile(Promise.all(clientLoops), scheduler.now + clientGiveUpMs * 2);
@@ -291,7 +279,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       if (backlog > 0) {
         const details = core.links.map((l) => {
           const st = core.repo.hints.stats(l.id);
-          return `to ${l.id}: ${st.entries} entries, oldest enqueued ${st.oldestEnqueuedAtMs === undefined ? '-' : node.clock.wallMs() - st.oldestEnqueuedAtMs} ms ago; link reachable=${l.reachable}, last error ${l.lastError ?? '-'}; ${JSON.stringify((core.repo.hints as unknown as { queues: Map<string, object> }).queues.get(l.id), (k, v) => (k === 'tail' || k === 'prefix' ? undefined : v instanceof Set ? [...v] : v))}`;
+          return `to ${l.id}: ${st.entries} entries, oldest enqueued ${st.oldestEnqueuedAtMs === undefined ? '-' : node.clock.wallMs() - st.oldestEnqueuedAtMs} ms ago; link reachable=${l.reachable}, last error ${l.lastError ?? '-'}`;
         });
         violations.push({ kind: 'not-converged', message: `${node.id} still has ${backlog} replication-log entries after heal`, details });
       }
