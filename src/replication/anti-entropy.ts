@@ -16,7 +16,8 @@ import type { RangeVerification } from '../../gen/kvstore/v1/kvstore.js';
 import { DigestForest, formatDigest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import type { Ring } from '../cluster/ring.js';
-import { compareEncodedVersions, decodeRecordHeader } from '../storage/record-codec.js';
+import { decodeRecordHeader, recordHeader } from '../storage/record-codec.js';
+import { compareRecords } from '../storage/merge-rule.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
 import { countWithinBytes, keyMessageBytes, payloadBytesMax, recordMessageBytes } from './message-bytes.js';
 import type { PeerLink } from './peer-link.js';
@@ -214,7 +215,7 @@ export class AntiEntropy {
           for (const t of bucketResponse.records) {
             const k = t.key.toString('latin1');
             const o = ours.get(k);
-            const cmp = o === undefined ? 1 : compareEncodedVersions(t.record, o.record);
+            const cmp = o === undefined ? 1 : compareRecords(t.record, recordHeader(o.record));
             if (cmp >= 0) ours.delete(k); // same version, or theirs is newer: nothing to push
             if (cmp > 0) pullKeys.push(t.key);
           }

@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { type ConsistencyLevel, canStillReach, requiredAcks } from '../cluster/quorum.js';
 import type { Ring } from '../cluster/ring.js';
-import { compareEncodedVersions, decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
+import { decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
+import { compareRecords, newerRecord } from '../storage/merge-rule.js';
 import { recordHeader, type Repository, type StoredRecord } from '../storage/repository.js';
 import type { RequestDeadline } from './deadline.js';
 import type { DeliveryLoop, DeliveryOutcome } from './delivery-loop.js';
@@ -207,7 +208,7 @@ export class Coordinator {
       // lost (a broken stream). What it replaced there is unknown, so the replica does not count:
       // counting it could answer an old value older than one it held.
       if (before?.equals(record) === true) return false;
-      const applied = before === undefined || compareEncodedVersions(record, before) > 0;
+      const applied = before === undefined || compareRecords(valueOmitted ? recordHeader(record) : record, before) > 0;
       if (!applied) {
         superseding = newerRecord(superseding, before);
         return false;
@@ -251,7 +252,7 @@ export class Coordinator {
                 reasons.push(
                   o.previous?.equals(record) === true
                     ? `${t.loop.peerId} got the write twice (its first acknowledgement was lost), so the value it replaced is unknown`
-                    : o.previousValueOmitted === true && compareEncodedVersions(record, o.previous!) > 0
+                    : o.previousValueOmitted === true && compareRecords(recordHeader(record), o.previous!) > 0
                       ? `${t.loop.peerId} could not send back the old value (too large for one answer)`
                       : `${t.loop.peerId} holds a newer version`,
                 );
@@ -337,7 +338,7 @@ export class Coordinator {
   /** Read repair: sends the newest record to every replica that answered with an older one. */
   private repairStale(key: Buffer, newest: Buffer, answers: readonly ReplicaAnswer[]): void {
     for (const a of answers) {
-      if (a.record !== undefined && compareEncodedVersions(a.record, newest) >= 0) continue;
+      if (a.record !== undefined && compareRecords(a.record, newest) >= 0) continue;
       this.counters.readRepairs++;
       const batch: StoredRecord[] = [{ key, record: newest }];
       const done =
@@ -431,12 +432,6 @@ class ScanSource {
     this.done = done || records.length === 0;
     if (records.length > 0) this.after = records[records.length - 1]!.key;
   }
-}
-
-function newerRecord(a: Buffer | undefined, b: Buffer | undefined): Buffer | undefined {
-  if (a === undefined) return b;
-  if (b === undefined) return a;
-  return compareEncodedVersions(b, a) > 0 ? b : a;
 }
 
 function toReadResult(record: Buffer | undefined): ReadResult {

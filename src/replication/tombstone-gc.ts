@@ -3,7 +3,7 @@ import { type BackgroundService, PeriodicTask } from '../platform/periodic.js';
 import type { Logger } from 'pino';
 import type { ConfirmTombstonesResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import type { Ring } from '../cluster/ring.js';
-import { decodeRecordHeader } from '../storage/record-codec.js';
+import { recordWallMs } from '../storage/record-codec.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
 import type { PeerLink } from './peer-link.js';
 
@@ -100,7 +100,7 @@ export class TombstoneCollector implements BackgroundService {
         if (replicaOf[i]!.has(link.id) && answer.held[i] !== true) held[i] = false;
       });
     }
-    const purgeable = mine.filter((t, i) => held[i] && (logFloorMs === undefined || decodeRecordHeader(t.record).version.wallMs < logFloorMs));
+    const purgeable = mine.filter((t, i) => held[i] && (logFloorMs === undefined || recordWallMs(t.record) < logFloorMs));
     if (purgeable.length < mine.length) this.lastHoldBack = `${mine.length - purgeable.length} of ${mine.length} candidate tombstones not yet held by every replica, or older than a queued log entry`;
     if (purgeable.length === 0) return 0;
     await this.purgeEverywhere(purgeable);

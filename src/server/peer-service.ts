@@ -10,7 +10,8 @@ import type { HashInterval } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { ringHashSeed } from '../cluster/ring.js';
 import { recordMessageBytes } from '../replication/message-bytes.js';
-import { compareEncodedVersions, decodeRecordHeader, isTombstoneRecord } from '../storage/record-codec.js';
+import { decodeRecordHeader, isTombstoneRecord, recordWallMs } from '../storage/record-codec.js';
+import { compareRecords } from '../storage/merge-rule.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
 import { nodeIdentityUriPrefix, peerIdentityMetadataKey } from './tls-credentials.js';
 
@@ -145,7 +146,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     // purged here already (see tombstone-gc.ts): it is refused, never applied. A key we hold
     // needs no such check: last-writer-wins against the stored record is enough.
     const oldestAcceptedMs = deps.wallClock() - deps.graceSeconds * 1000;
-    const refuse = (_key: Buffer, record: Buffer, stored: Buffer | undefined) => stored === undefined && decodeRecordHeader(record).version.wallMs < oldestAcceptedMs;
+    const refuse = (_key: Buffer, record: Buffer, stored: Buffer | undefined) => stored === undefined && recordWallMs(record) < oldestAcceptedMs;
     const previous = await repo.applyRecords(request.records, request.wantPrevious, request.fromLog ? refuse : undefined);
     // Old values go back while the answer stays within one peer message; past that, headers only.
     let answerBytes = 0;
@@ -156,7 +157,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
         const key = request.records[request.wantPrevious[i]!]!.key;
         const known = request.knownPrevious[i];
         // The sender keeps its own old value when ours is not newer: send nothing back then.
-        if (record === undefined || (known !== undefined && known.length > 0 && compareEncodedVersions(record, known) <= 0)) return { key, record: empty };
+        if (record === undefined || (known !== undefined && known.length > 0 && compareRecords(recordHeader(record), known) <= 0)) return { key, record: empty };
         answerBytes += key.length + record.length;
         if (answerBytes <= peerAnswerBytesMax) return { key, record };
         omitted.push(i);
@@ -172,7 +173,7 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       if (r.key.length === 0) throw new InvalidRequestError(`${what} has an empty key`);
       if (r.key.length > deps.maxKeyBytes) throw new InvalidRequestError(`${what} key is ${r.key.length} bytes; limits.maxKeyBytes is ${deps.maxKeyBytes}: are the members' configs identical?`);
       if (!isRecordHeader(r.record)) throw new InvalidRequestError(`${what} for a ${r.key.length}-byte key is not a kvstore record`);
-      if (newest === undefined || compareEncodedVersions(r.record, newest) > 0) newest = r.record;
+      if (newest === undefined || compareRecords(r.record, newest) > 0) newest = r.record;
     }
     return newest;
   };

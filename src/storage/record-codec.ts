@@ -9,6 +9,9 @@ import type { Version, VersionedRecord } from '../cluster/version.js';
  *   bytes 7..8    version counter, unsigned 16-bit big-endian
  *   byte 9        length n of the writer's node id (1..255)
  *   bytes 10..    node id (ASCII), then the value (rest of the buffer; empty for a tombstone)
+ *
+ * This module is the only one that knows these offsets: everything else reads a record through
+ * the functions below. Which of two records wins is decided by compareRecords (merge-rule.ts).
  */
 
 const codecVersion = 1;
@@ -22,8 +25,13 @@ export class RecordDecodeError extends Error {}
 
 export function encodeRecord(record: VersionedRecord): Buffer {
   const { version, tombstone, value } = record;
-  const idLength = Buffer.byteLength(version.nodeId, 'latin1');
+  const idLength = version.nodeId.length;
   if (idLength === 0 || idLength > nodeIdBytesMax) throw new Error(`node id length ${idLength} out of range`);
+  // ASCII only (config admits no other ids): latin1 would silently keep the low byte of a wider
+  // character, so two different ids could encode alike and decode as neither. With ASCII every
+  // id round-trips and its string order (compareVersions) is its byte order (compareRecords).
+  // An ASCII string is exactly as long in UTF-8 as in UTF-16 code units.
+  if (Buffer.byteLength(version.nodeId, 'utf8') !== idLength) throw new Error(`node id ${JSON.stringify(version.nodeId)} is not ASCII`);
   const out = Buffer.allocUnsafe(recordHeaderBytesFixed + idLength + value.length);
   out[0] = (codecVersion << 4) | (tombstone ? flagTombstone : 0);
   out.writeUIntBE(version.wallMs, 1, 6);
@@ -70,6 +78,25 @@ export function decodeRecord(buf: Uint8Array): VersionedRecord {
   return { ...header, value: asBuffer(buf).subarray(valueStart) };
 }
 
+/** Length of the version header (flags, clock, node id) of an encoded record: where its value starts. */
+export function recordHeaderBytes(buf: Uint8Array): number {
+  return recordHeaderBytesFixed + checkHeader(buf);
+}
+
+/**
+ * The version header (flags, clock, node id) of an encoded record, without the value: a view,
+ * not a copy. A header is itself accepted wherever a record is read for its version.
+ */
+export function recordHeader(buf: Uint8Array): Buffer {
+  return asBuffer(buf).subarray(0, recordHeaderBytes(buf));
+}
+
+/** The version's wall clock (Unix ms) of an encoded record, without decoding the rest. */
+export function recordWallMs(buf: Uint8Array): number {
+  checkHeader(buf);
+  return asBuffer(buf).readUIntBE(1, 6);
+}
+
 /** Whether the encoded record is a tombstone, without decoding it. */
 export function isTombstoneRecord(buf: Uint8Array): boolean {
   checkHeader(buf);
@@ -83,8 +110,10 @@ export function recordValue(buf: Uint8Array): Buffer {
 }
 
 /**
- * Orders two encoded records by version without allocating: wall and counter are big-endian in
- * bytes 1..8, so a byte comparison orders them; the node id breaks ties bytewise.
+ * Orders two encoded records (or headers) by version without allocating: wall and counter are
+ * big-endian in bytes 1..8, so a byte comparison orders them; the node id breaks ties bytewise.
+ * The byte half of the merge rule: call compareRecords (merge-rule.ts), not this, to decide
+ * which record wins.
  */
 export function compareEncodedVersions(a: Uint8Array, b: Uint8Array): number {
   const idA = checkHeader(a);

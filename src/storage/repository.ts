@@ -7,7 +7,8 @@ import { DataDirLock } from './data-dir-lock.js';
 import { HintLog, type ReservedEntries, noRemovals } from './hint-log.js';
 import { scanBounds } from './key-range.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
-import { compareEncodedVersions, isTombstoneRecord, RecordDecodeError, recordHeaderBytesFixed } from './record-codec.js';
+import { isTombstoneRecord, RecordDecodeError, recordHeader, recordWallMs } from './record-codec.js';
+import { compareRecords, isVersionCollision } from './merge-rule.js';
 
 /** File name of the LMDB environment inside dataDir (and inside a backup directory). */
 export const environmentFileName = 'kvstore.mdb';
@@ -70,9 +71,7 @@ export interface StoredRecord {
 export type RecordObserver = (key: Buffer, keyHash: number, oldHeader: Buffer | undefined, newHeader: Buffer | undefined) => void;
 
 /** The version header (flags, clock, node id) of an encoded record, without the value. */
-export function recordHeader(record: Buffer): Buffer {
-  return record.subarray(0, recordHeaderBytesFixed + record[9]!);
-}
+export { recordHeader };
 
 /** Value of every hash-index entry written now: the index lists keys only. */
 const emptyIndexValue = Buffer.alloc(0);
@@ -291,12 +290,12 @@ export class Repository {
    */
   private supersedes(key: Buffer, record: Buffer, stored: Buffer | undefined): boolean {
     if (stored === undefined) return true;
-    const cmp = compareEncodedVersions(record, stored);
-    if (cmp !== 0) return cmp > 0;
-    if (record.equals(stored)) return false;
-    this.versionCollisions++;
-    this.collisionListener?.({ key: Buffer.from(key), stored: Buffer.from(stored), received: Buffer.from(record) });
-    return Buffer.compare(record, stored) > 0;
+    const cmp = compareRecords(record, stored);
+    if (isVersionCollision(cmp)) {
+      this.versionCollisions++;
+      this.collisionListener?.({ key: Buffer.from(key), stored: Buffer.from(stored), received: Buffer.from(record) });
+    }
+    return cmp > 0;
   }
 
   /** Called for every version collision seen (see supersedes). */
@@ -368,7 +367,7 @@ export class Repository {
     for (const { key, value } of this.records.getRange({ start: cursor === undefined ? undefined : keyAfterCursor(cursor), limit: scanMax })) {
       scanned++;
       last = key;
-      if (isTombstoneRecord(value) && value.readUIntBE(1, 6) < cutoffMs) victims.push(key);
+      if (isTombstoneRecord(value) && recordWallMs(value) < cutoffMs) victims.push(key);
     }
     let purged = 0;
     if (victims.length > 0) {
@@ -389,7 +388,7 @@ export class Repository {
     for (const { key, value } of this.records.getRange({ start: cursor === undefined ? undefined : keyAfterCursor(cursor), limit: scanMax })) {
       scanned++;
       last = key;
-      if (isTombstoneRecord(value) && value.readUIntBE(1, 6) < cutoffMs) tombstones.push({ key, record: Buffer.from(recordHeader(value)) });
+      if (isTombstoneRecord(value) && recordWallMs(value) < cutoffMs) tombstones.push({ key, record: Buffer.from(recordHeader(value)) });
     }
     return { tombstones, next: scanned < scanMax ? undefined : last };
   }
@@ -407,7 +406,7 @@ export class Repository {
         const stored = this.records.get(key);
         // Re-checked inside the transaction: a newer write may have replaced the tombstone.
         if (stored === undefined || !isTombstoneRecord(stored)) continue;
-        if (header !== undefined ? !recordHeader(stored).equals(header) : stored.readUIntBE(1, 6) >= cutoffMs) continue;
+        if (header !== undefined ? !recordHeader(stored).equals(header) : recordWallMs(stored) >= cutoffMs) continue;
         const keyHash = murmur3x86_32(key, keyHashSeed);
         this.records.removeSync(key);
         this.hashIndex.removeSync(hashIndexKey(key, keyHash));

@@ -8,8 +8,11 @@ import {
   decodeRecordHeader,
   encodeRecord,
   isTombstoneRecord,
+  recordHeader,
+  recordHeaderBytes,
   recordHeaderBytesFixed,
   recordValue,
+  recordWallMs,
 } from '../../src/storage/record-codec.js';
 
 const version = (wallMs: number, counter: number, nodeId: string): Version => ({ wallMs, counter, nodeId });
@@ -65,6 +68,22 @@ describe('record codec', () => {
     expect(Buffer.from(decoded.value).toString()).toBe('abc');
   });
 
+  it('reads the header, its length and the wall clock without decoding', () => {
+    const encoded = encodeRecord({ version: version(versionWallMsMax, 7, 'node-1'), tombstone: false, value: Buffer.from('abc') });
+    expect(recordHeaderBytes(encoded)).toBe(recordHeaderBytesFixed + 'node-1'.length);
+    expect(recordHeader(encoded).equals(encoded.subarray(0, encoded.length - 3))).toBe(true);
+    expect(recordWallMs(encoded)).toBe(versionWallMsMax);
+    // A header reads like its record.
+    expect(recordWallMs(recordHeader(encoded))).toBe(versionWallMsMax);
+    expect(decodeRecordHeader(recordHeader(encoded)).version).toEqual(version(versionWallMsMax, 7, 'node-1'));
+  });
+
+  it('refuses to encode a node id that is not ASCII', () => {
+    for (const nodeId of ['n\u00e9', '\u0161', 'node-\u{1f600}', '\ud800']) {
+      expect(() => encodeRecord({ version: version(1, 0, nodeId), tombstone: false, value: new Uint8Array(0) })).toThrow(/not ASCII/);
+    }
+  });
+
   it('refuses to encode an empty or over-long node id', () => {
     expect(() => encodeRecord({ version: version(1, 0, ''), tombstone: false, value: new Uint8Array(0) })).toThrow();
     expect(() => encodeRecord({ version: version(1, 0, 'x'.repeat(256)), tombstone: false, value: new Uint8Array(0) })).toThrow();
@@ -106,6 +125,9 @@ describe('record codec', () => {
       expect(() => decodeRecordHeader(buf)).toThrow(RecordDecodeError);
       expect(() => isTombstoneRecord(buf)).toThrow(RecordDecodeError);
       expect(() => recordValue(buf)).toThrow(RecordDecodeError);
+      expect(() => recordHeader(buf)).toThrow(RecordDecodeError);
+      expect(() => recordHeaderBytes(buf)).toThrow(RecordDecodeError);
+      expect(() => recordWallMs(buf)).toThrow(RecordDecodeError);
       expect(() => compareEncodedVersions(buf, good)).toThrow(RecordDecodeError);
       expect(() => compareEncodedVersions(good, buf)).toThrow(RecordDecodeError);
     }

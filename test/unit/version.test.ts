@@ -48,6 +48,17 @@ describe('mergeRecords', () => {
     expect(mergeRecords(newer, older)).toBe(newer);
   });
 
+  it('breaks a version collision like storage does, whichever comes first: tombstone, then value bytes', () => {
+    const value = rec(v(1, 0, 'a'));
+    const tombstone = rec(v(1, 0, 'a'), true);
+    expect(mergeRecords(value, tombstone)).toBe(tombstone);
+    expect(mergeRecords(tombstone, value)).toBe(tombstone);
+    const small = { version: v(1, 0, 'a'), tombstone: false, value: Uint8Array.from([1]) };
+    const large = { version: v(1, 0, 'a'), tombstone: false, value: Uint8Array.from([1, 0]) };
+    expect(mergeRecords(small, large)).toBe(large);
+    expect(mergeRecords(large, small)).toBe(large);
+  });
+
   it('treats undefined as absent', () => {
     const r = rec(v(1, 0, 'a'));
     expect(mergeRecords(undefined, r)).toBe(r);
