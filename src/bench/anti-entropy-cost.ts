@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { open } from 'lmdb';
 import { KvClient } from '../client/index.js';
-import { LocalCluster } from '../cli/local-cluster.js';
+import { LocalCluster } from '../launcher/local-cluster.js';
 import { waitUntilHealthy } from './bench-cluster.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { environmentFileName } from '../storage/repository.js';

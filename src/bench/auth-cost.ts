@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { Authenticator } from '../server/auth/authenticator.js';
 import { checkKeyPermission } from '../server/auth/authorizer.js';
 import { newToken, tokenDigest } from '../server/auth/users-file.js';
-import { isEntryPoint } from '../cli/entry-point.js';
+import { isEntryPoint } from '../common/entry-point.js';
 
 const userCounts = [1, 100, 1000] as const;
 const authenticateCalls = 200_000;

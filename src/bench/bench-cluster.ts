@@ -1,26 +1,22 @@
 /**
  * A throwaway local cluster for `kvctl bench --local-cluster N` and the suite: N node processes
- * (src/cli/local-cluster.ts) on free ports in a temp dir, stopped and removed afterwards.
+ * (src/launcher/local-cluster.ts) on free ports in a temp dir, stopped and removed afterwards.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LocalCluster } from '../cli/local-cluster.js';
-import { writeDevCertificates } from '../cli/certs.js';
+import { writeDevCertificates } from '../launcher/dev-certificates.js';
+import { LocalCluster, localClusterMembers, peerPortOffset } from '../launcher/local-cluster.js';
 import { benchTlsChannelOptions } from './driver.js';
 import { KvClient } from '../client/index.js';
 import { newToken, tokenDigest } from '../server/auth/users-file.js';
 
-/** LocalCluster's layout: public ports basePort+i, peer ports basePort+peerPortOffset+i. */
-export const peerPortOffset = 100;
 /** Base ports are drawn from [basePortMin, basePortMax) (below Linux's ephemeral range 32768+). */
 const basePortMin = 20_000;
 const basePortMax = 32_000;
 /** Attempts to find a base port whose 2N ports are all free (and to start on it). */
 const startAttemptsMax = 5;
-/** A node gets SIGTERM and this long to exit before SIGKILL. */
-const stopGraceMs = 15_000;
 const host = '127.0.0.1';
 /** How long a fresh cluster may take until every node reaches every peer (probes run every second). */
 const healthyTimeoutMs = 30_000;
@@ -88,40 +84,10 @@ async function findBasePort(size: number): Promise<number> {
 
 /**
  * The `extra` config of LocalCluster.generate. It spreads over each node's config, so a `cluster`
- * key replaces generate's own: with a replication factor we rebuild its member list
- * (ids n1..nN, peers on basePort+100+i, as generate writes them).
+ * key replaces generate's own: with a replication factor it carries the same member list.
  */
-export function localClusterExtra(size: number, basePort: number, replicationFactor: number | undefined): Record<string, unknown> {
-  // LocalCluster detects a started node by its "listening" line, which pino prints at info.
-  const extra: Record<string, unknown> = { logLevel: 'info' };
-  if (replicationFactor !== undefined) {
-    const members = Array.from({ length: size }, (_, i) => ({ id: `n${i + 1}`, peer: `${host}:${basePort + peerPortOffset + i}` }));
-    extra['cluster'] = { members, replicationFactor };
-  }
-  return extra;
-}
-
-async function stopNodes(cluster: LocalCluster): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const stopped = await Promise.race([
-    cluster.stop().then(() => true),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), stopGraceMs);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (stopped) return;
-  // Only our own children, by their handles.
-  await Promise.all(
-    cluster.nodes.map(
-      (node) =>
-        new Promise<void>((resolve) => {
-          if (node.child.exitCode !== null || node.child.signalCode !== null) return resolve();
-          node.child.once('exit', () => resolve());
-          node.child.kill('SIGKILL');
-        }),
-    ),
-  );
+function localClusterExtra(size: number, basePort: number, replicationFactor: number | undefined): Record<string, unknown> {
+  return replicationFactor === undefined ? {} : { cluster: { members: localClusterMembers(size, basePort), replicationFactor } };
 }
 
 /**
@@ -162,20 +128,20 @@ export async function startBenchCluster(size: number, replicationFactor?: number
       const tlsSetup = tls ? benchTls(dir, size) : undefined;
       const cluster = await LocalCluster.generate(size, dir, basePort, { ...localClusterExtra(size, basePort, replicationFactor), ...authSetup?.config }, undefined, tlsSetup?.perNode);
       if (!(await waitUntilHealthy(cluster.endpoints, false, healthyTimeoutMs, authSetup?.token, tlsSetup?.ca))) {
-        await stopNodes(cluster);
+        await cluster.stop();
         throw new Error(`the local cluster's nodes did not all see each other within ${healthyTimeoutMs} ms`);
       }
       let stopping: Promise<void> | undefined;
       return {
         endpoints: cluster.endpoints,
-        pids: cluster.nodes.map((node) => node.child.pid ?? 0).filter((pid) => pid > 0),
+        pids: cluster.nodes.map((node) => node.pid ?? 0).filter((pid) => pid > 0),
         nodeIds: cluster.nodes.map((node) => node.id),
         dir,
         replicationFactor: replicationFactor ?? Math.min(3, size),
         token: authSetup?.token,
         tlsCa: tlsSetup?.ca,
         stop() {
-          stopping ??= stopNodes(cluster).finally(() => rmSync(dir, { recursive: true, force: true }));
+          stopping ??= cluster.stop().finally(() => rmSync(dir, { recursive: true, force: true }));
           return stopping;
         },
       };
@@ -183,7 +149,7 @@ export async function startBenchCluster(size: number, replicationFactor?: number
       lastError = error;
       rmSync(dir, { recursive: true, force: true });
       // A taken port shows as a node that exited before listening: try another block.
-      if (!/EADDRINUSE|address already in use|exited with code/i.test(error instanceof Error ? error.message : String(error))) break;
+      if (!/EADDRINUSE|address already in use|before listening/i.test(error instanceof Error ? error.message : String(error))) break;
     }
   }
   throw lastError instanceof Error ? lastError : new Error(String(lastError));

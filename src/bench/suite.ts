@@ -4,7 +4,7 @@
  * throwaway local one by default, or --endpoints), each written as JSON and HTML into
  * bench-results/<timestamp>/, then a summary table (also saved as summary.txt / summary.json).
  */
-import { isEntryPoint } from '../cli/entry-point.js';
+import { isEntryPoint } from '../common/entry-point.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';

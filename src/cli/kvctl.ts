@@ -5,7 +5,7 @@
  * `runKvctl(argv, io)` is the whole program and answers the exit code; it runs on its own only
  * when this file is the process's entry point, so tests import it and call it in-process.
  */
-import { isEntryPoint } from './entry-point.js';
+import { isEntryPoint } from '../common/entry-point.js';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { KvClient, KvError, Status, consistencyLevels, parseEndpoints, type ConsistencyLevel, type KvTlsOptions } from '../client/index.js';

@@ -6,7 +6,7 @@ import { DataDirLockedError } from '../storage/data-dir-lock.js';
 import { DataDirMismatchError } from '../storage/repository.js';
 import { KvNode } from '../server/node.js';
 import { installProcessPolicy } from '../common/process-policy.js';
-import { isEntryPoint } from './entry-point.js';
+import { isEntryPoint } from '../common/entry-point.js';
 import { runRestore } from './restore.js';
 import { runCerts } from './certs.js';
 import { runAuth } from './auth-token.js';

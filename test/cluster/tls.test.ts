@@ -5,7 +5,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { ChannelCredentials, createChannel, createClient, type Channel } from 'nice-grpc';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PeerServiceDefinition, type PeerServiceClient } from '../../gen/kvstore/internal/v1/peer.js';
-import { createCa, issueCertificate, type CertificateAuthority, type IssuedCertificate } from '../../src/cli/certs.js';
+import { createCa, issueCertificate, type CertificateAuthority, type IssuedCertificate } from '../../src/launcher/dev-certificates.js';
 import { runKvctl } from '../../src/cli/kvctl.js';
 import { KvClient, Status, type KvTlsOptions } from '../../src/client/index.js';
 import { versionWallMsMax } from '../../src/cluster/version.js';

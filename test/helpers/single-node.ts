@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { expect } from 'vitest';
 import { KVStoreDefinition, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
 import { KvClient, KvError, Status, type KvClientOptions } from '../../src/client/index.js';
+import { kvstoreBin } from '../../src/launcher/node-launcher.js';
 import { makeTempDir, NodeProcess, removeTempDir } from './node-process.js';
 
 /**
@@ -12,7 +12,6 @@ import { makeTempDir, NodeProcess, removeTempDir } from './node-process.js';
  * runner for one-shot `kvstore` CLI invocations, and a seeded RNG for the fault tests.
  */
 
-const kvstoreBin = resolve('dist/src/cli/kvstore.js');
 /** Longest a one-shot CLI invocation (bad config, restore, refused start) may run. */
 export const cliDeadlineMsDefault = 20_000;
 

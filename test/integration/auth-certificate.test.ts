@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { ChannelCredentials, createChannel, createClient, Metadata } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KVStoreDefinition } from '../../gen/kvstore/v1/kvstore.js';
-import { createCa, issueCertificate, type IssuedCertificate } from '../../src/cli/certs.js';
+import { createCa, issueCertificate, type IssuedCertificate } from '../../src/launcher/dev-certificates.js';
 import { KvClient, Status, type KvTlsOptions } from '../../src/client/index.js';
 import { clientCertificateCnMetadataKey } from '../../src/server/auth/client-certificate.js';
 import { newToken, tokenDigest } from '../../src/server/auth/users-file.js';

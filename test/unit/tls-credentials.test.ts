@@ -2,7 +2,7 @@ import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCa, issueCertificate, type CertificateAuthority, type IssuedCertificate } from '../../src/cli/certs.js';
+import { createCa, issueCertificate, type CertificateAuthority, type IssuedCertificate } from '../../src/launcher/dev-certificates.js';
 import { certificateNodeId, certificateNodeIds, checkNodeIdentity, ownPeerCertificateCheck, ReloadingTls, TlsConfigError } from '../../src/server/tls-credentials.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
 

@@ -1,14 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { stringify } from 'yaml';
+import { createNodeConfig, NodeChild } from '../../../src/launcher/node-launcher.js';
 
-const kvstoreBin = resolve('dist/src/cli/kvstore.js');
 /** How long a node may take to print its listening line (a restart after SIGKILL included). */
 const startDeadlineMs = 20_000;
-/** How long a graceful stop may take before the launcher kills the process. */
-const stopDeadlineMs = 15_000;
 /** Output lines kept per stream for failure reports (older ones are dropped). */
 const outputLinesMax = 400;
 
@@ -40,9 +33,9 @@ export interface ErrorLog {
 const errorLevel = 50;
 
 /**
- * A kvstore node process for the nemesis: the same launch as test/helpers/node-process.ts
- * (`node dist/src/cli/kvstore.js --config <yaml>`, port 0, the bound addresses read from the
- * listening log line), plus what the nemesis needs on top:
+ * A kvstore node process for the nemesis: started through the launcher
+ * (src/launcher/node-launcher.ts, like test/helpers/node-process.ts), plus what the nemesis needs
+ * on top:
  *
  * - extra environment per start (the test hooks, e.g. KVSTORE_TEST_CLOCK_OFFSET_MS), so a node can
  *   be restarted with a skewed clock and later without;
@@ -52,14 +45,11 @@ const errorLevel = 50;
  *   an unexpected error answered as INTERNAL, two records with one version, ...).
  */
 export class NemesisNode {
-  private child: ChildProcess | undefined;
-  private exitPromise: Promise<void> = Promise.resolve();
+  private child: NodeChild | undefined;
   /** Set just before the harness signals the process to end (SIGKILL, SIGTERM). */
   private exitRequested = false;
   private stderrLines: string[] = [];
   private stdoutLines: string[] = [];
-  /** Whether the process is stopped by SIGSTOP right now. */
-  paused = false;
   listen = '';
   peerListen = '';
   /** The environment overrides of the current (or last) start. */
@@ -85,11 +75,8 @@ export class NemesisNode {
     onUnexpectedExit: (exit: UnexpectedExit) => void,
     onErrorLog: (log: ErrorLog) => void,
   ): NemesisNode {
-    const dataDir = join(dir, id);
-    const full = { nodeId: id, listen: '127.0.0.1:0', dataDir, logLevel: 'info', ...config };
-    const path = join(dir, `${id}.yaml`);
-    writeFileSync(path, stringify(full));
-    return new NemesisNode(id, path, dataDir, clock, onUnexpectedExit, onErrorLog);
+    const written = createNodeConfig(dir, id, config);
+    return new NemesisNode(id, written.path, written.config.dataDir as string, clock, onUnexpectedExit, onErrorLog);
   }
 
   get pid(): number | undefined {
@@ -97,7 +84,12 @@ export class NemesisNode {
   }
 
   get running(): boolean {
-    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+    return this.child?.running ?? false;
+  }
+
+  /** Whether the process is stopped by SIGSTOP right now. */
+  get paused(): boolean {
+    return this.child?.paused ?? false;
   }
 
   /** Starts the process with `env` over this process's environment; resolves once it listens. */
@@ -105,118 +97,84 @@ export class NemesisNode {
     if (this.running) throw new Error(`${this.id} is already running`);
     this.env = env;
     this.exitRequested = false;
-    this.paused = false;
     this.starts++;
-    const child = spawn(process.execPath, [kvstoreBin, '--config', this.configPath], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env },
-    });
-    this.child = child;
-    let listening = false;
-    this.exitPromise = new Promise((done) => {
-      child.on('exit', (code, signal) => {
-        if (!this.exitRequested) {
-          this.onUnexpectedExit({
-            node: this.id,
-            pid: child.pid,
-            code,
-            signal,
-            atMs: this.clock(),
-            phase: listening ? 'running' : 'starting',
-            stderrTail: this.stderrLines.slice(-30),
-            stdoutTail: this.stdoutLines.slice(-30),
-          });
-        }
-        done();
-      });
-    });
     const keep = (lines: string[], line: string) => {
       lines.push(line);
       if (lines.length > outputLinesMax) lines.splice(0, lines.length - outputLinesMax / 2);
     };
-    createInterface({ input: child.stderr! }).on('line', (line) => keep(this.stderrLines, `[${this.id} pid ${child.pid}] ${line}`));
-    const lines = createInterface({ input: child.stdout! });
-    await new Promise<void>((resolveStart, reject) => {
-      const timer = setTimeout(() => {
-        // A start that hangs is a failure of that start: the process is ended (counted as asked for).
-        this.exitRequested = true;
-        child.kill('SIGKILL');
-        reject(new Error(`${this.id} did not start within ${startDeadlineMs} ms\n${this.output()}`));
-      }, startDeadlineMs);
-      lines.on('line', (line) => {
-        keep(this.stdoutLines, `[${this.id} pid ${child.pid}] ${line}`);
-        if (line.includes('"level":5') || line.includes('"level":6')) {
-          try {
-            const entry = JSON.parse(line) as { level?: number; msg?: string };
-            if (typeof entry.level === 'number' && entry.level >= errorLevel) {
-              this.onErrorLog({ node: this.id, pid: child.pid, atMs: this.clock(), level: entry.level, msg: String(entry.msg ?? ''), line });
-            }
-          } catch {
-            // not a log line
-          }
-        }
-        if (listening) return;
-        try {
-          const entry = JSON.parse(line) as { listen?: string; peerListen?: string; msg?: string };
-          if (entry.listen !== undefined && entry.msg?.includes('listening')) {
-            this.listen = entry.listen;
-            this.peerListen = entry.peerListen ?? '';
-            listening = true;
-            clearTimeout(timer);
-            resolveStart();
-          }
-        } catch {
-          // not a log line
-        }
-      });
-      child.on('exit', (code, signal) => {
-        clearTimeout(timer);
-        if (!listening) reject(new Error(`${this.id} exited (code ${code}, signal ${signal}) before listening\n${this.output()}`));
+    const child: NodeChild = NodeChild.spawn(this.configPath, {
+      id: this.id,
+      env,
+      startDeadlineMs,
+      onLine: (line, stream) => {
+        const tagged = `[${this.id} pid ${child.pid}] ${line}`;
+        if (stream === 'stderr') return keep(this.stderrLines, tagged);
+        keep(this.stdoutLines, tagged);
+        if (line.includes('"level":5') || line.includes('"level":6')) this.reportErrorLog(child, line);
+      },
+    });
+    this.child = child;
+    void child.exit.then(({ code, signal }) => {
+      if (this.exitRequested) return;
+      this.onUnexpectedExit({
+        node: this.id,
+        pid: child.pid,
+        code,
+        signal,
+        atMs: this.clock(),
+        phase: child.addresses === undefined ? 'starting' : 'running',
+        stderrTail: this.stderrLines.slice(-30),
+        stdoutTail: this.stdoutLines.slice(-30),
       });
     });
+    try {
+      const addresses = await child.ready;
+      this.listen = addresses.listen;
+      this.peerListen = addresses.peerListen;
+    } catch (err) {
+      // A start that hangs is a failure of that start: the launcher kills it (counted as asked for).
+      if (child.running) this.exitRequested = true;
+      throw err;
+    }
+  }
+
+  private reportErrorLog(child: NodeChild, line: string): void {
+    try {
+      const entry = JSON.parse(line) as { level?: number; msg?: string };
+      if (typeof entry.level === 'number' && entry.level >= errorLevel) {
+        this.onErrorLog({ node: this.id, pid: child.pid, atMs: this.clock(), level: entry.level, msg: String(entry.msg ?? ''), line });
+      }
+    } catch {
+      // not a log line
+    }
   }
 
   /** Crash: SIGKILL (a paused process dies too). Resolves once it exited. */
   async kill(): Promise<void> {
     if (!this.running) return;
     this.exitRequested = true;
-    this.child!.kill('SIGKILL');
-    this.paused = false;
-    await this.exitPromise;
+    await this.child!.kill();
   }
 
   /** Graceful stop (SIGCONT if paused, then SIGTERM); resolves with the exit code (killed after a deadline). */
   async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null; forced: boolean }> {
     const child = this.child;
-    if (child === undefined || !this.running) return { code: child?.exitCode ?? null, signal: child?.signalCode ?? null, forced: false };
-    this.exitRequested = true;
-    if (this.paused) this.resume();
-    child.kill('SIGTERM');
-    let forced = false;
-    const timer = setTimeout(() => {
-      forced = true;
-      child.kill('SIGKILL');
-    }, stopDeadlineMs);
-    await this.exitPromise;
-    clearTimeout(timer);
-    return { code: child.exitCode, signal: child.signalCode, forced };
+    if (child === undefined) return { code: null, signal: null, forced: false };
+    if (this.running) this.exitRequested = true;
+    return child.stop();
   }
 
   pause(): void {
-    if (!this.running || this.paused) return;
-    this.child!.kill('SIGSTOP');
-    this.paused = true;
+    this.child?.pause();
   }
 
   resume(): void {
-    if (!this.running || !this.paused) return;
-    this.child!.kill('SIGCONT');
-    this.paused = false;
+    this.child?.resume();
   }
 
   /** Resolves when the current process has exited. */
-  exited(): Promise<void> {
-    return this.exitPromise;
+  async exited(): Promise<void> {
+    await this.child?.exit;
   }
 
   /** The last lines of output, for reports. */
