@@ -10,7 +10,7 @@
  * being the lowest indexes. Unlike YCSB's FNV-hash-then-modulo, the permutation is a bijection:
  * no two ranks collide, so the distribution is exactly zipfian.
  */
-import { Rng } from './rng.js';
+import { Rng } from '../common/rng.js';
 
 export const distributions = ['uniform', 'zipfian'] as const;
 export type Distribution = (typeof distributions)[number];

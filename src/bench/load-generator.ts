@@ -10,7 +10,7 @@ import { createDriver, errorCodeName, errorMessage, type Driver } from './driver
 import { createLatencyHistogram, encodeHistogram, recordLatencyUs, type Histogram } from './histogram.js';
 import { createKeyChooser, keyName, keyWidth, type KeyChooser } from './key-chooser.js';
 import type { RunCommand, WorkerInit, WorkerOpResult, WorkerResult, WorkerToMain } from './messages.js';
-import { Rng } from './rng.js';
+import { Rng } from '../common/rng.js';
 import { OpChooser, opNames, type OpName } from './workload.js';
 
 const microsPerMilli = 1000;

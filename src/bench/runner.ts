@@ -34,7 +34,7 @@ import {
   type EndReason,
   type ServerCpu,
 } from './report.js';
-import { deriveSeed } from './rng.js';
+import { deriveSeed } from '../common/rng.js';
 import { opMixOf } from './workload.js';
 
 /** How often the progress line is redrawn (a terminal) and the workers report their counts. */

@@ -3,7 +3,7 @@
  * distribution by default, and whether the keys are written once before measuring.
  */
 import type { Distribution } from './key-chooser.js';
-import type { Rng } from './rng.js';
+import type { Rng } from '../common/rng.js';
 
 export const opNames = ['get', 'put', 'delete'] as const;
 export type OpName = (typeof opNames)[number];

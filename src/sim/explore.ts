@@ -6,7 +6,7 @@
  * each probe a full deterministic run). Exit 0: every seed passed; 1: a seed failed; 2: usage.
  */
 import { parseArgs } from 'node:util';
-import { isEntryPoint } from '../cli/entry-point.js';
+import { isEntryPoint } from '../common/entry-point.js';
 import { runSimulation, type SimulationOptions, type SimulationResult } from './simulation.js';
 
 const usage = `Usage: npm run sim -- [--seeds <n>] [--from <seed>] [--seed <seed>] [--duration <ms>] [--nodes <n>]

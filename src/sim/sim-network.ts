@@ -1,6 +1,6 @@
 import { type CallContext, ClientError, Metadata, ServerError, Status } from 'nice-grpc';
 import { PeerServiceDefinition, type PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
-import type { Rng } from '../bench/rng.js';
+import type { Rng } from '../common/rng.js';
 import type { PeerConnector, PeerTransport } from '../platform/peer-transport.js';
 import type { SimClock, SimScheduler } from './scheduler.js';
 

@@ -1,4 +1,4 @@
-import type { Rng } from '../bench/rng.js';
+import type { Rng } from '../common/rng.js';
 import { type Clock, sleep } from '../platform/clock.js';
 import type { RetryForever } from '../platform/retry.js';
 

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { deriveSeed, Rng } from '../bench/rng.js';
+import { deriveSeed, Rng } from '../common/rng.js';
 import { DigestForest } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { ringHashSeed } from '../cluster/ring.js';

@@ -10,7 +10,7 @@ import {
   ZipfianKeyChooser,
   ZipfianRanks,
 } from '../../src/bench/key-chooser.js';
-import { deriveSeed, Rng } from '../../src/bench/rng.js';
+import { deriveSeed, Rng } from '../../src/common/rng.js';
 import { OpChooser, opMixOf } from '../../src/bench/workload.js';
 
 function bruteZeta(n: number, theta: number): number {

@@ -1,5 +1,5 @@
 /**
- * A small, fast, seeded pseudo-random generator for the load generator (sfc32, seeded through
+ * A small, fast, seeded pseudo-random generator (load generator, simulator) (sfc32, seeded through
  * splitmix32). Not for cryptography: it only has to be quick, well mixed and reproducible, so
  * that a benchmark's key sequence can be replayed from the seed it prints.
  */
