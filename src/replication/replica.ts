@@ -1,0 +1,251 @@
+import type {
+  BucketRecordsRequest,
+  ConfirmTombstonesRequest,
+  LeafDigestsRequest,
+  PingResponse,
+  PurgeTombstonesRequest,
+  RangeDigestsRequest,
+  ReadReplicaRequest,
+  ReadReplicaResponse,
+  ReplicateRequest,
+  ReplicateResponse,
+  ScanLocalRequest,
+} from '../../gen/kvstore/internal/v1/peer.js';
+import { type DigestForest, type HashInterval, leafBucketsPerRange } from '../cluster/digest-tree.js';
+import { murmur3x86_32 } from '../cluster/hash.js';
+import type { HybridLogicalClock } from '../cluster/hlc.js';
+import { type Ring, ringHashSeed } from '../cluster/ring.js';
+import { compareRecords } from '../storage/merge-rule.js';
+import { decodeRecordHeader, isTombstoneRecord, recordWallMs } from '../storage/record-codec.js';
+import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
+import { InvalidRequestError } from './errors.js';
+import { recordMessageBytes } from './message-bytes.js';
+
+/**
+ * The replica side of the replication protocol: what a node does with what its peers send it
+ * (apply a replicated batch with the last-writer-wins merge, answer reads, scans and digests,
+ * confirm and purge tombstones). Next to the coordinator side (coordinator.ts, delivery-loop.ts)
+ * because the two are one protocol; served over gRPC by src/server/peer-service.ts, which only
+ * checks the caller and frames streams, and in the simulator through the same service.
+ */
+export interface ReplicaDeps {
+  readonly selfId: string;
+  readonly repo: Repository;
+  readonly clock: HybridLogicalClock;
+  /** This node's hash trees (anti-entropy). */
+  readonly forest: DigestForest;
+  /** The ring and factor, to tell which keys this node replicates (tombstone purge). */
+  readonly ring: Ring;
+  readonly replicationFactor: number;
+  /** limits.maxKeyBytes: a peer's record with a longer key is refused like a client's. */
+  readonly maxKeyBytes: number;
+  /** tombstones.graceSeconds: the age past which a record for an absent key is refused. */
+  readonly graceSeconds: number;
+  /** This node's wall clock. */
+  readonly wallClock: () => number;
+}
+
+/** Messages of one ReplicateStream being applied at once (the sender keeps fewer in flight). */
+export const replicateStreamMessagesInFlightMax = 8;
+
+/** Most tombstones one ConfirmTombstones or PurgeTombstones call may carry. */
+export const purgeTombstonesMax = 10_000;
+
+/** Most keys one ReadReplica call may ask for. */
+export const readReplicaKeysMax = 1024;
+
+/**
+ * Most bytes of records in one ReadReplica or BucketRecords answer (a request's max_bytes lowers
+ * it; one record larger than it is still answered alone): gRPC's default receive limit, so even
+ * a client that asks with max_bytes 0 and default channel options can read the answer.
+ */
+export const peerAnswerBytesMax = 4 * 1024 * 1024;
+
+/** The byte bound of an answer to a request asking for `maxBytes` (0: no wish). */
+function answerBytesMax(maxBytes: bigint): number {
+  return maxBytes > 0n && maxBytes < BigInt(peerAnswerBytesMax) ? Number(maxBytes) : peerAnswerBytesMax;
+}
+
+const twoTo32 = 2 ** 32;
+
+/**
+ * Index of the first of a bucket's records (in the repository's order: key hash counted from the
+ * bucket's start, then key bytes) that comes after `afterKey`, a key whose hash lies in the bucket.
+ */
+function indexAfterKey(records: readonly { key: Buffer }[], interval: HashInterval, afterKey: Buffer, bucket: number): number {
+  // The hash index and the ring hash keys alike (murmur3, seed 0): the forest's buckets rely on it.
+  const offsetOf = (key: Buffer) => (murmur3x86_32(key, ringHashSeed) - interval.startExclusive - 1 + twoTo32) % twoTo32;
+  const cursor = offsetOf(afterKey);
+  if (cursor >= (interval.endInclusive - interval.startExclusive + twoTo32) % twoTo32) {
+    throw new InvalidRequestError(`start_after_key (${afterKey.length} bytes) does not hash into bucket ${bucket}, the first asked`);
+  }
+  let lo = 0;
+  let hi = records.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const key = records[mid]!.key;
+    const offset = offsetOf(key);
+    if (offset < cursor || (offset === cursor && key.compare(afterKey) <= 0)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+const empty = Buffer.alloc(0);
+
+/** Whether `bytes` starts with a well-formed record version header. */
+function isRecordHeader(bytes: Uint8Array): boolean {
+  try {
+    decodeRecordHeader(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The replica side of one node (see ReplicaDeps). Every method validates its request before it applies anything. */
+export function createReplica(deps: ReplicaDeps) {
+  const { repo, clock, forest } = deps;
+  const checkRange = (range: number) => {
+    if (!Number.isInteger(range) || range >= forest.rangeCount) throw new InvalidRequestError(`range ${range} out of 0..${forest.rangeCount - 1}: are the members' configs identical?`);
+  };
+  /** Applies one replicated batch (Replicate, or one message of ReplicateStream). */
+  const replicate = async (request: ReplicateRequest): Promise<ReplicateResponse> => {
+    // Comparing validates every record's header; observing the newest keeps our clock ahead
+    // of everything we store (once per batch: it is the only version that matters).
+    const newest = checkRecords(request.records, 'replicated record');
+    if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
+    // Checked before anything is applied, so a bad request stores nothing.
+    const wanted = new Set<number>();
+    for (const index of request.wantPrevious) {
+      if (index >= request.records.length || wanted.has(index)) {
+        throw new InvalidRequestError(`want_previous index ${index} is out of range or repeated (${request.records.length} records)`);
+      }
+      wanted.add(index);
+    }
+    for (const known of request.knownPrevious) {
+      if (known.length > 0 && !isRecordHeader(known)) throw new InvalidRequestError('known_previous holds an entry that is not a record version header');
+    }
+    // A record for a key we do not hold, older than the grace, may be a write whose delete was
+    // purged here already (see tombstone-gc.ts): it is refused, never applied. A key we hold
+    // needs no such check: last-writer-wins against the stored record is enough.
+    const oldestAcceptedMs = deps.wallClock() - deps.graceSeconds * 1000;
+    const refuse = (_key: Buffer, record: Buffer, stored: Buffer | undefined) => stored === undefined && recordWallMs(record) < oldestAcceptedMs;
+    const previous = await repo.applyRecords(request.records, request.wantPrevious, request.fromLog ? refuse : undefined);
+    // Old values go back while the answer stays within one peer message; past that, headers only.
+    let answerBytes = 0;
+    const omitted: number[] = [];
+    return {
+      refused: [...previous.refused],
+      previous: previous.map((record, i) => {
+        const key = request.records[request.wantPrevious[i]!]!.key;
+        const known = request.knownPrevious[i];
+        // The sender keeps its own old value when ours is not newer: send nothing back then.
+        if (record === undefined || (known !== undefined && known.length > 0 && compareRecords(recordHeader(record), known) <= 0)) return { key, record: empty };
+        answerBytes += key.length + record.length;
+        if (answerBytes <= peerAnswerBytesMax) return { key, record };
+        omitted.push(i);
+        return { key, record: Buffer.from(recordHeader(record)) };
+      }),
+      previousValueOmitted: omitted,
+    };
+  };
+  /** Validates peer-sent records like client ones, before anything is applied; answers the newest. */
+  const checkRecords = (records: readonly { key: Buffer; record: Buffer }[], what: string): Buffer | undefined => {
+    let newest: Buffer | undefined;
+    for (const r of records) {
+      if (r.key.length === 0) throw new InvalidRequestError(`${what} has an empty key`);
+      if (r.key.length > deps.maxKeyBytes) throw new InvalidRequestError(`${what} key is ${r.key.length} bytes; limits.maxKeyBytes is ${deps.maxKeyBytes}: are the members' configs identical?`);
+      if (!isRecordHeader(r.record)) throw new InvalidRequestError(`${what} for a ${r.key.length}-byte key is not a kvstore record`);
+      if (newest === undefined || compareRecords(r.record, newest) > 0) newest = r.record;
+    }
+    return newest;
+  };
+  const checkTombstones = (tombstones: readonly { key: Buffer; record: Buffer }[]) => {
+    if (tombstones.length > purgeTombstonesMax) throw new InvalidRequestError(`at most ${purgeTombstonesMax} tombstones per call`);
+    const newest = checkRecords(tombstones, 'tombstone');
+    for (const t of tombstones) if (!isTombstoneRecord(t.record)) throw new InvalidRequestError('a record sent for purging is not a tombstone');
+    return newest;
+  };
+  const replicates = (key: Buffer) => deps.ring.preferenceList(key, deps.replicationFactor).includes(deps.selfId);
+  /** Answers one ReadReplica (or one message of ReadReplicaStream). */
+  const read = (request: ReadReplicaRequest): ReadReplicaResponse => {
+    if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
+    // A prefix of the asked keys, within the byte bound (the first always: the asker pages on).
+    const maxBytes = answerBytesMax(request.maxBytes);
+    const records: { key: Buffer; record: Buffer }[] = [];
+    let bytes = 0;
+    for (const key of request.keys) {
+      const record = repo.getRecord(key) ?? empty;
+      const size = recordMessageBytes(key, record);
+      if (records.length > 0 && bytes + size > maxBytes) break;
+      bytes += size;
+      records.push({ key, record });
+    }
+    return { records };
+  };
+  return {
+    replicate,
+    read,
+    /** The clock reading a peer seeds its own from at start. */
+    ping(): PingResponse {
+      const reading = clock.reading();
+      return { nodeId: deps.selfId, clockWallMs: BigInt(reading.wallMs), clockCounter: reading.counter };
+    },
+    scanLocal(request: ScanLocalRequest) {
+      // Only the header (version, tombstone flag) matters for the listing merge: values stay out.
+      const records = repo.scanHeaders(request.prefix, request.startAfter, request.limit);
+      return { records, done: records.length < Math.min(Math.max(1, request.limit), scanPageRecordsMax) };
+    },
+    async confirmTombstones(request: ConfirmTombstonesRequest) {
+      const newest = checkTombstones(request.tombstones);
+      // Later versions issued here must supersede these tombstones.
+      if (newest !== undefined) clock.observe(decodeRecordHeader(newest).version);
+      const replica = request.tombstones.map((t) => replicates(t.key));
+      await repo.applyRecords(request.tombstones.filter((_, i) => replica[i]));
+      const held = request.tombstones.map((t, i) => replica[i]! && repo.getRecordHeader(t.key)?.equals(t.record) === true);
+      return { held, replica, oldestLogEntryUnixMs: BigInt(repo.hints.oldestEnqueuedAtMs() ?? 0), nowUnixMs: BigInt(deps.wallClock()) };
+    },
+    async purgeTombstones(request: PurgeTombstonesRequest) {
+      checkTombstones(request.tombstones);
+      const purged = await repo.purgeExact(request.tombstones.map((t) => ({ key: t.key, header: t.record })));
+      return { purged };
+    },
+    rangeDigests(request: RangeDigestsRequest) {
+      request.ranges.forEach(checkRange);
+      return { roots: request.ranges.map((r) => forest.root(r)), recordCounts: request.ranges.map((r) => BigInt(forest.recordCount(r))) };
+    },
+    leafDigests(request: LeafDigestsRequest) {
+      checkRange(request.range);
+      return { leaves: forest.leaves(request.range) };
+    },
+    bucketRecords(request: BucketRecordsRequest) {
+      checkRange(request.range);
+      for (const bucket of request.buckets) {
+        if (bucket >= leafBucketsPerRange) throw new InvalidRequestError(`bucket ${bucket} out of 0..${leafBucketsPerRange - 1}`);
+      }
+      // One page within the byte bound (never empty while records are left); `more` says where
+      // the next one starts.
+      const maxBytes = answerBytesMax(request.maxBytes);
+      const records: { key: Buffer; record: Buffer }[] = [];
+      let bytes = 0;
+      for (const [i, bucket] of request.buckets.entries()) {
+        const interval = forest.bucketInterval(request.range, bucket);
+        const inBucket = repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive);
+        const from = i === 0 && request.startAfterKey.length > 0 ? indexAfterKey(inBucket, interval, request.startAfterKey, bucket) : 0;
+        for (let j = from; j < inBucket.length; j++) {
+          const r = { key: inBucket[j]!.key, record: recordHeader(inBucket[j]!.record) };
+          const size = recordMessageBytes(r.key, r.record);
+          if (records.length > 0 && bytes + size > maxBytes) {
+            return { records, more: true, nextBucket: bucket, nextAfterKey: j > from ? inBucket[j - 1]!.key : empty };
+          }
+          bytes += size;
+          records.push(r);
+        }
+      }
+      return { records, more: false, nextBucket: 0, nextAfterKey: empty };
+    },
+  };
+}
+
+export type Replica = ReturnType<typeof createReplica>;
