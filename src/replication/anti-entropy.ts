@@ -132,10 +132,8 @@ export class AntiEntropy {
         const link = this.links.get(node)!;
         try {
           const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
-          link.markContact();
           answers.set(node, { roots: new Map(ranges.map((r, i) => [r, { digest: formatDigest(res.roots[i]!), count: Number(res.recordCounts[i] ?? 0) }])) });
         } catch (err) {
-          link.markFailure(err);
           answers.set(node, { roots: new Map(), error: (err as Error).message });
         }
       }),
@@ -187,7 +185,6 @@ export class AntiEntropy {
       const digests = await link.client.rangeDigests(digestsRequest, call());
       bytes += RangeDigestsRequest.encode(digestsRequest).finish().length + RangeDigestsResponse.encode(digests).finish().length;
       const { roots } = digests;
-      link.markContact();
       const differing = shared.filter((r, i) => !this.forest.root(r).equals(roots[i]!));
       rangesDiffering = differing.length;
       for (const range of differing) {
@@ -257,7 +254,6 @@ export class AntiEntropy {
       this.lastExchange.set(peer, result);
       return result;
     } catch (err) {
-      link.markFailure(err);
       // finishedAtMs keeps the last *completed* exchange's time (0 if none); the error says why this one failed.
       const previous = this.lastExchange.get(peer);
       const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: this.time.wallMs() - startedMs };

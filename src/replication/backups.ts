@@ -74,6 +74,5 @@ export function pruneBackups(backupDir: string, nodeId: string, keep: number): s
 /** Asks a peer to take its own backup. */
 export async function backupPeer(link: PeerLink, selfId: string, timeoutMs: number): Promise<NodeBackup> {
   const res = await link.client.backup({ fromNodeId: selfId }, { signal: AbortSignal.timeout(timeoutMs) });
-  link.markContact();
   return { path: res.path, bytes: Number(res.bytes), keyCount: Number(res.keyCount), createdAtMs: Number(res.createdAtUnixMs), nodeId: res.nodeId };
 }

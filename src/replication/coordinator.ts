@@ -402,14 +402,8 @@ export class Coordinator {
     }
     const link = this.links.get(node)!;
     return async (after) => {
-      try {
-        const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: pageRecords }, { signal: AbortSignal.any([signal, this.time.timeoutSignal(this.settings.peerCallMs)]) });
-        link.markContact();
-        return { records: res.records, done: res.done };
-      } catch (err) {
-        link.markFailure(err);
-        throw err;
-      }
+      const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: pageRecords }, { signal: AbortSignal.any([signal, this.time.timeoutSignal(this.settings.peerCallMs)]) });
+      return { records: res.records, done: res.done };
     };
   }
 }

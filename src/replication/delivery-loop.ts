@@ -95,7 +95,7 @@ export class DeliveryLoop {
     /** How a failed batch is retried (p-retry on the system clock; the simulator's own on simulated time). */
     private readonly retry: RetryForever = pRetryForever,
   ) {
-    this.stream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, settings.peerCallMs, clock);
+    this.stream = new PeerStream((requests, options) => link.client.replicateStream(requests, options), link.id, settings.peerCallMs, clock, link);
     link.onReachabilityChange((_, reachable) => {
       if (reachable) this.backoff?.abort(new Error('peer reachable again'));
       else this.failWaiters(`${link.id} is unreachable (${link.lastError ?? 'no answer'})`);
@@ -175,7 +175,6 @@ export class DeliveryLoop {
       }
       // The stream failed: every later batch on it failed or will be resent anyway (a
       // redelivery is harmless under LWW). Retry the failed batch with backoff, then go on.
-      this.link.markFailure(result.error);
       await Promise.all(inFlight.map((f) => f.answer));
       inFlight.length = 0;
       const answer = await this.deliver(oldest.batch);
@@ -187,7 +186,6 @@ export class DeliveryLoop {
 
   /** `batch` reached the peer: resolve its waiters and delete it from the log. */
   private acknowledge(batch: readonly HintEntry[], answer: BatchAnswer): void {
-    this.link.markContact();
     this.deliveredSeq = batch[batch.length - 1]!.seq;
     this.delivered += batch.length - answer.refused.size;
     this.refused += answer.refused.size;
@@ -277,7 +275,6 @@ export class DeliveryLoop {
           maxMs: this.settings.retryMaxMs,
           signal: this.backoff.signal,
           onFailedAttempt: (error, attemptNumber) => {
-            this.link.markFailure(error);
             if (attemptNumber === 1 || attemptNumber % 20 === 0) {
               this.logger.warn({ peer: this.link.id, attempt: attemptNumber, backlog: this.log.stats(this.link.id).entries, err: error.message }, 'replication to peer failed; retrying with backoff');
             }
@@ -287,7 +284,6 @@ export class DeliveryLoop {
         // Backoff cut short (peer seen again) or stopping: retry at once, or leave. Anything else
         // (an error p-retry does not retry) waits the minimum delay, so this never spins.
         if (!this.backoff.signal.aborted) {
-          this.link.markFailure(err);
           await sleep(this.clock, this.settings.retryMaxMs);
         }
       }

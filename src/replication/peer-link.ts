@@ -3,6 +3,33 @@ import type { PeerConnection, PeerTransport } from '../platform/peer-transport.j
 
 export { peerChannelOptions, peerReceiveBytesFloor, peerReceiveBytesMax } from '../platform/peer-transport.js';
 
+/**
+ * The transport with every unary call's outcome reported to `link`: an answer is contact, an
+ * error a failure. The one place reachability is learned from calls; the streams report theirs
+ * in PeerStream. Ping is left to the prober, which also checks who answered.
+ */
+function reportingOutcomes(transport: PeerTransport, link: PeerLink): PeerTransport {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, method] of Object.entries(transport as unknown as Record<string, (...args: unknown[]) => unknown>)) {
+    if (typeof method !== 'function') continue;
+    wrapped[name] =
+      name === 'ping' || name === 'replicateStream' || name === 'readReplicaStream'
+        ? method.bind(transport)
+        : (...args: unknown[]) =>
+            (method.apply(transport, args) as Promise<unknown>).then(
+              (answer) => {
+                link.markContact();
+                return answer;
+              },
+              (error: unknown) => {
+                link.markFailure(error);
+                throw error;
+              },
+            );
+  }
+  return wrapped as unknown as PeerTransport;
+}
+
 type ReachabilityListener = (peer: PeerLink, reachable: boolean) => void;
 
 /**
@@ -28,7 +55,7 @@ export class PeerLink {
     private readonly clock: Clock,
   ) {
     this.connection = connection;
-    this.client = connection.transport;
+    this.client = reportingOutcomes(connection.transport, this);
   }
 
   onReachabilityChange(listener: ReachabilityListener): void {

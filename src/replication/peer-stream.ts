@@ -42,13 +42,15 @@ export class PeerStream<Req, Res> {
     private readonly peerId: string,
     private readonly callMs: number,
     private readonly clock: Clock,
+    /** Told of every answer (contact) and every failure but our own close (the peer link). */
+    private readonly reporter?: { markContact(): void; markFailure(error: unknown): void },
   ) {}
 
   /** Sends `request` and resolves with its answer. */
   request(request: Req): Promise<Res> {
     const stream = (this.current ??= this.start());
     return new Promise<Res>((resolve, reject) => {
-      const timer = this.clock.setTimer(() => this.fail(stream, new PeerStreamError(`no answer from ${this.peerId} within ${this.callMs}ms`)), this.callMs);
+      const timer = this.clock.setTimer(() => this.fail(stream, new PeerStreamError(`no answer from ${this.peerId} within ${this.callMs}ms`), true), this.callMs);
       stream.pending.push({ resolve, reject, timer });
       stream.requests.push(request);
     });
@@ -72,16 +74,19 @@ export class PeerStream<Req, Res> {
         const waiter = stream.pending.shift();
         if (waiter === undefined) throw new PeerStreamError(`${this.peerId} answered a request that was not sent`);
         waiter.timer.cancel();
+        this.reporter?.markContact();
         waiter.resolve(response);
       }
-      this.fail(stream, new PeerStreamError(`${this.peerId} ended the stream`));
+      this.fail(stream, new PeerStreamError(`${this.peerId} ended the stream`), true);
     } catch (err) {
-      this.fail(stream, err instanceof Error ? err : new PeerStreamError(String(err)));
+      this.fail(stream, err instanceof Error ? err : new PeerStreamError(String(err)), true);
     }
   }
 
   /** Cancels `stream` and fails what waits on it; the next request opens a new stream. */
-  private fail(stream: OpenStream<Res>, error: Error): void {
+  private fail(stream: OpenStream<Res>, error: Error, report = false): void {
+    // Our own close (or a second failure of a stream already failed) says nothing about the peer.
+    if (report && !stream.controller.signal.aborted) this.reporter?.markFailure(error);
     if (this.current === stream) this.current = undefined;
     stream.requests.close();
     stream.controller.abort();

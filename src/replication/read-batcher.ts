@@ -34,7 +34,7 @@ export class ReadBatcher {
     callMs: number,
     private readonly clock: Clock,
   ) {
-    this.stream = new PeerStream((requests, options) => link.client.readReplicaStream(requests, options), link.id, callMs, clock);
+    this.stream = new PeerStream((requests, options) => link.client.readReplicaStream(requests, options), link.id, callMs, clock, link);
   }
 
 
@@ -69,7 +69,6 @@ export class ReadBatcher {
       .request({ read: { fromNodeId: this.selfId, keys: reads.map((p) => p.key), maxBytes: BigInt(maxBytes) } })
       .then(
         (answer) => {
-          this.link.markContact();
           const records = answer.records?.records ?? [];
           if (records.length === 0 || records.length > reads.length) {
             const err = new Error(`${this.link.id} answered ${records.length} records to a ReadReplica of ${reads.length} keys`);
@@ -80,7 +79,6 @@ export class ReadBatcher {
           if (records.length < reads.length) this.send(reads.slice(records.length), maxBytes);
         },
         (err: unknown) => {
-          this.link.markFailure(err);
           for (const p of reads) p.reject(err);
         },
       );

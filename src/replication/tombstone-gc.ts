@@ -87,9 +87,7 @@ export class TombstoneCollector implements BackgroundService {
       let answer: ConfirmTombstonesResponse;
       try {
         answer = await link.client.confirmTombstones({ fromNodeId: selfId, tombstones: mine }, { signal: this.clock.timeoutSignal(this.settings.peerCallMs) });
-        link.markContact();
       } catch (err) {
-        link.markFailure(err);
         this.lastHoldBack = `${link.id} did not confirm (${(err as Error).message})`;
         this.logger.debug({ peer: link.id, err: (err as Error).message, candidates: mine.length }, 'tombstone purge held back: a member did not answer');
         return 0;
