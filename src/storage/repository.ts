@@ -21,6 +21,14 @@ export const scanPageRecordsMax = 10_000;
  * larger ones go to lmdb-js's write thread so the event loop keeps serving during the fsync.
  */
 export const syncCommitRecordsMax = 4;
+/**
+ * ...and only when the previous commit ended at least this long ago. A synchronous commit blocks
+ * the event loop for its fsync; under a stream of unary calls every transaction was small
+ * *because* the loop was blocked for the previous fsync, so each one took the synchronous path
+ * and the node served one fsync at a time (profile: lmdb finishTxn the largest self time). Back
+ * to back, commits go to the write thread and batches grow; a lone write still commits inline.
+ */
+export const syncCommitQuietMs = 2;
 
 const metaNodeId = 'nodeId';
 const metaSchemaVersion = 'schemaVersion';
@@ -147,6 +155,8 @@ export class Repository {
   versionCollisions = 0;
   /** Set by abandon: no transaction runs any more. */
   private abandoned = false;
+  /** When the last commit ended (monotonic ms), for the choice of commit path. */
+  private lastCommitEndedMs = Number.NEGATIVE_INFINITY;
   private collisionListener: ((c: VersionCollision) => void) | undefined;
 
   private constructor(
@@ -560,8 +570,10 @@ export class Repository {
       // Both paths fdatasync once per commit (checked with strace).
       let records = 0;
       for (const job of jobs) records += job.records;
-      if (records <= syncCommitRecordsMax || this.simulated) this.env.transactionSync(body);
+      const quiet = this.clock.monotonicMs() - this.lastCommitEndedMs >= syncCommitQuietMs;
+      if ((records <= syncCommitRecordsMax && quiet) || this.simulated) this.env.transactionSync(body);
       else await this.env.transaction(body);
+      this.lastCommitEndedMs = this.clock.monotonicMs();
     } catch (err) {
       this.hints.requeueRemovals(drained);
       this.transactionRunning = false;
