@@ -225,30 +225,11 @@ export class NodeMetrics {
 
   /** A gauge or counter whose samples are read from the scrape's snapshot. */
   private collected(type: 'gauge' | 'counter', name: string, help: string, labelNames: string[], samples: (s: NodeSnapshot) => Sample[]): void {
-    const metrics = this;
-    if (type === 'gauge') {
-      new Gauge({
-        name,
-        help,
-        labelNames,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const sample of samples(metrics.snapshot())) this.set(sample.labels ?? {}, sample.value);
-        },
-      });
-    } else {
-      new Counter({
-        name,
-        help,
-        labelNames,
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const sample of samples(metrics.snapshot())) this.inc(sample.labels ?? {}, sample.value);
-        },
-      });
-    }
+    const config = { name, help, labelNames, registers: [this.registry] };
+    const read = () => samples(this.snapshot());
+    // A counter's value is the node's own count: set by reset and inc (counters have no set).
+    if (type === 'gauge') new Gauge({ ...config, collect() { this.reset(); for (const x of read()) this.set(x.labels ?? {}, x.value); } });
+    else new Counter({ ...config, collect() { this.reset(); for (const x of read()) this.inc(x.labels ?? {}, x.value); } });
   }
 }
 
