@@ -73,6 +73,7 @@ export class AntiEntropy {
   private readonly running = new Map<string, Promise<ExchangeResult>>();
   private readonly task: PeriodicTask | undefined;
   private stopped = false;
+  private exchangeObserver: ((result: ExchangeResult) => void) | undefined;
 
   constructor(
     private readonly settings: AntiEntropySettings,
@@ -89,6 +90,11 @@ export class AntiEntropy {
     if (settings.intervalSeconds > 0) {
       this.task = new PeriodicTask(time, settings.intervalSeconds * 1000, () => this.backgroundRound(), (err) => logger.error({ err }, 'anti-entropy round failed'));
     }
+  }
+
+  /** Reports every exchange's result (finished or failed) to `observer` (for metrics; a later call replaces it). */
+  onExchange(observer: (result: ExchangeResult) => void): void {
+    this.exchangeObserver = observer;
   }
 
   start(): void {
@@ -111,7 +117,12 @@ export class AntiEntropy {
   exchangeWith(peer: string): Promise<ExchangeResult> {
     let run = this.running.get(peer);
     if (run === undefined) {
-      run = this.exchange(peer).finally(() => this.running.delete(peer));
+      run = this.exchange(peer)
+        .then((result) => {
+          this.exchangeObserver?.(result);
+          return result;
+        })
+        .finally(() => this.running.delete(peer));
       this.running.set(peer, run);
     }
     return run;
@@ -179,7 +190,7 @@ export class AntiEntropy {
     let pulled = 0;
     let pushed = 0;
     let bytes = 0;
-    const startedMs = this.time.wallMs();
+    const startedMs = this.time.monotonicMs();
     try {
       const digestsRequest = { fromNodeId: selfId, ranges: shared };
       const digests = await link.client.rangeDigests(digestsRequest, call());
@@ -250,13 +261,13 @@ export class AntiEntropy {
           i += count;
         }
       }
-      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: this.time.wallMs(), error: undefined, bytes, durationMs: this.time.wallMs() - startedMs };
+      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: this.time.wallMs(), error: undefined, bytes, durationMs: this.time.monotonicMs() - startedMs };
       this.lastExchange.set(peer, result);
       return result;
     } catch (err) {
       // finishedAtMs keeps the last *completed* exchange's time (0 if none); the error says why this one failed.
       const previous = this.lastExchange.get(peer);
-      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: this.time.wallMs() - startedMs };
+      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: this.time.monotonicMs() - startedMs };
       this.lastExchange.set(peer, result);
       return result;
     }

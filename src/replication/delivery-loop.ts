@@ -50,6 +50,9 @@ interface BatchAnswer {
 
 type SendResult = { readonly ok: true; readonly answer: BatchAnswer } | { readonly ok: false; readonly error: unknown };
 
+/** Told of each batch the peer acknowledged: its entries and the time from sending it to the answer (for metrics). */
+export type DeliveryObserver = (batch: { readonly entries: number; readonly durationMs: number }) => void;
+
 interface Waiter {
   /** Version header of the newest old record the coordinator knows (the peer answers only a newer one). */
   readonly knownPrevious: Buffer | undefined;
@@ -84,6 +87,7 @@ export class DeliveryLoop {
   delivered = 0;
   /** Entries the peer refused as older than its tombstone grace. */
   refused = 0;
+  private observer: DeliveryObserver | undefined;
 
   constructor(
     private readonly link: PeerLink,
@@ -100,6 +104,11 @@ export class DeliveryLoop {
       if (reachable) this.backoff?.abort(new Error('peer reachable again'));
       else this.failWaiters(`${link.id} is unreachable (${link.lastError ?? 'no answer'})`);
     });
+  }
+
+  /** Reports every acknowledged batch to `observer` (one at a time: a later call replaces it). */
+  observeDeliveries(observer: DeliveryObserver): void {
+    this.observer = observer;
   }
 
   get peerId(): string {
@@ -253,9 +262,11 @@ export class DeliveryLoop {
     const refused = new Set<number>();
     const valueOmitted = new Set<number>();
     if (sent.records.length === 0) return { previous, refused, valueOmitted };
+    const sentMs = this.clock.monotonicMs();
     const answer = await this.stream.request({
       batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious, fromLog: true },
     });
+    this.observer?.({ entries: sent.records.length, durationMs: this.clock.monotonicMs() - sentMs });
     (answer.ack?.previous ?? []).forEach((p, j) => previous.set(sent.first + sent.wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
     for (const index of answer.ack?.refused ?? []) refused.add(sent.first + index);
     for (const j of answer.ack?.previousValueOmitted ?? []) valueOmitted.add(sent.first + sent.wantPrevious[j]!);

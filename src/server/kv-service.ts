@@ -60,6 +60,11 @@ export interface KvServiceDeps {
   readonly lateRequestStats?: LateRequestStats;
   /** The node's wall clock (Unix ms) the late-request check reads; default Date.now. */
   readonly wallClock?: () => number;
+  /**
+   * Told of every Batch and OperationStream operation answered (for metrics): which RPC, which
+   * operation, its status code (0 OK) and the seconds from its being read to its result.
+   */
+  readonly observeOperation?: (rpc: 'Batch' | 'OperationStream', operation: OperationKind, code: number, seconds: number) => void;
   status(): StatusResponse;
   backup(allNodes: boolean): Promise<BackupStatus>;
   verify(): Promise<VerifyResponse>;
@@ -136,6 +141,18 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
     }
   };
 
+  /** `result`, reported to observeOperation when it settles (timed from now: slot waits included). */
+  const observe = deps.observeOperation;
+  const observed = observe === undefined
+    ? (_rpc: 'Batch' | 'OperationStream', _op: BatchOperation, result: Promise<BatchResult>) => result
+    : (rpc: 'Batch' | 'OperationStream', op: BatchOperation, result: Promise<BatchResult>): Promise<BatchResult> => {
+        const startedMs = performance.now();
+        return result.then((r) => {
+          observe(rpc, operationKind(op), r.error?.code ?? 0, (performance.now() - startedMs) / 1000);
+          return r;
+        });
+      };
+
   return {
     async put(request, context) {
       return withDeadline(context, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline, sessionOf(context)));
@@ -161,14 +178,14 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
         try {
           const results = await Promise.all(
             request.operations.map((op) =>
-              running.run(async (): Promise<BatchResult> => {
+              observed('Batch', op, running.run(async (): Promise<BatchResult> => {
                 if (!budget.hasRoomBeside(bytes)) return { error: { code: resourceExhaustedCode, message: notRunMessage(budget) } };
                 const result = await runOperation(op, deadline, session);
                 const resultSize = resultBytes(result);
                 budget.charge(resultSize);
                 answerBytes += resultSize;
                 return result;
-              }),
+              })),
             ),
           );
           return { results };
@@ -180,7 +197,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
     async *operationStream(requests, context) {
       const session = sessionOf(context);
       yield* serveOperationStream(requests, context.signal, {
-        runOperation: (op, deadline) => running.run(() => runOperation(op, deadline, session)),
+        runOperation: (op, deadline) => observed('OperationStream', op, running.run(() => runOperation(op, deadline, session))),
         requestMs: deps.requestMs,
         closing: deps.closing,
         budget,
@@ -214,6 +231,15 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       return deps.repair();
     },
   };
+}
+
+/** Kinds of a Batch or OperationStream operation (the `operation` label of kvstore_operation_duration_seconds). */
+export type OperationKind = 'put' | 'get' | 'delete' | 'invalid';
+
+function operationKind(op: BatchOperation): OperationKind {
+  const set = Number(op.put !== undefined) + Number(op.get !== undefined) + Number(op.delete !== undefined);
+  if (set !== 1) return 'invalid';
+  return op.put !== undefined ? 'put' : op.get !== undefined ? 'get' : 'delete';
 }
 
 /** google.rpc.Code RESOURCE_EXHAUSTED. */

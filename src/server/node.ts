@@ -38,7 +38,7 @@ import { createPeerService } from './peer-service.js';
 import { malformedRequestMiddleware, withMalformedRequestsMarked } from './malformed-requests.js';
 import { ownPeerCertificateCheck, peerChannelCredentials, peerIdentityInterceptor, peerTlsChannelOptions, ReloadingTls, serverCredentials } from './tls-credentials.js';
 import { LateRequestStats } from './late-requests.js';
-import { type MetricsServer, renderMetrics, startMetricsServer } from './metrics.js';
+import { type MetricsServer, type NodeCounters, NodeMetrics, startMetricsServer } from './metrics.js';
 
 /**
  * Largest public request whatever limits.maxValueBytes says: room for a Batch of small
@@ -108,6 +108,8 @@ export class KvNode {
   private runningOperations!: RunningOperations;
   /** Takes this node's backup and prunes old ones (set by start). */
   private backupSelf!: () => Promise<NodeBackup>;
+  /** The metrics /metrics serves, when `metricsListen` is configured (set by start). */
+  private nodeMetrics: NodeMetrics | undefined;
 
   /**
    * @param allowStaleStart start even though this node was out of the cluster longer than the
@@ -160,11 +162,20 @@ export class KvNode {
       const authenticator = config.auth === undefined ? undefined : new Authenticator(config.auth.usersFile, logger);
       const adminJobs = new AdminJobs(selfId);
       const runningOperations = new RunningOperations();
-      const publicServer = createServer({
+      // Only with metricsListen: the histograms' observers (middleware, delivery, commits,
+      // anti-entropy) cost nothing on a node nobody scrapes. Scrapes read the node through `node`.
+      const nodeMetrics = config.metricsListen === undefined ? undefined : new NodeMetrics(() => ({ status: node!.status(), counters: node!.metricsCounters() }), peers.map((p) => p.id));
+      if (nodeMetrics !== undefined) {
+        for (const loop of loops) loop.observeDeliveries((batch) => nodeMetrics.observeDelivery(loop.peerId, batch));
+        repo.onCommit((commit) => nodeMetrics.observeCommit(commit));
+        antiEntropy.onExchange((result) => nodeMetrics.observeExchange(result));
+      }
+      // The metrics middleware goes outside errorMiddleware: it sees the status codes sent.
+      const publicServer = withGrpcMetrics(createServer({
         ...connectionLimitOptions(config.connections),
         'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
         'grpc.max_send_message_length': publicAnswerBytesMax(config.limits),
-      }).use(errorMiddleware(logger));
+      }), nodeMetrics).use(errorMiddleware(logger));
       const kvService = createKvService({
           coordinator,
           limits: config.limits,
@@ -179,6 +190,7 @@ export class KvNode {
           budget,
           running: runningOperations,
           logger,
+          ...(nodeMetrics === undefined ? {} : { observeOperation: (rpc, operation, code, seconds) => nodeMetrics.observeOperation(rpc, operation, code, seconds) }),
           status: () => node!.status(),
           backup: (allNodes) => adminJobs.run('Backup', () => node!.backup(allNodes)),
           verify: () => adminJobs.run('Verify', async () => {
@@ -212,11 +224,11 @@ export class KvNode {
       let peerAddress: string | undefined;
       if (peers.length > 0) {
         // Every answer is bounded (peer-service.ts), within what a peer link accepts.
-        peerServer = createServer({
+        peerServer = withGrpcMetrics(createServer({
           ...connectionLimitOptions(config.connections),
           'grpc.max_receive_message_length': peerMessageBytes,
           'grpc.max_send_message_length': peerReceiveBytesMax(peerMessageBytes),
-        }).use(
+        }), nodeMetrics).use(
           errorMiddleware(logger),
         );
         peerServer.with(malformedRequestMiddleware()).add(
@@ -232,7 +244,7 @@ export class KvNode {
         // Scrapes read the node through `node`, set just below; one arriving before answers 500.
         const access = authenticator !== undefined && config.auth?.metrics === 'token' ? metricsAccess(authenticator) : undefined;
         // With `tls`, /metrics speaks HTTPS with the public port's certificate.
-        metrics = await startMetricsServer(config.metricsListen, () => node!.metricsPage(), access, publicTls);
+        metrics = await startMetricsServer(config.metricsListen, () => nodeMetrics!.render(), access, publicTls);
       }
       // A node on an empty, wiped or restored data dir does not know the versions it issued
       // before: its clock starts above every peer's, so it never issues one of them again.
@@ -242,6 +254,7 @@ export class KvNode {
       node.backupSelf = backupSelf;
       node.core = core;
       node.runningOperations = runningOperations;
+      node.nodeMetrics = nodeMetrics;
       const configured = config as { tls?: unknown; peerTls?: unknown };
       node.securityWarnings = securityWarnings({
         listen: listenAddress,
@@ -269,9 +282,15 @@ export class KvNode {
     }
   }
 
-  /** The Prometheus metrics page (see metrics.ts). */
-  metricsPage(): string {
-    return renderMetrics(this.status(), {
+  /** The Prometheus metrics page (see metrics.ts); only with `metricsListen`. */
+  metricsPage(): Promise<string> {
+    if (this.nodeMetrics === undefined) return Promise.reject(new Error('metrics are off (metricsListen is not set)'));
+    return this.nodeMetrics.render();
+  }
+
+  /** The counters /metrics reads besides Status. */
+  metricsCounters(): NodeCounters {
+    return {
       deliveredByPeer: new Map(this.loops.map((l) => [l.peerId, l.delivered])),
       readRepairs: this.coordinator.counters.readRepairs,
       operationStreams: this.streamStats,
@@ -285,7 +304,7 @@ export class KvNode {
         refusedByPeer: new Map(this.loops.map((l) => [l.peerId, l.refused])),
         lateRequestsRefused: this.lateRequestStats.lateRequestsRefused,
       },
-    });
+    };
   }
 
   /** This node's view of itself and every member. */
@@ -390,6 +409,11 @@ export class KvNode {
     await this.core.stop();
     for (const t of this.tlsSources) t.close();
   }
+}
+
+/** `server` with the gRPC metrics middleware first, when the node keeps metrics. */
+function withGrpcMetrics(server: Server, metrics: NodeMetrics | undefined): Server {
+  return metrics === undefined ? server : server.use(metrics.grpc.middleware());
 }
 
 function withPort(hostPort: string, port: number): string {

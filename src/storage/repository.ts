@@ -130,6 +130,12 @@ export interface RepositoryOptions {
 }
 
 /**
+ * Told of every shared write transaction (see runTransaction), for metrics: the records its jobs
+ * wrote, and the time from its start to its flush (what the writes in it waited for), or that it failed.
+ */
+export type CommitObserver = (commit: { readonly records: number; readonly durationMs: number; readonly failed: boolean }) => void;
+
+/**
  * The node's LMDB environment: `records` (key -> encoded record), `hints` (the replication log)
  * and `meta` (node id, schema version, clock high-water mark). Knows nothing of gRPC or of the
  * cluster; the replication layer decides what to write where.
@@ -158,6 +164,7 @@ export class Repository {
   /** When the last commit ended (monotonic ms), for the choice of commit path. */
   private lastCommitEndedMs = Number.NEGATIVE_INFINITY;
   private collisionListener: ((c: VersionCollision) => void) | undefined;
+  private commitObserver: CommitObserver | undefined;
 
   private constructor(
     private readonly env: RootDatabase,
@@ -306,6 +313,11 @@ export class Repository {
       this.collisionListener?.({ key: Buffer.from(key), stored: Buffer.from(stored), received: Buffer.from(record) });
     }
     return cmp > 0;
+  }
+
+  /** Reports every shared write transaction to `observer` (a later call replaces it). */
+  onCommit(observer: CommitObserver): void {
+    this.commitObserver = observer;
   }
 
   /** Called for every version collision seen (see supersedes). */
@@ -540,9 +552,13 @@ export class Repository {
     const jobs = this.writeJobs;
     this.writeJobs = [];
     this.transactionRunning = true;
+    const startedMs = this.clock.monotonicMs();
     const results: unknown[] = new Array(jobs.length);
     const failures: (unknown | undefined)[] = new Array(jobs.length);
     const changes: RecordChange[] = [];
+    let records = 0;
+    for (const job of jobs) records += job.records;
+    const observed = (failed: boolean) => this.commitObserver?.({ records, durationMs: this.clock.monotonicMs() - startedMs, failed });
     let drained = noRemovals;
     let clockToPersist: ClockReading | undefined;
     const body = () => {
@@ -568,8 +584,6 @@ export class Repository {
       // write thread and back cost ~95-170 µs of latency and ~115-165 µs of CPU per commit
       // (BENCHMARKS.md, Session 4), which pays off only when there is other work to overlap with the commit.
       // Both paths fdatasync once per commit (checked with strace).
-      let records = 0;
-      for (const job of jobs) records += job.records;
       const quiet = this.clock.monotonicMs() - this.lastCommitEndedMs >= syncCommitQuietMs;
       if ((records <= syncCommitRecordsMax && quiet) || this.simulated) this.env.transactionSync(body);
       else await this.env.transaction(body);
@@ -578,6 +592,7 @@ export class Repository {
       this.hints.requeueRemovals(drained);
       this.transactionRunning = false;
       this.scheduleTransaction();
+      observed(true);
       const reported = this.describeWriteFailure(err);
       for (const job of jobs) job.reject(reported);
       return;
@@ -592,10 +607,12 @@ export class Repository {
       // Simulated: committed without fsync, nothing to wait for (and no real I/O may be awaited).
       if (!this.simulated) await this.env.flushed;
     } catch (err) {
+      observed(true);
       const reported = this.describeWriteFailure(err);
       for (const job of jobs) job.reject(reported);
       return;
     }
+    observed(false);
     // Counts and trees follow commit order, whatever order the flushes are seen in.
     batch.flushed = true;
     while (this.unflushedChanges.length > 0 && this.unflushedChanges[0]!.flushed) this.applyChanges(this.unflushedChanges.shift()!.changes);

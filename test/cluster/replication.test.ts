@@ -53,6 +53,14 @@ describe('3-node cluster, replicationFactor 3', () => {
     expect(sample('kvstore_peer_reachable', 'n2')).toBe(0);
     expect(sample('kvstore_peer_reachable', 'n3')).toBe(1);
     expect(sample('kvstore_replication_delivered_entries_total', 'n3')).toBeGreaterThanOrEqual(keys.length);
+    // Delivery latency per peer: n3 acknowledged batches; n2's series exists (from the start) too.
+    expect(sample('kvstore_replication_delivery_duration_seconds_count', 'n3')).toBeGreaterThan(0);
+    expect(sample('kvstore_replication_delivery_batch_entries_sum', 'n3')).toBeGreaterThanOrEqual(keys.length);
+    expect(sample('kvstore_replication_delivery_duration_seconds_count', 'n2')).toBeGreaterThanOrEqual(0);
+    // n3's peer server counts the batches n1's ReplicateStream brought it.
+    const n3Metrics = await (await fetch(`http://${cluster.node('n3').metricsListen}/metrics`)).text();
+    const received = /^kvstore_grpc_server_msg_received_total\{grpc_service="kvstore\.internal\.v1\.PeerService",grpc_method="ReplicateStream",grpc_type="bidi_stream"\} (\S+)$/m.exec(n3Metrics);
+    expect(Number(received?.[1])).toBeGreaterThan(0);
     await cluster.startNode('n2');
     await waitFor('n1 backlog to n2 to drain', async () => (await backlogTo(cluster!, 'n1', 'n2')) === 0);
     await waitFor('n3 backlog to n2 to drain', async () => (await backlogTo(cluster!, 'n3', 'n2')) === 0);
