@@ -51,17 +51,21 @@ export class SimScheduler {
     else await this.runWhile(promise, this.nowMs + limitMs);
   }
 
+  /** Runs the next event due by `untilMs` and what it set off; false when there is none. */
+  private async step(untilMs: number): Promise<boolean> {
+    const next = this.peek();
+    if (next === undefined || next.atMs > untilMs) return false;
+    this.pop();
+    if (next.cancelled) return true;
+    this.nowMs = next.atMs;
+    this.eventsRun++;
+    next.fn();
+    await settle();
+    return true;
+  }
+
   private async loopUntil(untilMs: number): Promise<void> {
-    for (;;) {
-      const next = this.peek();
-      if (next === undefined || next.atMs > untilMs) break;
-      this.pop();
-      if (next.cancelled) continue;
-      this.nowMs = next.atMs;
-      this.eventsRun++;
-      next.fn();
-      await settle();
-    }
+    while (await this.step(untilMs));
     this.nowMs = Math.max(this.nowMs, untilMs);
     await settle();
   }
@@ -83,16 +87,7 @@ export class SimScheduler {
       () => (finished = true),
     );
     await settle();
-    while (!finished) {
-      const next = this.peek();
-      if (next === undefined || next.atMs > untilMs) break;
-      this.pop();
-      if (next.cancelled) continue;
-      this.nowMs = next.atMs;
-      this.eventsRun++;
-      next.fn();
-      await settle();
-    }
+    while (!finished && (await this.step(untilMs)));
     return finished;
   }
 
