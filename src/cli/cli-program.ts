@@ -44,7 +44,8 @@ export function commandPath(command: Command): string {
 /** The text of a usage error: `<command>: <message>`, its usage line, where to find more. */
 export function usageErrorText(command: Command, message: string): string {
   const path = commandPath(command);
-  const text = message.replace(/^error: /, '').trimEnd();
+  // One line: commander puts its "(Did you mean --json?)" on a line of its own.
+  const text = message.replace(/^error: /, '').trim().replace(/\s*\n\s*/g, ' ');
   return `${path}: ${text}\nUsage: ${command.createHelp().commandUsage(command)}  (more: ${path} --help)\n`;
 }
 
