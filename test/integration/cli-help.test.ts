@@ -1,6 +1,7 @@
 import type { Command, Option } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { commandPath, commandTree, runProgram, type CliStreams } from '../../src/cli/cli-program.js';
+import { commandPath, commandTree, runProgram } from '../../src/cli/cli-program.js';
+import type { KvctlIo } from '../../src/cli/kvctl-command.js';
 import { kvctlCommands } from '../../src/cli/kvctl-commands.js';
 import { kvctlProgram, runKvctl } from '../../src/cli/kvctl.js';
 import { kvstoreProgram } from '../../src/cli/kvstore.js';
@@ -16,18 +17,18 @@ import { cliBin, describeCli, runCli } from '../helpers/single-node.js';
 type Bin = 'kvstore' | 'kvctl' | 'local-cluster';
 
 /** Output collected from an in-process run. */
-function collector(): CliStreams & { out: () => string; err: () => string } {
+function collector() {
   let out = '';
   let err = '';
   return {
-    stdout: { write: (chunk: string) => ((out += chunk), true) },
-    stderr: { write: (chunk: string) => ((err += chunk), true) },
+    stdout: { write: (chunk: string | Uint8Array) => ((out += chunk.toString()), true) },
+    stderr: { write: (chunk: string | Uint8Array) => ((err += chunk.toString()), true) },
     out: () => out,
     err: () => err,
   };
 }
 
-const programs: Record<Bin, (streams: CliStreams) => Command> = {
+const programs: Record<Bin, (streams: Pick<KvctlIo, 'stdout' | 'stderr'>) => Command> = {
   kvstore: (streams) => kvstoreProgram(streams),
   kvctl: (streams) => kvctlProgram(streams, async () => 0),
   'local-cluster': (streams) => localClusterProgram(streams),
