@@ -66,8 +66,7 @@ export type KvctlRunner = (command: KvctlCommand, args: readonly string[], globa
 
 /** The kvctl program: one subcommand per entry of `commands`, each run by `run`. */
 export function kvctlProgram(io: Pick<KvctlIo, 'stdout' | 'stderr'>, run: KvctlRunner, commands: readonly KvctlCommand[] = kvctlCommands): Command {
-  const stream = (out: KvctlWritable) => ({ write: (text: string) => out.write(text), ...(out.isTTY === undefined ? {} : { isTTY: out.isTTY }) });
-  const program = newProgram('kvctl', { stdout: stream(io.stdout), stderr: stream(io.stderr) })
+  const program = newProgram('kvctl', io)
     .description('Reads and writes a kvstore cluster over its gRPC API. Global options go before or after the command.')
     // Every command's help lists the global options too, and the exit codes.
     .configureHelp({ showGlobalOptions: true })
@@ -101,7 +100,6 @@ function processIo(): KvctlIo {
     env: process.env,
   };
 }
-
 
 function globalsFrom(values: Record<string, unknown>, io: KvctlIo): KvctlGlobals {
   const endpointsValue = typeof values['endpoints'] === 'string' ? values['endpoints'] : undefined;
