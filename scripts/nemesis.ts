@@ -22,6 +22,9 @@ const usage = `Usage: npm run nemesis -- [--duration <seconds>] [--seed <n>] [--
 Exit codes: 0 no violation, 1 violations found, 2 usage error, 3 the harness itself failed.`;
 
 async function main(): Promise<number> {
+  // node:util parseArgs rather than commander (src/cli/cli-program.ts): one command, no
+  // subcommands, a hand-written usage with the defaults; strict, it rejects unknown flags and
+  // positionals, reported as kvstore's and kvctl's are ("nemesis: <problem>", the usage, exit 2).
   let values;
   try {
     values = parseArgs({

@@ -15,12 +15,8 @@ function describeBackup(backup: BackupStatus): string {
 
 export const backupCommand: KvctlCommand = {
   name: 'backup',
-  usage: '[--all]',
   summary: 'Back up the answering node (--all: every reachable node) into its backupDir',
-  positionals: [],
-  options: {
-    all: { type: 'boolean' },
-  },
+  options: [{ flags: '--all', description: 'back up every reachable member' }],
   defaultTimeoutMs: backupTimeoutMsDefault,
   help: [
     'Takes a hot, consistent copy of the answering node\'s data into its backupDir, and prints',
@@ -93,9 +89,7 @@ function formatExchange(member: MemberStatus, now: Date): string {
 
 export const statusCommand: KvctlCommand = {
   name: 'status',
-  usage: '',
   summary: 'Show the answering node and its view of every member (reachability, backlog, repair)',
-  positionals: [],
   help: [
     'Shows the node that answers (the first reachable endpoint): id, version, uptime, key count,',
     'and for each member: peer address, reachability, the replication backlog towards it',

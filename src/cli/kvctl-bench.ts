@@ -8,7 +8,7 @@ import { formatReport } from '../bench/report-text.js';
 import { BenchError, runBenchmark } from '../bench/runner.js';
 import { distributions, type Distribution, zipfSkewDefault } from '../bench/key-chooser.js';
 import { isWorkloadName, readRatioDefault, workloadNames } from '../bench/workload.js';
-import { exitCode, integerFlag, stringFlag, UsageError, type KvctlCommand, type KvctlFlagValues } from './kvctl-command.js';
+import { exitCode, integerFlag, stringFlag, UsageError, type KvctlCommand, type KvctlFlagValues, type KvctlOption } from './kvctl-command.js';
 
 const help = [
   'Generates load against a cluster and reports throughput, latency percentiles (HDR histogram,',
@@ -18,54 +18,63 @@ const help = [
   '',
   'Workload (positional or --workload; default mixed):',
   '  put | get | delete         100% of one operation',
-  `  mixed                      gets with --read-ratio (default ${readRatioDefault}), deletes with --delete-ratio (default 0), puts otherwise`,
+  `  mixed                      gets with --read-ratio (default ${readRatioDefault}), deletes with`,
+  '                             --delete-ratio (default 0), puts otherwise',
   '  ycsb-a | ycsb-b            YCSB A (50% get / 50% put) and B (95% / 5%), zipfian by default',
   '',
-  'Keys and values:',
-  `  --keys N                   key space size (default ${keysDefault}); keys are <prefix><index zero-padded>`,
-  '  --key-prefix P             key prefix (default "bench:")',
-  '  --distribution uniform|zipfian   key popularity (default uniform; zipfian for ycsb-*)',
-  `  --zipf-skew S              zipfian constant, 0.01..0.9999 (default ${zipfSkewDefault}); hot keys are scattered over the key space`,
-  `  --value-bytes B            size of each value written (default ${valueBytesDefault})`,
-  '  --preload / --no-preload   write every key once before measuring (default on for get, mixed, ycsb-*)',
-  '',
-  'Load:',
-  `  --concurrency C            operations in flight, each a closed loop (default ${concurrencyDefault})`,
-  '  --connections K            gRPC channels in total, spread over the endpoints and threads',
-  '                             (default: --client sdk one per endpoint and thread, else one per loop up to',
-  '                             8 per endpoint; at least one per thread)',
-  '  --threads T                worker threads generating the load (default 1); each runs C/T loops on its own channels',
-  `  --client sdk|sdk-batch|sdk-no-coalesce|raw   issue calls through the KvClient SDK (default; concurrent`,
-  `                             calls on a connection coalesced into OperationStream messages), the SDK`,
-  `                             sending Batch calls instead, the SDK with coalescing off, or bare nice-grpc`,
-  `                             clients (one RPC per operation)`,
-  '',
-  'Duration (always bounded):',
-  `  --duration S               measured seconds (default ${durationSecondsDefault}; at most ${durationSecondsMax})`,
-  `  --ops N                    stop after N measured operations (time limit: --duration, else ${durationSecondsMax} s)`,
-  `  --warmup S                 seconds of unmeasured load first (default ${warmupSecondsDefault})`,
-  `  --timeout MS               (global) deadline of each call (default ${timeoutMsDefault})`,
-  '  --consistency one|quorum|all   (global) consistency of every call (default: the node\'s)',
-  '',
-  'Target:',
-  '  --endpoints host:port,...  (global) nodes to load; channels are spread over all of them',
-  '  --local-cluster N          start a throwaway cluster of N local nodes in a temp dir, bench it, stop it;',
-  '                             also reports the write I/Os and bytes of that dir\'s block device (whole device)',
-  '  --rf R                     replication factor of the local cluster (default min(3, N))',
-  '  --auth                     start the local cluster with auth (a users file of one user) and send its token;',
-  '                             --token (global) or KVSTORE_TOKEN: the token to send to --endpoints nodes',
-  '  --tls                      start the local cluster with TLS on both ports (mutual TLS between nodes;',
-  '                             development certificates made for the run) and load it over TLS',
-  '  --server-pids p1,p2        measure these local server processes\' CPU (/proc/<pid>/stat)',
-  '',
-  'Output:',
-  '  --out FILE.json            write the full report as JSON',
-  '  --html FILE.html           write a self-contained HTML report with charts',
-  '  --seed N                   seed of every random choice (default random; printed in the report)',
+  'Global options that apply: --endpoints (the nodes to load; channels are spread over all of them),',
+  `--consistency (of every call), --timeout (deadline of each call, default ${timeoutMsDefault}), --token.`,
   '',
   'Exit codes: 0 done; 2 bad flags; 3 the run failed or no operation succeeded; 4 cannot connect.',
   'Ctrl-C ends the measured phase early and still prints the report.',
 ].join('\n');
+
+const workloadGroup = 'Workload:';
+const keysGroup = 'Keys and values:';
+const loadGroup = 'Load:';
+const durationGroup = 'Duration (always bounded):';
+const targetGroup = 'Target:';
+const outputGroup = 'Output:';
+
+const options: KvctlOption[] = [
+  { flags: '--workload <name>', group: workloadGroup, description: `${workloadNames.join(' | ')} (or as the argument)` },
+  { flags: '--read-ratio <r>', group: workloadGroup, description: `mixed: share of gets (default ${readRatioDefault})` },
+  { flags: '--delete-ratio <r>', group: workloadGroup, description: 'mixed: share of deletes (default 0)' },
+  { flags: '--keys <N>', group: keysGroup, description: `key space size (default ${keysDefault}); keys are <prefix><index zero-padded>` },
+  { flags: '--key-prefix <P>', group: keysGroup, description: 'key prefix (default "bench:")' },
+  { flags: '--distribution <uniform|zipfian>', group: keysGroup, description: 'key popularity (default uniform; zipfian for ycsb-*)' },
+  { flags: '--zipf-skew <S>', group: keysGroup, description: `zipfian constant, 0.01..0.9999 (default ${zipfSkewDefault}); hot keys are scattered over the key space` },
+  { flags: '--value-bytes <B>', group: keysGroup, description: `size of each value written (default ${valueBytesDefault})` },
+  { flags: '--preload', group: keysGroup, description: 'write every key once before measuring (default on for get, mixed, ycsb-*)' },
+  { flags: '--no-preload', group: keysGroup, description: 'measure without writing the keys first' },
+  { flags: '--concurrency <C>', group: loadGroup, description: `operations in flight, each a closed loop (default ${concurrencyDefault})` },
+  {
+    flags: '--connections <K>',
+    group: loadGroup,
+    description: 'gRPC channels in total, spread over the endpoints and threads (default: --client sdk one per endpoint and thread, else one per loop up to 8 per endpoint; at least one per thread)',
+  },
+  { flags: '--threads <T>', group: loadGroup, description: 'worker threads generating the load (default 1); each runs C/T loops on its own channels' },
+  {
+    flags: '--client <kind>',
+    group: loadGroup,
+    description: `${clientKinds.join(' | ')}: issue calls through the KvClient SDK (default; concurrent calls on a connection coalesced into OperationStream messages), the SDK sending Batch calls instead, the SDK with coalescing off, or bare nice-grpc clients (one RPC per operation)`,
+  },
+  { flags: '--duration <S>', group: durationGroup, description: `measured seconds (default ${durationSecondsDefault}; at most ${durationSecondsMax})` },
+  { flags: '--ops <N>', group: durationGroup, description: `stop after N measured operations (time limit: --duration, else ${durationSecondsMax} s)` },
+  { flags: '--warmup <S>', group: durationGroup, description: `seconds of unmeasured load first (default ${warmupSecondsDefault})` },
+  {
+    flags: '--local-cluster <N>',
+    group: targetGroup,
+    description: "start a throwaway cluster of N local nodes in a temp dir, bench it, stop it; also reports the write I/Os and bytes of that dir's block device (whole device)",
+  },
+  { flags: '--rf <R>', group: targetGroup, description: 'replication factor of the local cluster (default min(3, N))' },
+  { flags: '--auth', group: targetGroup, description: 'start the local cluster with auth (a users file of one user) and send its token' },
+  { flags: '--tls', group: targetGroup, description: 'start the local cluster with TLS on both ports (mutual TLS between nodes; development certificates made for the run) and load it over TLS' },
+  { flags: '--server-pids <p1,p2>', group: targetGroup, description: "measure these local server processes' CPU (/proc/<pid>/stat)" },
+  { flags: '--out <FILE.json>', group: outputGroup, description: 'write the full report as JSON' },
+  { flags: '--html <FILE.html>', group: outputGroup, description: 'write a self-contained HTML report with charts' },
+  { flags: '--seed <N>', group: outputGroup, description: 'seed of every random choice (default random; printed in the report)' },
+];
 
 /** Ctrl-C presses that quit at once, skipping the report and the local cluster's cleanup. */
 const sigintsToQuit = 3;
@@ -105,7 +114,6 @@ export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagVal
   if (workload !== undefined && !isWorkloadName(workload)) {
     throw new UsageError(`unknown workload "${workload}"; workloads: ${workloadNames.join(', ')}`);
   }
-  if (flags['preload'] === true && flags['no-preload'] === true) throw new UsageError('--preload and --no-preload together');
   const distribution = stringFlag(flags, 'distribution');
   if (distribution !== undefined && !(distributions as readonly string[]).includes(distribution)) {
     throw new UsageError(`--distribution must be one of ${distributions.join(', ')}, got "${distribution}"`);
@@ -125,7 +133,7 @@ export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagVal
   set('zipfSkew', numberFlag('--zipf-skew', stringFlag(flags, 'zipf-skew')));
   set('keys', intFlag(flags, 'keys'));
   set('keyPrefix', stringFlag(flags, 'key-prefix'));
-  set('preload', flags['preload'] === true ? true : flags['no-preload'] === true ? false : undefined);
+  set('preload', typeof flags['preload'] === 'boolean' ? flags['preload'] : undefined);
   set('valueBytes', intFlag(flags, 'value-bytes'));
   set('concurrency', intFlag(flags, 'concurrency'));
   set('connections', intFlag(flags, 'connections'));
@@ -148,35 +156,9 @@ export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagVal
 
 export const benchCommand: KvctlCommand = {
   name: 'bench',
-  usage: '[workload] [flags]',
+  arguments: '[workload]',
   summary: 'Benchmark a cluster (or a throwaway local one): throughput, latency, CPU',
-  options: {
-    workload: { type: 'string' },
-    'read-ratio': { type: 'string' },
-    'delete-ratio': { type: 'string' },
-    distribution: { type: 'string' },
-    'zipf-skew': { type: 'string' },
-    keys: { type: 'string' },
-    'key-prefix': { type: 'string' },
-    preload: { type: 'boolean' },
-    'no-preload': { type: 'boolean' },
-    'value-bytes': { type: 'string' },
-    concurrency: { type: 'string' },
-    connections: { type: 'string' },
-    threads: { type: 'string' },
-    duration: { type: 'string' },
-    ops: { type: 'string' },
-    warmup: { type: 'string' },
-    'local-cluster': { type: 'string' },
-    rf: { type: 'string' },
-    'server-pids': { type: 'string' },
-    out: { type: 'string' },
-    html: { type: 'string' },
-    seed: { type: 'string' },
-    client: { type: 'string' },
-    auth: { type: 'boolean' },
-    tls: { type: 'boolean' },
-  },
+  options,
   help,
   async run(context) {
     let options;

@@ -1,11 +1,13 @@
 /**
  * The contract between `kvctl`'s dispatcher (kvctl.ts) and its commands. A command is a plain
- * object: its name, a usage line, its own flags (node:util parseArgs config) and a handler that
- * answers an exit code. Add a command by writing it in its own kvctl-<name>.ts file and listing it
- * in kvctl-commands.ts.
+ * object: its name, its positional arguments and own flags (commander syntax, with their help)
+ * and a handler that answers an exit code. Add a command by writing it in its own kvctl-<name>.ts
+ * file and listing it in kvctl-commands.ts.
  */
-import type { ParseArgsConfig } from 'node:util';
 import type { ConsistencyLevel, KvClient, KvClientOptions, KvTlsOptions } from '../client/index.js';
+import { UsageError } from './cli-program.js';
+
+export { UsageError };
 
 /** Exit codes of kvctl (documented in `kvctl --help` and docs/client.md). */
 export const exitCode = {
@@ -55,8 +57,8 @@ export interface KvctlGlobals {
   tls?: KvTlsOptions;
 }
 
-/** Values of the command's own flags, as parsed by node:util parseArgs. */
-export type KvctlFlagValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+/** Values of the command's own flags by long name without dashes (`--start-after` is 'start-after'; `--no-x` sets 'x' to false). */
+export type KvctlFlagValues = Record<string, string | boolean | undefined>;
 
 /** Everything a command handler gets. */
 export interface KvctlContext {
@@ -75,29 +77,31 @@ export interface KvctlContext {
   write(chunk: string | Uint8Array): Promise<void>;
 }
 
+/** One flag of a command. */
+export interface KvctlOption {
+  /** Commander syntax: `--limit <n>` takes a value, `--all` is a boolean. */
+  readonly flags: string;
+  readonly description: string;
+  /** Heading the flag is listed under in `--help` (default "Options:"). */
+  readonly group?: string;
+}
+
 /** One kvctl command. */
 export interface KvctlCommand {
   /** What the user types: `kvctl <name> ...`. */
   readonly name: string;
-  /** Arguments and flags after the name, e.g. `<key> <value>` (shown in help). */
-  readonly usage: string;
+  /** Positional arguments, commander syntax: `<key> <value>`, `[workload]` (checked before run). */
+  readonly arguments?: string;
   /** One line for the command list. */
   readonly summary: string;
-  /** Longer help for `kvctl <name> --help` (flags, output, exit codes). */
+  /** Longer help for `kvctl <name> --help` (output, exit codes); the flags are listed from `options`. */
   readonly help?: string;
-  /** Names of the exact positional arguments; omit to let the handler check them. */
-  readonly positionals?: readonly string[];
-  /** The command's own flags (merged with the global ones). */
-  readonly options?: ParseArgsConfig['options'];
+  /** The command's own flags (the global ones come on top). */
+  readonly options?: readonly KvctlOption[];
   /** Deadline in ms when --timeout is not given (default: the SDK's). */
   readonly defaultTimeoutMs?: number;
   /** Runs the command; answers the exit code. Throw UsageError or KvError to fail. */
   run(context: KvctlContext): Promise<number>;
-}
-
-/** A bad command line: printed with a hint to `--help`, exit code 2. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
 }
 
 /** Parses a flag as an integer in [min, max] or throws a UsageError naming the flag. */

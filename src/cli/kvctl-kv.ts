@@ -28,9 +28,8 @@ async function readStdin(context: KvctlContext): Promise<Buffer> {
 
 export const putCommand: KvctlCommand = {
   name: 'put',
-  usage: '<key> <value>',
+  arguments: '<key> <value>',
   summary: 'Store a value ("-" reads it from stdin); prints the old value, if any',
-  positionals: ['key', 'value'],
   help: [
     'Stores <value> under <key>. A <value> of "-" reads the value from stdin as raw bytes',
     '(to store a literal "-", pipe it: printf - | kvctl put <key> -).',
@@ -57,9 +56,8 @@ export const putCommand: KvctlCommand = {
 
 export const getCommand: KvctlCommand = {
   name: 'get',
-  usage: '<key>',
+  arguments: '<key>',
   summary: 'Print the value, raw, to stdout (exit 1 if the key does not exist)',
-  positionals: ['key'],
   help: [
     'Prints the value of <key> exactly as stored (a newline is added on a terminal).',
     'If the key does not exist, prints "not found: <key>" to stderr and exits 1.',
@@ -83,9 +81,8 @@ export const getCommand: KvctlCommand = {
 
 export const delCommand: KvctlCommand = {
   name: 'del',
-  usage: '<key>',
+  arguments: '<key>',
   summary: 'Delete a key; prints "deleted" or "not found" (exit 0 either way)',
-  positionals: ['key'],
   help: [
     'Deletes <key> (a replicated tombstone). Prints "deleted" if a live value existed, else',
     '"not found"; both exit 0. --json prints {"key", "found"}.',
@@ -100,19 +97,14 @@ export const delCommand: KvctlCommand = {
 
 export const lsCommand: KvctlCommand = {
   name: 'ls',
-  usage: '[--prefix p] [--start-after k] [--limit n]',
   summary: 'List keys in byte order, one per line, as they stream in',
-  positionals: [],
-  options: {
-    prefix: { type: 'string' },
-    'start-after': { type: 'string' },
-    limit: { type: 'string' },
-  },
+  options: [
+    { flags: '--prefix <p>', description: 'only keys starting with p' },
+    { flags: '--start-after <k>', description: 'only keys after k (continue a listing after its last key)' },
+    { flags: '--limit <n>', description: 'at most n keys (default: all)' },
+  ],
   help: [
     'Lists live keys in ascending byte order, one per line, streaming.',
-    '  --prefix p        only keys starting with p',
-    '  --start-after k   only keys after k (continue a listing after its last key)',
-    '  --limit n         at most n keys (default: all)',
     '--timeout bounds the wait for each batch, not the whole listing.',
     '--json prints one {"key"} object per line (keyBase64 for keys that are not UTF-8).',
   ].join('\n'),

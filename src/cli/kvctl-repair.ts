@@ -83,9 +83,7 @@ async function repairOne(context: KvctlContext, endpoint: string): Promise<NodeR
 
 export const repairCommand: KvctlCommand = {
   name: 'repair',
-  usage: '',
   summary: 'Run anti-entropy now on every --endpoints node in turn; print records copied',
-  positionals: [],
   help: [
     'Asks each node given in --endpoints (every one, in order, one at a time; not just the first',
     'that answers) to run an anti-entropy exchange now with each of its peers, the exchange it',

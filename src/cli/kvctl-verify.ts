@@ -34,9 +34,7 @@ export function formatVerify(report: VerifyReport): string {
 
 export const verifyCommand: KvctlCommand = {
   name: 'verify',
-  usage: '',
   summary: 'Compare every ring range across its replicas (exit 5 if any range differs)',
-  positionals: [],
   help: [
     'Asks the answering node to compare, for every ring range, the hash-tree root (digest) of',
     'each replica. Read-only. Prints "N ranges, all replicas agree", or "K of N ranges differ"',

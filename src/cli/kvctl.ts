@@ -6,8 +6,8 @@
  * when this file is the process's entry point, so tests import it and call it in-process.
  */
 import { isEntryPoint } from '../common/entry-point.js';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { Option, type Command } from 'commander';
 import { KvClient, KvError, Status, consistencyLevels, parseEndpoints, type ConsistencyLevel, type KvTlsOptions } from '../client/index.js';
 import { oneLine } from '../client/errors.js';
 import { isValidToken } from '../client/bearer-token.js';
@@ -18,27 +18,30 @@ import {
   type KvctlCommand,
   type KvctlContext,
   type KvctlGlobals,
+  type KvctlFlagValues,
   type KvctlIo,
+  type KvctlOption,
   type KvctlWritable,
 } from './kvctl-command.js';
 import { kvctlCommands } from './kvctl-commands.js';
+import { commandsOnly, handle, newProgram, runProgram } from './cli-program.js';
 
 /** Used when neither --endpoints nor KVSTORE_ENDPOINTS is set: a node's default listen address. */
 export const defaultEndpoint = '127.0.0.1:50051';
 /** setTimeout's largest delay. */
 const timeoutMsMax = 2_147_483_647;
 
-const globalOptions = {
-  endpoints: { type: 'string' },
-  consistency: { type: 'string' },
-  timeout: { type: 'string' },
-  json: { type: 'boolean' },
-  cacert: { type: 'string' },
-  cert: { type: 'string' },
-  key: { type: 'string' },
-  token: { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const satisfies ParseArgsConfig['options'];
+/** Flags of every command, before or after its name. */
+const globalOptions: readonly KvctlOption[] = [
+  { flags: '--endpoints <host:port,...>', description: `nodes to talk to, in failover order (default: $KVSTORE_ENDPOINTS, else ${defaultEndpoint})` },
+  { flags: '--consistency <one|quorum|all>', description: "replicas that must answer put/get/del (default: the node's setting)" },
+  { flags: '--timeout <ms>', description: 'deadline of each call, retries included (default 5000; backup 600000; ls: longest wait for each batch of keys)' },
+  { flags: '--json', description: 'machine-readable output: one JSON object (ls: one per key and line); bytes appear as "<field>" when valid UTF-8, else as "<field>Base64"' },
+  { flags: '--token <token>', description: 'bearer token of the user to act as, for nodes with auth (default: $KVSTORE_TOKEN; prefer the variable: arguments show in ps)' },
+  { flags: '--cacert <file>', description: "CA certificate (PEM) of nodes with TLS: talk TLS, trusting it (default: $KVSTORE_CACERT; with only --cert/--key: the system's roots)" },
+  { flags: '--cert <file>', description: 'client certificate (PEM), for nodes with tls.clientCaFile (default: $KVSTORE_CERT)' },
+  { flags: '--key <file>', description: "the client certificate's key (PEM) (default: $KVSTORE_KEY)" },
+];
 
 const exitCodesHelp = [
   'Exit codes:',
@@ -50,64 +53,42 @@ const exitCodesHelp = [
   '  5  verify: the replicas of at least one range differ',
 ].join('\n');
 
-const globalOptionsHelp = [
-  'Global options:',
-  '  --endpoints host:port[,host:port...]',
-  '                  nodes to talk to, in failover order',
-  `                  (default: $KVSTORE_ENDPOINTS, else ${defaultEndpoint})`,
-  '  --consistency one|quorum|all',
-  "                  replicas that must answer put/get/del (default: the node's setting)",
-  '  --timeout <ms>  deadline of each call, retries included (default 5000; backup 600000;',
-  '                  ls: longest wait for each batch of keys)',
-  '  --json          machine-readable output: one JSON object (ls: one per key and line);',
-  '                  bytes appear as "<field>" when valid UTF-8, else as "<field>Base64"',
-  '  --token <token>  bearer token of the user to act as, for nodes with auth',
-  '                  (default: $KVSTORE_TOKEN; prefer the variable: arguments show in ps)',
-  '  --cacert <file> CA certificate (PEM) of nodes with TLS: talk TLS, trusting it',
-  '                  (default: $KVSTORE_CACERT; with only --cert/--key: the system\'s roots)',
-  '  --cert <file>, --key <file>',
-  '                  client certificate and key (PEM), for nodes with tls.clientCaFile',
-  '                  (default: $KVSTORE_CERT, $KVSTORE_KEY)',
-  '  -h, --help      show help (kvctl <command> --help: help on one command)',
-].join('\n');
-
-/** `kvctl --help`. */
-export function kvctlUsage(commands: readonly KvctlCommand[] = kvctlCommands): string {
-  const width = 26;
-  const lines = commands.flatMap((command) => {
-    const synopsis = `  ${command.name}${command.usage === '' ? '' : ` ${command.usage}`}`;
-    return synopsis.length < width
-      ? [`${synopsis.padEnd(width)}${command.summary}`]
-      : [synopsis, `${' '.repeat(width)}${command.summary}`];
-  });
-  return [
-    'Usage: kvctl [global options] <command> [arguments]',
-    '',
-    'Reads and writes a kvstore cluster over its gRPC API.',
-    '',
-    'Commands:',
-    ...lines,
-    '',
-    globalOptionsHelp,
-    '',
-    exitCodesHelp,
-    '',
-  ].join('\n');
+function addOptions(command: Command, options: readonly KvctlOption[]): void {
+  for (const { flags, description, group } of options) {
+    const option = new Option(flags, description);
+    if (group !== undefined) option.helpGroup(group);
+    command.addOption(option);
+  }
 }
 
-/** `kvctl <command> --help`. */
-export function commandUsage(command: KvctlCommand): string {
-  return [
-    `Usage: kvctl [global options] ${command.name}${command.usage === '' ? '' : ` ${command.usage}`}`,
-    '',
-    command.summary,
-    ...(command.help === undefined ? [] : ['', command.help]),
-    '',
-    globalOptionsHelp,
-    '',
-    exitCodesHelp,
-    '',
-  ].join('\n');
+/** Runs one command: its positional arguments, the global flags' values, its own flags. */
+export type KvctlRunner = (command: KvctlCommand, args: readonly string[], globals: Record<string, unknown>, flags: KvctlFlagValues) => Promise<number>;
+
+/** The kvctl program: one subcommand per entry of `commands`, each run by `run`. */
+export function kvctlProgram(io: Pick<KvctlIo, 'stdout' | 'stderr'>, run: KvctlRunner, commands: readonly KvctlCommand[] = kvctlCommands): Command {
+  const program = newProgram('kvctl', io)
+    .description('Reads and writes a kvstore cluster over its gRPC API. Global options go before or after the command.')
+    // Every command's help lists the global options too, and the exit codes.
+    .configureHelp({ showGlobalOptions: true })
+    .addHelpText('afterAll', `\n${exitCodesHelp}\n`);
+  addOptions(program, globalOptions);
+  for (const command of commands) {
+    const sub = program
+      .command(command.name)
+      .summary(command.summary)
+      .description(command.help === undefined ? command.summary : `${command.summary}\n\n${command.help}`);
+    if (command.arguments !== undefined) sub.arguments(command.arguments);
+    addOptions(sub, command.options ?? []);
+    handle(sub, () => {
+      // Own flags by long name: --start-after is 'start-after'; --preload and --no-preload are both 'preload'.
+      const flags: KvctlFlagValues = {};
+      for (const option of sub.options) {
+        flags[option.long!.replace(option.negate ? /^--no-/ : /^--/, '')] = sub.getOptionValue(option.attributeName()) as string | boolean | undefined;
+      }
+      return run(command, sub.args, program.opts(), flags);
+    });
+  }
+  return commandsOnly(program);
 }
 
 function processIo(): KvctlIo {
@@ -118,15 +99,6 @@ function processIo(): KvctlIo {
     stdin: { [Symbol.asyncIterator]: () => process.stdin[Symbol.asyncIterator]() },
     env: process.env,
   };
-}
-
-/** Runs node:util parseArgs, turning its errors into usage errors. */
-function parse<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (error) {
-    throw new UsageError(error instanceof Error ? error.message : String(error));
-  }
 }
 
 function globalsFrom(values: Record<string, unknown>, io: KvctlIo): KvctlGlobals {
@@ -207,22 +179,15 @@ function serverErrorHint(error: KvError): string {
   return '';
 }
 
-/** Prints one actionable line for `error` and answers the exit code. */
-function report(error: unknown, io: KvctlIo, commandName: string | undefined): number {
+/** Prints one actionable line for `error` and answers the exit code; usage errors are thrown on, to be reported with the usage. */
+function report(error: unknown, io: KvctlIo): number {
   const say = (line: string): void => {
     io.stderr.write(`kvctl: ${oneLine(line)}\n`);
   };
-  const helpHint = `run 'kvctl ${commandName === undefined ? '' : `${commandName} `}--help' for usage`;
-  if (error instanceof UsageError) {
-    say(`${error.message} (${helpHint})`);
-    return exitCode.usage;
-  }
+  if (error instanceof UsageError) throw error;
   if (KvError.isKvError(error)) {
     // Rejected by the SDK before any call (e.g. empty key): a command-line problem.
-    if (error.code === Status.INVALID_ARGUMENT && error.endpoint === '') {
-      say(`${error.details} (${helpHint})`);
-      return exitCode.usage;
-    }
+    if (error.code === Status.INVALID_ARGUMENT && error.endpoint === '') throw new UsageError(error.details);
     if (error.unreachable) {
       // A TLS handshake that fails looks the same as a refused connection from here.
       say(`${error.message} (are the nodes running? check --endpoints / KVSTORE_ENDPOINTS; a node with TLS needs --cacert, and --cert/--key if it asks for a client certificate)`);
@@ -246,52 +211,18 @@ function report(error: unknown, io: KvctlIo, commandName: string | undefined): n
  * ```
  */
 export async function runKvctl(argv: string[], io: KvctlIo = processIo()): Promise<number> {
-  let commandName: string | undefined;
   try {
-    // First pass, global flags only: find the command name (the first positional argument).
-    const first = parse({ args: argv, options: globalOptions, strict: false, allowPositionals: true, tokens: true });
-    commandName = first.tokens.find((token) => token.kind === 'positional')?.value;
-    if (commandName === undefined) {
-      if (first.values.help === true) {
-        io.stdout.write(kvctlUsage());
-        return exitCode.ok;
-      }
-      throw new UsageError('no command given');
-    }
-    if (commandName === 'help') {
-      const topic = first.positionals[1];
-      const command = kvctlCommands.find((candidate) => candidate.name === topic);
-      if (topic !== undefined && command === undefined) throw new UsageError(`unknown command "${topic}"`);
-      io.stdout.write(command === undefined ? kvctlUsage() : commandUsage(command));
-      return exitCode.ok;
-    }
-    const command = kvctlCommands.find((candidate) => candidate.name === commandName);
-    if (command === undefined) {
-      const name = commandName;
-      commandName = undefined;
-      throw new UsageError(`unknown command "${name}"; commands: ${kvctlCommands.map((c) => c.name).join(', ')}`);
-    }
+    return await runProgram(kvctlProgram(io, (command, args, values, flags) => runCommand(command, args, values, flags, io)), argv);
+  } catch (error) {
+    return report(error, io);
+  }
+}
 
-    // Second pass, strict: global flags and the command's own.
-    const parsed = parse({
-      args: argv,
-      options: { ...globalOptions, ...command.options },
-      strict: true,
-      allowPositionals: true,
-    });
-    if (parsed.values.help === true) {
-      io.stdout.write(commandUsage(command));
-      return exitCode.ok;
-    }
-    const args = parsed.positionals.slice(1);
-    if (command.positionals !== undefined && args.length !== command.positionals.length) {
-      const expected = command.positionals.length === 0 ? 'no arguments' : command.positionals.map((name) => `<${name}>`).join(' ');
-      throw new UsageError(`${command.name} expects ${expected}, got ${args.length} argument${args.length === 1 ? '' : 's'}`);
-    }
-    const globals = globalsFrom(parsed.values, io);
-    const flags = Object.fromEntries(Object.entries(parsed.values).filter(([name]) => !Object.hasOwn(globalOptions, name)));
-
-    const clients: KvClient[] = [];
+/** Runs `command` against the cluster; answers its exit code. */
+async function runCommand(command: KvctlCommand, args: readonly string[], values: Record<string, unknown>, flags: KvctlFlagValues, io: KvctlIo): Promise<number> {
+  const clients: KvClient[] = [];
+  try {
+    const globals = globalsFrom(values, io);
     const context: KvctlContext = {
       globals,
       io,
@@ -312,13 +243,11 @@ export async function runKvctl(argv: string[], io: KvctlIo = processIo()): Promi
         return client;
       },
     };
-    try {
-      return await command.run(context);
-    } finally {
-      for (const client of clients) client.close();
-    }
+    return await command.run(context);
   } catch (error) {
-    return report(error, io, commandName);
+    return report(error, io);
+  } finally {
+    for (const client of clients) client.close();
   }
 }
 

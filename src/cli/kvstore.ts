@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { parseArgs } from 'node:util';
+import type { Command } from 'commander';
 import { pino } from 'pino';
 import { ConfigError, loadConfigFile, resolveConfig } from '../config/load-config.js';
 import { DataDirLockedError } from '../storage/data-dir-lock.js';
@@ -7,49 +7,44 @@ import { DataDirMismatchError } from '../storage/repository.js';
 import { KvNode } from '../server/node.js';
 import { installProcessPolicy } from '../common/process-policy.js';
 import { isEntryPoint } from '../common/entry-point.js';
-import { runRestore } from './restore.js';
-import { runCerts } from './certs.js';
-import { runAuth } from './auth-token.js';
+import { addRestoreCommand } from './restore.js';
+import { addCertsCommand } from './certs.js';
+import { addAuthCommand } from './auth-token.js';
+import { commandsOnly, newProgram, runProgram, usageError, type CliStreams } from './cli-program.js';
 import { UsersFileError } from '../server/auth/users-file.js';
 import { TlsConfigError } from '../server/tls-credentials.js';
 
-const usage = `Usage:
-  kvstore [--config node.yaml] [--log-level info]   run a node (no config: one node on defaults)
-          [--allow-stale-start]                      start on data restored from a backup older than
-                                                   tombstones.graceSeconds (only if nothing was purged since)
-  kvstore restore --from <backup dir> --config node.yaml [--force]
-                                                   restore a stopped node's data from a backup
-  kvstore certs --out <dir> --nodes n1,n2,n3 [--hosts h,...]
-                                                   write a development CA and node/admin certificates (openssl)
-  kvstore auth token --user <name> [--roles r1,r2]  print a new bearer token and its users-file line
-
-Exit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config (certificates, users file included), 3 data dir refused.`;
+/** The `kvstore` program: run a node, or one of its commands (restore, certs, auth token). */
+export function kvstoreProgram(streams: CliStreams = process): Command {
+  const program = newProgram('kvstore', streams)
+    .description('Runs a kvstore node: from --config, else one node on defaults (127.0.0.1:50051, data in ./data).')
+    .option('-c, --config <file>', "the node's config file (node.yaml)")
+    .option('--log-level <level>', "log level, overriding the config's logLevel (trace, debug, info, warn, error, fatal)")
+    .option('--allow-stale-start', 'start on data restored from a backup older than tombstones.graceSeconds (only if nothing was purged since)')
+    // The node's flags go before a command and are the node's: `kvstore restore --config` is restore's.
+    .enablePositionalOptions()
+    .addHelpText('after', '\nExit codes: 0 clean stop, 1 runtime failure, 2 bad arguments or config (certificates, users file\nincluded), 3 data dir refused.');
+  addRestoreCommand(program);
+  addCertsCommand(program);
+  addAuthCommand(program);
+  program.hook('preSubcommand', (root, sub) => {
+    const given = root.options.filter((option) => root.getOptionValueSource(option.attributeName()) === 'cli');
+    if (given.length > 0) usageError(root, `${given.map((option) => option.long).join(', ')} is for running a node, not for '${sub.name()}' (give it after '${sub.name()}' if that takes it)`);
+  });
+  return commandsOnly(program, runNode);
+}
 
 /** Runs the `kvstore` command; resolves with the process exit code. */
 export async function runKvstore(argv: string[]): Promise<number> {
-  if (argv[0] === 'restore') return runRestore(argv.slice(1));
-  if (argv[0] === 'certs') return runCerts(argv.slice(1));
-  if (argv[0] === 'auth') return runAuth(argv.slice(1));
-  let args;
-  try {
-    args = parseArgs({
-      args: argv,
-      options: { config: { type: 'string', short: 'c' }, 'log-level': { type: 'string' }, 'allow-stale-start': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (err) {
-    process.stderr.write(`kvstore: ${(err as Error).message}\n${usage}\n`);
-    return 2;
-  }
-  if (args.help) {
-    process.stdout.write(`${usage}\n`);
-    return 0;
-  }
+  return runProgram(kvstoreProgram(), argv);
+}
+
+/** Runs a node until SIGTERM or SIGINT; resolves with the exit code. */
+async function runNode(args: { config?: string; logLevel?: string; allowStaleStart?: boolean }): Promise<number> {
   let config;
   try {
     config = args.config !== undefined ? loadConfigFile(args.config) : resolveConfig({}, 'default config');
-    if (args['log-level'] !== undefined) config = resolveConfig({ ...stripDerived(config), logLevel: args['log-level'] }, '--log-level');
+    if (args.logLevel !== undefined) config = resolveConfig({ ...stripDerived(config), logLevel: args.logLevel }, '--log-level');
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`kvstore: ${err.message}\n`);
@@ -61,7 +56,7 @@ export async function runKvstore(argv: string[]): Promise<number> {
   installProcessPolicy(logger);
   let node: KvNode;
   try {
-    node = await KvNode.start(config, logger, args['allow-stale-start'] === true);
+    node = await KvNode.start(config, logger, args.allowStaleStart === true);
   } catch (err) {
     if (err instanceof DataDirLockedError || err instanceof DataDirMismatchError) {
       logger.fatal(err.message);

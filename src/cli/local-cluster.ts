@@ -2,9 +2,11 @@
 /** `npm run cluster [-- --secure] [dir]`: the example cluster's three nodes (src/launcher/local-cluster.ts), logs made readable, Ctrl-C stops them. */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import type { Command } from 'commander';
 import { isEntryPoint } from '../common/entry-point.js';
 import { writeDevCertificates } from '../launcher/dev-certificates.js';
 import { LocalCluster } from '../launcher/local-cluster.js';
+import { handle, newProgram, runProgram, type CliStreams } from './cli-program.js';
 
 /** Formats a node's pino JSON line for a person: `[n1] info  message {fields}`. */
 function humanLine(id: string, line: string): string {
@@ -26,9 +28,24 @@ function humanLine(id: string, line: string): string {
 export const secureClusterCertDir = '.cluster/certs';
 const exampleIds = ['n1', 'n2', 'n3'];
 
-async function main(): Promise<void> {
-  const secure = process.argv.includes('--secure');
-  const dirArg = process.argv.slice(2).find((a) => !a.startsWith('--'));
+/** The `npm run cluster` program (dist/src/cli/local-cluster.js). */
+export function localClusterProgram(streams: CliStreams = process): Command {
+  const program = newProgram('local-cluster', streams)
+    .description(
+      [
+        'npm run cluster -- [--secure] [dir]: starts the three nodes n1, n2, n3 of the example cluster',
+        '(<dir>/n1.yaml ...), prints their logs made readable, and stops them on Ctrl-C.',
+      ].join('\n'),
+    )
+    .argument('[dir]', 'directory of n1.yaml, n2.yaml, n3.yaml (default examples/cluster, with --secure examples/cluster/secure)')
+    .option('--secure', `TLS, client certificates and auth (development certificates written once into ${secureClusterCertDir}/)`);
+  return handle(program, async (dir: string | undefined, options: { secure?: boolean }) => {
+    await runCluster(dir, options.secure === true);
+    return 0;
+  });
+}
+
+async function runCluster(dirArg: string | undefined, secure: boolean): Promise<void> {
   const dir = resolve(dirArg ?? (secure ? 'examples/cluster/secure' : 'examples/cluster'));
   if (secure && !existsSync(join(secureClusterCertDir, 'ca.key'))) {
     // Certificates once, kept across runs (a new CA each run would make old client copies useless).
@@ -62,8 +79,13 @@ async function main(): Promise<void> {
 }
 
 if (isEntryPoint(import.meta.url)) {
-  main().catch((err: Error) => {
-    process.stderr.write(`local cluster: ${err.message}\n`);
-    process.exit(1);
-  });
+  runProgram(localClusterProgram(), process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: Error) => {
+      process.stderr.write(`local cluster: ${err.message}\n`);
+      process.exit(1);
+    },
+  );
 }

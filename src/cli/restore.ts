@@ -1,30 +1,39 @@
 import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import type { Command } from 'commander';
 import { ProgressBar, renderBar } from '../bench/progress-bar.js';
 import { ConfigError, loadConfigFile } from '../config/load-config.js';
 import { backupManifestName, type NodeBackup } from '../replication/backups.js';
 import { DataDirLock, DataDirLockedError } from '../storage/data-dir-lock.js';
 import { environmentFileName, Repository } from '../storage/repository.js';
+import { handle, requireOptions } from './cli-program.js';
 
-/**
- * `kvstore restore --from <backup dir> --config node.yaml`: replaces a stopped node's LMDB
- * environment with a backup's copy. The current environment is kept beside it as
- * `kvstore.mdb.before-restore-<time>` (nothing is deleted). Started again, the node is brought
- * up to date by its peers' replication logs and by anti-entropy.
- */
-export async function runRestore(argv: string[]): Promise<number> {
-  let args;
-  try {
-    args = parseArgs({ args: argv, options: { from: { type: 'string' }, config: { type: 'string', short: 'c' }, force: { type: 'boolean' } }, strict: true }).values;
-  } catch (err) {
-    process.stderr.write(`kvstore restore: ${(err as Error).message}\n`);
-    return 2;
-  }
-  if (args.from === undefined || args.config === undefined) {
-    process.stderr.write('kvstore restore: --from <backup dir> and --config <node.yaml> are required\n');
-    return 2;
-  }
+/** Adds `kvstore restore` to `parent`. */
+export function addRestoreCommand(parent: Command): Command {
+  const command = parent
+    .command('restore')
+    .summary("restore a stopped node's data from a backup")
+    .description(
+      [
+        "Replaces a stopped node's LMDB environment with a backup's copy (kvctl backup writes one into",
+        "the node's backupDir). The current environment is kept beside it as",
+        'kvstore.mdb.before-restore-<time> (nothing is deleted). Started again, the node is brought up',
+        "to date by its peers' replication logs and by anti-entropy.",
+      ].join('\n'),
+    )
+    .usage('--from <dir> --config <file> [--force]')
+    .addHelpText('after', '\nExit codes: 0 restored, 1 runtime failure, 2 bad arguments or config, 3 refused (the node is\nrunning, or the backup is of another node and --force is not given).')
+    .option('--from <dir>', 'the backup directory (required)')
+    .option('-c, --config <file>', "the node's config file (node.yaml); its dataDir is restored (required)")
+    .option('--force', 'restore a backup of another node');
+  return handle(command, (options: { from?: string; config?: string; force?: boolean }) => {
+    requireOptions(command, 'from', 'config');
+    return runRestore({ from: options.from!, config: options.config!, force: options.force === true });
+  });
+}
+
+/** `kvstore restore --from <backup dir> --config node.yaml` (the help above); resolves with the exit code. */
+export async function runRestore(args: { from: string; config: string; force: boolean }): Promise<number> {
   let config;
   try {
     config = loadConfigFile(args.config);

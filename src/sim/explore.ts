@@ -51,11 +51,15 @@ function report(r: SimulationResult): string {
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
+  // node:util parseArgs rather than commander (src/cli/cli-program.ts): one command, no
+  // subcommands, a hand-written usage with the defaults; strict, it rejects unknown flags and
+  // positionals. Usage errors are reported as kvstore's and kvctl's are: "sim: <problem>", the
+  // usage, exit 2.
   let values;
   try {
     values = parseArgs({ args: [...argv], options: { seeds: { type: 'string' }, from: { type: 'string' }, seed: { type: 'string' }, duration: { type: 'string' }, nodes: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
   } catch (err) {
-    console.error(`${(err as Error).message}\n${usage}`);
+    console.error(`sim: ${(err as Error).message}\n${usage}`);
     return 2;
   }
   if (values.help === true) {
@@ -75,7 +79,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    console.error(`${err.message}\n${usage}`);
+    console.error(`sim: ${err.message}\n${usage}`);
     return 2;
   }
   const started = performance.now();

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { expect } from 'vitest';
 import { KVStoreDefinition, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
@@ -83,14 +84,22 @@ export interface CliResult {
   readonly timedOut: boolean;
 }
 
+/** The built programs of dist/src/cli, by file name. */
+export const cliBin = (name: 'kvstore' | 'kvctl' | 'local-cluster'): string => join(dirname(kvstoreBin), `${name}.js`);
+
 /**
  * Runs `node dist/src/cli/kvstore.js ...args` to completion and captures its output. A process
  * still running at the deadline (e.g. a node that started when it should have been refused) is
  * killed, and the result says so.
  */
 export function runKvstore(args: readonly string[], deadlineMs = cliDeadlineMsDefault): Promise<CliResult> {
+  return runCli(kvstoreBin, args, deadlineMs);
+}
+
+/** Runs `node <script> ...args` as runKvstore does (stdin empty; killed at the deadline). */
+export function runCli(script: string, args: readonly string[], deadlineMs = cliDeadlineMsDefault, env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [kvstoreBin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
