@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type Clock, systemClock } from '../platform/clock.js';
 import { Repository } from '../storage/repository.js';
 import { isTombstoneRecord } from '../storage/record-codec.js';
 import type { PeerLink } from './peer-link.js';
@@ -22,8 +23,8 @@ export const backupManifestName = 'kvstore-backup.json';
  * backupDir named `<nodeId>-<UTC timestamp>-<random>`, counts its live keys from the copy itself, and
  * writes a manifest.
  */
-export async function backupLocal(repo: Repository, nodeId: string, backupDir: string): Promise<NodeBackup> {
-  const createdAtMs = Date.now();
+export async function backupLocal(repo: Repository, nodeId: string, backupDir: string, clock: Clock = systemClock): Promise<NodeBackup> {
+  const createdAtMs = clock.wallMs();
   const stamp = new Date(createdAtMs).toISOString().replace(/[:.]/g, '-');
   // The random suffix keeps two backups taken in the same millisecond apart.
   const path = join(backupDir, `${nodeId}-${stamp}-${randomBytes(3).toString('hex')}`);
@@ -73,6 +74,6 @@ export function pruneBackups(backupDir: string, nodeId: string, keep: number): s
 
 /** Asks a peer to take its own backup. */
 export async function backupPeer(link: PeerLink, selfId: string, timeoutMs: number): Promise<NodeBackup> {
-  const res = await link.client.backup({ fromNodeId: selfId }, { signal: AbortSignal.timeout(timeoutMs) });
+  const res = await link.client.backup({ fromNodeId: selfId }, { signal: link.clock.timeoutSignal(timeoutMs) });
   return { path: res.path, bytes: Number(res.bytes), keyCount: Number(res.keyCount), createdAtMs: Number(res.createdAtUnixMs), nodeId: res.nodeId };
 }

@@ -52,7 +52,8 @@ export class PeerLink {
     /** Largest message this link sends: batches and asked answers are sized below it. */
     readonly messageBytesMax: number,
     connection: PeerConnection,
-    private readonly clock: Clock,
+    /** This node's clock (timers of calls to this peer, contact times). */
+    readonly clock: Clock,
   ) {
     this.connection = connection;
     this.client = reportingOutcomes(connection.transport, this);

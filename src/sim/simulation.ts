@@ -168,7 +168,9 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
             const key = keys[rng.nextInt(keys.length)]!;
             const draw = rng.nextDouble();
             const kind = draw < 0.5 ? 'put' : draw < 0.7 ? 'delete' : 'get';
-            const candidates = [...nodes.values()].filter((n) => n.up && !n.clock.isPaused && n.core !== undefined);
+            // A client cannot tell a paused node from a slow one: it may pick one (a crashed one
+            // refuses connections, so it is not picked).
+            const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined);
             if (candidates.length === 0) {
               await simSleep(scheduler, 100);
               continue;
@@ -178,12 +180,22 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
             const op: Op = { id: ops.length, client: c, workload: 'put-delete', kind, key, ...(value === undefined ? {} : { value }), coordinator: coordinator.id, startMs: scheduler.now - t0, endMs: Number.NaN, outcome: 'pending' };
             ops.push(op);
             const core = coordinator.core!;
-            const deadline = new RequestDeadline(new AbortController().signal, requestMs, coordinator.clock);
-            const call =
-              kind === 'get'
-                ? core.coordinator.read(Buffer.from(key), 'quorum', deadline)
-                : core.coordinator.write(Buffer.from(key), Buffer.from(value ?? ''), kind === 'delete', 'quorum', deadline);
+            // As gRPC does: the call's signal aborts when the client's deadline passes (true time),
+            // and the request reaches the node's code when the node runs (late, if it was paused).
+            const clientDeadline = new AbortController();
+            const expiry = scheduler.at(scheduler.now + requestMs, () => clientDeadline.abort(new Error('client deadline passed')));
+            const deadline = new RequestDeadline(clientDeadline.signal, requestMs, coordinator.clock);
+            const call = new Promise<{ found: boolean; value: Buffer | undefined }>((resolve, reject) => {
+              coordinator.clock.defer(() => {
+                const started =
+                  kind === 'get'
+                    ? core.coordinator.read(Buffer.from(key), 'quorum', deadline)
+                    : core.coordinator.write(Buffer.from(key), Buffer.from(value ?? ''), kind === 'delete', 'quorum', deadline);
+                started.then(resolve, reject);
+              });
+            });
             const result = await withGiveUp(scheduler, call, clientGiveUpMs);
+            expiry.cancel();
             deadline.disarm();
             op.endMs = scheduler.now - t0;
             if (result.ok) {
