@@ -21,14 +21,6 @@ export const scanPageRecordsMax = 10_000;
  * larger ones go to lmdb-js's write thread so the event loop keeps serving during the fsync.
  */
 export const syncCommitRecordsMax = 4;
-/**
- * ...and only when the previous commit ended at least this long ago. A synchronous commit blocks
- * the event loop for its fsync; under a stream of unary calls every transaction was small
- * *because* the loop was blocked for the previous fsync, so each one took the synchronous path
- * and the node served one fsync at a time (profile: lmdb finishTxn the largest self time). Back
- * to back, commits go to the write thread and batches grow; a lone write still commits inline.
- */
-export const syncCommitQuietMs = 2;
 
 const metaNodeId = 'nodeId';
 const metaSchemaVersion = 'schemaVersion';
@@ -161,8 +153,6 @@ export class Repository {
   versionCollisions = 0;
   /** Set by abandon: no transaction runs any more. */
   private abandoned = false;
-  /** When the last commit ended (monotonic ms), for the choice of commit path. */
-  private lastCommitEndedMs = Number.NEGATIVE_INFINITY;
   private collisionListener: ((c: VersionCollision) => void) | undefined;
   private commitObserver: CommitObserver | undefined;
 
@@ -584,10 +574,11 @@ export class Repository {
       // write thread and back cost ~95-170 µs of latency and ~115-165 µs of CPU per commit
       // (BENCHMARKS.md, Session 4), which pays off only when there is other work to overlap with the commit.
       // Both paths fdatasync once per commit (checked with strace).
-      const quiet = this.clock.monotonicMs() - this.lastCommitEndedMs >= syncCommitQuietMs;
-      if ((records <= syncCommitRecordsMax && quiet) || this.simulated) this.env.transactionSync(body);
+      // Tried and measured (BENCHMARKS.md, "Unary path"): taking the write thread whenever the
+      // previous commit ended under 2 ms ago cost a lone put ~400 µs of server CPU and did not
+      // raise unary throughput at 128 clients, so the rule stays the record count alone.
+      if (records <= syncCommitRecordsMax || this.simulated) this.env.transactionSync(body);
       else await this.env.transaction(body);
-      this.lastCommitEndedMs = this.clock.monotonicMs();
     } catch (err) {
       this.hints.requeueRemovals(drained);
       this.transactionRunning = false;
