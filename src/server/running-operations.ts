@@ -31,20 +31,34 @@ export class RunningOperations {
     return this.running;
   }
 
-  async run<T>(operation: () => Promise<T>): Promise<T> {
-    if (this.running >= this.max || this.waiting.length > 0) {
-      this.waited++;
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-    } else {
+  run<T>(operation: () => Promise<T>): Promise<T> {
+    // The common case, a free slot, costs no extra promise or async frame: it is on the path of
+    // every stream operation.
+    if (this.running < this.max && this.waiting.length === 0) {
       this.running++;
+      return this.start(operation);
     }
-    try {
-      return await operation();
-    } finally {
-      const next = this.waiting.shift();
-      // The slot passes straight to the next in line (the count stays).
-      if (next !== undefined) next();
-      else this.running--;
-    }
+    this.waited++;
+    return new Promise<void>((resolve) => this.waiting.push(resolve)).then(() => this.start(operation));
   }
+
+  /** Runs `operation` in a slot already taken, giving it back however it ends (a synchronous throw too). */
+  private start<T>(operation: () => Promise<T>): Promise<T> {
+    let result: Promise<T>;
+    try {
+      result = operation();
+    } catch (error) {
+      this.release();
+      return Promise.reject(error);
+    }
+    result.then(this.release, this.release);
+    return result;
+  }
+
+  private readonly release = (): void => {
+    const next = this.waiting.shift();
+    // The slot passes straight to the next in line (the count stays).
+    if (next !== undefined) next();
+    else this.running--;
+  };
 }
