@@ -261,13 +261,13 @@ export class AntiEntropy {
           i += count;
         }
       }
-      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: this.time.wallMs(), error: undefined, bytes, durationMs: this.time.monotonicMs() - startedMs };
+      const result = { peer, rangesCompared: shared.length, rangesDiffering, pulled, pushed, finishedAtMs: this.time.wallMs(), error: undefined, bytes, durationMs: Math.round(this.time.monotonicMs() - startedMs) };
       this.lastExchange.set(peer, result);
       return result;
     } catch (err) {
       // finishedAtMs keeps the last *completed* exchange's time (0 if none); the error says why this one failed.
       const previous = this.lastExchange.get(peer);
-      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: this.time.monotonicMs() - startedMs };
+      const result = { peer, rangesCompared: 0, rangesDiffering, pulled, pushed, finishedAtMs: previous?.error === undefined ? (previous?.finishedAtMs ?? 0) : previous.finishedAtMs, error: (err as Error).message, bytes, durationMs: Math.round(this.time.monotonicMs() - startedMs) };
       this.lastExchange.set(peer, result);
       return result;
     }
