@@ -38,6 +38,7 @@ import { createPeerService } from './peer-service.js';
 import { malformedRequestMiddleware, withMalformedRequestsMarked } from './malformed-requests.js';
 import { ownPeerCertificateCheck, peerChannelCredentials, peerIdentityInterceptor, peerTlsChannelOptions, ReloadingTls, serverCredentials } from './tls-credentials.js';
 import { LateRequestStats } from './late-requests.js';
+import { streamsClosingSignal } from './stream-messages.js';
 import { type MetricsServer, type NodeCounters, NodeMetrics, startMetricsServer } from './metrics.js';
 
 /**
@@ -130,7 +131,7 @@ export class KvNode {
       if (peerTls !== undefined) tlsSources.push(peerTls);
       // The process's clock (shifted by the KVSTORE_TEST_CLOCK_OFFSET_MS hook when set).
       const time = new SystemClock(testClockOffsetMs());
-      const peerStreamsClosing = new AbortController();
+      const peerStreamsClosing = streamsClosingSignal();
       // Set below, once the admin-job slot exists: the peer Backup RPC takes the same slot.
       let backupForPeer: (() => Promise<BackupResponse>) | undefined;
       core = await composeNodeCore(config, {
@@ -154,7 +155,7 @@ export class KvNode {
         return backup;
       };
       let node: KvNode | undefined;
-      const operationStreamsClosing = new AbortController();
+      const operationStreamsClosing = streamsClosingSignal();
       const streamStats = new OperationStreamStats();
       const lateRequestStats = new LateRequestStats();
       const budget = new InFlightBudget(config.limits.maxInFlightBytes);

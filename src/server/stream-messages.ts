@@ -1,3 +1,5 @@
+import { setMaxListeners } from 'node:events';
+
 /** Helpers for the message loops of the node's bidirectional stream handlers. */
 
 /**
@@ -59,4 +61,15 @@ export async function* inOrder<T, R>(source: AsyncIterable<T>, maxInFlight: numb
   } finally {
     void iterator.return?.(undefined)?.catch(() => undefined);
   }
+}
+
+/**
+ * An AbortController whose signal every open stream of one kind listens to (one listener per
+ * stream, removed when it ends): a node with many clients or peers has many at once, which is
+ * not a leak, so Node's default warning at 11 listeners is turned off for it.
+ */
+export function streamsClosingSignal(): AbortController {
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  return controller;
 }

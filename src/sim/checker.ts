@@ -152,6 +152,8 @@ export interface CheckOptions {
    * a version from a clock that runs ahead); on, it shows how often it happens.
    */
   readonly lateIsViolation?: boolean;
+  /** The nodes that replicate `key`; default: every node in `replicas` (a cluster of replicationFactor nodes). */
+  readonly replicasOf?: (key: string) => readonly string[];
 }
 
 /** Checks every key's history against the model and the replicas' final contents. */
@@ -205,7 +207,9 @@ export function checkHistory(opsByKey: ReadonlyMap<string, readonly Op[]>, repli
 
     // The final state, replica by replica (replicas holding the same record are judged once).
     const groups = new Map<string, { record: ReplicaRecord | undefined; nodes: string[] }>();
+    const holders = options.replicasOf?.(key);
     for (const [node, contents] of replicas) {
+      if (holders !== undefined && !holders.includes(node)) continue;
       const record = contents.get(key);
       const id = formatRecord(record);
       const group = groups.get(id);
@@ -259,13 +263,16 @@ export function checkReplicasIdentical(
   opsByKey: ReadonlyMap<string, readonly Op[]>,
   replicas: ReadonlyMap<string, ReplicaContents>,
   reportKeysMax = 20,
+  replicasOf?: (key: string) => readonly string[],
 ): Violation[] {
-  const maps = [...replicas.values()];
-  if (maps.length < 2) return [];
+  const all = [...replicas.values()];
+  if (all.length < 2) return [];
   const differing: string[] = [];
   const keys = new Set<string>();
-  for (const m of maps) for (const k of m.keys()) keys.add(k);
+  for (const m of all) for (const k of m.keys()) keys.add(k);
   for (const key of keys) {
+    const holders = replicasOf?.(key);
+    const maps = holders === undefined ? all : [...replicas].filter(([node]) => holders.includes(node)).map(([, m]) => m);
     const records = maps.map((m) => m.get(key));
     const first = records[0];
     const same = records.every(

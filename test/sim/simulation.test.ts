@@ -38,4 +38,13 @@ describe('deterministic simulation', () => {
     expect(faults).toBeGreaterThan(seedCount * 5);
     expect(failures).toEqual([]);
   }, 600_000);
+
+  it('5 nodes (replicationFactor 3, so coordinators are often not replicas), seeds 7000-7009: no violation', async () => {
+    const failures: string[] = [];
+    for (let seed = 7000; seed < 7010; seed++) {
+      const result = await runSimulation({ seed, nodes: 5 });
+      if (result.violations.length > 0) failures.push(`seed ${seed} (--nodes 5): ${result.violations.slice(0, 3).map((v) => `${v.kind}: ${v.message}`).join('; ')}`);
+    }
+    expect(failures).toEqual([]);
+  }, 300_000);
 });
