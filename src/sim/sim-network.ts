@@ -66,6 +66,11 @@ export class SimNetwork {
     this.cuts.add(`${from}>${to}`);
   }
 
+  /** Unblocks messages from `from` to `to`. */
+  restore(from: string, to: string): void {
+    this.cuts.delete(`${from}>${to}`);
+  }
+
   healAll(): void {
     this.cuts.clear();
   }

@@ -214,7 +214,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     }
 
     // The fault schedule: drawn in full first (so a prefix of it is the same steps), applied as time comes.
-    const schedule = drawFaultSchedule(faultRng, ids, durationMs, options.noFaults === true);
+    const schedule = drawFaultSchedule(faultRng, ids, durationMs, options.noFaults === true, graceSeconds * 1000);
     const applied = options.faultSteps === undefined ? schedule : schedule.slice(0, options.faultSteps);
     const trace: string[] = [];
     for (const step of applied) {
@@ -231,6 +231,22 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
           break;
         case 'heal':
           network.healAll();
+          break;
+        case 'isolate-long':
+          // Longer than the tombstone grace: deletes made meanwhile become purgeable while this
+          // node, which missed them, is away; it comes back with only its own cuts lifted.
+          for (const other of ids) {
+            if (other === step.node) continue;
+            network.cut(step.node!, other);
+            network.cut(other, step.node!);
+          }
+          scheduler.at(scheduler.now + step.forMs!, () => {
+            for (const other of ids) {
+              if (other === step.node) continue;
+              network.restore(step.node!, other);
+              network.restore(other, step.node!);
+            }
+          });
           break;
         case 'crash':
           if (node !== undefined && node.up) {
@@ -346,7 +362,7 @@ function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Viola
   return out;
 }
 
-type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network';
+type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long';
 interface FaultStep {
   readonly atMs: number;
   readonly kind: FaultKind;
@@ -360,13 +376,17 @@ interface FaultStep {
 }
 
 /** The seeded fault schedule: a step every 0.5-3 s of simulated time. */
-function drawFaultSchedule(rng: Rng, ids: readonly string[], durationMs: number, none: boolean): FaultStep[] {
+function drawFaultSchedule(rng: Rng, ids: readonly string[], durationMs: number, none: boolean, graceMs: number): FaultStep[] {
   if (none) return [];
   const steps: FaultStep[] = [];
   const pick = () => ids[rng.nextInt(ids.length)]!;
   for (let at = 500 + rng.nextInt(1000); at < durationMs; at += 500 + rng.nextInt(2500)) {
     const draw = rng.nextInt(100);
-    if (draw < 25) {
+    if (draw < 6 && at < durationMs / 2) {
+      const node = pick();
+      const forMs = graceMs + 2_000 + rng.nextInt(4_000);
+      steps.push({ atMs: at, kind: 'isolate-long', node, forMs, description: `isolate ${node} for ${forMs} ms (longer than the tombstone grace)` });
+    } else if (draw < 25) {
       // A cut: one way, both ways between two nodes, or a node isolated.
       const a = pick();
       const b = ids.filter((id) => id !== a)[rng.nextInt(ids.length - 1)]!;
