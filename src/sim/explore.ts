@@ -47,7 +47,7 @@ export async function shortestFailingPrefix(options: SimulationOptions, steps: n
 }
 
 function report(r: SimulationResult): string {
-  return `seed ${r.seed}: ${failed(r) ? 'FAILED' : 'ok'}  ${r.ops} ops (${r.opsAcked} acknowledged), ${r.trace.length} fault steps, ${(r.simulatedMs / 1000).toFixed(1)} s simulated, ${r.events} events, ${r.anomalies.length} anomalies`;
+  return `seed ${r.seed}: ${failed(r) ? 'FAILED' : 'ok'}  ${r.ops} ops (${r.opsAcked} acknowledged), ${r.trace.length} fault steps, ${(r.simulatedMs / 1000).toFixed(1)} s simulated, ${r.events} events, ${r.anomalies.length} anomalies, ${r.tombstonesPurged} tombstones purged`;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {

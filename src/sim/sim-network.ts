@@ -46,6 +46,8 @@ export class SimNetwork {
   private readonly endpoints = new Map<string, SimEndpoint>();
   /** Blocked directions, as "from>to". */
   private readonly cuts = new Set<string>();
+  /** Blocked directions that a heal step does not lift (a long partition), as "from>to". */
+  private readonly longCuts = new Set<string>();
   /** Per direction, when the last stream message arrives: a stream is ordered. */
   conditions: NetworkConditions = { ...calmNetwork };
   /** Messages carried and lost, for the report. */
@@ -71,16 +73,32 @@ export class SimNetwork {
     this.cuts.delete(`${from}>${to}`);
   }
 
+  /** Blocks `from` -> `to` until `restoreLong` (or `healEverything`), whatever heal steps come meanwhile. */
+  cutLong(from: string, to: string): void {
+    this.longCuts.add(`${from}>${to}`);
+  }
+
+  restoreLong(from: string, to: string): void {
+    this.longCuts.delete(`${from}>${to}`);
+  }
+
+  /** Lifts the ordinary cuts; long ones stay until they end. */
   healAll(): void {
     this.cuts.clear();
   }
 
+  /** Lifts every cut, long ones too (the end of a run). */
+  healEverything(): void {
+    this.cuts.clear();
+    this.longCuts.clear();
+  }
+
   get cutCount(): number {
-    return this.cuts.size;
+    return this.cuts.size + this.longCuts.size;
   }
 
   private blocked(from: string, to: string): boolean {
-    return this.cuts.has(`${from}>${to}`);
+    return this.cuts.has(`${from}>${to}`) || this.longCuts.has(`${from}>${to}`);
   }
 
   private latency(): number {

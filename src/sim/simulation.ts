@@ -48,6 +48,8 @@ export interface SimulationResult {
   readonly events: number;
   readonly opsAcked: number;
   readonly ops: number;
+  /** Tombstones the nodes' GC purged during the run (the purge rule was exercised). */
+  readonly tombstonesPurged: number;
 }
 
 const durationMsDefault = 20_000;
@@ -56,6 +58,8 @@ const convergeMs = 30_000;
 const requestMs = 2_000;
 /** A client gives up on a call this long after its deadline (its coordinator crashed): indeterminate. */
 const clientGiveUpMs = requestMs + 1_000;
+/** How often the tombstone workload starts a short-lived key (put, delete, left alone). */
+const tombstoneKeyEveryMs = 250;
 
 interface SimNode {
   readonly id: string;
@@ -100,6 +104,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     unhandled.push(String((reason as Error)?.stack ?? reason).split('\n').slice(0, 3).join(' | '));
   };
   process.on('unhandledRejection', onUnhandled);
+  let purgedByEarlierIncarnations = 0;
 
   const configOf = (id: string) =>
     resolveConfig({
@@ -143,6 +148,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     node.endpoint.service = undefined;
     const core = node.core;
     node.core = undefined;
+    purgedByEarlierIncarnations += core?.tombstones.purged ?? 0;
     node.closing.abort();
     if (core !== undefined) await core.abandon();
   };
@@ -159,6 +165,44 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     const t0 = scheduler.now;
     let loadRunning = true;
     const clientLoops: Promise<void>[] = [];
+    /** One operation by client `client` through a random up node's coordinator, recorded in `ops`. */
+    const runOp = async (rng: Rng, client: number, workload: Op['workload'], kind: Op['kind'], key: string, value: string | undefined): Promise<Op | undefined> => {
+      // A client cannot tell a paused node from a slow one: it may pick one (a crashed one
+      // refuses connections, so it is not picked).
+      const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined);
+      if (candidates.length === 0) return undefined;
+      const coordinator = candidates[rng.nextInt(candidates.length)]!;
+      const op: Op = { id: ops.length, client, workload, kind, key, ...(value === undefined ? {} : { value }), coordinator: coordinator.id, startMs: scheduler.now - t0, endMs: Number.NaN, outcome: 'pending' };
+      ops.push(op);
+      const core = coordinator.core!;
+      // As gRPC does: the call's signal aborts when the client's deadline passes (true time),
+      // and the request reaches the node's code when the node runs (late, if it was paused).
+      const clientDeadline = new AbortController();
+      const expiry = scheduler.at(scheduler.now + requestMs, () => clientDeadline.abort(new Error('client deadline passed')));
+      const deadline = new RequestDeadline(clientDeadline.signal, requestMs, coordinator.clock);
+      const call = new Promise<{ found: boolean; value: Buffer | undefined }>((resolve, reject) => {
+        coordinator.clock.defer(() => {
+          const started =
+            kind === 'get'
+              ? core.coordinator.read(Buffer.from(key), 'quorum', deadline)
+              : core.coordinator.write(Buffer.from(key), Buffer.from(value ?? ''), kind === 'delete', 'quorum', deadline);
+          started.then(resolve, reject);
+        });
+      });
+      const result = await withGiveUp(scheduler, call, clientGiveUpMs);
+      expiry.cancel();
+      deadline.disarm();
+      op.endMs = scheduler.now - t0;
+      if (result.ok) {
+        op.outcome = 'ok';
+        const r = result.value;
+        op.observed = kind === 'delete' ? (r.found ? { live: true } : null) : r.found ? (r.value ?? Buffer.alloc(0)).toString('utf8') : null;
+      } else {
+        op.outcome = result.error instanceof InvalidRequestError ? 'failed' : 'indeterminate';
+        op.error = String((result.error as Error)?.message ?? result.error).slice(0, 200);
+      }
+      return op;
+    };
     for (let c = 0; c < clientCount; c++) {
       const rng = new Rng(deriveSeed(seed, 100 + c));
       const keys = Array.from({ length: keysPerClient }, (_, k) => `c${c}k${k}`);
@@ -169,46 +213,40 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
             const key = keys[rng.nextInt(keys.length)]!;
             const draw = rng.nextDouble();
             const kind = draw < 0.5 ? 'put' : draw < 0.7 ? 'delete' : 'get';
-            // A client cannot tell a paused node from a slow one: it may pick one (a crashed one
-            // refuses connections, so it is not picked).
-            const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined);
-            if (candidates.length === 0) {
+            const value = kind === 'put' ? `c${c}-${written + 1}` : undefined;
+            const op = await runOp(rng, c, 'put-delete', kind, key, value);
+            if (op === undefined) {
               await simSleep(scheduler, 100);
               continue;
             }
-            const coordinator = candidates[rng.nextInt(candidates.length)]!;
-            const value = kind === 'put' ? `c${c}-${++written}` : undefined;
-            const op: Op = { id: ops.length, client: c, workload: 'put-delete', kind, key, ...(value === undefined ? {} : { value }), coordinator: coordinator.id, startMs: scheduler.now - t0, endMs: Number.NaN, outcome: 'pending' };
-            ops.push(op);
-            const core = coordinator.core!;
-            // As gRPC does: the call's signal aborts when the client's deadline passes (true time),
-            // and the request reaches the node's code when the node runs (late, if it was paused).
-            const clientDeadline = new AbortController();
-            const expiry = scheduler.at(scheduler.now + requestMs, () => clientDeadline.abort(new Error('client deadline passed')));
-            const deadline = new RequestDeadline(clientDeadline.signal, requestMs, coordinator.clock);
-            const call = new Promise<{ found: boolean; value: Buffer | undefined }>((resolve, reject) => {
-              coordinator.clock.defer(() => {
-                const started =
-                  kind === 'get'
-                    ? core.coordinator.read(Buffer.from(key), 'quorum', deadline)
-                    : core.coordinator.write(Buffer.from(key), Buffer.from(value ?? ''), kind === 'delete', 'quorum', deadline);
-                started.then(resolve, reject);
-              });
-            });
-            const result = await withGiveUp(scheduler, call, clientGiveUpMs);
-            expiry.cancel();
-            deadline.disarm();
-            op.endMs = scheduler.now - t0;
-            if (result.ok) {
-              op.outcome = 'ok';
-              const r = result.value;
-              op.observed = kind === 'delete' ? (r.found ? { live: true } : null) : r.found ? (r.value ?? Buffer.alloc(0)).toString('utf8') : null;
-            } else {
-              op.outcome = result.error instanceof InvalidRequestError ? 'failed' : 'indeterminate';
-              op.error = String((result.error as Error)?.message ?? result.error).slice(0, 200);
-            }
+            if (kind === 'put') written++;
             await simSleep(scheduler, 5 + rng.nextInt(45));
           }
+        })(),
+      );
+    }
+    // The tombstone workload: the keys above are rewritten every few tens of ms, so their
+    // tombstones are never older than the grace and GC never purges them. This client writes
+    // short-lived keys instead, each put once, deleted 0.1-3 s later, and then left alone: each
+    // delete's tombstone becomes purgeable, whatever fault is under way when it is made.
+    {
+      const client = clientCount;
+      const rng = new Rng(deriveSeed(seed, 100 + client));
+      let lifecycles = 0;
+      const lifecycle = async (n: number): Promise<void> => {
+        const key = `t${n}`;
+        if ((await runOp(rng, client, 'put-delete', 'put', key, `t${n}-1`)) === undefined) return;
+        await simSleep(scheduler, 100 + rng.nextInt(2_900));
+        await runOp(rng, client, 'put-delete', 'delete', key, undefined);
+      };
+      clientLoops.push(
+        (async () => {
+          const running: Promise<void>[] = [];
+          while (loadRunning) {
+            running.push(lifecycle(++lifecycles));
+            await simSleep(scheduler, tombstoneKeyEveryMs);
+          }
+          await Promise.all(running);
         })(),
       );
     }
@@ -234,24 +272,33 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
           break;
         case 'isolate-long':
           // Longer than the tombstone grace: deletes made meanwhile become purgeable while this
-          // node, which missed them, is away; it comes back with only its own cuts lifted.
+          // node, which missed them, is away. Heal steps do not end it; it ends on its own.
           for (const other of ids) {
             if (other === step.node) continue;
-            network.cut(step.node!, other);
-            network.cut(other, step.node!);
+            network.cutLong(step.node!, other);
+            network.cutLong(other, step.node!);
           }
           scheduler.at(scheduler.now + step.forMs!, () => {
             for (const other of ids) {
               if (other === step.node) continue;
-              network.restore(step.node!, other);
-              network.restore(other, step.node!);
+              network.restoreLong(step.node!, other);
+              network.restoreLong(other, step.node!);
             }
           });
+          break;
+        case 'cut-long':
+          // One way, longer than the grace: the sender's log holds writes for the peer while
+          // both still answer tombstone GC (which needs every member to answer, not every path).
+          network.cutLong(step.from!, step.to!);
+          scheduler.at(scheduler.now + step.forMs!, () => network.restoreLong(step.from!, step.to!));
           break;
         case 'crash':
           if (node !== undefined && node.up) {
             await crashNode(node);
-            scheduler.at(scheduler.now + step.forMs!, () => void startNode(node));
+            scheduler.at(scheduler.now + step.forMs!, () => {
+              if (step.skewMs !== undefined) node.clock.skewMs = Math.min(node.clock.skewMs, step.skewMs);
+              void startNode(node);
+            });
           }
           break;
         case 'pause':
@@ -275,7 +322,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     await scheduler.runWhile(Promise.all(clientLoops), scheduler.now + clientGiveUpMs * 2);
 
     // Heal: every link, calm network, every node up and running; then converge.
-    network.healAll();
+    network.healEverything();
     network.conditions = { ...calmNetwork };
     for (const node of nodes.values()) if (node.clock.isPaused) node.clock.resume();
     await scheduler.runUntil(scheduler.now + 5_000);
@@ -318,6 +365,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     }
     for (const u of unhandled) violations.push({ kind: 'node-error', message: `unhandled rejection: ${u}`, details: [] });
     const simulatedMs = scheduler.now;
+    const tombstonesPurged = [...nodes.values()].reduce((sum, n) => sum + n.core!.tombstones.purged, purgedByEarlierIncarnations);
     for (const node of nodes.values()) await scheduler.runWhile(node.core!.stop(), scheduler.now + 30_000);
     return {
       seed,
@@ -330,6 +378,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       events: scheduler.eventsRun,
       ops: ops.length,
       opsAcked: ops.filter((o) => o.outcome === 'ok').length,
+      tombstonesPurged,
     };
   } finally {
     process.off('unhandledRejection', onUnhandled);
@@ -362,7 +411,7 @@ function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Viola
   return out;
 }
 
-type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long';
+type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long' | 'cut-long';
 interface FaultStep {
   readonly atMs: number;
   readonly kind: FaultKind;
@@ -382,10 +431,15 @@ function drawFaultSchedule(rng: Rng, ids: readonly string[], durationMs: number,
   const pick = () => ids[rng.nextInt(ids.length)]!;
   for (let at = 500 + rng.nextInt(1000); at < durationMs; at += 500 + rng.nextInt(2500)) {
     const draw = rng.nextInt(100);
-    if (draw < 6 && at < durationMs / 2) {
+    if (draw < 10 && at < durationMs / 2) {
       const node = pick();
       const forMs = graceMs + 2_000 + rng.nextInt(4_000);
       steps.push({ atMs: at, kind: 'isolate-long', node, forMs, description: `isolate ${node} for ${forMs} ms (longer than the tombstone grace)` });
+    } else if (draw < 18 && at < durationMs / 2) {
+      const from = pick();
+      const to = ids.filter((id) => id !== from)[rng.nextInt(ids.length - 1)]!;
+      const forMs = graceMs + 2_000 + rng.nextInt(6_000);
+      steps.push({ atMs: at, kind: 'cut-long', from, to, forMs, description: `cut ${from} -> ${to} (one way) for ${forMs} ms (longer than the tombstone grace)` });
     } else if (draw < 25) {
       // A cut: one way, both ways between two nodes, or a node isolated.
       const a = pick();
@@ -406,7 +460,11 @@ function drawFaultSchedule(rng: Rng, ids: readonly string[], durationMs: number,
     else if (draw < 55) {
       const node = pick();
       const forMs = 300 + rng.nextInt(3000);
-      steps.push({ atMs: at, kind: 'crash', node, forMs, description: `crash ${node} (SIGKILL), restart after ${forMs} ms` });
+      // Half the restarts come back with the wall clock set back up to 40 s (a reboot before NTP
+      // has run, a VM restored from a snapshot): only what the node persisted and learns from its
+      // peers keeps its versions above those it issued before.
+      const skewMs = rng.nextInt(2) === 0 ? undefined : -rng.nextInt(40_000);
+      steps.push({ atMs: at, kind: 'crash', node, forMs, ...(skewMs === undefined ? {} : { skewMs }), description: `crash ${node} (SIGKILL), restart after ${forMs} ms${skewMs === undefined ? '' : ` with its wall clock at ${skewMs} ms off true time`}` });
     } else if (draw < 70) {
       const node = pick();
       const forMs = 300 + rng.nextInt(4000);

@@ -27,15 +27,19 @@ describe('deterministic simulation', () => {
     const failures: string[] = [];
     let acked = 0;
     let faults = 0;
+    let purged = 0;
     for (let seed = seedFrom; seed < seedFrom + seedCount; seed++) {
       const result = await runSimulation({ seed });
       acked += result.opsAcked;
       faults += result.trace.length;
+      purged += result.tombstonesPurged;
       if (result.violations.length > 0) failures.push(`seed ${seed}: ${result.violations.slice(0, 3).map((v) => `${v.kind}: ${v.message}`).join('; ')}`);
     }
     // The runs did real work: acknowledged operations and applied faults.
     expect(acked).toBeGreaterThan(seedCount * 100);
     expect(faults).toBeGreaterThan(seedCount * 5);
+    // Tombstone GC purged deletes during the runs, so "no delete resurrected" tested the purge rule.
+    expect(purged).toBeGreaterThan(seedCount * 10);
     expect(failures).toEqual([]);
   }, 600_000);
 

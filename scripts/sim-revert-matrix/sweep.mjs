@@ -1,0 +1,10 @@
+import { runSimulation } from '../../dist/src/sim/simulation.js';
+const [from, count, nodes] = process.argv.slice(2).map(Number);
+const failed = [];
+let purged = 0;
+for (let s = from; s < from + count; s++) {
+  const r = await runSimulation({ seed: s, nodes: nodes || 3 });
+  purged += r.tombstonesPurged;
+  if (r.violations.length) { failed.push(s); console.log(`seed ${s}: ${r.violations[0].kind}: ${r.violations[0].message.slice(0, 160)}`); }
+}
+console.log(`failed: [${failed.join(',')}] of ${count} from ${from}; purged ${purged}`);
