@@ -12,6 +12,8 @@ R = {
  'age-cap': [('src/server/node-core.ts', "const entryAgeSeconds = config.hints.maxAgeSeconds === 0 ? graceAge : Math.min(config.hints.maxAgeSeconds, graceAge);", "const entryAgeSeconds = config.hints.maxAgeSeconds + 0 * graceAge;")],
  'no-high-water': [('src/server/node-core.ts', 'new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs)', 'new HybridLogicalClock(selfId, wallClock, undefined, config.clock.maxDriftMs)')],
  'no-peer-seed': [('src/server/node-core.ts', '        if (links.length === 0) return;\n        const timeoutMs', '        if (links.length >= 0) return;\n        const timeoutMs')],
+ 'job-isolation': [('src/storage/repository.ts', 'results[i] = this.env.childTransaction(() => {', 'results[i] = ((run: () => unknown) => run())(() => {')],
+ 'trees-after-flush': [('src/storage/repository.ts', '          for (const c of jobChanges) changes.push(c);', '          for (const c of jobChanges) changes.push(c);\n          this.applyChanges(jobChanges);'), ('src/storage/repository.ts', 'this.applyChanges(this.unflushedChanges.shift()!.changes);', 'this.unflushedChanges.shift();')],
  'now-above': [('src/replication/coordinator.ts', 'const version = this.clock.nowAbove(floor === undefined ? undefined : decodeRecordHeader(floor).version);', 'const version = this.clock.now(); void floor;')],
  'deadline-race': [('src/replication/deadline.ts', '      promise.catch(() => {});\n      return Promise.reject', '      return Promise.reject')],
 }

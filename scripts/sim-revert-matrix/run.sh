@@ -7,7 +7,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
-files="src/replication/tombstone-gc.ts src/replication/replica.ts src/replication/delivery-loop.ts src/server/node-core.ts src/replication/coordinator.ts src/replication/deadline.ts"
+files="src/replication/tombstone-gc.ts src/replication/replica.ts src/replication/delivery-loop.ts src/server/node-core.ts src/replication/coordinator.ts src/replication/deadline.ts src/storage/repository.ts"
 git diff --quiet -- $files || { echo "uncommitted changes in the files this script reverts; commit or stash them first" >&2; exit 2; }
 trap 'git checkout -q -- $files; npm run build --silent' EXIT  # dist/ back to the real code too
 python3 "$here/apply.py" $1 || exit 1

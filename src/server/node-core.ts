@@ -15,7 +15,7 @@ import { HintLimits } from '../replication/hint-limits.js';
 import { PeerLink } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
-import { DataDirMismatchError, Repository } from '../storage/repository.js';
+import { DataDirMismatchError, Repository, type StorageFaults } from '../storage/repository.js';
 import { createPeerService } from './peer-service.js';
 
 /** Room for the key and protobuf framing on top of the largest value a client may send. */
@@ -35,6 +35,8 @@ export interface NodeCoreSeams {
   readonly retry?: RetryForever;
   /** Storage for the simulator (no fsync, commits on this thread); see RepositoryOptions.simulated. */
   readonly simulatedStorage?: boolean;
+  /** Simulator only: storage failures to inject (see StorageFaults). */
+  readonly storageFaults?: StorageFaults;
   /** Start even on a data dir restored from a backup older than the grace. */
   readonly allowStaleStart?: boolean;
   /** peerTls: a caller's identity comes from its certificate (peer-service.ts). */
@@ -90,7 +92,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
   const selfId = config.nodeId;
   const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
   const peers = members.filter((m) => m.id !== selfId);
-  const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id), clock: time, simulated: seams.simulatedStorage === true });
+  const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id), clock: time, simulated: seams.simulatedStorage === true, ...(seams.storageFaults === undefined ? {} : { storageFaults: seams.storageFaults }) });
   try {
     const wallClock = () => time.wallMs();
     const hlc = new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs);

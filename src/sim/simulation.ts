@@ -10,6 +10,7 @@ import { resolveConfig } from '../config/load-config.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError } from '../replication/errors.js';
 import { composeNodeCore, type NodeCore } from '../server/node-core.js';
+import type { StorageFaults } from '../storage/repository.js';
 import { streamsClosingSignal } from '../server/stream-messages.js';
 import { decodeRecord } from '../storage/record-codec.js';
 import { recordHeader } from '../storage/repository.js';
@@ -58,6 +59,9 @@ const convergeMs = 30_000;
 const requestMs = 2_000;
 /** A client gives up on a call this long after its deadline (its coordinator crashed): indeterminate. */
 const clientGiveUpMs = requestMs + 1_000;
+/** In a 'storage' fault: the share of write jobs that fail (rolled back alone) and of commits that fail (all their jobs). */
+const storageJobFailureRate = 0.2;
+const storageCommitFailureRate = 0.1;
 /** How often the tombstone workload starts a short-lived key (put, delete, left alone). */
 const tombstoneKeyEveryMs = 250;
 
@@ -71,6 +75,8 @@ interface SimNode {
   up: boolean;
   incarnation: number;
   closing: AbortController;
+  /** Until when (simulated ms) its storage fails some jobs and commits (a 'storage' fault step). */
+  storageTroubleUntil: number;
 }
 
 /**
@@ -91,6 +97,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   const networkRng = new Rng(deriveSeed(seed, 1));
   const faultRng = new Rng(deriveSeed(seed, 2));
   const retryRng = new Rng(deriveSeed(seed, 3));
+  const storageRng = new Rng(deriveSeed(seed, 4));
   const network = new SimNetwork(scheduler, networkRng);
   const logger = pino({ level: 'silent' });
   const dir = mkdtempSync(join(tmpdir(), `kvstore-sim-${seed}-`));
@@ -118,6 +125,13 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       tombstones: { graceSeconds },
     });
 
+  const storageFaultsOf = (node: SimNode): StorageFaults => {
+    const troubled = () => scheduler.now < node.storageTroubleUntil;
+    return {
+      failJob: () => troubled() && storageRng.nextDouble() < storageJobFailureRate,
+      failCommit: () => troubled() && storageRng.nextDouble() < storageCommitFailureRate,
+    };
+  };
   const startNode = async (node: SimNode): Promise<void> => {
     node.incarnation++;
     const clock = new SimClock(scheduler);
@@ -133,6 +147,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       connect: network.connector(node.id, endpoint),
       retry: simRetry(clock, retryRng),
       simulatedStorage: true,
+      storageFaults: storageFaultsOf(node),
       closing: node.closing.signal,
     });
     node.core = core;
@@ -155,7 +170,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
 
   try {
     for (const id of ids) {
-      const node: SimNode = { id, dataDir: join(dir, id), clock: new SimClock(scheduler), endpoint: { incarnation: 0, clock: new SimClock(scheduler), service: undefined }, core: undefined, up: false, incarnation: 0, closing: new AbortController() };
+      const node: SimNode = { id, dataDir: join(dir, id), clock: new SimClock(scheduler), endpoint: { incarnation: 0, clock: new SimClock(scheduler), service: undefined }, core: undefined, up: false, incarnation: 0, closing: new AbortController(), storageTroubleUntil: 0 };
       nodes.set(id, node);
     }
     for (const node of nodes.values()) await startNode(node);
@@ -308,6 +323,9 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
             scheduler.at(scheduler.now + step.forMs!, () => paused.resume());
           }
           break;
+        case 'storage':
+          if (node !== undefined) node.storageTroubleUntil = scheduler.now + step.forMs!;
+          break;
         case 'skew':
           if (node !== undefined) node.clock.skewMs = step.skewMs!;
           break;
@@ -411,7 +429,7 @@ function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Viola
   return out;
 }
 
-type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long' | 'cut-long';
+type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long' | 'cut-long' | 'storage';
 interface FaultStep {
   readonly atMs: number;
   readonly kind: FaultKind;
@@ -473,6 +491,10 @@ function drawFaultSchedule(rng: Rng, ids: readonly string[], durationMs: number,
       const node = pick();
       const skewMs = (rng.nextInt(2) === 0 ? -1 : 1) * rng.nextInt(40_000);
       steps.push({ atMs: at, kind: 'skew', node, skewMs, description: `${node}'s wall clock jumps to ${skewMs} ms off true time` });
+    } else if (draw < 92) {
+      const node = pick();
+      const forMs = 500 + rng.nextInt(3_500);
+      steps.push({ atMs: at, kind: 'storage', node, forMs, description: `${node}'s storage fails ${storageJobFailureRate * 100}% of write jobs and ${storageCommitFailureRate * 100}% of commits for ${forMs} ms` });
     } else {
       const conditions = { dropRate: rng.nextInt(20) / 100, duplicateRate: rng.nextInt(10) / 100, latencyMaxMs: 4 + rng.nextInt(40), spikeRate: rng.nextInt(5) / 100, spikeMs: 200 + rng.nextInt(2000) };
       steps.push({ atMs: at, kind: 'network', conditions, description: `network: drop ${conditions.dropRate}, duplicate ${conditions.duplicateRate}, latency up to ${conditions.latencyMaxMs} ms, spikes ${conditions.spikeRate} x ${conditions.spikeMs} ms` });

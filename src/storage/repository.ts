@@ -119,7 +119,22 @@ export interface RepositoryOptions {
    * not the page cache, which is what a process crash (not a power cut) does.
    */
   readonly simulated?: boolean;
+  /** For the simulator only: storage failures to inject (production passes none). */
+  readonly storageFaults?: StorageFaults;
 }
+
+/**
+ * Storage failures the simulator injects, asked at each write job and each commit. A failing job
+ * throws after its writes, as an LMDB error midway through a job would; a failing commit aborts
+ * the whole transaction, as a full disk (MDB_MAP_FULL) does.
+ */
+export interface StorageFaults {
+  failJob(): boolean;
+  failCommit(): boolean;
+}
+
+/** The error a StorageFaults failure throws. */
+export class InjectedStorageError extends Error {}
 
 /**
  * Told of every shared write transaction (see runTransaction), for metrics: the records its jobs
@@ -155,6 +170,7 @@ export class Repository {
   private abandoned = false;
   private collisionListener: ((c: VersionCollision) => void) | undefined;
   private commitObserver: CommitObserver | undefined;
+  private storageFaults: StorageFaults | undefined;
 
   private constructor(
     private readonly env: RootDatabase,
@@ -196,7 +212,9 @@ export class Repository {
       const hashIndex = env.openDB<Buffer, Buffer>({ name: 'hashindex', encoding: 'binary', keyEncoding: 'binary' });
       Repository.claimIdentity(meta, options);
       Repository.checkHashIndex(records, hashIndex);
-      return new Repository(env, records, meta, hints, hashIndex, lock, options.dataDir, options.peers, options.clock, options.simulated);
+      const repo = new Repository(env, records, meta, hints, hashIndex, lock, options.dataDir, options.peers, options.clock, options.simulated);
+      repo.storageFaults = options.storageFaults;
+      return repo;
     } catch (err) {
       lock.release();
       throw err;
@@ -555,7 +573,11 @@ export class Repository {
       jobs.forEach((job, i) => {
         const jobChanges: RecordChange[] = [];
         try {
-          results[i] = this.env.childTransaction(() => job.run(jobChanges));
+          results[i] = this.env.childTransaction(() => {
+            const result = job.run(jobChanges);
+            if (this.storageFaults?.failJob() === true) throw new InjectedStorageError('simulated storage failure in a write job');
+            return result;
+          });
           for (const c of jobChanges) changes.push(c);
         } catch (err) {
           failures[i] = err;
@@ -568,6 +590,7 @@ export class Repository {
         clockToPersist = clock;
       }
       drained = this.hints.drainRemovalsInTransaction();
+      if (this.storageFaults?.failCommit() === true) throw new InjectedStorageError('simulated storage failure: the commit did not happen (as with a full disk)');
     };
     try {
       // A transaction of a few records (light load) commits on this thread: handing it to lmdb-js's
