@@ -7,6 +7,7 @@
 import { backupCommand, statusCommand } from './kvctl-admin.js';
 import { benchCommand } from './kvctl-bench.js';
 import type { KvctlCommand } from './kvctl-command.js';
+import { memberCommand } from './kvctl-member.js';
 import { delCommand, getCommand, lsCommand, putCommand } from './kvctl-kv.js';
 import { repairCommand } from './kvctl-repair.js';
 import { verifyCommand } from './kvctl-verify.js';
@@ -18,6 +19,7 @@ export const kvctlCommands: readonly KvctlCommand[] = [
   lsCommand,
   backupCommand,
   statusCommand,
+  memberCommand,
   verifyCommand,
   repairCommand,
   benchCommand,

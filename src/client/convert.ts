@@ -4,6 +4,8 @@
 import {
   Consistency,
   type BackupStatus as BackupStatusMessage,
+  type MemberState as MemberStateMessage,
+  memberStateToJSON,
   type MemberStatus as MemberStatusMessage,
   type PeerRepair as PeerRepairMessage,
   type RangeVerification as RangeVerificationMessage,
@@ -16,6 +18,7 @@ import type {
   BackupStatus,
   Bytes,
   ConsistencyLevel,
+  MemberState,
   MemberStatus,
   NodeStatus,
   PeerRepair,
@@ -88,6 +91,8 @@ export function fromMemberStatus(message: MemberStatusMessage): MemberStatus {
     backlogOldestAgeMs: toNumber(message.backlogOldestAgeMs),
     droppedEntries: toNumber(message.droppedEntries),
     lastExchangeRepaired: toNumber(message.lastExchangeRepaired),
+    state: memberStateOf(message.state),
+    ownedShare: message.ownedShare,
   };
   const lastContact = toOptionalDate(message.lastContactUnixMs);
   if (lastContact !== undefined) member.lastContact = lastContact;
@@ -95,6 +100,12 @@ export function fromMemberStatus(message: MemberStatusMessage): MemberStatus {
   if (lastExchange !== undefined) member.lastExchange = lastExchange;
   if (message.lastExchangeError !== '') member.lastExchangeError = message.lastExchangeError;
   return member;
+}
+
+/** MEMBER_STATE_NORMAL -> 'normal'; unspecified or a state this client does not know -> 'unknown'. */
+function memberStateOf(state: MemberStateMessage): MemberState {
+  const name = memberStateToJSON(state).replace(/^MEMBER_STATE_/, '').toLowerCase();
+  return name === 'joining' || name === 'normal' || name === 'leaving' || name === 'removed' ? name : 'unknown';
 }
 
 /** A StatusResponse message as a plain object. */
@@ -109,6 +120,7 @@ export function fromStatusResponse(message: StatusResponse): NodeStatus {
     dataDir: message.dataDir,
     version: message.version,
     members: message.members.map(fromMemberStatus),
+    membershipEpoch: toNumber(message.membershipEpoch),
     warnings: [...message.warnings],
     redacted: message.redacted,
   };

@@ -35,6 +35,7 @@ export {
   type KvTlsOptions,
   type LoadBalancing,
   type ListKeysOptions,
+  type MemberState,
   type MemberStatus,
   type NodeStatus,
   type PeerRepair,

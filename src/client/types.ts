@@ -215,7 +215,14 @@ export interface MemberStatus {
   lastExchangeRepaired: number;
   /** Why the last exchange attempt failed; absent if it succeeded (or none was attempted). */
   lastExchangeError?: string;
+  /** The member's state in the answering node's membership ('unknown' from a node that predates it). */
+  state: MemberState;
+  /** The share of the keys it holds a replica of, over the replication factor (the members' shares sum to 1). */
+  ownedShare: number;
 }
+
+/** A member's place in the membership (docs/membership.md). */
+export type MemberState = 'joining' | 'normal' | 'leaving' | 'removed' | 'unknown';
 
 /** The answering node's view of itself and the cluster. */
 export interface NodeStatus {
@@ -237,6 +244,8 @@ export interface NodeStatus {
   version: string;
   /** Every cluster member, the answering node included. */
   members: MemberStatus[];
+  /** The membership epoch the answering node runs with (0 from a node that predates it). */
+  membershipEpoch: number;
   /**
    * Security problems of the node's setup, one sentence each (a port on a non-loopback address
    * without TLS or without auth); empty when there are none.

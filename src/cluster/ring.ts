@@ -42,6 +42,7 @@ export interface RingRange {
 }
 
 const textEncoder = new TextEncoder();
+const twoTo32 = 2 ** 32;
 
 /** Index of the first element of `sorted` that is >= `value`; `sorted.length` if none. */
 function lowerBound(sorted: Uint32Array, value: number): number {
@@ -173,6 +174,23 @@ export class Ring {
       throw new RangeError(`range index ${index} not in 0..${this.rangeEnds.length - 1}`);
     }
     return this.walk(lowerBound(this.tokens, this.rangeEnds[index]!), n);
+  }
+
+  /**
+   * The share of the keys member `id` holds a replica of, divided by `replicationFactor`: the
+   * width of the ranges whose preference list includes it over the whole circle, over RF. The
+   * members' shares sum to 1; an evenly balanced ring gives each 1/members.
+   */
+  ownedShare(id: string, replicationFactor: number): number {
+    const count = this.rangeEnds.length;
+    if (count === 1) return this.ids.includes(id) ? 1 / replicationFactor : 0;
+    let width = 0;
+    for (let i = 0; i < count; i++) {
+      if (!this.replicasOfRange(i, replicationFactor).includes(id)) continue;
+      const start = this.rangeEnds[(i + count - 1) % count]!;
+      width += (this.rangeEnds[i]! - start + twoTo32) % twoTo32;
+    }
+    return width / twoTo32 / replicationFactor;
   }
 
   /** Collects the first n distinct owners clockwise from token position `start` (may be tokens.length). */

@@ -15,6 +15,7 @@ import { HintLimits } from '../replication/hint-limits.js';
 import { PeerLink } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
+import { decodeMembership, encodeMembership, type MembershipState, reconcileMembership } from '../cluster/membership.js';
 import { DataDirMismatchError, Repository, type StorageFaults } from '../storage/repository.js';
 import { createPeerService } from './peer-service.js';
 
@@ -60,6 +61,8 @@ export interface NodeCore {
   readonly repo: Repository;
   readonly hlc: HybridLogicalClock;
   readonly ring: Ring;
+  /** The membership this node runs with (persisted; src/cluster/membership.ts). */
+  readonly membership: MembershipState;
   readonly forest: DigestForest;
   readonly links: readonly PeerLink[];
   readonly loops: readonly DeliveryLoop[];
@@ -113,6 +116,12 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       }
       await repo.clearRestoredMark();
     }
+    // The membership as cluster state (docs/membership.md): seeded from cluster.members, persisted
+    // with an epoch. No command changes it yet, so an edited member list is the next epoch.
+    const storedMembership = repo.membershipBytes();
+    const { state: membership, changed } = reconcileMembership(storedMembership === undefined ? undefined : decodeMembership(storedMembership), members);
+    if (storedMembership === undefined || changed !== undefined) repo.storeMembershipBytes(encodeMembership(membership));
+    if (changed !== undefined) logger.warn({ epoch: membership.epoch }, `${changed}: adopted as epoch ${membership.epoch}`);
     const ring = new Ring(members, config.cluster.vnodesPerMember);
     const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
     const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes, seams.connect(p.id, p.peer, peerMessageBytes), time));
@@ -180,6 +189,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       repo,
       hlc,
       ring,
+      membership,
       forest,
       links,
       loops,

@@ -5,7 +5,8 @@ import { type BackupResponse, PeerServiceDefinition } from '../../gen/kvstore/in
 import { SystemClock } from '../platform/clock.js';
 import { grpcPeerConnector } from '../platform/peer-transport.js';
 import { composeNodeCore, type NodeCore, requestOverheadBytes } from './node-core.js';
-import { type BackupStatus, KVStoreDefinition, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import { type BackupStatus, KVStoreDefinition, MemberState as MemberStateMessage, memberStateFromJSON, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import type { MemberState } from '../cluster/membership.js';
 import { HybridLogicalClock } from '../cluster/hlc.js';
 import { Ring } from '../cluster/ring.js';
 import type { NodeConfig } from '../config/schema.js';
@@ -308,6 +309,18 @@ export class KvNode {
     };
   }
 
+  /** Members' owned shares: the ring never changes while the node runs, so computed once each. */
+  private readonly ownedShares = new Map<string, number>();
+
+  private ownedShareOf(id: string): number {
+    let share = this.ownedShares.get(id);
+    if (share === undefined) {
+      share = this.core.ring.ownedShare(id, this.config.cluster.replicationFactor);
+      this.ownedShares.set(id, share);
+    }
+    return share;
+  }
+
   /** This node's view of itself and every member. */
   status(): StatusResponse {
     const counts = this.repo.recordCounts();
@@ -324,10 +337,13 @@ export class KvNode {
       version: serverVersion,
       warnings: [...this.securityWarnings],
       redacted: false,
+      membershipEpoch: BigInt(this.core.membership.epoch),
       members: members.map((m) => {
         const link = this.links.find((l) => l.id === m.id);
+        const place = { state: memberStateMessage(this.core.membership.members.find((x) => x.id === m.id)?.state), ownedShare: this.ownedShareOf(m.id) };
         if (link === undefined) {
           return {
+            ...place,
             nodeId: m.id,
             peer: m.peer,
             self: true,
@@ -345,6 +361,7 @@ export class KvNode {
         const backlog = this.repo.hints.stats(m.id);
         const exchange = this.antiEntropy.lastExchange.get(m.id);
         return {
+          ...place,
           nodeId: m.id,
           peer: m.peer,
           self: false,
@@ -427,4 +444,9 @@ function toBackupStatus(b: NodeBackup): Omit<BackupStatus, 'nodes' | 'error'> {
 
 function toPeerBackup(b: NodeBackup) {
   return { path: b.path, bytes: BigInt(b.bytes), keyCount: BigInt(b.keyCount), createdAtUnixMs: BigInt(b.createdAtMs), nodeId: b.nodeId };
+}
+
+/** A membership state as its Status enum ('normal' -> MEMBER_STATE_NORMAL). */
+function memberStateMessage(state: MemberState | undefined): MemberStateMessage {
+  return state === undefined ? MemberStateMessage.MEMBER_STATE_UNSPECIFIED : memberStateFromJSON(`MEMBER_STATE_${state.toUpperCase()}`);
 }

@@ -26,6 +26,7 @@ const metaNodeId = 'nodeId';
 const metaSchemaVersion = 'schemaVersion';
 const metaClock = 'hlc';
 const metaRestoredFrom = 'restoredFromBackupAt';
+const metaMembership = 'membership';
 
 /** The data dir belongs to another node id, or has a layout this build cannot read. */
 export class DataDirMismatchError extends Error {
@@ -445,6 +446,16 @@ export class Repository {
       }
       return n;
     }, victims.length);
+  }
+
+  /** The persisted membership document (src/cluster/membership.ts encodes it), if any. */
+  membershipBytes(): Buffer | undefined {
+    return this.meta.get(metaMembership);
+  }
+
+  /** Persists the membership document, durably, before returning. */
+  storeMembershipBytes(bytes: Buffer): void {
+    this.meta.transactionSync(() => this.meta.putSync(metaMembership, bytes));
   }
 
   /** The persisted clock high-water mark, to seed the HLC on start. */

@@ -1,11 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import type { StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import { MemberState, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import { type NodeCounters, NodeMetrics, type NodeSnapshot } from '../../src/server/metrics.js';
 
 /** A node's state as a scrape reads it: `self` and its peers. */
 function snapshot(self: string, peers: readonly string[]): NodeSnapshot {
   const member = (id: string, isSelf: boolean) => ({
     nodeId: id,
+    state: MemberState.MEMBER_STATE_NORMAL,
+    ownedShare: 1 / 3,
     peer: '',
     self: isSelf,
     reachable: true,
@@ -29,6 +31,7 @@ function snapshot(self: string, peers: readonly string[]): NodeSnapshot {
     version: '0.1.0',
     warnings: [],
     redacted: false,
+    membershipEpoch: 1n,
     members: [member(self, true), ...peers.map((p) => member(p, false))],
   };
   const counters: NodeCounters = {

@@ -62,6 +62,65 @@ export function consistencyToJSON(object: Consistency): string {
   }
 }
 
+/**
+ * A member's place in the membership (docs/membership.md). Today every member is normal: members
+ * do not change by command yet.
+ */
+export enum MemberState {
+  MEMBER_STATE_UNSPECIFIED = 0,
+  /** MEMBER_STATE_JOINING - Receiving the ranges it will own; not yet serving reads. */
+  MEMBER_STATE_JOINING = 1,
+  /** MEMBER_STATE_NORMAL - Owns and serves its ranges. */
+  MEMBER_STATE_NORMAL = 2,
+  /** MEMBER_STATE_LEAVING - Streaming its ranges to their new owners before it leaves. */
+  MEMBER_STATE_LEAVING = 3,
+  /** MEMBER_STATE_REMOVED - No longer a member. */
+  MEMBER_STATE_REMOVED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function memberStateFromJSON(object: any): MemberState {
+  switch (object) {
+    case 0:
+    case "MEMBER_STATE_UNSPECIFIED":
+      return MemberState.MEMBER_STATE_UNSPECIFIED;
+    case 1:
+    case "MEMBER_STATE_JOINING":
+      return MemberState.MEMBER_STATE_JOINING;
+    case 2:
+    case "MEMBER_STATE_NORMAL":
+      return MemberState.MEMBER_STATE_NORMAL;
+    case 3:
+    case "MEMBER_STATE_LEAVING":
+      return MemberState.MEMBER_STATE_LEAVING;
+    case 4:
+    case "MEMBER_STATE_REMOVED":
+      return MemberState.MEMBER_STATE_REMOVED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MemberState.UNRECOGNIZED;
+  }
+}
+
+export function memberStateToJSON(object: MemberState): string {
+  switch (object) {
+    case MemberState.MEMBER_STATE_UNSPECIFIED:
+      return "MEMBER_STATE_UNSPECIFIED";
+    case MemberState.MEMBER_STATE_JOINING:
+      return "MEMBER_STATE_JOINING";
+    case MemberState.MEMBER_STATE_NORMAL:
+      return "MEMBER_STATE_NORMAL";
+    case MemberState.MEMBER_STATE_LEAVING:
+      return "MEMBER_STATE_LEAVING";
+    case MemberState.MEMBER_STATE_REMOVED:
+      return "MEMBER_STATE_REMOVED";
+    case MemberState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A key, its new value, and the write consistency. */
 export interface KeyValue {
   /** Non-empty, at most limits.maxKeyBytes bytes. */
@@ -289,6 +348,11 @@ export interface StatusResponse {
    * peer address, backlog counts and last_exchange_error are then left empty or 0.
    */
   redacted: boolean;
+  /**
+   * The membership epoch this node runs with (docs/membership.md): 1 for the first member list,
+   * one more for every change of it.
+   */
+  membershipEpoch: bigint;
 }
 
 /** One member as seen from the answering node. */
@@ -320,6 +384,13 @@ export interface MemberStatus {
   lastExchangeRepaired: bigint;
   /** Error of the last exchange attempt, empty if it succeeded. */
   lastExchangeError: string;
+  /** The member's state in this node's membership. */
+  state: MemberState;
+  /**
+   * The share of the keys this member holds a replica of, divided by the replication factor
+   * (0 to 1; the members' shares sum to 1).
+   */
+  ownedShare: number;
 }
 
 /** Verify takes no arguments. */
@@ -2125,6 +2196,7 @@ function createBaseStatusResponse(): StatusResponse {
     version: "",
     warnings: [],
     redacted: false,
+    membershipEpoch: 0n,
   };
 }
 
@@ -2168,6 +2240,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     if (message.redacted !== false) {
       writer.uint32(88).bool(message.redacted);
+    }
+    if (message.membershipEpoch !== 0n) {
+      if (BigInt.asUintN(64, message.membershipEpoch) !== message.membershipEpoch) {
+        throw new globalThis.Error("value provided for field message.membershipEpoch of type uint64 too large");
+      }
+      writer.uint32(96).uint64(message.membershipEpoch);
     }
     return writer;
   },
@@ -2273,6 +2351,14 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.redacted = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.membershipEpoch = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2326,6 +2412,11 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         ? object.warnings.map((e: any) => globalThis.String(e))
         : [],
       redacted: isSet(object.redacted) ? globalThis.Boolean(object.redacted) : false,
+      membershipEpoch: isSet(object.membershipEpoch)
+        ? BigInt(object.membershipEpoch)
+        : isSet(object.membership_epoch)
+        ? BigInt(object.membership_epoch)
+        : 0n,
     };
   },
 
@@ -2364,6 +2455,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.redacted !== false) {
       obj.redacted = message.redacted;
     }
+    if (message.membershipEpoch !== 0n) {
+      obj.membershipEpoch = message.membershipEpoch.toString();
+    }
     return obj;
   },
 
@@ -2385,6 +2479,9 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.version = object.version ?? "";
     message.warnings = object.warnings?.map((e) => e) || [];
     message.redacted = object.redacted ?? false;
+    message.membershipEpoch = (object.membershipEpoch !== undefined && object.membershipEpoch !== null)
+      ? BigInt(object.membershipEpoch)
+      : 0n;
     return message;
   },
 };
@@ -2403,6 +2500,8 @@ function createBaseMemberStatus(): MemberStatus {
     lastExchangeUnixMs: 0n,
     lastExchangeRepaired: 0n,
     lastExchangeError: "",
+    state: 0,
+    ownedShare: 0,
   };
 }
 
@@ -2464,6 +2563,12 @@ export const MemberStatus: MessageFns<MemberStatus> = {
     }
     if (message.lastExchangeError !== "") {
       writer.uint32(98).string(message.lastExchangeError);
+    }
+    if (message.state !== 0) {
+      writer.uint32(104).int32(message.state);
+    }
+    if (message.ownedShare !== 0) {
+      writer.uint32(113).double(message.ownedShare);
     }
     return writer;
   },
@@ -2577,6 +2682,22 @@ export const MemberStatus: MessageFns<MemberStatus> = {
             message.lastExchangeError = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.ownedShare = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2639,6 +2760,12 @@ export const MemberStatus: MessageFns<MemberStatus> = {
         : isSet(object.last_exchange_error)
         ? globalThis.String(object.last_exchange_error)
         : "",
+      state: isSet(object.state) ? memberStateFromJSON(object.state) : 0,
+      ownedShare: isSet(object.ownedShare)
+        ? globalThis.Number(object.ownedShare)
+        : isSet(object.owned_share)
+        ? globalThis.Number(object.owned_share)
+        : 0,
     };
   },
 
@@ -2680,6 +2807,12 @@ export const MemberStatus: MessageFns<MemberStatus> = {
     if (message.lastExchangeError !== "") {
       obj.lastExchangeError = message.lastExchangeError;
     }
+    if (message.state !== 0) {
+      obj.state = memberStateToJSON(message.state);
+    }
+    if (message.ownedShare !== 0) {
+      obj.ownedShare = floatToJson(message.ownedShare);
+    }
     return obj;
   },
 
@@ -2714,6 +2847,8 @@ export const MemberStatus: MessageFns<MemberStatus> = {
       ? BigInt(object.lastExchangeRepaired)
       : 0n;
     message.lastExchangeError = object.lastExchangeError ?? "";
+    message.state = object.state ?? 0;
+    message.ownedShare = object.ownedShare ?? 0;
     return message;
   },
 };
