@@ -32,7 +32,8 @@ export class HybridLogicalClock {
 
   constructor(
     readonly nodeId: string,
-    private readonly physicalNowMs: () => number = Date.now,
+    /** Wall-clock milliseconds: the node's Clock (src/platform/clock.ts), injected so simulated time reaches it. */
+    private readonly physicalNowMs: () => number,
     start: ClockReading = { wallMs: 0, counter: 0 },
     private readonly driftMsMax: number = clockDriftMsMax,
   ) {

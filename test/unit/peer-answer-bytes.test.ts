@@ -37,7 +37,7 @@ beforeEach(() => {
   service = createPeerService({
     selfId: 'n1',
     repo,
-    clock: new HybridLogicalClock('n1'),
+    clock: new HybridLogicalClock('n1', Date.now),
     members: new Set(members.map((m) => m.id)),
     forest,
     assertServing: () => {},
