@@ -12,6 +12,11 @@ import { murmur3x86_32 } from './hash.js';
 /** A ring member. Ids are ASCII and unique; they are what the ring hashes. */
 export interface RingMember {
   readonly id: string;
+  /**
+   * Whose vnode names give this member's tokens (default its own id): a replacement takes over
+   * a departing member's tokens, so only that member's ranges move (docs/membership.md §4.4).
+   */
+  readonly tokensOf?: string;
 }
 
 /**
@@ -84,6 +89,7 @@ export class Ring {
       throw new RangeError(`vnodesPerMember ${vnodesPerMember} is not an integer in 1..${vnodesPerMemberMax}`);
     }
     const ids = members.map((m) => m.id).sort();
+    const tokenNameOf = new Map(members.map((m) => [m.id, m.tokensOf ?? m.id]));
     for (let i = 0; i < ids.length; i++) {
       if (ids[i]!.length === 0) throw new Error('ring member id is empty');
       if (i > 0 && ids[i] === ids[i - 1]) throw new Error(`duplicate ring member id ${JSON.stringify(ids[i])}`);
@@ -96,7 +102,7 @@ export class Ring {
     for (let m = 0; m < ids.length; m++) {
       for (let v = 0; v < vnodesPerMember; v++) {
         const slot = m * vnodesPerMember + v;
-        rawTokens[slot] = murmur3x86_32(textEncoder.encode(`${ids[m]}#${v}`), ringHashSeed);
+        rawTokens[slot] = murmur3x86_32(textEncoder.encode(`${tokenNameOf.get(ids[m]!)!}#${v}`), ringHashSeed);
         rawOwners[slot] = m;
       }
     }
@@ -134,6 +140,12 @@ export class Ring {
    */
   preferenceList(key: Uint8Array, n: number): string[] {
     return this.walk(lowerBound(this.tokens, murmur3x86_32(key, ringHashSeed)), n);
+  }
+
+  /** The replicas of every key whose hash is `h` (an unsigned 32-bit integer), primary first. */
+  preferenceListOfHash(h: number, n: number): string[] {
+    checkHash(h);
+    return this.walk(lowerBound(this.tokens, h), n);
   }
 
   /** The ring's hash of a key (what `rangeIndexOfHash` takes). */
