@@ -121,6 +121,8 @@ export function fromStatusResponse(message: StatusResponse): NodeStatus {
     version: message.version,
     members: message.members.map(fromMemberStatus),
     membershipEpoch: toNumber(message.membershipEpoch),
+    tombstonesPurged: toNumber(message.tombstonesPurged),
+    ...(message.tombstoneGcHeldBack === '' ? {} : { tombstoneGcHeldBack: message.tombstoneGcHeldBack }),
     warnings: [...message.warnings],
     redacted: message.redacted,
   };

@@ -246,6 +246,10 @@ export interface NodeStatus {
   members: MemberStatus[];
   /** The membership epoch the answering node runs with (0 from a node that predates it). */
   membershipEpoch: number;
+  /** Tombstones the answering node's GC purged since it started. */
+  tombstonesPurged: number;
+  /** Why its last GC step purged less than it could (a member out of reach, ...); absent if it did not hold back, or without admin. */
+  tombstoneGcHeldBack?: string;
   /**
    * Security problems of the node's setup, one sentence each (a port on a non-loopback address
    * without TLS or without auth); empty when there are none.

@@ -78,7 +78,9 @@ export class TombstoneCollector implements BackgroundService {
     const { tombstones, next } = this.repo.tombstonesBefore(this.clock.wallMs() - graceSeconds * 1000, this.cursor, gcScanRecordsPerStep);
     this.cursor = next;
     const mine = tombstones.filter((t) => this.ring.preferenceList(t.key, replicationFactor)[0] === selfId).slice(0, gcTombstonesPerStepMax);
+    // Describes the last step that had candidates: cleared when one purges all it had.
     if (mine.length === 0) return 0;
+    this.lastHoldBack = undefined;
     // Our own log is one of the logs that must hold nothing older.
     let logFloorMs = this.repo.hints.oldestEnqueuedAtMs();
     const replicaOf = mine.map((t) => new Set(this.ring.preferenceList(t.key, replicationFactor)));

@@ -263,6 +263,7 @@ export function redactStatus(status: StatusResponse): StatusResponse {
   return {
     ...status,
     dataDir: '',
+    tombstoneGcHeldBack: '',
     redacted: true,
     members: status.members.map((m) => ({ ...m, peer: '', backlogEntries: 0n, backlogBytes: 0n, backlogOldestAgeMs: 0n, droppedEntries: 0n, lastExchangeError: '' })),
   };

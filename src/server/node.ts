@@ -338,6 +338,8 @@ export class KvNode {
       warnings: [...this.securityWarnings],
       redacted: false,
       membershipEpoch: BigInt(this.core.membership.epoch),
+      tombstonesPurged: BigInt(this.tombstones.purged),
+      tombstoneGcHeldBack: this.tombstones.lastHoldBack ?? '',
       members: members.map((m) => {
         const link = this.links.find((l) => l.id === m.id);
         const place = { state: memberStateMessage(this.core.membership.members.find((x) => x.id === m.id)?.state), ownedShare: this.ownedShareOf(m.id) };

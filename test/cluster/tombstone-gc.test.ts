@@ -72,6 +72,8 @@ describe('tombstone GC', () => {
     for (const node of cluster.nodes) {
       await waitFor(`${node.id} to purge the control tombstone`, async () => !(await readReplica(node.dataDir)).has(control), 40_000);
     }
+    // n1, the zombie's first replica, says why it does not purge it: n2 does not answer.
+    await waitFor('n1 to report its GC held back by n2', async () => (await n1.status()).tombstoneGcHeldBack?.startsWith('n2 did not confirm') === true, 40_000);
     // ...but a node that purged the zombie's tombstone while n2 still holds the old value would
     // let that value come back: n2 must hold the tombstone (GC handed it over) or nobody purged.
     const states = await Promise.all(cluster.nodes.map(async (n) => (await readReplica(n.dataDir)).get(zombie)));

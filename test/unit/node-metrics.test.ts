@@ -32,6 +32,8 @@ function snapshot(self: string, peers: readonly string[]): NodeSnapshot {
     warnings: [],
     redacted: false,
     membershipEpoch: 1n,
+    tombstonesPurged: 0n,
+    tombstoneGcHeldBack: '',
     members: [member(self, true), ...peers.map((p) => member(p, false))],
   };
   const counters: NodeCounters = {

@@ -353,6 +353,14 @@ export interface StatusResponse {
    * one more for every change of it.
    */
   membershipEpoch: bigint;
+  /** Tombstones this node's GC purged since it started. */
+  tombstonesPurged: bigint;
+  /**
+   * Why this node's last tombstone GC step purged fewer tombstones than it had candidates, e.g.
+   * "n2 did not confirm (...)": a member out of reach holds every purge back (README, "Deletes
+   * and tombstone GC"). Empty when it did not hold back. Empty without admin (redacted).
+   */
+  tombstoneGcHeldBack: string;
 }
 
 /** One member as seen from the answering node. */
@@ -2197,6 +2205,8 @@ function createBaseStatusResponse(): StatusResponse {
     warnings: [],
     redacted: false,
     membershipEpoch: 0n,
+    tombstonesPurged: 0n,
+    tombstoneGcHeldBack: "",
   };
 }
 
@@ -2246,6 +2256,15 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         throw new globalThis.Error("value provided for field message.membershipEpoch of type uint64 too large");
       }
       writer.uint32(96).uint64(message.membershipEpoch);
+    }
+    if (message.tombstonesPurged !== 0n) {
+      if (BigInt.asUintN(64, message.tombstonesPurged) !== message.tombstonesPurged) {
+        throw new globalThis.Error("value provided for field message.tombstonesPurged of type uint64 too large");
+      }
+      writer.uint32(104).uint64(message.tombstonesPurged);
+    }
+    if (message.tombstoneGcHeldBack !== "") {
+      writer.uint32(114).string(message.tombstoneGcHeldBack);
     }
     return writer;
   },
@@ -2359,6 +2378,22 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.membershipEpoch = reader.uint64() as bigint;
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.tombstonesPurged = reader.uint64() as bigint;
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.tombstoneGcHeldBack = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2417,6 +2452,16 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         : isSet(object.membership_epoch)
         ? BigInt(object.membership_epoch)
         : 0n,
+      tombstonesPurged: isSet(object.tombstonesPurged)
+        ? BigInt(object.tombstonesPurged)
+        : isSet(object.tombstones_purged)
+        ? BigInt(object.tombstones_purged)
+        : 0n,
+      tombstoneGcHeldBack: isSet(object.tombstoneGcHeldBack)
+        ? globalThis.String(object.tombstoneGcHeldBack)
+        : isSet(object.tombstone_gc_held_back)
+        ? globalThis.String(object.tombstone_gc_held_back)
+        : "",
     };
   },
 
@@ -2458,6 +2503,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.membershipEpoch !== 0n) {
       obj.membershipEpoch = message.membershipEpoch.toString();
     }
+    if (message.tombstonesPurged !== 0n) {
+      obj.tombstonesPurged = message.tombstonesPurged.toString();
+    }
+    if (message.tombstoneGcHeldBack !== "") {
+      obj.tombstoneGcHeldBack = message.tombstoneGcHeldBack;
+    }
     return obj;
   },
 
@@ -2482,6 +2533,10 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     message.membershipEpoch = (object.membershipEpoch !== undefined && object.membershipEpoch !== null)
       ? BigInt(object.membershipEpoch)
       : 0n;
+    message.tombstonesPurged = (object.tombstonesPurged !== undefined && object.tombstonesPurged !== null)
+      ? BigInt(object.tombstonesPurged)
+      : 0n;
+    message.tombstoneGcHeldBack = object.tombstoneGcHeldBack ?? "";
     return message;
   },
 };
