@@ -87,7 +87,13 @@ export function encodeMembership(state: MembershipState): Buffer {
 
 /** Decodes a stored state; throws with the reason if it is not one. */
 export function decodeMembership(bytes: Uint8Array): MembershipState {
-  const parsed = membershipSchema.safeParse(JSON.parse(Buffer.from(bytes).toString('utf8')));
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    throw new Error(`stored membership is not JSON (${(err as Error).message})`);
+  }
+  const parsed = membershipSchema.safeParse(json);
   if (!parsed.success) throw new Error(`stored membership is malformed: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   const { epoch, members, change, lastChangeId } = parsed.data;
   return { formatVersion: 1, epoch, members: sortById(members), ...(change === undefined ? {} : { change }), ...(lastChangeId === undefined ? {} : { lastChangeId }) };

@@ -119,7 +119,13 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
     // The membership as cluster state (docs/membership.md): seeded from cluster.members, persisted
     // with an epoch. No command changes it yet, so an edited member list is the next epoch.
     const storedMembership = repo.membershipBytes();
-    const { state: membership, changed } = reconcileMembership(storedMembership === undefined ? undefined : decodeMembership(storedMembership), members);
+    let stored: MembershipState | undefined;
+    try {
+      stored = storedMembership === undefined ? undefined : decodeMembership(storedMembership);
+    } catch (err) {
+      throw new DataDirMismatchError(`${config.dataDir}: ${(err as Error).message}; the data dir was not written by this version of kvstore, or is damaged`);
+    }
+    const { state: membership, changed } = reconcileMembership(stored, members);
     if (storedMembership === undefined || changed !== undefined) repo.storeMembershipBytes(encodeMembership(membership));
     if (changed !== undefined) logger.warn({ epoch: membership.epoch }, `${changed}: adopted as epoch ${membership.epoch}`);
     const ring = new Ring(members, config.cluster.vnodesPerMember);

@@ -33,6 +33,7 @@ describe('membership state', () => {
 
   it('refuses a malformed stored document with the reason', () => {
     expect(() => decodeMembership(Buffer.from(JSON.stringify({ formatVersion: 1, epoch: 0, members: [] })))).toThrow(/stored membership is malformed: epoch/);
+    expect(() => decodeMembership(Buffer.from([0xff, 0x00, 0x7b]))).toThrow(/stored membership is not JSON/);
   });
 });
 
