@@ -209,6 +209,8 @@ export class NodeMetrics {
     counter('kvstore_version_collisions_total', 'Two different records seen with the same version (must stay 0).', (s) => one(s.counters.safety.versionCollisions));
     counter('kvstore_unhandled_rejections_total', 'Promise rejections no handler took (bugs; logged, the node keeps serving).', (s) => one(s.counters.safety.unhandledRejections));
     counter('kvstore_tombstones_purged_total', 'Tombstones this node purged, each held by every replica first.', (s) => one(s.counters.safety.tombstonesPurged));
+    gauge('kvstore_tombstone_gc_held_back', "Whether this node's last tombstone GC step purged fewer tombstones than it had candidates (1), e.g. a member did not confirm; kvctl status says why.", (s) => one(s.status.tombstoneGcHeldBack === '' ? 0 : 1));
+    gauge('kvstore_membership_epoch', 'The membership epoch this node runs with (docs/membership.md).', (s) => one(Number(s.status.membershipEpoch)));
     counter('kvstore_replication_refused_entries_total', 'Replication-log entries the peer refused as older than its tombstone grace.', perPeer((m, s) => s.counters.safety.refusedByPeer.get(m.nodeId) ?? 0), peerLabel);
     counter('kvstore_late_requests_refused_total', "Client operations refused unapplied because they arrived more than clock.maxDriftMs after their client's deadline.", (s) => one(s.counters.safety.lateRequestsRefused));
     gauge('kvstore_peer_reachable', 'Whether the last contact with the peer succeeded (1) or not (0).', perPeer((m) => (m.reachable ? 1 : 0)), peerLabel);

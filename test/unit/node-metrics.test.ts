@@ -71,6 +71,11 @@ describe('NodeMetrics', () => {
     expect(pageB).toMatch(/^kvstore_storage_commit_failures_total 0$/m);
     expect(pageA).toMatch(/^kvstore_anti_entropy_exchange_duration_seconds_sum\{peer="c",result="ok"\} 0.25$/m);
     expect(pageA).toMatch(/^kvstore_anti_entropy_repaired_records_total\{peer="c",direction="pulled"\} 2$/m);
+    expect(pageA).toMatch(/^kvstore_membership_epoch 1$/m);
+    expect(pageA).toMatch(/^kvstore_tombstone_gc_held_back 0$/m);
+    const held = snapshot('c', ['a', 'b']);
+    const heldBack = new NodeMetrics(() => ({ ...held, status: { ...held.status, tombstoneGcHeldBack: 'a did not confirm (UNAVAILABLE)' } }), ['a', 'b']);
+    expect(await heldBack.render()).toMatch(/^kvstore_tombstone_gc_held_back 1$/m);
     // The process's metrics on both pages, once each.
     for (const page of [pageA, pageB]) {
       expect(page.match(/^# TYPE nodejs_eventloop_lag_seconds gauge$/gm)).toHaveLength(1);
