@@ -8,17 +8,19 @@ import { formatTable, jsonLine } from './kvctl-format.js';
 /** The actions of docs/membership.md that are not built yet, and what to do instead today. */
 const notYet = new Set(['add', 'remove', 'replace', 'mark-dead', 'cancel', 'wait']);
 
-/** The member list: epoch, then one row per member. */
+/**
+ * The member list: the answering node's epoch, then one row per member. The epoch is the
+ * answering node's (each node holds its own copy; `--endpoints` picks the node to ask).
+ */
 export function formatMembers(status: NodeStatus): string {
   const rows = status.members.map((member) => [
     member.nodeId,
     member.peer === '' ? '(needs admin)' : member.peer,
     member.state,
-    String(status.membershipEpoch),
     `${(member.ownedShare * 100).toFixed(1)}%`,
     member.self ? 'self' : member.reachable ? 'yes' : 'NO',
   ]);
-  return `epoch ${status.membershipEpoch} (as held by ${status.nodeId})  replication factor ${status.replicationFactor}\n` + formatTable(['ID', 'PEER', 'STATE', 'EPOCH', 'OWNS', 'REACHABLE'], rows);
+  return `epoch ${status.membershipEpoch} (as held by ${status.nodeId})  replication factor ${status.replicationFactor}\n` + formatTable(['ID', 'PEER', 'STATE', 'OWNS', 'REACHABLE'], rows);
 }
 
 export const memberCommand: KvctlCommand = {
@@ -26,8 +28,9 @@ export const memberCommand: KvctlCommand = {
   arguments: '<action> [args...]',
   summary: 'Show the cluster membership: member list',
   help: [
-    'member list: every member with its peer address, state (joining, normal, leaving, removed),',
-    'the membership epoch, the share of the ring it owns (OWNS: the keys it holds a replica of,',
+    'member list: the membership epoch the answering node holds (ask another with --endpoints),',
+    'then every member with its peer address, state (joining, normal, leaving, removed), the',
+    'share of the ring it owns (OWNS: the keys it holds a replica of,',
     'over the replication factor; the shares add up to 100%) and whether the answering node',
     'reaches it. --json prints the status object the list is made from.',
     '',

@@ -32,7 +32,7 @@ describe('membership state', () => {
     expect(err).toBe('');
     expect(code).toBe(0);
     expect(out).toContain('epoch 1 (as held by n1)');
-    for (const id of ['n1', 'n2', 'n3']) expect(out).toMatch(new RegExp(`^${id}\\s+\\S+\\s+normal\\s+1\\s+33\\.3%`, 'm'));
+    for (const id of ['n1', 'n2', 'n3']) expect(out).toMatch(new RegExp(`^${id}\\s+\\S+\\s+normal\\s+33\\.3%\\s+(self|yes)$`, 'm'));
     const status = await cluster.client('n2').status();
     expect(status.membershipEpoch).toBe(1);
     expect(status.members.map((m) => m.state)).toEqual(['normal', 'normal', 'normal']);
