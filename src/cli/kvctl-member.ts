@@ -15,7 +15,7 @@ const notYet = new Set(['add', 'remove', 'replace', 'mark-dead', 'cancel', 'wait
 export function formatMembers(status: NodeStatus): string {
   const rows = status.members.map((member) => [
     member.nodeId,
-    member.peer === '' ? '(needs admin)' : member.peer,
+    status.redacted ? '(needs admin)' : member.peer === '' ? '-' : member.peer,
     member.state,
     `${(member.ownedShare * 100).toFixed(1)}%`,
     member.self ? 'self' : member.reachable ? 'yes' : 'NO',

@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest';
+import type { MemberStatus, NodeStatus } from '../../src/client/index.js';
+import { formatMembers } from '../../src/cli/kvctl-member.js';
+
+const member = (nodeId: string, peer: string, self: boolean): MemberStatus => ({
+  nodeId, peer, self, reachable: true, backlogEntries: 0, backlogBytes: 0, backlogOldestAgeMs: 0, droppedEntries: 0, lastExchangeRepaired: 0, state: 'normal', ownedShare: 1,
+});
+const status = (members: MemberStatus[], redacted: boolean): NodeStatus => ({
+  nodeId: 'node1', uptimeSeconds: 1, keyCount: 0, recordCount: 0, replicationFactor: 1, listen: '127.0.0.1:50051', dataDir: redacted ? '' : '/d', version: '0.1.0',
+  members, membershipEpoch: 1, tombstonesPurged: 0, warnings: [], redacted,
+});
+
+describe('kvctl member list', () => {
+  it('a single node without a peer port shows "-", a redacted answer "(needs admin)"', () => {
+    expect(formatMembers(status([member('node1', '', true)], false))).toMatch(/^node1\s+-\s+normal\s+100\.0%\s+self/m);
+    expect(formatMembers(status([member('node1', '', true)], true))).toMatch(/^node1\s+\(needs admin\)\s+normal/m);
+    expect(formatMembers(status([member('n1', '10.0.0.1:7000', true)], false))).toMatch(/^n1\s+10\.0\.0\.1:7000\s+normal/m);
+  });
+});
