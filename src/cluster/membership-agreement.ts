@@ -60,12 +60,17 @@ export function onCommit(acceptor: AcceptorState, state: MembershipState): { acc
   return { acceptor: { committed: state }, adopted: true };
 }
 
-/** The members whose answers a step from `committed` needs: every member not removed. */
+/**
+ * The members whose answers a step from `committed` to `proposed` needs (§2.1 rule 2): every
+ * member that is not removed and not dead (in either state: the member a mark-dead step
+ * declares dead is not asked), plus every joiner the proposal names (it will act on it).
+ */
 export function quorumOf(committed: MembershipState, proposed: MembershipState): string[] {
+  const deadIn = (state: MembershipState) => new Set(state.members.filter((m) => m.dead === true).map((m) => m.id));
+  const dead = new Set([...deadIn(committed), ...deadIn(proposed)]);
   const ids = new Set<string>();
-  for (const m of committed.members) if (m.state !== 'removed') ids.add(m.id);
-  // A joiner the proposal names must accept it too (it will act on it).
-  for (const m of proposed.members) if (m.state === 'joining') ids.add(m.id);
+  for (const m of committed.members) if (m.state !== 'removed' && !dead.has(m.id)) ids.add(m.id);
+  for (const m of proposed.members) if (m.state === 'joining' && !dead.has(m.id)) ids.add(m.id);
   return [...ids].sort();
 }
 

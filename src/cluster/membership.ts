@@ -18,6 +18,12 @@ export interface Member {
   readonly state: MemberState;
   /** Whose vnode names give its tokens, when not its own id (a replacement's: §4.4). */
   readonly tokensOf?: string;
+  /**
+   * Declared dead by an operator (`kvctl member mark-dead`, §2.5): left out of every agreement
+   * quorum, of tombstone-GC confirmations and of the log floor, and fenced (its requests are
+   * refused). Still an owner on the ring until it is removed or replaced.
+   */
+  readonly dead?: true;
 }
 
 /** The phases of a change (§3): pending (reads on the old ring), switched (reads on the new). */
@@ -49,7 +55,7 @@ export type ChangeRequest =
   | { readonly kind: 'remove'; readonly id: string }
   | { readonly kind: 'replace'; readonly oldId: string; readonly newId: string; readonly peer: string };
 
-const memberSchema = z.object({ id: z.string().min(1), peer: z.string(), state: z.enum(['joining', 'normal', 'leaving', 'removed']), tokensOf: z.string().min(1).optional() });
+const memberSchema = z.object({ id: z.string().min(1), peer: z.string(), state: z.enum(['joining', 'normal', 'leaving', 'removed']), tokensOf: z.string().min(1).optional(), dead: z.literal(true).optional() });
 const membershipSchema = z.object({
   formatVersion: z.literal(1),
   epoch: z.number().int().min(1),
@@ -173,6 +179,25 @@ export function advanceChange(state: MembershipState): MembershipState {
   if (change.phase === 'pending') return { ...state, epoch: state.epoch + 1, change: { ...change, phase: 'switched' } };
   const members = state.members.map((m) => (m.state === 'joining' ? { ...m, state: 'normal' as const } : m.state === 'leaving' ? { ...m, state: 'removed' as const } : m));
   return withoutChange({ ...state, epoch: state.epoch + 1, members });
+}
+
+/**
+ * Declares `id` dead (epoch + 1, §2.5), or why not. Allowed while a change is in progress (that
+ * change may be blocked on the dead member). Whether the member is really out of reach is each
+ * acceptor's check, not this function's. A cluster whose live members would no longer be more
+ * than half of its members is refused: each side of a partition could otherwise declare the
+ * other dead.
+ */
+export function markDead(state: MembershipState, id: string): { state: MembershipState } | { refusal: string } {
+  const member = state.members.find((m) => m.id === id);
+  if (member === undefined || member.state === 'removed') return { refusal: `"${id}" is not a member` };
+  if (member.dead === true) return { refusal: `${id} is already marked dead` };
+  const active = state.members.filter((m) => m.state !== 'removed');
+  const liveAfter = active.filter((m) => m.dead !== true && m.id !== id).length;
+  if (liveAfter * 2 <= active.length) {
+    return { refusal: `marking ${id} dead would leave ${liveAfter} live members of ${active.length}, not a majority: a partition could then let each side declare the other dead` };
+  }
+  return { state: { ...state, epoch: state.epoch + 1, members: state.members.map((m) => (m.id === id ? { ...m, dead: true as const } : m)) } };
 }
 
 /** Cancels a pending change (epoch + 1): joiners removed, leavers normal again; or why not. */

@@ -147,3 +147,29 @@ describe('membership changes: ring views and transfers', () => {
     expect(writeSetsSatisfied([before, after], new Set([before[0]!]), 2)).toBe(false);
   });
 });
+
+describe('mark-dead (§2.5)', () => {
+  it('marks the member dead at the next epoch, keeps it on the ring, and leaves it out of the quorum', async () => {
+    const { markDead } = await import('../../src/cluster/membership.js');
+    const { quorumOf } = await import('../../src/cluster/membership-agreement.js');
+    const start = cluster(3);
+    const result = markDead(start, 'n3');
+    if ('refusal' in result) throw new Error(result.refusal);
+    expect(result.state.epoch).toBe(2);
+    expect(result.state.members.find((m) => m.id === 'n3')).toMatchObject({ state: 'normal', dead: true });
+    expect(quorumOf(start, result.state)).toEqual(['n1', 'n2']);
+    expect(RingView.from(result.state, placement).readReplicas(Buffer.from('k')).length).toBe(3);
+  });
+
+  it('refuses a second mark, an unknown member, and one that would leave no live majority', async () => {
+    const { markDead } = await import('../../src/cluster/membership.js');
+    const once = markDead(cluster(5), 'n5');
+    if ('refusal' in once) throw new Error(once.refusal);
+    expect(markDead(once.state, 'n5')).toEqual({ refusal: 'n5 is already marked dead' });
+    expect(markDead(once.state, 'n9')).toEqual({ refusal: '"n9" is not a member' });
+    const twice = markDead(once.state, 'n4');
+    if ('refusal' in twice) throw new Error(twice.refusal);
+    expect(markDead(twice.state, 'n3')).toEqual({ refusal: expect.stringContaining('would leave 2 live members of 5, not a majority') });
+    expect(markDead(cluster(2), 'n2')).toEqual({ refusal: expect.stringContaining('not a majority') });
+  });
+});
