@@ -1,4 +1,4 @@
-import { type Clock, systemClock, type TimerHandle } from '../platform/clock.js';
+import { type Clock, nextTurn, systemClock, type TimerHandle } from '../platform/clock.js';
 import type { Database } from 'lmdb';
 import { nodeIdBytesMax } from './record-codec.js';
 
@@ -67,6 +67,8 @@ interface PeerQueue {
    * so delivering or dropping them later changes no count.
    */
   readonly phantoms: Set<number>;
+  /** Set by removePeer: entries reserved for it are no longer written, its pending deletes are dropped. */
+  removed: boolean;
 }
 
 /** How long delivered entries may wait for a write transaction to delete them in. */
@@ -78,12 +80,16 @@ export const hintTailEntriesMax = 8192;
  * that is down pin 8,192 values in memory: 8 GiB of 1 MiB values.
  */
 export const hintTailBytesMax = 64 * 1024 * 1024;
+/** Entries removePeer deletes per transaction: a long queue never holds the write lock (or, simulated, this thread) long. */
+export const hintRemovalBatchEntries = 1_000;
 
 export class HintLog {
   private readonly queues = new Map<string, PeerQueue>();
   /** Delivered entries, deleted in the next write transaction (see `remove`). */
   private pendingRemovals: PendingRemoval[] = [];
   private removalTimer: TimerHandle | undefined;
+  /** Peers whose entries removePeer is deleting: addPeer refuses them until it ends (it would count a half-deleted queue). */
+  private readonly removing = new Set<string>();
 
   constructor(
     private readonly db: Database<Buffer, Buffer>,
@@ -92,22 +98,86 @@ export class HintLog {
     /** Commit removals on this thread (the simulator: no worker thread may reach simulated time). */
     private readonly syncCommits = false,
   ) {
-    for (const peer of peers) {
-      if (peer.length === 0 || peer.length > nodeIdBytesMax) throw new Error(`bad peer id "${peer}"`);
-      const prefix = Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
-      const queue: PeerQueue = { prefix, tail: [], tailHead: 0, tailBytes: 0, nextSeq: 1, goneThroughSeq: 0, writtenThroughSeq: 0, entries: 0, bytes: 0, dropped: 0, phantoms: new Set() };
-      for (const { key, value } of db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
-        queue.entries++;
-        queue.bytes += key.length + value.length;
-        queue.nextSeq = seqOf(key) + 1;
-      }
-      queue.writtenThroughSeq = queue.nextSeq - 1;
-      this.queues.set(peer, queue);
+    for (const peer of peers) checkPeerId(peer);
+    // Queues are also found from the log itself: entries for a peer added just before a crash
+    // (not in `peers` yet) must still be counted and delivered. One pass: each queue's range is
+    // read once, then the scan jumps past its end to the next peer's first key.
+    const found = new Map<string, PeerQueue>();
+    for (let start: Buffer | undefined; ; ) {
+      let first: Buffer | undefined;
+      for (const key of db.getKeys({ start, limit: 1 })) first = key;
+      if (first === undefined) break;
+      const separator = first.indexOf(0);
+      if (separator <= 0) throw new Error(`replication log holds a malformed key ${first.toString('hex')}`);
+      const peer = first.toString('latin1', 0, separator);
+      checkPeerId(peer);
+      const queue = this.loadQueue(prefixOf(peer));
+      found.set(peer, queue);
+      start = prefixEndOf(queue.prefix);
     }
+    for (const peer of peers) this.queues.set(peer, found.get(peer) ?? newQueue(prefixOf(peer)));
+    for (const [peer, queue] of found) if (!this.queues.has(peer)) this.queues.set(peer, queue);
   }
 
+  /** The peers with a queue: those given at construction, those found in the log, and added ones. */
   peers(): string[] {
     return [...this.queues.keys()];
+  }
+
+  /** Gives a new peer an (empty) queue; a peer that has one keeps it unchanged. */
+  addPeer(peer: string): void {
+    checkPeerId(peer);
+    if (this.queues.has(peer)) return;
+    if (this.removing.has(peer)) throw new Error(`replication log for peer "${peer}" is still being removed`);
+    // Read, not assumed empty: whatever LMDB holds under the prefix is counted, never overwritten.
+    this.queues.set(peer, this.loadQueue(prefixOf(peer)));
+  }
+
+  /**
+   * Forgets `peer`'s queue at once, then deletes its entries from LMDB in transactions of
+   * hintRemovalBatchEntries; resolves with how many it deleted. Forgotten first so that nothing
+   * sees a half-deleted queue: from the call on the peer is unknown (reserve, read, remove, stats
+   * throw; oldestEnqueuedAtMs leaves it out; addPeer refuses it until the deletion ends). The
+   * caller stops enqueueing for the peer and stops its delivery loop first. A write that reserved
+   * entries for it before the call and commits later still commits for its other peers, but its
+   * entry for this peer is not written, so nothing comes back under the prefix; delivered entries
+   * awaiting deletion are left to this deletion. If a transaction fails, the peer gets a queue of
+   * what is left (read from LMDB, so still counted) and the call rejects: call it again.
+   */
+  async removePeer(peer: string): Promise<number> {
+    const queue = this.queue(peer);
+    queue.removed = true;
+    this.queues.delete(peer);
+    // Dropped now; drainRemovalsInTransaction skips any requeued after a failed drain.
+    this.pendingRemovals = this.pendingRemovals.filter((r) => r.queue !== queue);
+    this.removing.add(peer);
+    const end = prefixEndOf(queue.prefix);
+    const deleteBatch = (): number => {
+      // Collected first: deleting under an open cursor is not something to rely on.
+      const keys = [...this.db.getKeys({ start: queue.prefix, end, limit: hintRemovalBatchEntries })];
+      for (const key of keys) this.db.removeSync(key);
+      return keys.length;
+    };
+    let deleted = 0;
+    try {
+      for (;;) {
+        const count = this.syncCommits ? this.db.transactionSync(deleteBatch) : await this.db.transaction(deleteBatch);
+        deleted += count;
+        if (count < hintRemovalBatchEntries) return deleted;
+        // Simulated commits are synchronous: let other work in between, as the write thread does.
+        if (this.syncCommits) await nextTurn(this.clock);
+      }
+    } catch (err) {
+      try {
+        // What is left stays counted (stats, the log floor of oldestEnqueuedAtMs) until a retry.
+        this.queues.set(peer, { ...this.loadQueue(queue.prefix), dropped: queue.dropped });
+      } catch {
+        // The environment is gone (a crash): the next open finds what is left.
+      }
+      throw err;
+    } finally {
+      this.removing.delete(peer);
+    }
   }
 
   /**
@@ -117,8 +187,11 @@ export class HintLog {
    */
   reserve(peers: readonly string[], key: Uint8Array, record: Uint8Array, nowMs: number): ReservedEntries {
     const value = entryValue(key, record, nowMs);
-    const entries = peers.map((peer): HintEntry => {
-      const queue = this.queue(peer);
+    // Every peer is looked up before any queue changes: an unknown one must not leave the others
+    // with reserved entries that nothing writes or discards.
+    const queues = peers.map((peer) => this.queue(peer));
+    const entries = peers.map((peer, i): HintEntry => {
+      const queue = queues[i]!;
       const seq = queue.nextSeq++;
       const bytes = queue.prefix.length + seqBytes + value.length;
       queue.entries++;
@@ -138,16 +211,24 @@ export class HintLog {
       queue.tailBytes += bytes;
       return entry;
     });
-    return { entries, value };
+    const reserved = { entries, value };
+    reservedQueues.set(reserved, queues);
+    return reserved;
   }
 
-  /** Writes reserved entries to LMDB. Must run inside a write transaction. */
+  /**
+   * Writes reserved entries to LMDB. Must run inside a write transaction. Entries of a queue
+   * removed since (removePeer) are skipped: its deletion may have passed their keys already, and
+   * a peer added again under the same id has a new queue with its own sequences.
+   */
   writeReservedInTransaction(reserved: ReservedEntries): void {
-    for (const { peer, seq } of reserved.entries) {
-      const queue = this.queue(peer);
+    const queues = queuesOf(reserved);
+    reserved.entries.forEach(({ seq }, i) => {
+      const queue = queues[i]!;
+      if (queue.removed) return;
       this.db.putSync(logKeyOf(queue.prefix, seq), reserved.value);
       queue.writtenThroughSeq = Math.max(queue.writtenThroughSeq, seq);
-    }
+    });
   }
 
   /**
@@ -155,8 +236,10 @@ export class HintLog {
    * sequences are not reused; one may already be on its way to a peer (see the top).
    */
   discardReserved(reserved: ReservedEntries): void {
-    for (const entry of reserved.entries) {
-      const queue = this.queue(entry.peer);
+    const queues = queuesOf(reserved);
+    for (const [i, entry] of reserved.entries.entries()) {
+      const queue = queues[i]!;
+      if (queue.removed) continue; // nothing left to account for
       // Later reads go to LMDB, which never held these entries.
       resetTail(queue);
       if (entry.seq <= queue.goneThroughSeq) continue; // delivered or dropped already: uncounted
@@ -255,6 +338,9 @@ export class HintLog {
     this.pendingRemovals = [];
     const drained: PendingRemoval[] = [];
     for (const removal of removals) {
+      // A removed queue's entries are removePeer's to delete (and one requeued after a failed
+      // drain could otherwise wait for ever for a write that never comes).
+      if (removal.queue.removed) continue;
       if (removal.seq <= removal.queue.writtenThroughSeq) {
         this.db.removeSync(logKeyOf(removal.queue.prefix, removal.seq));
         drained.push(removal);
@@ -307,6 +393,18 @@ export class HintLog {
     return { entries: queue.entries, bytes: queue.bytes, oldestEnqueuedAtMs: oldest?.enqueuedAtMs, dropped: queue.dropped };
   }
 
+  /** A queue of what LMDB holds under `prefix` (read once, in order). */
+  private loadQueue(prefix: Buffer): PeerQueue {
+    const queue = newQueue(prefix);
+    for (const { key, value } of this.db.getRange({ start: prefix, end: prefixEndOf(prefix) })) {
+      queue.entries++;
+      queue.bytes += key.length + value.length;
+      queue.nextSeq = seqOf(key) + 1;
+    }
+    queue.writtenThroughSeq = queue.nextSeq - 1;
+    return queue;
+  }
+
   private queue(peer: string): PeerQueue {
     const queue = this.queues.get(peer);
     if (queue === undefined) throw new Error(`no replication log for unknown peer "${peer}"`);
@@ -318,6 +416,15 @@ export class HintLog {
 export interface ReservedEntries {
   readonly entries: readonly HintEntry[];
   readonly value: Buffer;
+}
+
+/** Each reservation's queues, by entry: a peer removed and added again meanwhile has another queue. */
+const reservedQueues = new WeakMap<ReservedEntries, readonly PeerQueue[]>();
+
+function queuesOf(reserved: ReservedEntries): readonly PeerQueue[] {
+  const queues = reservedQueues.get(reserved);
+  if (queues === undefined) throw new Error('these entries were not reserved by HintLog.reserve');
+  return queues;
 }
 
 interface PendingRemoval {
@@ -337,6 +444,22 @@ function entryValue(key: Uint8Array, record: Uint8Array, nowMs: number): Buffer 
   value.set(key, entryHeaderBytes);
   value.set(record, entryHeaderBytes + key.length);
   return value;
+}
+
+/**
+ * Peer ids become key prefixes (latin1, then 0x00): each character must be one byte and not 0x00,
+ * or two ids could share a prefix, and one found in the log could not be read back.
+ */
+function checkPeerId(peer: string): void {
+  if (peer.length === 0 || peer.length > nodeIdBytesMax || !/^[\x01-\xff]+$/.test(peer)) throw new Error(`bad peer id "${peer}"`);
+}
+
+function prefixOf(peer: string): Buffer {
+  return Buffer.concat([Buffer.from(peer, 'latin1'), Buffer.from([0])]);
+}
+
+function newQueue(prefix: Buffer): PeerQueue {
+  return { prefix, tail: [], tailHead: 0, tailBytes: 0, nextSeq: 1, goneThroughSeq: 0, writtenThroughSeq: 0, entries: 0, bytes: 0, dropped: 0, phantoms: new Set(), removed: false };
 }
 
 function logKeyOf(prefix: Buffer, seq: number): Buffer {

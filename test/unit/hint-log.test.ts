@@ -1,7 +1,8 @@
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ABORT, type Database, type RootDatabase, open as openLmdb } from 'lmdb';
-import { type HintEntry, HintLog, type ReservedEntries, hintTailBytesMax, hintTailEntriesMax, noRemovals } from '../../src/storage/hint-log.js';
+import { type HintEntry, HintLog, type ReservedEntries, hintRemovalBatchEntries, hintTailBytesMax, hintTailEntriesMax, noRemovals } from '../../src/storage/hint-log.js';
+import { systemClock } from '../../src/platform/clock.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { Repository, recordHeader } from '../../src/storage/repository.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
@@ -58,12 +59,12 @@ function recordOf(i: number): Buffer {
 }
 
 /** Commits writes first..first+count-1 in one transaction (one event-loop turn); returns each one's log sequences. */
-async function commitBatch(repo: Repository, first: number, count: number): Promise<ReadonlyMap<string, number>[]> {
+async function commitBatch(repo: Repository, first: number, count: number, to: readonly string[] = peers): Promise<ReadonlyMap<string, number>[]> {
   const seqs = Array.from({ length: count }, () => new Map<string, number>());
   await Promise.all(
     Array.from({ length: count }, (_, j) => {
       const i = first + j;
-      const reserved = repo.hints.reserve(peers, keyOf(i), recordOf(i), wallBase + i);
+      const reserved = repo.hints.reserve(to, keyOf(i), recordOf(i), wallBase + i);
       for (const { peer, seq } of reserved.entries) seqs[j]!.set(peer, seq);
       return repo.commitWrite(keyOf(i), recordOf(i), true, reserved, { wallMs: wallBase + i, counter: 0 });
     }),
@@ -305,6 +306,62 @@ describe('HintLog through Repository.commitWrite (real LMDB)', () => {
     expect(servedFromMemory(repo, 'n2', 0)).toBe(false);
     check('LMDB');
   });
+
+  it('addPeer gives a new peer a queue that reserve, commitWrite and read use like the others; an existing queue is kept', async () => {
+    const repo = open(newDataDir());
+    await commitBatch(repo, 0, 3);
+    repo.hints.addPeer('n4');
+    expect(repo.hints.peers()).toEqual(['n2', 'n3', 'n4']);
+    expect(repo.hints.stats('n4')).toEqual({ entries: 0, bytes: 0, oldestEnqueuedAtMs: undefined, dropped: 0 });
+    const seqs = await commitBatch(repo, 3, 2, ['n2', 'n3', 'n4']);
+    expect(seqs.map((m) => [m.get('n2'), m.get('n4')])).toEqual([[4, 1], [5, 2]]);
+    const n4 = repo.hints.read('n4', 0, 100, unlimited);
+    expect(n4.map((e) => [e.seq, e.key.toString()])).toEqual([[1, keyOf(3).toString()], [2, keyOf(4).toString()]]);
+    expect(repo.hints.stats('n4')).toMatchObject({ entries: 2, oldestEnqueuedAtMs: wallBase + 3 });
+
+    // Idempotent: the queue, its counts and its in-memory tail stay as they were.
+    const before = repo.hints.stats('n2');
+    repo.hints.addPeer('n2');
+    repo.hints.addPeer('n4');
+    expect(repo.hints.stats('n2')).toEqual(before);
+    expect(repo.hints.stats('n4').entries).toBe(2);
+    expect(servedFromMemory(repo, 'n4', 0)).toBe(true);
+    expect(repo.hints.peers()).toEqual(['n2', 'n3', 'n4']);
+
+    // Ids are checked as the constructor checks them (and must survive the trip through a key prefix).
+    for (const bad of ['', 'x'.repeat(256), 'a\x00b', 'n\u0100']) expect(() => repo.hints.addPeer(bad)).toThrow(/bad peer id/);
+  });
+
+  it('a reopened log finds the queue of a peer added before the close though the constructor was not told of it: entries, counts and next sequence', async () => {
+    const dataDir = newDataDir();
+    let repo = open(dataDir);
+    repo.hints.addPeer('n0'); // sorts before the others: found ahead of them in the scan
+    repo.hints.addPeer('n4');
+    await commitBatch(repo, 0, 4, ['n0', 'n2', 'n3', 'n4']);
+    await commitBatch(repo, 4, 3, ['n4']);
+    repo.hints.remove(repo.hints.read('n4', 0, 2, unlimited)); // delivered: deleted by close's flush
+    const stats = new Map(['n0', 'n4'].map((p) => [p, repo.hints.stats(p)]));
+    await close(repo);
+
+    repo = open(dataDir); // told of n2 and n3 only
+    expect(repo.hints.peers()).toEqual(['n2', 'n3', 'n0', 'n4']);
+    expect(repo.hints.stats('n4')).toEqual(stats.get('n4'));
+    expect(repo.hints.stats('n4')).toMatchObject({ entries: 5, oldestEnqueuedAtMs: wallBase + 2 });
+    expect(repo.hints.stats('n0')).toEqual(stats.get('n0'));
+    expectWrites(repo.hints.read('n4', 0, 100, unlimited), 'n4', 2, 5);
+    expectWrites(repo.hints.read('n0', 0, 100, unlimited), 'n0', 0, 4);
+    for (const peer of peers) expectWrites(repo.hints.read(peer, 0, 100, unlimited), peer, 0, 4);
+    // Sequences go on after the newest entry found.
+    const next = await commitBatch(repo, 7, 1, ['n0', 'n2', 'n4']);
+    expect(Object.fromEntries(next[0]!)).toEqual({ n0: 5, n2: 5, n4: 8 });
+    expect(repo.hints.oldestEnqueuedAtMs()).toBe(wallBase);
+
+    // Removed, it stays gone after the next reopen.
+    expect(await repo.hints.removePeer('n0')).toBe(5);
+    await close(repo);
+    repo = open(dataDir);
+    expect(repo.hints.peers()).toEqual(['n2', 'n3', 'n4']);
+  });
 });
 
 /**
@@ -388,5 +445,141 @@ describe('HintLog entries reserved ahead of their transaction', () => {
     write(log, reserved, 'commit');
     expect(storedEntries()).toBe(0);
     expect(log.stats('n2')).toMatchObject({ entries: 0, bytes: 0 });
+  });
+});
+
+/**
+ * Membership changes (docs/membership.md §7.2): queues added and removed while the log runs, on a
+ * HintLog over a real LMDB database.
+ */
+describe('HintLog.addPeer and removePeer', () => {
+  let env: RootDatabase | undefined;
+  let db: Database<Buffer, Buffer> | undefined;
+  afterEach(async () => {
+    vi.restoreAllMocks();
+    await env?.close();
+    env = undefined;
+  });
+
+  function openLog(syncCommits = false): HintLog {
+    env = openLmdb({ path: join(newDataDir(), 'hints.mdb'), maxDbs: 2 });
+    db = env.openDB<Buffer, Buffer>({ name: 'hints', encoding: 'binary', keyEncoding: 'binary' });
+    return new HintLog(db, ['n2', 'n3'], systemClock, syncCommits);
+  }
+
+  /** Reserves and commits `count` writes for `to`, each enqueued at `atMs`, in one transaction. */
+  function append(log: HintLog, to: readonly string[], first: number, count: number, atMs: number): ReservedEntries[] {
+    const all = Array.from({ length: count }, (_, j) => log.reserve(to, keyOf(first + j), recordOf(first + j), atMs));
+    env!.transactionSync(() => all.forEach((r) => log.writeReservedInTransaction(r)));
+    return all;
+  }
+
+  const keysOf = (peer: string) => [...db!.getKeys({})].filter((k) => k.subarray(0, peer.length + 1).equals(Buffer.from(`${peer}\x00`, 'latin1')));
+
+  for (const syncCommits of [false, true]) {
+    it(`removePeer deletes a queue longer than one transaction (${hintRemovalBatchEntries} entries), and nothing else${syncCommits ? ' (commits on this thread)' : ''}`, async () => {
+      const log = openLog(syncCommits);
+      const total = 2 * hintRemovalBatchEntries + 500;
+      append(log, ['n3'], 0, total, wallBase); // n3 holds the oldest entries
+      append(log, ['n2', 'n3'], total, 3, wallBase + 10);
+      expect(log.oldestEnqueuedAtMs()).toBe(wallBase);
+      const transactions = vi.spyOn(db!, syncCommits ? 'transactionSync' : 'transaction');
+
+      expect(await log.removePeer('n3')).toBe(total + 3);
+      expect(transactions).toHaveBeenCalledTimes(3); // 1,000 + 1,000 + 503
+      expect(keysOf('n3')).toEqual([]);
+      expect(keysOf('n2').length).toBe(3);
+      expect(log.peers()).toEqual(['n2']);
+      expect(log.oldestEnqueuedAtMs()).toBe(wallBase + 10);
+      expect(() => log.stats('n3')).toThrow(/unknown peer "n3"/);
+      expect(() => log.reserve(['n2', 'n3'], keyOf(0), recordOf(0), wallBase)).toThrow(/unknown peer/);
+      expect(log.stats('n2').entries).toBe(3); // the failed reserve left n2 as it was
+      await expect(log.removePeer('n3')).rejects.toThrow(/unknown peer/);
+      // A reopen finds nothing of n3.
+      expect(new HintLog(db!, ['n2']).peers()).toEqual(['n2']);
+    });
+  }
+
+  it('refuses addPeer for a peer still being deleted, and gives it an empty queue afterwards', async () => {
+    const log = openLog();
+    append(log, ['n3'], 0, hintRemovalBatchEntries + 1, wallBase);
+    const removal = log.removePeer('n3');
+    expect(() => log.addPeer('n3')).toThrow(/still being removed/);
+    expect(await removal).toBe(hintRemovalBatchEntries + 1);
+    log.addPeer('n3');
+    expect(log.stats('n3')).toMatchObject({ entries: 0, bytes: 0 });
+    expect(append(log, ['n3'], 0, 1, wallBase)[0]!.entries[0]!.seq).toBe(1);
+  });
+
+  it('does not write, for a removed peer, entries reserved before its removal: not before the peer is added again, nor after', async () => {
+    const log = openLog();
+    const early = log.reserve(['n2', 'n3'], keyOf(0), recordOf(0), wallBase); // its transaction is still to come
+    const late = log.reserve(['n2', 'n3'], keyOf(1), recordOf(1), wallBase);
+    const failing = log.reserve(['n2', 'n3'], keyOf(2), recordOf(2), wallBase);
+    const removal = log.removePeer('n3');
+    env!.transactionSync(() => log.writeReservedInTransaction(early)); // commits, for n2 alone
+    expect(await removal).toBe(0);
+    log.addPeer('n3');
+    const fresh = append(log, ['n3'], 10, 2, wallBase + 1); // the new queue's seq 1 and 2
+    env!.transactionSync(() => log.writeReservedInTransaction(late));
+    log.discardReserved(failing);
+
+    expect(keysOf('n3').length).toBe(2);
+    expect(log.stats('n3')).toMatchObject({ entries: 2, oldestEnqueuedAtMs: wallBase + 1 });
+    expect(log.read('n3', 0, 10, unlimited).map((e) => [e.seq, e.key.toString()])).toEqual(fresh.map((r, j) => [j + 1, keyOf(10 + j).toString()]));
+    expect(log.read('n2', 0, 10, unlimited).map((e) => e.seq)).toEqual([1, 2]);
+    expect(log.stats('n2').entries).toBe(2);
+  });
+
+  it('drops the removed peer\'s delivered entries from the pending deletes: flushRemovals still works, and a queue added again keeps its entries', async () => {
+    const log = openLog();
+    append(log, ['n2', 'n3'], 0, 6, wallBase);
+    log.remove(log.read('n2', 0, 2, unlimited)); // delivered, deleted by the next drain
+    log.remove(log.read('n3', 0, 3, unlimited));
+    // A drain whose transaction fails after the removal started requeues what it took.
+    let drained = noRemovals;
+    env!.transactionSync(() => {
+      log.remove(log.read('n3', 3, 1, unlimited));
+      drained = log.drainRemovalsInTransaction();
+      return ABORT;
+    });
+    expect(await log.removePeer('n3')).toBe(6);
+    log.requeueRemovals(drained);
+    log.addPeer('n3');
+    append(log, ['n3'], 10, 4, wallBase + 1); // seq 1..4 again, under the same prefix
+    await log.flushRemovals();
+
+    expect(keysOf('n3').length).toBe(4);
+    expect(log.stats('n3').entries).toBe(4);
+    expect(log.read('n3', 0, 10, unlimited).map((e) => e.key.toString())).toEqual([10, 11, 12, 13].map((i) => keyOf(i).toString()));
+    expect(keysOf('n2').length).toBe(4); // n2's delivered entries were deleted
+    expect(log.stats('n2').entries).toBe(4);
+  });
+
+  it('keeps a queue of what is left when a removal transaction fails, so a retry deletes the rest', async () => {
+    const log = openLog(true);
+    const total = 2 * hintRemovalBatchEntries + 10;
+    append(log, ['n3'], 0, total, wallBase);
+    const real = db!.transactionSync.bind(db!);
+    // The second transaction fails (a full disk, say); the first committed.
+    vi.spyOn(db!, 'transactionSync')
+      .mockImplementationOnce(real)
+      .mockImplementationOnce(() => {
+        throw new Error('injected: MDB_MAP_FULL');
+      });
+    await expect(log.removePeer('n3')).rejects.toThrow(/injected/);
+    vi.restoreAllMocks();
+    const left = total - hintRemovalBatchEntries;
+    expect(log.peers()).toEqual(['n2', 'n3']);
+    expect(log.stats('n3')).toMatchObject({ entries: left, oldestEnqueuedAtMs: wallBase });
+    expect(log.read('n3', 0, 1, unlimited)[0]!.seq).toBe(hintRemovalBatchEntries + 1);
+    expect(await log.removePeer('n3')).toBe(left);
+    expect(keysOf('n3')).toEqual([]);
+  });
+
+  it('refuses at open a log key that names no peer', () => {
+    openLog();
+    db!.putSync(Buffer.from('no-separator'), Buffer.alloc(8));
+    expect(() => new HintLog(db!, ['n2'])).toThrow(/malformed key/);
   });
 });
