@@ -56,6 +56,7 @@ async function serve(): Promise<void> {
     status: unused,
     verify: unused,
     repair: unused,
+    changeMembership: unused,
   };
   const server = createServer();
   server.add(KVStoreDefinition, implementation);

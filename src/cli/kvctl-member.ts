@@ -6,7 +6,7 @@ import { exitCode, type KvctlCommand, UsageError } from './kvctl-command.js';
 import { formatTable, jsonLine } from './kvctl-format.js';
 
 /** The actions of docs/membership.md that are not built yet, and what to do instead today. */
-const notYet = new Set(['add', 'remove', 'replace', 'mark-dead', 'cancel', 'wait']);
+const notYet = new Set(['add', 'remove', 'replace', 'cancel', 'wait']);
 
 /**
  * The member list: the answering node's epoch, then one row per member. The epoch is the
@@ -16,7 +16,7 @@ export function formatMembers(status: NodeStatus): string {
   const rows = status.members.map((member) => [
     member.nodeId,
     status.redacted ? '(needs admin)' : member.peer === '' ? '-' : member.peer,
-    member.state,
+    member.dead ? `${member.state} DEAD` : member.state,
     `${(member.ownedShare * 100).toFixed(1)}%`,
     member.self ? 'self' : member.reachable ? 'yes' : 'NO',
   ]);
@@ -26,17 +26,23 @@ export function formatMembers(status: NodeStatus): string {
 export const memberCommand: KvctlCommand = {
   name: 'member',
   arguments: '<action> [args...]',
-  summary: 'Show the cluster membership: member list',
+  summary: 'The cluster membership: member list, member mark-dead <id>',
   help: [
     'member list: the membership epoch the answering node holds (ask another with --endpoints),',
     'then every member with its peer address, state (joining, normal, leaving, removed), the',
     'share of the ring it owns (OWNS: the keys it holds a replica of,',
     'over the replication factor; the shares add up to 100%) and whether the answering node',
-    'reaches it. --json prints the status object the list is made from.',
+    'reaches it; DEAD marks a member declared dead. --json prints the status object the list is made from.',
     '',
-    'Members do not change by command yet (add, remove and replace are designed in',
-    'docs/membership.md, not built): the member list is cluster.members in each node\'s config,',
-    'and a node started with an edited list adopts it as the next epoch.',
+    'member mark-dead <id>: declare a member that is gone for good dead (admin). Every other',
+    'member must agree, and each refuses if it reached the member within the last 30 s. A dead',
+    'member is left out of agreement, replication and tombstone GC (which it would otherwise',
+    'hold back for ever), and its requests are refused: never start it again on its data dir.',
+    'It still owns its ranges (with one replica fewer) until it is removed or replaced.',
+    '',
+    'add, remove and replace are designed in docs/membership.md, not built: the member list is',
+    'cluster.members in each node\'s config, and a node started with an edited list adopts it as',
+    'the next epoch.',
   ].join('\n'),
   async run(context) {
     const action = context.args[0];
@@ -46,7 +52,14 @@ export const memberCommand: KvctlCommand = {
           'Today the member list is cluster.members in every node\'s config; changing it moves no data (anti-entropy copies keys to their new replicas afterwards), so it is not an online operation yet.',
       );
     }
-    if (action !== 'list') throw new UsageError(`member: unknown action "${action ?? ''}"; the one available is: list`);
+    if (action === 'mark-dead') {
+      const id = context.args[1];
+      if (id === undefined || context.args.length > 2) throw new UsageError('member mark-dead takes one member id: kvctl member mark-dead <id>');
+      const result = await context.client().changeMembership({ kind: 'mark-dead', nodeId: id });
+      await context.write(context.globals.json ? jsonLine(result) : `${result.description} (epoch ${result.epoch})`);
+      return exitCode.ok;
+    }
+    if (action !== 'list') throw new UsageError(`member: unknown action "${action ?? ''}"; available: list, mark-dead`);
     const status = await context.client().status();
     await context.write(context.globals.json ? jsonLine(status) : formatMembers(status));
     return exitCode.ok;

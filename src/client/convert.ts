@@ -4,6 +4,7 @@
 import {
   Consistency,
   type BackupStatus as BackupStatusMessage,
+  type ChangeMembershipRequest,
   type MemberState as MemberStateMessage,
   memberStateToJSON,
   type MemberStatus as MemberStatusMessage,
@@ -20,6 +21,7 @@ import type {
   ConsistencyLevel,
   MemberState,
   MemberStatus,
+  MembershipChange,
   NodeStatus,
   PeerRepair,
   RangeVerification,
@@ -93,6 +95,7 @@ export function fromMemberStatus(message: MemberStatusMessage): MemberStatus {
     lastExchangeRepaired: toNumber(message.lastExchangeRepaired),
     state: memberStateOf(message.state),
     ownedShare: message.ownedShare,
+    dead: message.dead,
   };
   const lastContact = toOptionalDate(message.lastContactUnixMs);
   if (lastContact !== undefined) member.lastContact = lastContact;
@@ -200,4 +203,20 @@ export function parseEndpoints(endpoints: string | readonly string[]): string[] 
     }
   }
   return list;
+}
+
+/** A membership change as its request message. */
+export function toChangeMembershipRequest(change: MembershipChange): ChangeMembershipRequest {
+  switch (change.kind) {
+    case 'mark-dead':
+      return { markDead: { nodeId: change.nodeId } };
+    case 'add':
+      return { add: { nodeId: change.nodeId, peer: change.peer } };
+    case 'remove':
+      return { remove: { nodeId: change.nodeId } };
+    case 'replace':
+      return { replace: { oldNodeId: change.oldNodeId, newNodeId: change.newNodeId, peer: change.peer } };
+    case 'cancel':
+      return { cancel: {} };
+  }
 }

@@ -9,6 +9,7 @@ import { StreamTransport } from './stream-transport.js';
 import {
   fromBackupStatus,
   fromRepairResponse,
+  toChangeMembershipRequest,
   fromStatusResponse,
   fromVerifyResponse,
   isBytes,
@@ -32,6 +33,9 @@ import type {
   NodeStatus,
   PutResult,
   RepairOptions,
+  MembershipChange,
+  MembershipChangeResult,
+  ChangeMembershipOptions,
   RepairReport,
   StatusOptions,
   VerifyOptions,
@@ -42,6 +46,8 @@ import type {
 export const deadlineMsDefault = 5000;
 /** Default deadline of {@link KvClient.verify}: it asks every replica of every ring range. */
 export const verifyDeadlineMsDefault = 60_000;
+/** Default deadline of {@link KvClient.changeMembership}: every live member must answer, with retries. */
+export const changeMembershipDeadlineMsDefault = 30_000;
 /** Default deadline of {@link KvClient.repair}: an exchange that copies many records takes minutes. */
 export const repairDeadlineMsDefault = 10 * 60 * 1000;
 /** setTimeout's largest delay; a longer deadline would fire at once. */
@@ -518,6 +524,26 @@ export class KvClient {
     const callOptions = { ...options, deadlineMs: options.deadlineMs ?? repairDeadlineMsDefault };
     const response = await this.call(operation, 'read', callOptions, ({ client }, scope) => client.repair({}, this.callOptions(scope, true)));
     return fromRepairResponse(response);
+  }
+
+  /**
+   * Asks the cluster to change its membership (admin). Resolves once every live member has
+   * agreed and the new membership is committed. Not retried on another endpoint once sent (a
+   * second attempt of a committed change is refused as already done). Today only `mark-dead`
+   * is carried out; the changes that move data are refused with FAILED_PRECONDITION.
+   *
+   * @example
+   * ```ts
+   * const { epoch } = await admin.changeMembership({ kind: 'mark-dead', nodeId: 'n3' });
+   * ```
+   */
+  async changeMembership(change: MembershipChange, options: ChangeMembershipOptions = {}): Promise<MembershipChangeResult> {
+    const operation = 'changeMembership';
+    this.checkOpen(operation);
+    const callOptions = { ...options, deadlineMs: options.deadlineMs ?? changeMembershipDeadlineMsDefault };
+    const request = toChangeMembershipRequest(change);
+    const response = await this.call(operation, 'mutation', callOptions, ({ client }, scope) => client.changeMembership(request, this.callOptions(scope, true)));
+    return { epoch: Number(response.epoch), description: response.description };
   }
 
   /**

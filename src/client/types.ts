@@ -153,6 +153,28 @@ export interface VerifyOptions {
 }
 
 /** Options of {@link KvClient.repair}. */
+/** A membership change (docs/membership.md); see KvClient.changeMembership. */
+export type MembershipChange =
+  | { kind: 'mark-dead'; nodeId: string }
+  | { kind: 'add'; nodeId: string; peer: string }
+  | { kind: 'remove'; nodeId: string }
+  | { kind: 'replace'; oldNodeId: string; newNodeId: string; peer: string }
+  | { kind: 'cancel' };
+
+/** A committed membership change. */
+export interface MembershipChangeResult {
+  /** The membership epoch that carries it. */
+  epoch: number;
+  /** What changed, in words. */
+  description: string;
+}
+
+export interface ChangeMembershipOptions {
+  /** Deadline in milliseconds (default 30 000: every live member must answer). */
+  deadlineMs?: number;
+  signal?: AbortSignal;
+}
+
 export interface RepairOptions {
   /**
    * Deadline in milliseconds (default 600 000, not the client's `deadlineMs`: an exchange that
@@ -219,6 +241,8 @@ export interface MemberStatus {
   state: MemberState;
   /** The share of the keys it holds a replica of, over the replication factor (the members' shares sum to 1). */
   ownedShare: number;
+  /** Declared dead (`kvctl member mark-dead`): still owns ranges, but gets no writes and is not waited for. */
+  dead: boolean;
 }
 
 /** A member's place in the membership (docs/membership.md). */

@@ -78,11 +78,19 @@ export function reconcileMembership(stored: MembershipState | undefined, configu
   const seeded = seedMembership(configured);
   if (stored === undefined) return { state: seeded, changed: undefined };
   const current = stored.members.filter((m) => m.state !== 'removed');
+  // Member ids only: a configured peer address is how this node dials the member (it may differ
+  // per node, e.g. through a proxy), not part of the agreed state.
   const describe = (ms: readonly { id: string; peer: string }[]) => ms.map((m) => `${m.id}@${m.peer}`).join(', ');
-  if (describe(current) === describe(seeded.members)) return { state: stored, changed: undefined };
+  const ids = (ms: readonly { id: string }[]) => ms.map((m) => m.id).join(',');
+  if (ids(current) === ids(seeded.members)) return { state: stored, changed: undefined };
   const removed = stored.members.filter((m) => !seeded.members.some((c) => c.id === m.id)).map((m) => ({ ...m, state: 'removed' as const }));
+  // A member that stays keeps what was agreed about it (declared dead, whose tokens it has).
+  const kept = seeded.members.map((m) => {
+    const before = stored.members.find((s) => s.id === m.id && s.state !== 'removed');
+    return before === undefined ? m : { ...before, state: 'normal' as const };
+  });
   return {
-    state: { formatVersion: 1, epoch: stored.epoch + 1, members: sortById([...seeded.members, ...removed]) },
+    state: { formatVersion: 1, epoch: stored.epoch + 1, members: sortById([...kept, ...removed]), ...(stored.lastChangeId === undefined ? {} : { lastChangeId: stored.lastChangeId }) },
     changed: `cluster.members (${describe(seeded.members)}) differs from the stored membership of epoch ${stored.epoch} (${describe(current)})`,
   };
 }

@@ -81,6 +81,8 @@ export class Ring {
    */
   private readonly seen: Uint32Array;
   private epoch = 0;
+  /** What determines the placement (see placementKey). */
+  private readonly placement: string;
 
   constructor(members: readonly RingMember[], vnodesPerMember: number = vnodesPerMemberDefault) {
     if (members.length === 0) throw new Error('ring needs at least one member');
@@ -95,6 +97,7 @@ export class Ring {
       if (i > 0 && ids[i] === ids[i - 1]) throw new Error(`duplicate ring member id ${JSON.stringify(ids[i])}`);
     }
     this.ids = ids;
+    this.placement = `${vnodesPerMember}:${ids.map((id) => `${id}=${tokenNameOf.get(id)!}`).join(',')}`;
 
     const total = ids.length * vnodesPerMember;
     const rawTokens = new Uint32Array(total);
@@ -122,6 +125,11 @@ export class Ring {
       if (i === 0 || this.tokens[i] !== this.tokens[i - 1]) this.rangeEnds[r++] = this.tokens[i]!;
     }
     this.seen = new Uint32Array(ids.length);
+  }
+
+  /** Equal for two rings exactly when they place every key alike (members, token names, vnodes). */
+  placementKey(): string {
+    return this.placement;
   }
 
   /** Member ids, sorted (the ring's canonical order). */

@@ -33,6 +33,9 @@ export const inFlightBytesMaxDefault = 128 * 1024 * 1024;
  */
 export const graceSecondsMin = 10;
 
+/** membership.deadAfterSeconds by default (docs/membership.md §2.5). */
+export const membershipDeadAfterSecondsDefault = 30;
+
 /** Backups of a node kept by default: a week of daily backups. */
 export const backupKeepDefault = 7;
 /**
@@ -211,6 +214,15 @@ export const nodeConfigSchema = z
         graceSeconds: positiveInt.min(graceSecondsMin, `must be at least ${graceSecondsMin} s: it bounds how late a replicated write may still be applied`).default(86_400),
       })
       .default({ graceSeconds: 86_400 }),
+    membership: z
+      .strictObject({
+        /**
+         * `kvctl member mark-dead X` is refused by a member that reached X this recently: a
+         * declaration of death must not race a node that is only slow or briefly cut off.
+         */
+        deadAfterSeconds: positiveInt.default(membershipDeadAfterSecondsDefault),
+      })
+      .default({ deadAfterSeconds: membershipDeadAfterSecondsDefault }),
     clock: z
       .strictObject({
         /** How far ahead of the local wall clock a peer's version may pull this node's HLC. */

@@ -15,12 +15,12 @@ import {
 import type { RangeVerification } from '../../gen/kvstore/v1/kvstore.js';
 import { DigestForest, formatDigest, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
-import type { Ring } from '../cluster/ring.js';
 import { decodeRecordHeader, recordHeader } from '../storage/record-codec.js';
 import { compareRecords } from '../storage/merge-rule.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
 import { countWithinBytes, keyMessageBytes, payloadBytesMax, recordMessageBytes } from './message-bytes.js';
-import type { PeerLink } from './peer-link.js';
+import type { LiveMembership } from './live-membership.js';
+import type { PeerDirectory } from './peer-directory.js';
 import { RateLimiter } from './rate-limiter.js';
 import { readBatchKeysMax } from './read-batcher.js';
 
@@ -77,11 +77,11 @@ export class AntiEntropy {
 
   constructor(
     private readonly settings: AntiEntropySettings,
-    private readonly ring: Ring,
-    private readonly forest: DigestForest,
+    /** The ring and hash trees, read per exchange: a committed membership change applies to the next. */
+    private readonly membership: LiveMembership,
     private readonly repo: Repository,
     private readonly clock: HybridLogicalClock,
-    private readonly links: ReadonlyMap<string, PeerLink>,
+    private readonly peers: PeerDirectory,
     private readonly logger: Logger,
     /** Timers and wall time (the HLC is `clock`). */
     private readonly time: Clock,
@@ -110,7 +110,7 @@ export class AntiEntropy {
   /** Runs an exchange with every peer now (one at a time); a peer already exchanging is joined. */
   async repairAll(): Promise<ExchangeResult[]> {
     const results: ExchangeResult[] = [];
-    for (const peer of this.links.keys()) results.push(await this.exchangeWith(peer));
+    for (const link of this.peers.links()) results.push(await this.exchangeWith(link.id));
     return results;
   }
 
@@ -131,16 +131,18 @@ export class AntiEntropy {
   /** Digest of every range from every replica (this node's own and the peers'). */
   async verify(): Promise<RangeVerification[]> {
     const { selfId, replicationFactor } = this.settings;
+    const ring = this.membership.ring();
+    const forest = this.membership.forest();
     const rangesOf = new Map<string, number[]>();
-    for (let r = 0; r < this.forest.rangeCount; r++) {
-      for (const node of this.ring.replicasOfRange(r, replicationFactor)) {
+    for (let r = 0; r < forest.rangeCount; r++) {
+      for (const node of ring.replicasOfRange(r, replicationFactor)) {
         if (node !== selfId) (rangesOf.get(node) ?? rangesOf.set(node, []).get(node)!).push(r);
       }
     }
     const answers = new Map<string, { roots: Map<number, { digest: string; count: number }>; error?: string }>();
     await Promise.all(
       [...rangesOf].map(async ([node, ranges]) => {
-        const link = this.links.get(node)!;
+        const link = this.peers.link(node)!;
         try {
           const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
           answers.set(node, { roots: new Map(ranges.map((r, i) => [r, { digest: formatDigest(res.roots[i]!), count: Number(res.recordCounts[i] ?? 0) }])) });
@@ -150,10 +152,10 @@ export class AntiEntropy {
       }),
     );
     const out: RangeVerification[] = [];
-    for (let r = 0; r < this.forest.rangeCount; r++) {
-      const range = this.forest.range(r);
-      const replicas = this.ring.replicasOfRange(r, replicationFactor).map((node) => {
-        if (node === selfId) return { nodeId: node, digest: formatDigest(this.forest.root(r)), recordCount: BigInt(this.forest.recordCount(r)), error: '' };
+    for (let r = 0; r < forest.rangeCount; r++) {
+      const range = forest.range(r);
+      const replicas = ring.replicasOfRange(r, replicationFactor).map((node) => {
+        if (node === selfId) return { nodeId: node, digest: formatDigest(forest.root(r)), recordCount: BigInt(forest.recordCount(r)), error: '' };
         const answer = answers.get(node)!;
         const root = answer.roots.get(r);
         return { nodeId: node, digest: root?.digest ?? '', recordCount: BigInt(root?.count ?? 0), error: root === undefined ? (answer.error ?? 'no answer') : '' };
@@ -165,9 +167,10 @@ export class AntiEntropy {
   }
 
   private async backgroundRound(): Promise<void> {
-    for (const [peer, link] of this.links) {
+    for (const link of this.peers.links()) {
       if (this.stopped) return;
       if (!link.reachable) continue;
+      const peer = link.id;
       const result = await this.exchangeWith(peer);
       if (result.error === undefined && result.pulled + result.pushed > 0) {
         this.logger.info({ peer, pulled: result.pulled, pushed: result.pushed, ranges: result.rangesDiffering }, 'anti-entropy repaired records');
@@ -177,13 +180,16 @@ export class AntiEntropy {
 
   private async exchange(peer: string): Promise<ExchangeResult> {
     const { selfId, replicationFactor, peerCallMs } = this.settings;
-    const link = this.links.get(peer)!;
+    const link = this.peers.link(peer);
+    if (link === undefined) throw new Error(`${peer} is not a member`);
+    const ring = this.membership.ring();
+    const forest = this.membership.forest();
     const call = () => ({ signal: this.time.timeoutSignal(peerCallMs) });
     // Every request and asked answer within this many bytes of records (or keys).
     const batchBytes = Math.min(this.settings.batchMaxBytes ?? antiEntropyBatchBytesDefault, payloadBytesMax(link.messageBytesMax));
     const shared: number[] = [];
-    for (let r = 0; r < this.forest.rangeCount; r++) {
-      const replicas = this.ring.replicasOfRange(r, replicationFactor);
+    for (let r = 0; r < forest.rangeCount; r++) {
+      const replicas = ring.replicasOfRange(r, replicationFactor);
       if (replicas.includes(selfId) && replicas.includes(peer)) shared.push(r);
     }
     let rangesDiffering = 0;
@@ -196,7 +202,7 @@ export class AntiEntropy {
       const digests = await link.client.rangeDigests(digestsRequest, call());
       bytes += RangeDigestsRequest.encode(digestsRequest).finish().length + RangeDigestsResponse.encode(digests).finish().length;
       const { roots } = digests;
-      const differing = shared.filter((r, i) => !this.forest.root(r).equals(roots[i]!));
+      const differing = shared.filter((r, i) => !forest.root(r).equals(roots[i]!));
       rangesDiffering = differing.length;
       for (const range of differing) {
         if (this.stopped) break;
@@ -204,7 +210,7 @@ export class AntiEntropy {
         const leafResponse = await link.client.leafDigests(leafRequest, call());
         bytes += LeafDigestsRequest.encode(leafRequest).finish().length + LeafDigestsResponse.encode(leafResponse).finish().length;
         const { leaves } = leafResponse;
-        const mine = this.forest.leaves(range);
+        const mine = forest.leaves(range);
         const buckets: number[] = [];
         for (let bucket = 0; bucket < leafBucketsPerRange; bucket++) if (!mine[bucket]!.equals(leaves[bucket]!)) buckets.push(bucket);
         if (buckets.length === 0) continue;
@@ -212,7 +218,7 @@ export class AntiEntropy {
         // that differ move.
         const ours = new Map<string, StoredRecord>();
         for (const bucket of buckets) {
-          const interval = this.forest.bucketInterval(range, bucket);
+          const interval = forest.bucketInterval(range, bucket);
           for (const r of this.repo.recordsInHashInterval(interval.startExclusive, interval.endInclusive)) ours.set(r.key.toString('latin1'), r);
         }
         const pullKeys: Buffer[] = [];

@@ -2,15 +2,14 @@ import type { Clock } from '../platform/clock.js';
 import type { Logger } from 'pino';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { type ConsistencyLevel, canStillReach, requiredAcks } from '../cluster/quorum.js';
-import type { Ring } from '../cluster/ring.js';
 import { decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
 import { compareRecords, newerRecord } from '../storage/merge-rule.js';
 import { recordHeader, type Repository, type StoredRecord } from '../storage/repository.js';
 import type { RequestDeadline } from './deadline.js';
 import type { DeliveryLoop, DeliveryOutcome } from './delivery-loop.js';
 import { NotEnoughReplicasError, ShuttingDownError } from './errors.js';
-import type { PeerLink } from './peer-link.js';
-import { ReadBatcher } from './read-batcher.js';
+import type { LiveMembership } from './live-membership.js';
+import type { PeerDirectory } from './peer-directory.js';
 
 
 /** Keys fetched per node per page while merging a cluster-wide listing. */
@@ -58,6 +57,8 @@ interface WritePlan {
   /** The replicas other than this node. */
   readonly peers: readonly string[];
   readonly selfIsReplica: boolean;
+  /** Replicas declared dead: they count as failed from the start (nothing is sent to them). */
+  readonly dead: readonly string[];
   readonly required: number;
   readonly level: ConsistencyLevel;
 }
@@ -87,21 +88,18 @@ function isOwn(record: Buffer, ownRecords: readonly Buffer[]): boolean {
 export class Coordinator {
   readonly counters: CoordinatorCounters = { readRepairs: 0, restampedWrites: 0 };
   private closed = false;
-  private readonly readers: ReadonlyMap<string, ReadBatcher>;
 
   constructor(
     private readonly settings: CoordinatorSettings,
-    private readonly ring: Ring,
+    /** The ring, read per request: a committed membership change applies to the next one. */
+    private readonly membership: LiveMembership,
     private readonly repo: Repository,
     private readonly clock: HybridLogicalClock,
-    private readonly links: ReadonlyMap<string, PeerLink>,
-    private readonly loops: ReadonlyMap<string, DeliveryLoop>,
+    private readonly peers: PeerDirectory,
     private readonly logger: Logger,
     /** Timers and this node's wall time (shifted by the clock test hook, or simulated); the HLC is `clock`. */
     private readonly time: Clock,
-  ) {
-    this.readers = new Map([...links.values()].map((l) => [l.id, new ReadBatcher(l, settings.selfId, settings.peerCallMs, time)]));
-  }
+  ) {}
 
   /** Stops taking new requests (in-flight ones finish). */
   close(): void {
@@ -123,12 +121,14 @@ export class Coordinator {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     this.settings.assertServing();
     const { selfId, replicationFactor } = this.settings;
-    const replicas = this.ring.preferenceList(key, replicationFactor);
+    const replicas = this.membership.ring().preferenceList(key, replicationFactor);
     const selfIsReplica = replicas.includes(selfId);
+    const others = selfIsReplica ? replicas.filter((id) => id !== selfId) : replicas;
     const plan: WritePlan = {
       key,
       replicas,
-      peers: selfIsReplica ? replicas.filter((id) => id !== selfId) : replicas,
+      peers: others.filter((id) => this.peers.loop(id) !== undefined),
+      dead: others.filter((id) => this.peers.loop(id) === undefined),
       selfIsReplica,
       required: requiredAcks(level, replicationFactor),
       level,
@@ -179,12 +179,12 @@ export class Coordinator {
       const knownPrevious = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
       if (waitForPeers) {
         for (const { peer, seq } of reserved.entries) {
-          const loop = this.loops.get(peer)!;
+          const loop = this.peers.loop(peer)!;
           tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious) });
         }
       }
     }
-    for (const peer of peers) this.loops.get(peer)!.wake();
+    for (const peer of peers) this.peers.loop(peer)?.wake();
     let committed: Awaited<ReturnType<Repository['commitWrite']>>;
     try {
       committed = await this.repo.commitWrite(key, record, selfIsReplica, reserved);
@@ -193,7 +193,7 @@ export class Coordinator {
       throw err;
     }
     // A loop that had to read from LMDB (far behind) finds the entries only now.
-    for (const peer of peers) this.loops.get(peer)!.wake();
+    for (const peer of peers) this.peers.loop(peer)?.wake();
 
     let applied = 0;
     let superseding: Buffer | undefined;
@@ -219,7 +219,7 @@ export class Coordinator {
       }
       return true;
     };
-    let failed = 0;
+    let failed = plan.dead.length;
     if (selfIsReplica) {
       if (consider(committed.previous)) applied++;
       else failed++;
@@ -228,7 +228,7 @@ export class Coordinator {
       return { acked: applied >= required, applied, previous, superseding: superseding ?? committed.previous };
     }
 
-    const reasons: string[] = [];
+    const reasons: string[] = plan.dead.map((id) => `${id} is declared dead`);
     const describe = () =>
       `write reached ${applied} of the ${required} replicas required at ${level.toUpperCase()}` +
       (reasons.length > 0 ? ` (${reasons.join('; ')})` : '') +
@@ -279,12 +279,14 @@ export class Coordinator {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     this.settings.assertServing();
     const { selfId, replicationFactor } = this.settings;
-    const replicas = this.ring.preferenceList(key, replicationFactor);
+    const replicas = this.membership.ring().preferenceList(key, replicationFactor);
     const required = requiredAcks(level, replicationFactor);
     const answers: ReplicaAnswer[] = [];
     if (replicas.includes(selfId)) answers.push({ node: selfId, record: this.repo.getRecord(key) });
     if (answers.length < required) {
-      const candidates = replicas.filter((id) => id !== selfId).sort((a, b) => Number(this.links.get(b)!.reachable) - Number(this.links.get(a)!.reachable));
+      // Reachable replicas first; dead ones are never asked (the read fails if it needs them).
+      const reachable = (id: string) => Number(this.peers.link(id)!.reachable);
+      const candidates = replicas.filter((id) => id !== selfId && this.peers.loop(id) !== undefined).sort((a, b) => reachable(b) - reachable(a));
       answers.push(...(await this.readFromPeers(key, candidates, answers.length, required, level, deadline)));
     }
     let newest: Buffer | undefined;
@@ -317,7 +319,7 @@ export class Coordinator {
         }
         const node = candidates[next++]!;
         inFlight++;
-        this.readers.get(node)!.read(key).then(
+        this.peers.reader(node)!.read(key).then(
           (record) => {
             inFlight--;
             answers.push({ node, record });
@@ -344,7 +346,7 @@ export class Coordinator {
       const done =
         a.node === this.settings.selfId
           ? this.repo.applyRecords(batch)
-          : this.links.get(a.node)!.client.replicate({ fromNodeId: this.settings.selfId, records: batch, wantPrevious: [], knownPrevious: [], fromLog: true }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
+          : this.peers.link(a.node)!.client.replicate({ fromNodeId: this.settings.selfId, records: batch, wantPrevious: [], knownPrevious: [], fromLog: true }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
       done.catch((err: Error) => this.logger.debug({ node: a.node, err: err.message }, 'read repair failed; anti-entropy will fix it'));
     }
   }
@@ -359,8 +361,13 @@ export class Coordinator {
     this.settings.assertServing();
     // A short listing reads short pages: a limit of 1 must not read 1,000 records per member.
     const pageRecords = limit > 0 ? Math.min(listPageRecords, Math.max(limit, listPageRecordsMin)) : listPageRecords;
-    const sources = [this.settings.selfId, ...this.links.keys()].map((node) => new ScanSource(node, this.scanPage(node, prefix, pageRecords, signal), startAfter));
-    const failedNodes: string[] = [];
+    const live = this.peers.links();
+    const sources = [this.settings.selfId, ...live.map((l) => l.id)].map((node) => new ScanSource(node, this.scanPage(node, prefix, pageRecords, signal), startAfter));
+    // Dead members cannot answer: they count against the coverage from the start.
+    const failedNodes: string[] = this.peers.everyLink().filter((l) => !live.includes(l)).map((l) => `${l.id}: declared dead`);
+    if (failedNodes.length >= this.settings.replicationFactor) {
+      throw new NotEnoughReplicasError(`listing needs all but ${this.settings.replicationFactor - 1} member(s) to answer; ${failedNodes.join('; ')}`);
+    }
     let emitted = 0;
     while (limit === 0 || emitted < limit) {
       const batch: Buffer[] = [];
@@ -400,7 +407,7 @@ export class Coordinator {
         return { records, done: records.length < pageRecords };
       };
     }
-    const link = this.links.get(node)!;
+    const link = this.peers.link(node)!;
     return async (after) => {
       const res = await link.client.scanLocal({ fromNodeId: this.settings.selfId, prefix, startAfter: after, limit: pageRecords }, { signal: AbortSignal.any([signal, this.time.timeoutSignal(this.settings.peerCallMs)]) });
       return { records: res.records, done: res.done };

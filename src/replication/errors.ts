@@ -37,3 +37,8 @@ export class UnauthenticatedError extends Error {
 export class PermissionDeniedError extends Error {
   override name = 'PermissionDeniedError';
 }
+
+/** This node was declared dead or removed from the membership: it serves nothing (UNAVAILABLE, so clients fail over). */
+export class NotServingMemberError extends Error {
+  override name = 'NotServingMemberError';
+}

@@ -15,7 +15,8 @@ export class PeerProber implements BackgroundService {
 
   constructor(
     private readonly selfId: string,
-    private readonly links: readonly PeerLink[],
+    /** Every member not removed, dead ones too: Status shows whether they answer. */
+    private readonly links: () => readonly PeerLink[],
     private readonly intervalMs: number,
     /** Deadline of one ping: a node's call deadline, not the (shorter) probe interval. */
     private readonly pingTimeoutMs: number,
@@ -36,7 +37,7 @@ export class PeerProber implements BackgroundService {
   private probeAll(): void {
     // lastContactMs is wall time (Status shows it).
     const now = this.clock.wallMs();
-    for (const link of this.links) {
+    for (const link of this.links()) {
       if (this.inFlight.has(link.id)) continue;
       if (link.reachable && now - link.lastContactMs < this.intervalMs) continue;
       this.inFlight.add(link.id);

@@ -32,10 +32,11 @@ export interface ReplicaDeps {
   readonly selfId: string;
   readonly repo: Repository;
   readonly clock: HybridLogicalClock;
-  /** This node's hash trees (anti-entropy). */
-  readonly forest: DigestForest;
-  /** The ring and factor, to tell which keys this node replicates (tombstone purge). */
-  readonly ring: Ring;
+  /**
+   * The current ring (to tell which keys this node replicates: tombstone purge) and this node's
+   * hash trees over it (anti-entropy); read per request, so a committed membership change applies.
+   */
+  readonly membership: { ring(): Ring; forest(): DigestForest };
   readonly replicationFactor: number;
   /** limits.maxKeyBytes: a peer's record with a longer key is refused like a client's. */
   readonly maxKeyBytes: number;
@@ -105,8 +106,9 @@ function isRecordHeader(bytes: Uint8Array): boolean {
 
 /** The replica side of one node (see ReplicaDeps). Every method validates its request before it applies anything. */
 export function createReplica(deps: ReplicaDeps) {
-  const { repo, clock, forest } = deps;
+  const { repo, clock } = deps;
   const checkRange = (range: number) => {
+    const forest = deps.membership.forest();
     if (!Number.isInteger(range) || range >= forest.rangeCount) throw new InvalidRequestError(`range ${range} out of 0..${forest.rangeCount - 1}: are the members' configs identical?`);
   };
   /** Applies one replicated batch (Replicate, or one message of ReplicateStream). */
@@ -167,7 +169,7 @@ export function createReplica(deps: ReplicaDeps) {
     for (const t of tombstones) if (!isTombstoneRecord(t.record)) throw new InvalidRequestError('a record sent for purging is not a tombstone');
     return newest;
   };
-  const replicates = (key: Buffer) => deps.ring.preferenceList(key, deps.replicationFactor).includes(deps.selfId);
+  const replicates = (key: Buffer) => deps.membership.ring().preferenceList(key, deps.replicationFactor).includes(deps.selfId);
   /** Answers one ReadReplica (or one message of ReadReplicaStream). */
   const read = (request: ReadReplicaRequest): ReadReplicaResponse => {
     if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
@@ -213,11 +215,12 @@ export function createReplica(deps: ReplicaDeps) {
     },
     rangeDigests(request: RangeDigestsRequest) {
       request.ranges.forEach(checkRange);
+      const forest = deps.membership.forest();
       return { roots: request.ranges.map((r) => forest.root(r)), recordCounts: request.ranges.map((r) => BigInt(forest.recordCount(r))) };
     },
     leafDigests(request: LeafDigestsRequest) {
       checkRange(request.range);
-      return { leaves: forest.leaves(request.range) };
+      return { leaves: deps.membership.forest().leaves(request.range) };
     },
     bucketRecords(request: BucketRecordsRequest) {
       checkRange(request.range);
@@ -227,6 +230,7 @@ export function createReplica(deps: ReplicaDeps) {
       // One page within the byte bound (never empty while records are left); `more` says where
       // the next one starts.
       const maxBytes = answerBytesMax(request.maxBytes);
+      const forest = deps.membership.forest();
       const records: { key: Buffer; record: Buffer }[] = [];
       let bytes = 0;
       for (const [i, bucket] of request.buckets.entries()) {

@@ -2,9 +2,10 @@ import type { Clock } from '../platform/clock.js';
 import { type BackgroundService, PeriodicTask } from '../platform/periodic.js';
 import type { Logger } from 'pino';
 import type { ConfirmTombstonesResponse } from '../../gen/kvstore/internal/v1/peer.js';
-import type { Ring } from '../cluster/ring.js';
 import { recordWallMs } from '../storage/record-codec.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
+import type { LiveMembership } from './live-membership.js';
+import type { PeerDirectory } from './peer-directory.js';
 import type { PeerLink } from './peer-link.js';
 
 /** Records examined per sweep step, so GC never holds the event loop or a write lock for long. */
@@ -54,9 +55,11 @@ export class TombstoneCollector implements BackgroundService {
 
   constructor(
     private readonly settings: TombstoneGcSettings,
-    private readonly ring: Ring,
+    /** The ring, read per step: a committed membership change applies to the next. */
+    private readonly membership: LiveMembership,
     private readonly repo: Repository,
-    private readonly links: readonly PeerLink[],
+    /** Members declared dead are not asked (their links are not among the live ones). */
+    private readonly peers: PeerDirectory,
     private readonly logger: Logger,
     private readonly clock: Clock,
   ) {
@@ -77,15 +80,21 @@ export class TombstoneCollector implements BackgroundService {
     const { selfId, replicationFactor, graceSeconds } = this.settings;
     const { tombstones, next } = this.repo.tombstonesBefore(this.clock.wallMs() - graceSeconds * 1000, this.cursor, gcScanRecordsPerStep);
     this.cursor = next;
-    const mine = tombstones.filter((t) => this.ring.preferenceList(t.key, replicationFactor)[0] === selfId).slice(0, gcTombstonesPerStepMax);
+    const ring = this.membership.ring();
+    // The first live replica sweeps a key: a dead first replica would otherwise hold its keys' tombstones for ever.
+    const sweeper = (key: Buffer) => ring.preferenceList(key, replicationFactor).find((id) => this.membership.isLive(id));
+    const mine = tombstones.filter((t) => sweeper(t.key) === selfId).slice(0, gcTombstonesPerStepMax);
     // Describes the last step that had candidates: cleared when one purges all it had.
     if (mine.length === 0) return 0;
     this.lastHoldBack = undefined;
     // Our own log is one of the logs that must hold nothing older.
     let logFloorMs = this.repo.hints.oldestEnqueuedAtMs();
-    const replicaOf = mine.map((t) => new Set(this.ring.preferenceList(t.key, replicationFactor)));
+    const replicaOf = mine.map((t) => new Set(ring.preferenceList(t.key, replicationFactor)));
     const held = mine.map(() => true);
-    for (const link of this.links) {
+    // A member declared dead is fenced: it can never deliver a log entry or serve a read again,
+    // so neither its copy nor its log holds a purge back (docs/membership.md §2.5).
+    const links = this.peers.links();
+    for (const link of links) {
       let answer: ConfirmTombstonesResponse;
       try {
         answer = await link.client.confirmTombstones({ fromNodeId: selfId, tombstones: mine }, { signal: this.clock.timeoutSignal(this.settings.peerCallMs) });
@@ -103,7 +112,7 @@ export class TombstoneCollector implements BackgroundService {
     const purgeable = mine.filter((t, i) => held[i] && (logFloorMs === undefined || recordWallMs(t.record) < logFloorMs));
     if (purgeable.length < mine.length) this.lastHoldBack = `${mine.length - purgeable.length} of ${mine.length} candidate tombstones not yet held by every replica, or older than a queued log entry`;
     if (purgeable.length === 0) return 0;
-    await this.purgeEverywhere(purgeable);
+    await this.purgeEverywhere(purgeable, links);
     const purged = await this.repo.purgeExact(purgeable.map((t) => ({ key: t.key, header: t.record })));
     if (purged > 0) {
       this.purged += purged;
@@ -113,11 +122,12 @@ export class TombstoneCollector implements BackgroundService {
   }
 
   /** Step 2 on the other replicas; one that fails keeps its copy (a later step retries). */
-  private async purgeEverywhere(purgeable: readonly StoredRecord[]): Promise<void> {
+  private async purgeEverywhere(purgeable: readonly StoredRecord[], links: readonly PeerLink[]): Promise<void> {
     const { selfId, replicationFactor, peerCallMs } = this.settings;
+    const ring = this.membership.ring();
     await Promise.all(
-      this.links.map(async (link) => {
-        const theirs = purgeable.filter((t) => this.ring.preferenceList(t.key, replicationFactor).includes(link.id));
+      links.map(async (link) => {
+        const theirs = purgeable.filter((t) => ring.preferenceList(t.key, replicationFactor).includes(link.id));
         if (theirs.length === 0) return;
         try {
           await link.client.purgeTombstones({ fromNodeId: selfId, tombstones: theirs }, { signal: this.clock.timeoutSignal(peerCallMs) });

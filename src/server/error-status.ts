@@ -1,5 +1,5 @@
 import { ServerError, Status } from 'nice-grpc';
-import { InvalidRequestError, NotEnoughReplicasError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
+import { InvalidRequestError, NotEnoughReplicasError, NotServingMemberError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
 import { DataDirMismatchError, DiskFullError, UnstorableRecordError } from '../storage/repository.js';
 import { RecordDecodeError } from '../storage/record-codec.js';
 
@@ -8,6 +8,7 @@ const statusByError: ReadonlyArray<readonly [new (...args: never[]) => Error, St
   [InvalidRequestError, Status.INVALID_ARGUMENT],
   [NotEnoughReplicasError, Status.UNAVAILABLE],
   [ShuttingDownError, Status.UNAVAILABLE],
+  [NotServingMemberError, Status.UNAVAILABLE],
   [RequestTimeoutError, Status.DEADLINE_EXCEEDED],
   [ResourceLimitError, Status.RESOURCE_EXHAUSTED],
   [RecordDecodeError, Status.DATA_LOSS],

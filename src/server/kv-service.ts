@@ -10,6 +10,8 @@ import type {
   KVStoreServiceImplementation,
   OldValue,
   RepairResponse,
+  ChangeMembershipRequest,
+  ChangeMembershipResponse,
   StatusResponse,
   Value,
   VerifyResponse,
@@ -69,6 +71,8 @@ export interface KvServiceDeps {
   backup(allNodes: boolean): Promise<BackupStatus>;
   verify(): Promise<VerifyResponse>;
   repair(): Promise<RepairResponse>;
+  /** Carries out a membership change once every live member agreed (node.ts). */
+  changeMembership(request: ChangeMembershipRequest): Promise<ChangeMembershipResponse>;
 }
 
 const emptyValue = Buffer.alloc(0);
@@ -229,6 +233,10 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
     async repair(_request, context) {
       requireAdmin(context, 'Repair');
       return deps.repair();
+    },
+    async changeMembership(request, context) {
+      requireAdmin(context, 'ChangeMembership');
+      return deps.changeMembership(request);
     },
   };
 }

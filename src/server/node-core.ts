@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
-import { DigestForest } from '../cluster/digest-tree.js';
+import type { DigestForest } from '../cluster/digest-tree.js';
 import { HybridLogicalClock } from '../cluster/hlc.js';
-import { Ring } from '../cluster/ring.js';
+import type { Ring } from '../cluster/ring.js';
 import type { NodeConfig } from '../config/schema.js';
 import type { Clock } from '../platform/clock.js';
 import type { BackgroundService } from '../platform/periodic.js';
@@ -12,8 +12,11 @@ import { AntiEntropy } from '../replication/anti-entropy.js';
 import { Coordinator } from '../replication/coordinator.js';
 import { DeliveryLoop } from '../replication/delivery-loop.js';
 import { HintLimits } from '../replication/hint-limits.js';
+import { LiveMembership } from '../replication/live-membership.js';
+import { PeerDirectory } from '../replication/peer-directory.js';
 import { PeerLink } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
+import { ReadBatcher } from '../replication/read-batcher.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { decodeMembership, encodeMembership, type MembershipState, reconcileMembership } from '../cluster/membership.js';
 import { DataDirMismatchError, Repository, type StorageFaults } from '../storage/repository.js';
@@ -57,15 +60,16 @@ export interface NodeCoreSeams {
  */
 export interface NodeCore {
   readonly selfId: string;
-  readonly members: readonly { readonly id: string; readonly peer: string }[];
   readonly repo: Repository;
   readonly hlc: HybridLogicalClock;
-  readonly ring: Ring;
-  /** The membership this node runs with (persisted; src/cluster/membership.ts). */
-  readonly membership: MembershipState;
-  readonly forest: DigestForest;
-  readonly links: readonly PeerLink[];
-  readonly loops: readonly DeliveryLoop[];
+  /** The membership this node runs with now (persisted; src/cluster/membership.ts), its ring and hash trees. */
+  readonly membership: LiveMembership;
+  /** The current ring (membership.ring()). */
+  ring(): Ring;
+  /** The hash trees over the current ring (membership.forest()). */
+  forest(): DigestForest;
+  /** Links, delivery loops and log queues of the other members, in step with the membership. */
+  readonly peers: PeerDirectory;
   readonly coordinator: Coordinator;
   readonly antiEntropy: AntiEntropy;
   readonly tombstones: TombstoneCollector;
@@ -94,8 +98,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
   const { logger, clock: time } = seams;
   const selfId = config.nodeId;
   const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
-  const peers = members.filter((m) => m.id !== selfId);
-  const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: peers.map((p) => p.id), clock: time, simulated: seams.simulatedStorage === true, ...(seams.storageFaults === undefined ? {} : { storageFaults: seams.storageFaults }) });
+  const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: members.filter((m) => m.id !== selfId).map((p) => p.id), clock: time, simulated: seams.simulatedStorage === true, ...(seams.storageFaults === undefined ? {} : { storageFaults: seams.storageFaults }) });
   try {
     const wallClock = () => time.wallMs();
     const hlc = new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs);
@@ -128,22 +131,36 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
     const { state: membership, changed } = reconcileMembership(stored, members);
     if (storedMembership === undefined || changed !== undefined) repo.storeMembershipBytes(encodeMembership(membership));
     if (changed !== undefined) logger.warn({ epoch: membership.epoch }, `${changed}: adopted as epoch ${membership.epoch}`);
-    const ring = new Ring(members, config.cluster.vnodesPerMember);
+    const replicationFactor = config.cluster.replicationFactor;
+    const live = new LiveMembership(selfId, membership, { replicationFactor, vnodesPerMember: config.cluster.vnodesPerMember }, {
+      persist: (state) => repo.storeMembershipBytes(encodeMembership(state)),
+      refill: () => repo.observeRecords(observeRecord),
+    });
+    const observeRecord = (key: Buffer, keyHash: number, oldHeader: Buffer | undefined, newHeader: Buffer | undefined) => live.forest().apply(keyHash, key, oldHeader, newHeader);
+    repo.observeRecords(observeRecord);
     const peerMessageBytes = config.replication.batchMaxBytes + config.limits.maxValueBytes + requestOverheadBytes;
-    const links = peers.map((p) => new PeerLink(p.id, p.peer, peerMessageBytes, seams.connect(p.id, p.peer, peerMessageBytes), time));
-    const linkById = new Map(links.map((l) => [l.id, l]));
     // Log entries never outlive the tombstone grace: an older one may carry a write whose
     // delete was purged (tombstone-gc.ts). The loops check it too, before the limits first run.
     const graceAge = config.tombstones.graceSeconds;
     const entryAgeSeconds = config.hints.maxAgeSeconds === 0 ? graceAge : Math.min(config.hints.maxAgeSeconds, graceAge);
     const retry = seams.retry ?? pRetryForever;
-    const loops = links.map(
-      (link) => new DeliveryLoop(link, repo.hints, { selfId, ...config.replication, peerCallMs: config.timeouts.peerCallMs, entryAgeMsMax: entryAgeSeconds * 1000 }, logger, time, retry),
-    );
-    const forest = new DigestForest(ring);
-    repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
-    const replicationFactor = config.cluster.replicationFactor;
     const peerCallMs = config.timeouts.peerCallMs;
+    const dialOverrides = new Map(config.cluster.members.map((m) => [m.id, m.peer]));
+    const peers = new PeerDirectory(
+      selfId,
+      {
+        // The configured address of a member wins over the agreed one (test clusters dial each
+        // member through a proxy per link; behind NAT a member is reached at another address).
+        dialAddress: (id, agreed) => dialOverrides.get(id) ?? agreed,
+        link: (id, address) => new PeerLink(id, address, peerMessageBytes, seams.connect(id, address, peerMessageBytes), time),
+        loop: (link) => new DeliveryLoop(link, repo.hints, { selfId, ...config.replication, peerCallMs, entryAgeMsMax: entryAgeSeconds * 1000 }, logger, time, retry),
+        reader: (link) => new ReadBatcher(link, selfId, peerCallMs, time),
+      },
+      repo.hints,
+      logger,
+    );
+    await peers.sync(membership);
+    live.onChange((state) => peers.sync(state));
     const antiEntropy = new AntiEntropy(
       {
         selfId,
@@ -153,27 +170,25 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
         peerCallMs,
         batchMaxBytes: config.replication.batchMaxBytes,
       },
-      ring,
-      forest,
+      live,
       repo,
       hlc,
-      linkById,
+      peers,
       logger,
       time,
     );
-    const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, assertServing: () => {} }, ring, repo, hlc, linkById, new Map(loops.map((l) => [l.peerId, l])), logger, time);
-    const prober = new PeerProber(selfId, links, config.replication.probeIntervalMs, peerCallMs, logger, time);
+    const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, assertServing: () => live.assertServing() }, live, repo, hlc, peers, logger, time);
+    const prober = new PeerProber(selfId, () => peers.everyLink(), config.replication.probeIntervalMs, peerCallMs, logger, time);
     const hintLimits = new HintLimits(repo.hints, { maxAgeSeconds: entryAgeSeconds, maxBytesPerPeer: config.hints.maxBytesPerPeer }, logger, time);
-    const tombstones = new TombstoneCollector({ selfId, replicationFactor, graceSeconds: config.tombstones.graceSeconds, peerCallMs }, ring, repo, links, logger, time);
+    const tombstones = new TombstoneCollector({ selfId, replicationFactor, graceSeconds: config.tombstones.graceSeconds, peerCallMs }, live, repo, peers, logger, time);
     const peerService = createPeerService({
       selfId,
       repo,
       clock: hlc,
-      members: new Set(members.map((m) => m.id)),
+      members: { has: (id) => live.isLive(id), [Symbol.iterator]: () => live.activeMembers().filter((m) => m.dead !== true).map((m) => m.id)[Symbol.iterator]() },
       identityFromCertificate: seams.identityFromCertificate === true,
-      forest,
-      assertServing: () => {},
-      ring,
+      membership: live,
+      assertServing: () => live.assertServing(),
       replicationFactor,
       maxKeyBytes: config.limits.maxKeyBytes,
       graceSeconds: config.tombstones.graceSeconds,
@@ -181,24 +196,22 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       backup: seams.backup ?? (() => Promise.reject(new Error('backups are not taken here'))),
       closing: seams.closing,
     });
-    const services: BackgroundService[] = [...loops, prober, antiEntropy, hintLimits, tombstones];
+    const services: BackgroundService[] = [peers, prober, antiEntropy, hintLimits, tombstones];
     const stopServices = async () => {
       await prober.stop();
       await hintLimits.stop();
       await tombstones.stop();
       await antiEntropy.stop();
-      await Promise.all(loops.map((l) => l.stop()));
+      await peers.stop();
     };
     return {
       selfId,
-      members,
       repo,
       hlc,
-      ring,
-      membership,
-      forest,
-      links,
-      loops,
+      membership: live,
+      ring: () => live.ring(),
+      forest: () => live.forest(),
+      peers,
       coordinator,
       antiEntropy,
       tombstones,
@@ -207,6 +220,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       peerService,
       peerMessageBytes,
       async seedClockFromPeers() {
+        const links = peers.links();
         if (links.length === 0) return;
         const timeoutMs = Math.min(peerCallMs, clockSeedWaitMsMax);
         const answers = await Promise.allSettled(links.map((l) => l.client.ping({ fromNodeId: selfId }, { signal: time.timeoutSignal(timeoutMs) })));
@@ -225,12 +239,12 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       async stop() {
         coordinator.close();
         await stopServices();
-        for (const link of links) link.close();
+        peers.close();
         await repo.close();
       },
       async abandon() {
         coordinator.close();
-        for (const link of links) link.close();
+        peers.close();
         // Not waited for: a crashed process's rounds in progress never finish (its timers are gone).
         void stopServices().catch(() => {});
         await repo.abandon();

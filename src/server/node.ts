@@ -1,11 +1,11 @@
-import { createServer, type Server } from 'nice-grpc';
+import { createServer, type Server, ServerError, Status } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import type { Logger } from 'pino';
 import { type BackupResponse, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 import { SystemClock } from '../platform/clock.js';
 import { grpcPeerConnector } from '../platform/peer-transport.js';
 import { composeNodeCore, type NodeCore, requestOverheadBytes } from './node-core.js';
-import { type BackupStatus, KVStoreDefinition, MemberState as MemberStateMessage, memberStateFromJSON, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import { type BackupStatus, type ChangeMembershipRequest, type ChangeMembershipResponse, KVStoreDefinition, MemberState as MemberStateMessage, memberStateFromJSON, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import type { MemberState } from '../cluster/membership.js';
 import { HybridLogicalClock } from '../cluster/hlc.js';
 import { Ring } from '../cluster/ring.js';
@@ -19,7 +19,7 @@ import { testClockOffsetMs } from '../common/test-hooks.js';
 import { unhandledRejections } from '../common/process-policy.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { DataDirMismatchError } from '../storage/repository.js';
-import { DeliveryLoop } from '../replication/delivery-loop.js';
+import type { PeerDirectory } from '../replication/peer-directory.js';
 import { PeerLink, peerReceiveBytesMax } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
@@ -73,8 +73,7 @@ export class KvNode {
     readonly config: NodeConfig,
     readonly repo: Repository,
     readonly coordinator: Coordinator,
-    private readonly links: readonly PeerLink[],
-    private readonly loops: readonly DeliveryLoop[],
+    private readonly peers: PeerDirectory,
     private readonly prober: PeerProber,
     readonly antiEntropy: AntiEntropy,
     private readonly hintLimits: HintLimits,
@@ -144,7 +143,7 @@ export class KvNode {
         backup: () => backupForPeer!(),
         closing: peerStreamsClosing.signal,
       });
-      const { repo, hlc: clock, links, loops, coordinator, antiEntropy, tombstones, prober, hintLimits, peerMessageBytes } = core;
+      const { repo, hlc: clock, peers: peerDirectory, coordinator, antiEntropy, tombstones, prober, hintLimits, peerMessageBytes } = core;
       const wallClock = () => time.wallMs();
       const health = HealthState();
       health.setStatus('unhealthy');
@@ -168,7 +167,7 @@ export class KvNode {
       // anti-entropy) cost nothing on a node nobody scrapes. Scrapes read the node through `node`.
       const nodeMetrics = config.metricsListen === undefined ? undefined : new NodeMetrics(() => ({ status: node!.status(), counters: node!.metricsCounters() }), peers.map((p) => p.id));
       if (nodeMetrics !== undefined) {
-        for (const loop of loops) loop.observeDeliveries((batch) => nodeMetrics.observeDelivery(loop.peerId, batch));
+        peerDirectory.onLoop((loop) => loop.observeDeliveries((batch) => nodeMetrics.observeDelivery(loop.peerId, batch)));
         repo.onCommit((commit) => nodeMetrics.observeCommit(commit));
         antiEntropy.onExchange((result) => nodeMetrics.observeExchange(result));
       }
@@ -194,6 +193,7 @@ export class KvNode {
           logger,
           ...(nodeMetrics === undefined ? {} : { observeOperation: (rpc, operation, code, seconds) => nodeMetrics.observeOperation(rpc, operation, code, seconds) }),
           status: () => node!.status(),
+          changeMembership: (request) => node!.changeMembership(request),
           backup: (allNodes) => adminJobs.run('Backup', () => node!.backup(allNodes)),
           verify: () => adminJobs.run('Verify', async () => {
             const ranges = await antiEntropy.verify();
@@ -251,7 +251,7 @@ export class KvNode {
       // A node on an empty, wiped or restored data dir does not know the versions it issued
       // before: its clock starts above every peer's, so it never issues one of them again.
       await core.seedClockFromPeers();
-      node = new KvNode(config, repo, coordinator, links, loops, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics, tlsSources);
+      node = new KvNode(config, repo, coordinator, peerDirectory, prober, antiEntropy, hintLimits, tombstones, health, publicServer, operationStreamsClosing, streamStats, budget, lateRequestStats, peerServer, peerStreamsClosing, listenAddress, peerAddress, logger, metrics, tlsSources);
       node.authenticator = authenticator;
       node.backupSelf = backupSelf;
       node.core = core;
@@ -293,7 +293,7 @@ export class KvNode {
   /** The counters /metrics reads besides Status. */
   metricsCounters(): NodeCounters {
     return {
-      deliveredByPeer: new Map(this.loops.map((l) => [l.peerId, l.delivered])),
+      deliveredByPeer: new Map(this.peers.loops().map((l) => [l.peerId, l.delivered])),
       readRepairs: this.coordinator.counters.readRepairs,
       operationStreams: this.streamStats,
       budget: this.budget,
@@ -303,20 +303,22 @@ export class KvNode {
         versionCollisions: this.repo.versionCollisions,
         unhandledRejections: unhandledRejections.count,
         tombstonesPurged: this.tombstones.purged,
-        refusedByPeer: new Map(this.loops.map((l) => [l.peerId, l.refused])),
+        refusedByPeer: new Map(this.peers.loops().map((l) => [l.peerId, l.refused])),
         lateRequestsRefused: this.lateRequestStats.lateRequestsRefused,
       },
     };
   }
 
-  /** Members' owned shares: the ring never changes while the node runs, so computed once each. */
-  private readonly ownedShares = new Map<string, number>();
+  /** Members' owned shares, computed once per ring (the ring changes only with the membership). */
+  private ownedShares = { ring: undefined as Ring | undefined, shares: new Map<string, number>() };
 
   private ownedShareOf(id: string): number {
-    let share = this.ownedShares.get(id);
+    const ring = this.core.ring();
+    if (this.ownedShares.ring !== ring) this.ownedShares = { ring, shares: new Map() };
+    let share = this.ownedShares.shares.get(id);
     if (share === undefined) {
-      share = this.core.ring.ownedShare(id, this.config.cluster.replicationFactor);
-      this.ownedShares.set(id, share);
+      share = ring.ownedShare(id, this.config.cluster.replicationFactor);
+      this.ownedShares.shares.set(id, share);
     }
     return share;
   }
@@ -325,7 +327,7 @@ export class KvNode {
   status(): StatusResponse {
     const counts = this.repo.recordCounts();
     const now = Date.now();
-    const members = this.config.cluster.members.length > 0 ? this.config.cluster.members : [{ id: this.config.nodeId, peer: this.peerAddress ?? '' }];
+    const members = this.core.membership.activeMembers();
     return {
       nodeId: this.config.nodeId,
       uptimeSeconds: (now - this.startedAtMs) / 1000,
@@ -341,13 +343,14 @@ export class KvNode {
       tombstonesPurged: BigInt(this.tombstones.purged),
       tombstoneGcHeldBack: this.tombstones.lastHoldBack ?? '',
       members: members.map((m) => {
-        const link = this.links.find((l) => l.id === m.id);
-        const place = { state: memberStateMessage(this.core.membership.members.find((x) => x.id === m.id)?.state), ownedShare: this.ownedShareOf(m.id) };
+        const link = this.peers.link(m.id);
+        const place = { state: memberStateMessage(m.state), ownedShare: this.ownedShareOf(m.id), dead: m.dead === true };
         if (link === undefined) {
           return {
             ...place,
             nodeId: m.id,
-            peer: m.peer,
+            // A single node started without cluster.members serves no peer port.
+            peer: this.config.cluster.members.length === 0 ? (this.peerAddress ?? '') : m.peer,
             self: true,
             reachable: true,
             backlogEntries: 0n,
@@ -360,7 +363,8 @@ export class KvNode {
             lastExchangeError: '',
           };
         }
-        const backlog = this.repo.hints.stats(m.id);
+        // A member declared dead has no queue any more (its entries were dropped).
+        const backlog = this.peers.loop(m.id) === undefined ? { entries: 0, bytes: 0, oldestEnqueuedAtMs: undefined, dropped: 0 } : this.repo.hints.stats(m.id);
         const exchange = this.antiEntropy.lastExchange.get(m.id);
         return {
           ...place,
@@ -381,15 +385,21 @@ export class KvNode {
     };
   }
 
+  /** Carries out a membership change (ChangeMembership): see NodeCore.changeMembership. */
+  changeMembership(_request: ChangeMembershipRequest): Promise<ChangeMembershipResponse> {
+    return Promise.reject(new ServerError(Status.FAILED_PRECONDITION, 'membership changes are not available in this build yet (docs/membership.md)'));
+  }
+
   /** Backs up this node, or with `allNodes` every member (members that fail are reported, not fatal). */
   async backup(allNodes: boolean): Promise<BackupStatus> {
     const own = await this.backupSelf();
     if (!allNodes) return { ...toBackupStatus(own), nodes: [], error: '' };
-    const results = await Promise.allSettled(this.links.map((l) => backupPeer(l, this.config.nodeId, shutdownGraceMs * 6)));
+    const links = this.peers.links();
+    const results = await Promise.allSettled(links.map((l) => backupPeer(l, this.config.nodeId, shutdownGraceMs * 6)));
     const nodes: BackupStatus[] = [{ ...toBackupStatus(own), nodes: [], error: '' }];
     const errors: string[] = [];
     results.forEach((r, i) => {
-      const id = this.links[i]!.id;
+      const id = links[i]!.id;
       if (r.status === 'fulfilled') nodes.push({ ...toBackupStatus(r.value), nodes: [], error: '' });
       else {
         const message = `${id}: ${(r.reason as Error).message}`;

@@ -9,8 +9,11 @@ import { nodeIdentityUriPrefix, peerIdentityMetadataKey } from './tls-credential
 export { peerAnswerBytesMax, purgeTombstonesMax, readReplicaKeysMax, replicateStreamMessagesInFlightMax } from '../replication/replica.js';
 
 export interface PeerServiceDeps extends ReplicaDeps {
-  /** Member ids allowed to call (anything else is a misconfigured node). */
-  readonly members: ReadonlySet<string>;
+  /**
+   * Member ids allowed to call (anything else is a misconfigured node, or a member declared dead
+   * or removed: fenced). Read per call: the membership can change while the node runs.
+   */
+  readonly members: { has(id: string): boolean } & Iterable<string>;
   /**
    * peerTls is on: a caller is the node its certificate names (tls-credentials.ts puts it in the
    * metadata), and a request's from_node_id must be that node. Off (default): from_node_id is trusted.

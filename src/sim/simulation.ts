@@ -366,15 +366,15 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     const byKey = new Map<string, Op[]>();
     for (const op of ops) (byKey.get(op.key) ?? byKey.set(op.key, []).get(op.key)!).push(op);
     // With more nodes than replicationFactor, only a key's replicas are judged (the others never hold it).
-    const ring = nodes.get(ids[0]!)!.core!.ring;
+    const ring = nodes.get(ids[0]!)!.core!.ring();
     const replicasOf = (key: string) => ring.preferenceList(Buffer.from(key), Math.min(3, nodeCount));
     const checked = checkHistory(byKey, replicas, { replicasOf });
     violations.push(...checked.violations, ...checkReplicasIdentical(byKey, replicas, 20, replicasOf));
     for (const node of nodes.values()) {
       const core = node.core!;
-      const backlog = core.links.map((l) => core.repo.hints.stats(l.id).entries).reduce((a, b) => a + b, 0);
+      const backlog = core.peers.links().map((l) => core.repo.hints.stats(l.id).entries).reduce((a, b) => a + b, 0);
       if (backlog > 0) {
-        const details = core.links.map((l) => {
+        const details = core.peers.links().map((l) => {
           const st = core.repo.hints.stats(l.id);
           return `to ${l.id}: ${st.entries} entries, oldest enqueued ${st.oldestEnqueuedAtMs === undefined ? '-' : node.clock.wallMs() - st.oldestEnqueuedAtMs} ms ago; link reachable=${l.reachable}, last error ${l.lastError ?? '-'}`;
         });
@@ -413,7 +413,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
 /** Every node's hash trees equal a rebuild from what its storage holds (anti-entropy's premise). */
 function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Violation[] {
   const core = node.core!;
-  const rebuilt = new DigestForest(core.ring);
+  const rebuilt = new DigestForest(core.ring());
   for (const key of keys) {
     const k = Buffer.from(key);
     const stored = core.repo.getRecord(k);
@@ -421,7 +421,7 @@ function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Viola
   }
   const out: Violation[] = [];
   for (let r = 0; r < rebuilt.rangeCount; r++) {
-    if (!rebuilt.root(r).equals(core.forest.root(r))) {
+    if (!rebuilt.root(r).equals(core.forest().root(r))) {
       out.push({ kind: 'replicas-differ', message: `${node.id}: hash tree of range ${r} differs from a rebuild from its storage`, details: [] });
       break;
     }

@@ -45,7 +45,7 @@ describe('membership state', () => {
     expect(add.err).toContain('member add: not available yet');
     const unknown = await kvctl(['--endpoints', cluster.node('n1').listen, 'member', 'frobnicate']);
     expect(unknown.code).toBe(2);
-    expect(unknown.err).toContain('the one available is: list');
+    expect(unknown.err).toContain('available: list, mark-dead');
   });
 
   it('the epoch is persisted: a restart keeps it; an edited member list is adopted as the next epoch', async () => {

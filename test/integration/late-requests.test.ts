@@ -192,6 +192,7 @@ class DeadlineProxy {
       status: (request, { signal }) => upstream.status(request, { signal }),
       verify: (request, { signal }) => upstream.verify(request, { signal }),
       repair: (request, { signal }) => upstream.repair(request, { signal }),
+      changeMembership: (request, { signal }) => upstream.changeMembership(request, { signal }),
       async *listKeys(request, { signal }) {
         yield* upstream.listKeys(request, { signal });
       },

@@ -473,6 +473,7 @@ async function olderNode(node: SingleNode, missing: readonly ('operationStream' 
     status: (request, { signal }) => upstream.status(request, { signal }),
     verify: (request, { signal }) => upstream.verify(request, { signal }),
     repair: (request, { signal }) => upstream.repair(request, { signal }),
+    changeMembership: (request, { signal }) => upstream.changeMembership(request, { signal }),
     async *listKeys(request, { signal }) {
       served.push('listKeys');
       yield* upstream.listKeys(request, { signal });

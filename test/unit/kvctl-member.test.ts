@@ -3,7 +3,7 @@ import type { MemberStatus, NodeStatus } from '../../src/client/index.js';
 import { formatMembers } from '../../src/cli/kvctl-member.js';
 
 const member = (nodeId: string, peer: string, self: boolean): MemberStatus => ({
-  nodeId, peer, self, reachable: true, backlogEntries: 0, backlogBytes: 0, backlogOldestAgeMs: 0, droppedEntries: 0, lastExchangeRepaired: 0, state: 'normal', ownedShare: 1,
+  nodeId, peer, self, reachable: true, backlogEntries: 0, backlogBytes: 0, backlogOldestAgeMs: 0, droppedEntries: 0, lastExchangeRepaired: 0, state: 'normal', ownedShare: 1, dead: false,
 });
 const status = (members: MemberStatus[], redacted: boolean): NodeStatus => ({
   nodeId: 'node1', uptimeSeconds: 1, keyCount: 0, recordCount: 0, replicationFactor: 1, listen: '127.0.0.1:50051', dataDir: redacted ? '' : '/d', version: '0.1.0',

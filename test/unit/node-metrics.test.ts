@@ -8,6 +8,7 @@ function snapshot(self: string, peers: readonly string[]): NodeSnapshot {
     nodeId: id,
     state: MemberState.MEMBER_STATE_NORMAL,
     ownedShare: 1 / 3,
+    dead: false,
     peer: '',
     self: isSelf,
     reachable: true,

@@ -399,6 +399,11 @@ export interface MemberStatus {
    * (0 to 1; the members' shares sum to 1).
    */
   ownedShare: number;
+  /**
+   * Declared dead by an operator (`kvctl member mark-dead`): left out of agreement, tombstone GC
+   * and replication; its requests are refused. It still owns ranges until removed or replaced.
+   */
+  dead: boolean;
 }
 
 /** Verify takes no arguments. */
@@ -444,6 +449,61 @@ export interface RepairRequest {
 }
 
 /** What one on-demand anti-entropy round did. */
+export interface ChangeMembershipRequest {
+  /**
+   * Declare a member dead: it is left out of agreement, replication and tombstone GC, and
+   * fenced (its requests are refused). Refused if some member reached it recently.
+   */
+  markDead?:
+    | MarkDead
+    | undefined;
+  /** Add a node (started with cluster.join) as a member. */
+  add?:
+    | AddMember
+    | undefined;
+  /** Remove a member: its ranges go to the remaining members. */
+  remove?:
+    | RemoveMember
+    | undefined;
+  /** Replace a member by a new node, which takes over its ranges. */
+  replace?:
+    | ReplaceMember
+    | undefined;
+  /** Cancel the change in progress (only while it is pending). */
+  cancel?: CancelChange | undefined;
+}
+
+export interface MarkDead {
+  nodeId: string;
+}
+
+export interface AddMember {
+  nodeId: string;
+  /** host:port of the new node's peer API. */
+  peer: string;
+}
+
+export interface RemoveMember {
+  nodeId: string;
+}
+
+export interface ReplaceMember {
+  oldNodeId: string;
+  newNodeId: string;
+  /** host:port of the new node's peer API. */
+  peer: string;
+}
+
+export interface CancelChange {
+}
+
+export interface ChangeMembershipResponse {
+  /** The committed membership epoch that carries the change. */
+  epoch: bigint;
+  /** What changed, in words. */
+  description: string;
+}
+
 export interface RepairResponse {
   /** One entry per peer of the answering node. */
   peers: PeerRepair[];
@@ -2557,6 +2617,7 @@ function createBaseMemberStatus(): MemberStatus {
     lastExchangeError: "",
     state: 0,
     ownedShare: 0,
+    dead: false,
   };
 }
 
@@ -2624,6 +2685,9 @@ export const MemberStatus: MessageFns<MemberStatus> = {
     }
     if (message.ownedShare !== 0) {
       writer.uint32(113).double(message.ownedShare);
+    }
+    if (message.dead !== false) {
+      writer.uint32(120).bool(message.dead);
     }
     return writer;
   },
@@ -2753,6 +2817,14 @@ export const MemberStatus: MessageFns<MemberStatus> = {
             message.ownedShare = reader.double();
             continue;
           }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.dead = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2821,6 +2893,7 @@ export const MemberStatus: MessageFns<MemberStatus> = {
         : isSet(object.owned_share)
         ? globalThis.Number(object.owned_share)
         : 0,
+      dead: isSet(object.dead) ? globalThis.Boolean(object.dead) : false,
     };
   },
 
@@ -2868,6 +2941,9 @@ export const MemberStatus: MessageFns<MemberStatus> = {
     if (message.ownedShare !== 0) {
       obj.ownedShare = floatToJson(message.ownedShare);
     }
+    if (message.dead !== false) {
+      obj.dead = message.dead;
+    }
     return obj;
   },
 
@@ -2904,6 +2980,7 @@ export const MemberStatus: MessageFns<MemberStatus> = {
     message.lastExchangeError = object.lastExchangeError ?? "";
     message.state = object.state ?? 0;
     message.ownedShare = object.ownedShare ?? 0;
+    message.dead = object.dead ?? false;
     return message;
   },
 };
@@ -3376,6 +3453,635 @@ export const RepairRequest: MessageFns<RepairRequest> = {
   },
 };
 
+function createBaseChangeMembershipRequest(): ChangeMembershipRequest {
+  return { markDead: undefined, add: undefined, remove: undefined, replace: undefined, cancel: undefined };
+}
+
+export const ChangeMembershipRequest: MessageFns<ChangeMembershipRequest> = {
+  encode(message: ChangeMembershipRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.markDead !== undefined) {
+      MarkDead.encode(message.markDead, writer.uint32(10).fork()).join();
+    }
+    if (message.add !== undefined) {
+      AddMember.encode(message.add, writer.uint32(18).fork()).join();
+    }
+    if (message.remove !== undefined) {
+      RemoveMember.encode(message.remove, writer.uint32(26).fork()).join();
+    }
+    if (message.replace !== undefined) {
+      ReplaceMember.encode(message.replace, writer.uint32(34).fork()).join();
+    }
+    if (message.cancel !== undefined) {
+      CancelChange.encode(message.cancel, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChangeMembershipRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChangeMembershipRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.markDead = MarkDead.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.add = AddMember.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.remove = RemoveMember.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.replace = ReplaceMember.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.cancel = CancelChange.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChangeMembershipRequest {
+    return {
+      markDead: isSet(object.markDead)
+        ? MarkDead.fromJSON(object.markDead)
+        : isSet(object.mark_dead)
+        ? MarkDead.fromJSON(object.mark_dead)
+        : undefined,
+      add: isSet(object.add) ? AddMember.fromJSON(object.add) : undefined,
+      remove: isSet(object.remove) ? RemoveMember.fromJSON(object.remove) : undefined,
+      replace: isSet(object.replace) ? ReplaceMember.fromJSON(object.replace) : undefined,
+      cancel: isSet(object.cancel) ? CancelChange.fromJSON(object.cancel) : undefined,
+    };
+  },
+
+  toJSON(message: ChangeMembershipRequest): unknown {
+    const obj: any = {};
+    if (message.markDead !== undefined) {
+      obj.markDead = MarkDead.toJSON(message.markDead);
+    }
+    if (message.add !== undefined) {
+      obj.add = AddMember.toJSON(message.add);
+    }
+    if (message.remove !== undefined) {
+      obj.remove = RemoveMember.toJSON(message.remove);
+    }
+    if (message.replace !== undefined) {
+      obj.replace = ReplaceMember.toJSON(message.replace);
+    }
+    if (message.cancel !== undefined) {
+      obj.cancel = CancelChange.toJSON(message.cancel);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ChangeMembershipRequest>): ChangeMembershipRequest {
+    return ChangeMembershipRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ChangeMembershipRequest>): ChangeMembershipRequest {
+    const message = createBaseChangeMembershipRequest();
+    message.markDead = (object.markDead !== undefined && object.markDead !== null)
+      ? MarkDead.fromPartial(object.markDead)
+      : undefined;
+    message.add = (object.add !== undefined && object.add !== null) ? AddMember.fromPartial(object.add) : undefined;
+    message.remove = (object.remove !== undefined && object.remove !== null)
+      ? RemoveMember.fromPartial(object.remove)
+      : undefined;
+    message.replace = (object.replace !== undefined && object.replace !== null)
+      ? ReplaceMember.fromPartial(object.replace)
+      : undefined;
+    message.cancel = (object.cancel !== undefined && object.cancel !== null)
+      ? CancelChange.fromPartial(object.cancel)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMarkDead(): MarkDead {
+  return { nodeId: "" };
+}
+
+export const MarkDead: MessageFns<MarkDead> = {
+  encode(message: MarkDead, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MarkDead {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMarkDead();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MarkDead {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+    };
+  },
+
+  toJSON(message: MarkDead): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MarkDead>): MarkDead {
+    return MarkDead.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MarkDead>): MarkDead {
+    const message = createBaseMarkDead();
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseAddMember(): AddMember {
+  return { nodeId: "", peer: "" };
+}
+
+export const AddMember: MessageFns<AddMember> = {
+  encode(message: AddMember, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.peer !== "") {
+      writer.uint32(18).string(message.peer);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddMember {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.peer = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddMember {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      peer: isSet(object.peer) ? globalThis.String(object.peer) : "",
+    };
+  },
+
+  toJSON(message: AddMember): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.peer !== "") {
+      obj.peer = message.peer;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AddMember>): AddMember {
+    return AddMember.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AddMember>): AddMember {
+    const message = createBaseAddMember();
+    message.nodeId = object.nodeId ?? "";
+    message.peer = object.peer ?? "";
+    return message;
+  },
+};
+
+function createBaseRemoveMember(): RemoveMember {
+  return { nodeId: "" };
+}
+
+export const RemoveMember: MessageFns<RemoveMember> = {
+  encode(message: RemoveMember, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveMember {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveMember {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+    };
+  },
+
+  toJSON(message: RemoveMember): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemoveMember>): RemoveMember {
+    return RemoveMember.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemoveMember>): RemoveMember {
+    const message = createBaseRemoveMember();
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseReplaceMember(): ReplaceMember {
+  return { oldNodeId: "", newNodeId: "", peer: "" };
+}
+
+export const ReplaceMember: MessageFns<ReplaceMember> = {
+  encode(message: ReplaceMember, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.oldNodeId !== "") {
+      writer.uint32(10).string(message.oldNodeId);
+    }
+    if (message.newNodeId !== "") {
+      writer.uint32(18).string(message.newNodeId);
+    }
+    if (message.peer !== "") {
+      writer.uint32(26).string(message.peer);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplaceMember {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReplaceMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.oldNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.newNodeId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.peer = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReplaceMember {
+    return {
+      oldNodeId: isSet(object.oldNodeId)
+        ? globalThis.String(object.oldNodeId)
+        : isSet(object.old_node_id)
+        ? globalThis.String(object.old_node_id)
+        : "",
+      newNodeId: isSet(object.newNodeId)
+        ? globalThis.String(object.newNodeId)
+        : isSet(object.new_node_id)
+        ? globalThis.String(object.new_node_id)
+        : "",
+      peer: isSet(object.peer) ? globalThis.String(object.peer) : "",
+    };
+  },
+
+  toJSON(message: ReplaceMember): unknown {
+    const obj: any = {};
+    if (message.oldNodeId !== "") {
+      obj.oldNodeId = message.oldNodeId;
+    }
+    if (message.newNodeId !== "") {
+      obj.newNodeId = message.newNodeId;
+    }
+    if (message.peer !== "") {
+      obj.peer = message.peer;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReplaceMember>): ReplaceMember {
+    return ReplaceMember.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplaceMember>): ReplaceMember {
+    const message = createBaseReplaceMember();
+    message.oldNodeId = object.oldNodeId ?? "";
+    message.newNodeId = object.newNodeId ?? "";
+    message.peer = object.peer ?? "";
+    return message;
+  },
+};
+
+function createBaseCancelChange(): CancelChange {
+  return {};
+}
+
+export const CancelChange: MessageFns<CancelChange> = {
+  encode(_: CancelChange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelChange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): CancelChange {
+    return {};
+  },
+
+  toJSON(_: CancelChange): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<CancelChange>): CancelChange {
+    return CancelChange.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<CancelChange>): CancelChange {
+    const message = createBaseCancelChange();
+    return message;
+  },
+};
+
+function createBaseChangeMembershipResponse(): ChangeMembershipResponse {
+  return { epoch: 0n, description: "" };
+}
+
+export const ChangeMembershipResponse: MessageFns<ChangeMembershipResponse> = {
+  encode(message: ChangeMembershipResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.epoch !== 0n) {
+      if (BigInt.asUintN(64, message.epoch) !== message.epoch) {
+        throw new globalThis.Error("value provided for field message.epoch of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.epoch);
+    }
+    if (message.description !== "") {
+      writer.uint32(18).string(message.description);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChangeMembershipResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChangeMembershipResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.epoch = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChangeMembershipResponse {
+    return {
+      epoch: isSet(object.epoch) ? BigInt(object.epoch) : 0n,
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+    };
+  },
+
+  toJSON(message: ChangeMembershipResponse): unknown {
+    const obj: any = {};
+    if (message.epoch !== 0n) {
+      obj.epoch = message.epoch.toString();
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ChangeMembershipResponse>): ChangeMembershipResponse {
+    return ChangeMembershipResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ChangeMembershipResponse>): ChangeMembershipResponse {
+    const message = createBaseChangeMembershipResponse();
+    message.epoch = (object.epoch !== undefined && object.epoch !== null) ? BigInt(object.epoch) : 0n;
+    message.description = object.description ?? "";
+    return message;
+  },
+};
+
 function createBaseRepairResponse(): RepairResponse {
   return { peers: [] };
 }
@@ -3834,6 +4540,20 @@ export const KVStoreDefinition = {
       options: {},
     },
     /**
+     * ChangeMembership asks the cluster to change its membership (docs/membership.md). Every live
+     * member must agree before the change takes effect; the answer comes once the new membership
+     * is committed. Admin only. Today only mark_dead is carried out: add, remove, replace and
+     * cancel move data, which this version cannot do yet, and answer FAILED_PRECONDITION saying so.
+     */
+    changeMembership: {
+      name: "ChangeMembership",
+      requestType: ChangeMembershipRequest as typeof ChangeMembershipRequest,
+      requestStream: false,
+      responseType: ChangeMembershipResponse as typeof ChangeMembershipResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
      * Batch runs many independent Put, Get and Delete operations in one call: each has its own
      * key, consistency and result (or error), exactly as if sent alone. It is not a transaction:
      * operations are neither atomic nor isolated from each other, one failing does not stop the
@@ -3938,6 +4658,16 @@ export interface KVStoreServiceImplementation<CallContextExt = {}> {
    */
   repair(request: RepairRequest, context: CallContext & CallContextExt): Promise<DeepPartial<RepairResponse>>;
   /**
+   * ChangeMembership asks the cluster to change its membership (docs/membership.md). Every live
+   * member must agree before the change takes effect; the answer comes once the new membership
+   * is committed. Admin only. Today only mark_dead is carried out: add, remove, replace and
+   * cancel move data, which this version cannot do yet, and answer FAILED_PRECONDITION saying so.
+   */
+  changeMembership(
+    request: ChangeMembershipRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ChangeMembershipResponse>>;
+  /**
    * Batch runs many independent Put, Get and Delete operations in one call: each has its own
    * key, consistency and result (or error), exactly as if sent alone. It is not a transaction:
    * operations are neither atomic nor isolated from each other, one failing does not stop the
@@ -4026,6 +4756,16 @@ export interface KVStoreClient<CallOptionsExt = {}> {
    * it repaired.
    */
   repair(request: DeepPartial<RepairRequest>, options?: CallOptions & CallOptionsExt): Promise<RepairResponse>;
+  /**
+   * ChangeMembership asks the cluster to change its membership (docs/membership.md). Every live
+   * member must agree before the change takes effect; the answer comes once the new membership
+   * is committed. Admin only. Today only mark_dead is carried out: add, remove, replace and
+   * cancel move data, which this version cannot do yet, and answer FAILED_PRECONDITION saying so.
+   */
+  changeMembership(
+    request: DeepPartial<ChangeMembershipRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ChangeMembershipResponse>;
   /**
    * Batch runs many independent Put, Get and Delete operations in one call: each has its own
    * key, consistency and result (or error), exactly as if sent alone. It is not a transaction:

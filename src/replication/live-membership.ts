@@ -1,0 +1,142 @@
+import { DigestForest } from '../cluster/digest-tree.js';
+import type { Member, MembershipState } from '../cluster/membership.js';
+import type { Ring } from '../cluster/ring.js';
+import { type PlacementSettings, RingView } from '../cluster/ring-view.js';
+import { NotServingMemberError } from './errors.js';
+
+/** Called after a new state is in place (persisted, view swapped), in registration order. */
+export type MembershipListener = (state: MembershipState, previous: MembershipState) => Promise<void> | void;
+
+/** Where the committed membership is persisted and how the hash trees are refilled. */
+export interface LiveMembershipStorage {
+  /** Persists the state durably before returning (Repository.storeMembershipBytes). */
+  persist(state: MembershipState): Promise<void> | void;
+  /**
+   * Feeds every stored record to the hash trees `forest()` now answers (Repository.observeRecords
+   * replays them), synchronously, so no commit lands between the swap and the refill.
+   */
+  refill(): void;
+}
+
+/**
+ * The membership a node runs with right now (docs/membership.md §7.3): the committed state, the
+ * RingView it gives, and the hash trees over that view's ring. Every consumer reads it per call
+ * (coordinator, anti-entropy, tombstone GC, the replica side), so a committed change takes
+ * effect for the next request without a restart. States are adopted one at a time, in epoch
+ * order; an adopted state is persisted before anything sees it.
+ *
+ * Not yet supported: a change with data movement in progress (phase pending or switched). Until
+ * the dual-quorum write path and streaming exist (plan steps 5 and 6), such a state is refused
+ * here, so no node can route by a ring whose data has not been moved.
+ */
+export class LiveMembership {
+  private state: MembershipState;
+  private ringView: RingView;
+  private digestForest: DigestForest;
+  private readonly listeners: MembershipListener[] = [];
+  private adopting: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly selfId: string,
+    initial: MembershipState,
+    private readonly placement: PlacementSettings,
+    private readonly storage: LiveMembershipStorage,
+  ) {
+    LiveMembership.checkSupported(initial);
+    this.state = initial;
+    this.ringView = RingView.from(initial, placement);
+    this.digestForest = new DigestForest(this.ringView.newRing);
+  }
+
+  /** The committed state. */
+  current(): MembershipState {
+    return this.state;
+  }
+
+  get epoch(): number {
+    return this.state.epoch;
+  }
+
+  view(): RingView {
+    return this.ringView;
+  }
+
+  /** The ring reads and writes use (outside a change, the only one). */
+  ring(): Ring {
+    return this.ringView.newRing;
+  }
+
+  /** The hash trees over `ring()`'s ranges: anti-entropy compares them, the replica side answers them. */
+  forest(): DigestForest {
+    return this.digestForest;
+  }
+
+  member(id: string): Member | undefined {
+    return this.state.members.find((m) => m.id === id);
+  }
+
+  /** A member not removed and not declared dead: one this node talks to and waits for. */
+  isLive(id: string): boolean {
+    const m = this.member(id);
+    return m !== undefined && m.state !== 'removed' && m.dead !== true;
+  }
+
+  /** Members that are not removed (dead ones included: they still own ranges). */
+  activeMembers(): Member[] {
+    return this.state.members.filter((m) => m.state !== 'removed');
+  }
+
+  /**
+   * Throws if this node must not serve: it was declared dead or removed (it learns so from its
+   * peers at start, or when a commit reaches it). It stays up, so an operator sees why, and
+   * serves nothing; its peers refuse its requests too (fenced).
+   */
+  assertServing(): void {
+    const self = this.member(this.selfId);
+    if (self === undefined) return; // a node outside the membership serves nothing anyway (its peers refuse it)
+    if (self.dead === true || self.state === 'removed') {
+      throw new NotServingMemberError(
+        `${this.selfId} was ${self.dead === true ? 'declared dead' : 'removed'} at membership epoch ${this.state.epoch}: it serves nothing. Stop it and wipe its data dir before it rejoins under a new id`,
+      );
+    }
+  }
+
+  onChange(listener: MembershipListener): void {
+    this.listeners.push(listener);
+  }
+
+  /**
+   * Makes `state` the committed one: persisted, then the view (and, if the ring changed, the hash
+   * trees) swapped, then the listeners run. A state at or below the current epoch is ignored (a
+   * commit that arrives twice). Serialized: a second adopt waits for the first.
+   */
+  adopt(state: MembershipState): Promise<void> {
+    const run = this.adopting.then(() => this.adoptNow(state));
+    this.adopting = run.catch(() => {});
+    return run;
+  }
+
+  private async adoptNow(state: MembershipState): Promise<void> {
+    if (state.epoch <= this.state.epoch) return;
+    LiveMembership.checkSupported(state);
+    const view = RingView.from(state, this.placement);
+    await this.storage.persist(state);
+    const previous = this.state;
+    const ringChanged = view.newRing.placementKey() !== this.ringView.newRing.placementKey();
+    this.state = state;
+    this.ringView = view;
+    if (ringChanged) {
+      // A full rebuild, synchronous (no commit can land between the swap and the refill). An
+      // incremental rebuild belongs with the data-moving changes (plan step 3b).
+      this.digestForest = new DigestForest(view.newRing);
+      this.storage.refill();
+    }
+    for (const listener of this.listeners) await listener(state, previous);
+  }
+
+  private static checkSupported(state: MembershipState): void {
+    if (state.change !== undefined) {
+      throw new Error(`membership epoch ${state.epoch} has change ${state.change.id} (${state.change.kind}) in progress, and changes that move data are not supported by this version of kvstore yet`);
+    }
+  }
+}
