@@ -1,6 +1,8 @@
 import { type CallContext, ServerError, Status } from 'nice-grpc';
 import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
 import { InvalidRequestError } from '../replication/errors.js';
+import type { MembershipAcceptor } from '../replication/membership-acceptor.js';
+import { createMembershipRpcs } from '../replication/membership-rpcs.js';
 import { createReplica, replicateStreamMessagesInFlightMax, type ReplicaDeps } from '../replication/replica.js';
 import { rejectIfMalformed } from './malformed-requests.js';
 import { inOrder, untilClosing } from './stream-messages.js';
@@ -21,6 +23,8 @@ export interface PeerServiceDeps extends ReplicaDeps {
   backup(): Promise<BackupResponse>;
   /** Aborted when the node stops: stream handlers finish the message in progress and end. */
   readonly closing: AbortSignal;
+  /** This node's membership acceptor; without it the agreement RPCs answer UNIMPLEMENTED. */
+  readonly agreement?: MembershipAcceptor;
 }
 
 /**
@@ -48,6 +52,16 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
   const admit = (from: string, context: CallContext) => {
     deps.assertServing();
     checkCaller(from, context);
+  };
+  const membership = deps.agreement === undefined ? undefined : createMembershipRpcs(deps.agreement);
+  /**
+   * The agreement RPCs' check: the caller only, not assertServing, since a node that does not
+   * serve yet (catching up, not joined: docs/membership.md §1.2) must still take part.
+   */
+  const agreement = (from: string, context: CallContext) => {
+    checkCaller(from, context);
+    if (membership === undefined) throw new ServerError(Status.UNIMPLEMENTED, 'membership agreement is not enabled on this node');
+    return membership;
   };
   return {
     async replicate(request, context) {
@@ -108,6 +122,18 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     async backup(request, context) {
       checkCaller(request.fromNodeId, context);
       return deps.backup();
+    },
+    async getMembership(request, context) {
+      return agreement(request.fromNodeId, context).getMembership();
+    },
+    async membershipPrepare(request, context) {
+      return agreement(request.fromNodeId, context).membershipPrepare(request);
+    },
+    async membershipAccept(request, context) {
+      return agreement(request.fromNodeId, context).membershipAccept(request);
+    },
+    async membershipCommit(request, context) {
+      return agreement(request.fromNodeId, context).membershipCommit(request);
     },
   };
 }
