@@ -237,8 +237,13 @@ export class Coordinator {
     try {
       await deadline.race(
         new Promise<void>((resolve, reject) => {
+          // Already decided before any peer answers: replicas declared dead count as failed.
           const settle = () => {
-            if (applied >= required || !canStillReach(required, applied, failed, total)) resolve();
+            if (applied >= required) resolve();
+            else if (!canStillReach(required, applied, failed, total)) {
+              if (superseding !== undefined) resolve();
+              else reject(new NotEnoughReplicasError(describe()));
+            }
           };
           settle();
           for (const t of tracked) {

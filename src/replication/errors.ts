@@ -1,3 +1,5 @@
+import type { MembershipState } from '../cluster/membership.js';
+
 /**
  * Domain errors. Plain classes, no gRPC: the server maps each to a status code in one table
  * (src/server/error-status.ts). Messages are written for the person who sees them.
@@ -41,4 +43,40 @@ export class PermissionDeniedError extends Error {
 /** This node was declared dead or removed from the membership: it serves nothing (UNAVAILABLE, so clients fail over). */
 export class NotServingMemberError extends Error {
   override name = 'NotServingMemberError';
+}
+
+/**
+ * A membership step was refused for good: the change itself (a change already in progress, an
+ * unknown member, an illegal step) or a member's own check. Retrying the same step is pointless.
+ */
+export class MembershipRefusedError extends Error {
+  override name = 'MembershipRefusedError';
+}
+
+/**
+ * Another step won the epoch this proposer wanted (it was accepted first, so Paxos finishes it):
+ * the proposer's own change did not happen. `committed` is the state that did.
+ */
+export class ConcurrentMembershipChangeError extends MembershipRefusedError {
+  override name = 'ConcurrentMembershipChangeError';
+
+  constructor(
+    message: string,
+    readonly committed: MembershipState,
+  ) {
+    super(message);
+  }
+}
+
+/** Members whose agreement a membership step needs did not answer before its deadline. */
+export class MembersUnreachableError extends Error {
+  override name = 'MembersUnreachableError';
+
+  constructor(
+    message: string,
+    /** The ids of the members that did not answer. */
+    readonly members: readonly string[],
+  ) {
+    super(message);
+  }
 }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../platform/clock.js';
 import { type BackgroundService, PeriodicTask } from '../platform/periodic.js';
+import type { PingResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import type { PeerLink } from './peer-link.js';
 
 /**
@@ -22,6 +23,8 @@ export class PeerProber implements BackgroundService {
     private readonly pingTimeoutMs: number,
     private readonly logger: Logger,
     private readonly clock: Clock,
+    /** Told of every answer from the node expected (the membership catch-up reads its epoch). */
+    private readonly onAnswer: (link: PeerLink, answer: PingResponse) => void = () => {},
   ) {
     this.task = new PeriodicTask(clock, intervalMs, () => this.probeAll(), (err) => logger.error({ err }, 'peer probe round failed'), true);
   }
@@ -47,6 +50,7 @@ export class PeerProber implements BackgroundService {
           if (res.nodeId === link.id) {
             if (!link.reachable) this.logger.info({ peer: link.id }, 'peer reachable');
             link.markContact();
+            this.onAnswer(link, res);
           } else {
             link.markFailure(new Error(`peer address ${link.address} answers as node "${res.nodeId}", not "${link.id}"`));
           }

@@ -44,6 +44,8 @@ export interface ReplicaDeps {
   readonly graceSeconds: number;
   /** This node's wall clock. */
   readonly wallClock: () => number;
+  /** This node's committed membership epoch, answered on Ping (0 when absent: unknown). */
+  readonly membershipEpoch?: () => number;
 }
 
 /** Messages of one ReplicateStream being applied at once (the sender keeps fewer in flight). */
@@ -192,7 +194,7 @@ export function createReplica(deps: ReplicaDeps) {
     /** The clock reading a peer seeds its own from at start. */
     ping(): PingResponse {
       const reading = clock.reading();
-      return { nodeId: deps.selfId, clockWallMs: BigInt(reading.wallMs), clockCounter: reading.counter };
+      return { nodeId: deps.selfId, clockWallMs: BigInt(reading.wallMs), clockCounter: reading.counter, membershipEpoch: BigInt(deps.membershipEpoch?.() ?? 0) };
     },
     scanLocal(request: ScanLocalRequest) {
       // Only the header (version, tombstone flag) matters for the listing merge: values stay out.

@@ -1,5 +1,5 @@
 import { ServerError, Status } from 'nice-grpc';
-import { InvalidRequestError, NotEnoughReplicasError, NotServingMemberError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
+import { InvalidRequestError, MembershipRefusedError, MembersUnreachableError, NotEnoughReplicasError, NotServingMemberError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
 import { DataDirMismatchError, DiskFullError, UnstorableRecordError } from '../storage/repository.js';
 import { RecordDecodeError } from '../storage/record-codec.js';
 
@@ -17,6 +17,9 @@ const statusByError: ReadonlyArray<readonly [new (...args: never[]) => Error, St
   [DiskFullError, Status.RESOURCE_EXHAUSTED],
   [UnauthenticatedError, Status.UNAUTHENTICATED],
   [PermissionDeniedError, Status.PERMISSION_DENIED],
+  // A concurrent change that won (ConcurrentMembershipChangeError) is a refusal too.
+  [MembershipRefusedError, Status.FAILED_PRECONDITION],
+  [MembersUnreachableError, Status.UNAVAILABLE],
 ];
 
 /** Converts an error thrown by a handler into the ServerError nice-grpc sends. */

@@ -18,7 +18,11 @@ import { PeerLink } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { ReadBatcher } from '../replication/read-batcher.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
-import { decodeMembership, encodeMembership, type MembershipState, reconcileMembership } from '../cluster/membership.js';
+import { type ChangeRequest, decodeMembership, encodeMembership, markDead, type MembershipState, reconcileMembership } from '../cluster/membership.js';
+import { MembershipAcceptor, repositoryAcceptorStore } from '../replication/membership-acceptor.js';
+import { MembershipProposer, membershipFetcher } from '../replication/membership-proposer.js';
+import { Rng } from '../common/rng.js';
+import { randomInt } from 'node:crypto';
 import { DataDirMismatchError, Repository, type StorageFaults } from '../storage/repository.js';
 import { createPeerService } from './peer-service.js';
 
@@ -49,7 +53,15 @@ export interface NodeCoreSeams {
   readonly backup?: () => Promise<BackupResponse>;
   /** Aborted when the node stops: the peer service's streams end. */
   readonly closing: AbortSignal;
+  /** Jitter of the membership agreement's retries: seeded in the simulator; default random. */
+  readonly rng?: { next(): number };
 }
+
+/** A membership change an operator asks for (ChangeMembership, kvctl member ...). */
+export type MembershipCommand = ChangeRequest | { readonly kind: 'mark-dead'; readonly id: string } | { readonly kind: 'cancel' };
+
+/** Most a membership change may take when the caller gives no deadline: every live member must answer. */
+export const membershipChangeMsDefault = 30_000;
 
 /**
  * The replication core of one node, without any server: storage, clock, ring, peer links,
@@ -85,6 +97,12 @@ export interface NodeCore {
    * its clock starts above every peer's and never issues one of them again.
    */
   seedClockFromPeers(): Promise<void>;
+  /**
+   * Agrees with every live member on `command` as the next membership epoch and answers the
+   * committed state. Only mark-dead is carried out today: the changes that move data are refused
+   * (MembershipRefusedError) until streaming exists (docs/membership.md §10).
+   */
+  changeMembership(command: MembershipCommand, deadlineMs?: number): Promise<MembershipState>;
   /** Starts every background service (log limits enforced once first). */
   start(): void;
   /** Stops the coordinator and every background service, closes the links and the repository. */
@@ -129,7 +147,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       throw new DataDirMismatchError(`${config.dataDir}: ${(err as Error).message}; the data dir was not written by this version of kvstore, or is damaged`);
     }
     const { state: membership, changed } = reconcileMembership(stored, members);
-    if (storedMembership === undefined || changed !== undefined) repo.storeMembershipBytes(encodeMembership(membership));
+    if (storedMembership === undefined || changed !== undefined) await repo.storeMembershipBytes(encodeMembership(membership));
     if (changed !== undefined) logger.warn({ epoch: membership.epoch }, `${changed}: adopted as epoch ${membership.epoch}`);
     const replicationFactor = config.cluster.replicationFactor;
     const live = new LiveMembership(selfId, membership, { replicationFactor, vnodesPerMember: config.cluster.vnodesPerMember }, {
@@ -178,14 +196,55 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       time,
     );
     const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, assertServing: () => live.assertServing() }, live, repo, hlc, peers, logger, time);
-    const prober = new PeerProber(selfId, () => peers.everyLink(), config.replication.probeIntervalMs, peerCallMs, logger, time);
+    const prober = new PeerProber(selfId, () => peers.everyLink(), config.replication.probeIntervalMs, peerCallMs, logger, time, (link, answer) => {
+      // A peer at a newer epoch: a change was committed while this node missed its Commit.
+      if (Number(answer.membershipEpoch) > live.epoch) void catchUpFrom(link.id, Number(answer.membershipEpoch));
+    });
     const hintLimits = new HintLimits(repo.hints, { maxAgeSeconds: entryAgeSeconds, maxBytesPerPeer: config.hints.maxBytesPerPeer }, logger, time);
     const tombstones = new TombstoneCollector({ selfId, replicationFactor, graceSeconds: config.tombstones.graceSeconds, peerCallMs }, live, repo, peers, logger, time);
+    const deadAfterMs = config.membership.deadAfterSeconds * 1000;
+    const clientOf = (id: string) => peers.link(id)?.client;
+    const acceptor = new MembershipAcceptor({
+      store: repositoryAcceptorStore(repo),
+      committed: live,
+      fetchState: (from) => fetchState(from),
+      replicationFactor,
+      // §2.5: a member declared dead must really be out of reach, from here too.
+      checkLocally: (committed, next) => {
+        for (const m of next.members) {
+          if (m.dead !== true || committed.members.find((c) => c.id === m.id)?.dead === true) continue;
+          if (m.id === selfId) return `${selfId} is running: it is not dead`;
+          const link = peers.link(m.id);
+          const agoMs = link === undefined ? Infinity : time.wallMs() - link.lastContactMs;
+          if (link?.lastContactMs !== 0 && agoMs < deadAfterMs) {
+            return `${selfId} reached ${m.id} ${Math.round(agoMs / 1000)} s ago (membership.deadAfterSeconds is ${config.membership.deadAfterSeconds}): ${m.id} is not dead`;
+          }
+        }
+        return undefined;
+      },
+    });
+    const fetchState = membershipFetcher(selfId, clientOf, time, peerCallMs);
+    /** Adopts `from`'s committed membership if it is newer than ours (a failure is logged: the next ping retries). */
+    const catchUpFrom = async (from: string, epoch: number) => {
+      try {
+        const state = await fetchState(from);
+        if (await acceptor.catchUp(state)) logger.warn({ epoch: state.epoch, from }, `membership epoch ${state.epoch} learned from ${from} (this node was at an older one)`);
+      } catch (err) {
+        logger.warn({ from, epoch, err: (err as Error).message }, `could not fetch membership epoch ${epoch} from ${from}`);
+      }
+    };
+    const proposer = new MembershipProposer({ selfId, acceptor, clientOf, clock: time, rng: seams.rng ?? new Rng(randomInt(2 ** 31)), peerCallMs, replicationFactor });
     const peerService = createPeerService({
       selfId,
       repo,
       clock: hlc,
-      members: { has: (id) => live.isLive(id), [Symbol.iterator]: () => live.activeMembers().filter((m) => m.dead !== true).map((m) => m.id)[Symbol.iterator]() },
+      members: {
+        has: (id) => live.isLive(id),
+        knows: (id) => live.member(id) !== undefined,
+        [Symbol.iterator]: () => live.activeMembers().filter((m) => m.dead !== true).map((m) => m.id)[Symbol.iterator](),
+      },
+      agreement: acceptor,
+      membershipEpoch: () => live.epoch,
       identityFromCertificate: seams.identityFromCertificate === true,
       membership: live,
       assertServing: () => live.assertServing(),
@@ -219,6 +278,15 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       hintLimits,
       peerService,
       peerMessageBytes,
+      async changeMembership(command, deadlineMs = membershipChangeMsDefault) {
+        const build = (committed: MembershipState) => {
+          if (command.kind === 'mark-dead') return markDead(committed, command.id);
+          return { refusal: `member ${command.kind} is not available yet: it moves data, which this version cannot do (docs/membership.md); only mark-dead is` };
+        };
+        const committed = await proposer.propose(build, deadlineMs);
+        logger.warn({ epoch: committed.epoch }, `membership epoch ${committed.epoch} committed: ${command.kind} ${'id' in command ? command.id : ''}`.trim());
+        return committed;
+      },
       async seedClockFromPeers() {
         const links = peers.links();
         if (links.length === 0) return;
@@ -230,6 +298,14 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
           if (hlc.observe({ wallMs: Number(a.value.clockWallMs), counter: a.value.clockCounter, nodeId: a.value.nodeId })) seeded++;
         }
         if (seeded === 0) logger.warn("no peer answered at start: the clock starts from this node's own high-water mark only");
+        // §2.4: a node that was down while the membership changed learns the current epoch
+        // before it serves (declared dead meanwhile, it then serves nothing: assertServing).
+        let newest: { id: string; epoch: number } | undefined;
+        answers.forEach((a, i) => {
+          const epoch = a.status === 'fulfilled' ? Number(a.value.membershipEpoch) : 0;
+          if (epoch > (newest?.epoch ?? live.epoch)) newest = { id: links[i]!.id, epoch };
+        });
+        if (newest !== undefined) await catchUpFrom(newest.id, newest.epoch);
       },
       start() {
         // The limits run once before any entry can be sent: nothing past them goes out at start-up.

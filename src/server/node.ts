@@ -1,10 +1,10 @@
-import { createServer, type Server, ServerError, Status } from 'nice-grpc';
+import { createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import type { Logger } from 'pino';
 import { type BackupResponse, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 import { SystemClock } from '../platform/clock.js';
 import { grpcPeerConnector } from '../platform/peer-transport.js';
-import { composeNodeCore, type NodeCore, requestOverheadBytes } from './node-core.js';
+import { composeNodeCore, type MembershipCommand, type NodeCore, requestOverheadBytes } from './node-core.js';
 import { type BackupStatus, type ChangeMembershipRequest, type ChangeMembershipResponse, KVStoreDefinition, MemberState as MemberStateMessage, memberStateFromJSON, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import type { MemberState } from '../cluster/membership.js';
 import { HybridLogicalClock } from '../cluster/hlc.js';
@@ -20,6 +20,7 @@ import { unhandledRejections } from '../common/process-policy.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { DataDirMismatchError } from '../storage/repository.js';
 import type { PeerDirectory } from '../replication/peer-directory.js';
+import { InvalidRequestError } from '../replication/errors.js';
 import { PeerLink, peerReceiveBytesMax } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
@@ -386,8 +387,11 @@ export class KvNode {
   }
 
   /** Carries out a membership change (ChangeMembership): see NodeCore.changeMembership. */
-  changeMembership(_request: ChangeMembershipRequest): Promise<ChangeMembershipResponse> {
-    return Promise.reject(new ServerError(Status.FAILED_PRECONDITION, 'membership changes are not available in this build yet (docs/membership.md)'));
+  async changeMembership(request: ChangeMembershipRequest): Promise<ChangeMembershipResponse> {
+    const command = membershipCommandOf(request);
+    const committed = await this.core.changeMembership(command);
+    const dead = command.kind === 'mark-dead' ? `${command.id} declared dead: it gets no writes, holds no tombstone purge back and is fenced; it still owns its ranges (one replica fewer) until it is removed or replaced` : command.kind;
+    return { epoch: BigInt(committed.epoch), description: dead };
   }
 
   /** Backs up this node, or with `allNodes` every member (members that fail are reported, not fatal). */
@@ -461,4 +465,21 @@ function toPeerBackup(b: NodeBackup) {
 /** A membership state as its Status enum ('normal' -> MEMBER_STATE_NORMAL). */
 function memberStateMessage(state: MemberState | undefined): MemberStateMessage {
   return state === undefined ? MemberStateMessage.MEMBER_STATE_UNSPECIFIED : memberStateFromJSON(`MEMBER_STATE_${state.toUpperCase()}`);
+}
+
+/** A ChangeMembership request as the core's command; INVALID_ARGUMENT names what is missing. */
+function membershipCommandOf(request: ChangeMembershipRequest): MembershipCommand {
+  const need = (value: string, what: string) => {
+    if (value === '') throw new InvalidRequestError(`ChangeMembership: ${what} is empty`);
+    return value;
+  };
+  if (request.markDead !== undefined) return { kind: 'mark-dead', id: need(request.markDead.nodeId, 'mark_dead.node_id') };
+  if (request.add !== undefined) return { kind: 'add', id: need(request.add.nodeId, 'add.node_id'), peer: need(request.add.peer, 'add.peer') };
+  if (request.remove !== undefined) return { kind: 'remove', id: need(request.remove.nodeId, 'remove.node_id') };
+  if (request.replace !== undefined) {
+    const { oldNodeId, newNodeId, peer } = request.replace;
+    return { kind: 'replace', oldId: need(oldNodeId, 'replace.old_node_id'), newId: need(newNodeId, 'replace.new_node_id'), peer: need(peer, 'replace.peer') };
+  }
+  if (request.cancel !== undefined) return { kind: 'cancel' };
+  throw new InvalidRequestError('ChangeMembership: no change given (one of mark_dead, add, remove, replace, cancel)');
 }

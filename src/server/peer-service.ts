@@ -1,6 +1,8 @@
 import { type CallContext, ServerError, Status } from 'nice-grpc';
 import type { BackupResponse, PeerServiceImplementation } from '../../gen/kvstore/internal/v1/peer.js';
 import { InvalidRequestError } from '../replication/errors.js';
+import type { MembershipAcceptor } from '../replication/membership-acceptor.js';
+import { createMembershipRpcs } from '../replication/membership-rpcs.js';
 import { createReplica, replicateStreamMessagesInFlightMax, type ReplicaDeps } from '../replication/replica.js';
 import { rejectIfMalformed } from './malformed-requests.js';
 import { inOrder, untilClosing } from './stream-messages.js';
@@ -13,7 +15,11 @@ export interface PeerServiceDeps extends ReplicaDeps {
    * Member ids allowed to call (anything else is a misconfigured node, or a member declared dead
    * or removed: fenced). Read per call: the membership can change while the node runs.
    */
-  readonly members: { has(id: string): boolean } & Iterable<string>;
+  readonly members: {
+    has(id: string): boolean;
+    /** Any id of the membership, dead and removed ones too: they may still Ping and ask GetMembership, to learn their fate. */
+    knows?(id: string): boolean;
+  } & Iterable<string>;
   /**
    * peerTls is on: a caller is the node its certificate names (tls-credentials.ts puts it in the
    * metadata), and a request's from_node_id must be that node. Off (default): from_node_id is trusted.
@@ -24,6 +30,8 @@ export interface PeerServiceDeps extends ReplicaDeps {
   backup(): Promise<BackupResponse>;
   /** Aborted when the node stops: stream handlers finish the message in progress and end. */
   readonly closing: AbortSignal;
+  /** This node's membership acceptor; without it the agreement RPCs answer UNIMPLEMENTED. */
+  readonly agreement?: MembershipAcceptor;
 }
 
 /**
@@ -37,20 +45,38 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
    * request field): a certificate naming no member is refused, and so is a from_node_id other
    * than the certificate's, so n2's certificate cannot act as n3.
    */
-  const checkCaller = (from: string, context: CallContext) => {
+  const checkCaller = (from: string, context: CallContext, anyMember = false) => {
+    const admits = (id: string) => deps.members.has(id) || (anyMember && deps.members.knows?.(id) === true);
     if (deps.identityFromCertificate) {
       const certified = context.metadata.get(peerIdentityMetadataKey);
       if (certified === undefined) throw new ServerError(Status.UNAUTHENTICATED, `the caller's certificate names no kvstore node (a SAN URI ${nodeIdentityUriPrefix}<member id>)`);
-      if (!deps.members.has(certified)) throw new ServerError(Status.PERMISSION_DENIED, `certificate of node "${certified}", which is not a member of this cluster (${[...deps.members].join(', ')})`);
+      if (!admits(certified)) throw new ServerError(Status.PERMISSION_DENIED, `certificate of node "${certified}", which is not a member of this cluster (${[...deps.members].join(', ')})`);
       if (from !== certified) throw new ServerError(Status.PERMISSION_DENIED, `from_node_id "${from}" does not match the caller's certificate, which names node "${certified}"`);
       return;
     }
-    if (!deps.members.has(from)) throw new InvalidRequestError(`node "${from}" is not a member of this cluster (${[...deps.members].join(', ')})`);
+    if (!admits(from)) {
+      const fenced = deps.members.knows?.(from) === true;
+      throw new InvalidRequestError(
+        fenced
+          ? `node "${from}" was declared dead or removed: its requests are refused (live members: ${[...deps.members].join(', ')})`
+          : `node "${from}" is not a member of this cluster (${[...deps.members].join(', ')})`,
+      );
+    }
   };
   /** The check every request but Ping (and Backup) passes first. */
   const admit = (from: string, context: CallContext) => {
     deps.assertServing();
     checkCaller(from, context);
+  };
+  const membership = deps.agreement === undefined ? undefined : createMembershipRpcs(deps.agreement);
+  /**
+   * The agreement RPCs' check: the caller only, not assertServing, since a node that does not
+   * serve yet (catching up, not joined: docs/membership.md §1.2) must still take part.
+   */
+  const agreement = (from: string, context: CallContext, anyMember = false) => {
+    checkCaller(from, context, anyMember);
+    if (membership === undefined) throw new ServerError(Status.UNIMPLEMENTED, 'membership agreement is not enabled on this node');
+    return membership;
   };
   return {
     async replicate(request, context) {
@@ -84,8 +110,9 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       return replica.scanLocal(request);
     },
     async ping(request, context) {
-      // Without peerTls anyone may ask the clock (as before); with it, only members.
-      if (deps.identityFromCertificate) checkCaller(request.fromNodeId, context);
+      // Without peerTls anyone may ask the clock (as before); with it, only members (dead or
+      // removed ones too: the epoch in the answer is how they learn of it).
+      if (deps.identityFromCertificate) checkCaller(request.fromNodeId, context, true);
       return replica.ping();
     },
     async confirmTombstones(request, context) {
@@ -111,6 +138,18 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
     async backup(request, context) {
       checkCaller(request.fromNodeId, context);
       return deps.backup();
+    },
+    async getMembership(request, context) {
+      return agreement(request.fromNodeId, context, true).getMembership();
+    },
+    async membershipPrepare(request, context) {
+      return agreement(request.fromNodeId, context).membershipPrepare(request);
+    },
+    async membershipAccept(request, context) {
+      return agreement(request.fromNodeId, context).membershipAccept(request);
+    },
+    async membershipCommit(request, context) {
+      return agreement(request.fromNodeId, context).membershipCommit(request);
     },
   };
 }

@@ -98,6 +98,8 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   const faultRng = new Rng(deriveSeed(seed, 2));
   const retryRng = new Rng(deriveSeed(seed, 3));
   const storageRng = new Rng(deriveSeed(seed, 4));
+  // Membership agreement's retry jitter, shared by every node (one stream: the order of draws is the schedule's).
+  const agreementRng = new Rng(deriveSeed(seed, 5));
   const network = new SimNetwork(scheduler, networkRng);
   const logger = pino({ level: 'silent' });
   const dir = mkdtempSync(join(tmpdir(), `kvstore-sim-${seed}-`));
@@ -149,6 +151,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       simulatedStorage: true,
       storageFaults: storageFaultsOf(node),
       closing: node.closing.signal,
+      rng: { next: () => agreementRng.nextDouble() },
     });
     node.core = core;
     endpoint.service = core.peerService;

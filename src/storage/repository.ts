@@ -27,6 +27,7 @@ const metaSchemaVersion = 'schemaVersion';
 const metaClock = 'hlc';
 const metaRestoredFrom = 'restoredFromBackupAt';
 const metaMembership = 'membership';
+const metaMembershipAcceptor = 'membership/acceptor';
 
 /** The data dir belongs to another node id, or has a layout this build cannot read. */
 export class DataDirMismatchError extends Error {
@@ -453,9 +454,37 @@ export class Repository {
     return this.meta.get(metaMembership);
   }
 
-  /** Persists the membership document, durably, before returning. */
-  storeMembershipBytes(bytes: Buffer): void {
+  /**
+   * Persists the membership document: committed at once (a failed commit throws here, and a
+   * caller that does not wait still reads it back), durable once the promise resolves. The
+   * synchronous commit alone is not: lmdb-js syncs it to disk after the commit (overlapping
+   * sync), as `env.flushed` tells.
+   */
+  storeMembershipBytes(bytes: Buffer): Promise<void> {
     this.meta.transactionSync(() => this.meta.putSync(metaMembership, bytes));
+    return this.metaFlushed();
+  }
+
+  /** The persisted membership acceptor state (src/cluster/membership-agreement.ts encodes it), if any. */
+  acceptorBytes(): Buffer | undefined {
+    return this.meta.get(metaMembershipAcceptor);
+  }
+
+  /**
+   * Persists the membership acceptor state (undefined: deletes it), durably before resolving, as
+   * storeMembershipBytes: an acceptor answers only once its promise would survive a crash.
+   */
+  storeAcceptorBytes(bytes: Uint8Array | undefined): Promise<void> {
+    this.meta.transactionSync(() => {
+      if (bytes === undefined) this.meta.removeSync(metaMembershipAcceptor);
+      else this.meta.putSync(metaMembershipAcceptor, Buffer.from(bytes));
+    });
+    return this.metaFlushed();
+  }
+
+  /** Resolves once what was committed is on disk (at once when simulated: no real I/O may be awaited). */
+  private async metaFlushed(): Promise<void> {
+    if (!this.simulated) await this.env.flushed;
   }
 
   /** The persisted clock high-water mark, to seed the HLC on start. */

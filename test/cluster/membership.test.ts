@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { runKvctl } from '../../src/cli/kvctl.js';
 import { TestCluster } from '../helpers/cluster.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * The membership as persisted cluster state, as far as it is built (docs/membership.md, step 2
@@ -72,4 +73,92 @@ describe('membership state', () => {
     expect((await cluster.client('n3').status()).membershipEpoch).toBe(3);
     expect((await cluster.client('n1').status()).membershipEpoch).toBe(1);
   }, 60_000);
+});
+
+/**
+ * mark-dead, the first membership change carried out by agreement (docs/membership.md §2.5, plan
+ * step 4): refused while the member answers, agreed by every live member once it is gone, then
+ * the dead member gets no writes, holds no tombstone purge back, and on return learns its fate
+ * from its peers before it serves and serves nothing.
+ */
+describe('member mark-dead', () => {
+  const graceSeconds = 10;
+  let cluster: TestCluster;
+  beforeAll(async () => {
+    cluster = await TestCluster.start({ size: 3, config: { membership: { deadAfterSeconds: 1 }, tombstones: { graceSeconds }, antiEntropy: { intervalSeconds: 1 } } });
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('is refused while the member answers, then agreed by the live members once it is gone: no writes to it, no purge held back, fenced on return', async () => {
+    const endpoint = ['--endpoints', cluster.node('n1').listen];
+    const alive = await kvctl([...endpoint, 'member', 'mark-dead', 'n3']);
+    expect(alive.code).toBe(3);
+    expect(alive.err).toMatch(/reached n3 \d+ s ago \(membership\.deadAfterSeconds is 1\): n3 is not dead/);
+    for (const id of ['n1', 'n2', 'n3']) expect((await cluster.client(id).status()).membershipEpoch).toBe(1);
+
+    // n3 holds every value, then misses the deletes.
+    const n1 = cluster.client('n1');
+    for (let i = 0; i < 20; i++) await n1.put(`md:${i}`, `v${i}`, { consistency: 'all' });
+    await cluster.node('n3').kill();
+    for (let i = 0; i < 10; i++) await n1.delete(`md:${i}`, { consistency: 'quorum' });
+    const deletedAt = Date.now();
+    // Past deadAfterSeconds since the last contact with n3 (the probers keep failing meanwhile).
+    await waitFor('n1 and n2 to see n3 unreachable', async () => {
+      for (const id of ['n1', 'n2']) if ((await cluster.client(id).status()).members.find((m) => m.nodeId === 'n3')!.reachable) return false;
+      return true;
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+
+    const marked = await kvctl([...endpoint, 'member', 'mark-dead', 'n3']);
+    expect(marked.err).toBe('');
+    expect(marked.code).toBe(0);
+    expect(marked.out).toContain('n3 declared dead');
+    expect(marked.out).toContain('(epoch 2)');
+    for (const id of ['n1', 'n2']) {
+      const status = await cluster.client(id).status();
+      expect(status.membershipEpoch).toBe(2);
+      expect(status.members.find((m) => m.nodeId === 'n3')).toMatchObject({ dead: true, state: 'normal' });
+      // Its replication-log queue was dropped: nothing waits to be delivered to it.
+      expect(status.members.find((m) => m.nodeId === 'n3')!.backlogEntries).toBe(0);
+    }
+    const list = await kvctl(['--endpoints', cluster.node('n2').listen, 'member', 'list']);
+    expect(list.out).toContain('epoch 2 (as held by n2)');
+    expect(list.out).toMatch(/^n3\s+\S+\s+normal DEAD\s+/m);
+    const again = await kvctl([...endpoint, 'member', 'mark-dead', 'n3']);
+    expect(again.code).toBe(3);
+    expect(again.err).toContain('n3 is already marked dead');
+
+    // Writes: QUORUM needs n1 and n2 only; ALL cannot be met and says why.
+    await n1.put('md:after', 'x', { consistency: 'quorum' });
+    await expect(n1.put('md:all', 'x', { consistency: 'all' })).rejects.toThrow(/n3 is declared dead/);
+
+    // Tombstone GC no longer waits for n3: the deletes are purged on n1 and n2 after the grace.
+    await waitFor(
+      'the deletes to be purged on n1 and n2 without n3',
+      async () => {
+        // Each tombstone is purged by its first live replica (counted there), on every replica.
+        const statuses = await Promise.all(['n1', 'n2'].map((id) => cluster.client(id).status()));
+        if (statuses.reduce((sum, st) => sum + st.tombstonesPurged, 0) >= 10) return true;
+        throw new Error(statuses.map((st) => `${st.nodeId}: purged ${st.tombstonesPurged}, held back: ${st.tombstoneGcHeldBack ?? '-'}`).join('; '));
+      },
+      deletedAt + graceSeconds * 1000 + 30_000 - Date.now(),
+    );
+    for (let i = 0; i < 10; i++) expect(await n1.get(`md:${i}`, { consistency: 'quorum' })).toBeUndefined();
+    for (let i = 10; i < 20; i++) expect((await n1.get(`md:${i}`, { consistency: 'quorum' }))?.toString()).toBe(`v${i}`);
+
+    // n3 comes back on its old data dir: it learns epoch 2 from its peers before it serves, and serves nothing.
+    await cluster.startNode('n3');
+    const n3 = cluster.client('n3');
+    const status = await n3.status();
+    expect(status.membershipEpoch).toBe(2);
+    expect(status.members.find((m) => m.nodeId === 'n3')?.dead).toBe(true);
+    await expect(n3.get('md:10')).rejects.toThrow(/n3 was declared dead at membership epoch 2: it serves nothing/);
+    // Its stale copies of the purged keys never come back through the others (its anti-entropy
+    // and its log are refused: fenced), across several anti-entropy rounds.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    for (let i = 0; i < 10; i++) expect(await n1.get(`md:${i}`, { consistency: 'quorum' })).toBeUndefined();
+    expect(cluster.output()).toContain('membership epoch 2 learned from');
+  }, 120_000);
 });

@@ -11,7 +11,7 @@ import { startsWith, type User } from './users-file.js';
  * - ListKeys of a prefix: allowed only if the whole listing is readable, i.e. the requested
  *   prefix starts with one of the user's read prefixes. A listing reaching outside them is
  *   refused, never silently cut down (as etcd refuses a range it does not fully cover).
- * - `admin`: Backup, Repair, Verify and the full Status.
+ * - `admin`: Backup, Repair, Verify, ChangeMembership and the full Status.
  */
 
 export type KeyPermission = 'read' | 'write';

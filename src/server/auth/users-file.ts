@@ -44,7 +44,7 @@ const roleSchema = z.strictObject({
   read: prefixesSchema,
   /** Key prefixes the role may Put and Delete under. */
   write: prefixesSchema,
-  /** Backup, Repair, Verify and the full Status (paths, peer addresses, backlogs); also /metrics. */
+  /** Backup, Repair, Verify, ChangeMembership and the full Status (paths, peer addresses, backlogs); also /metrics. */
   admin: z.boolean().default(false),
   /** May scrape /metrics (admin implies it). */
   metrics: z.boolean().default(false),

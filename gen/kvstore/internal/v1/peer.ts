@@ -12,6 +12,156 @@ export const protobufPackage = "kvstore.internal.v1";
 
 export const protobufFileName = "kvstore/internal/v1/peer.proto";
 
+/** A member's place in a membership state (docs/membership.md §1.1). */
+export enum MemberState {
+  /** MEMBER_STATE_UNSPECIFIED - Never sent: a message holding it is refused. */
+  MEMBER_STATE_UNSPECIFIED = 0,
+  /** MEMBER_STATE_JOINING - Being added: receives data, not yet read from. */
+  MEMBER_STATE_JOINING = 1,
+  /** MEMBER_STATE_NORMAL - A full member. */
+  MEMBER_STATE_NORMAL = 2,
+  /** MEMBER_STATE_LEAVING - Being removed: still serves until the change switches. */
+  MEMBER_STATE_LEAVING = 3,
+  /** MEMBER_STATE_REMOVED - Gone for good; kept so its id is never reused. */
+  MEMBER_STATE_REMOVED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function memberStateFromJSON(object: any): MemberState {
+  switch (object) {
+    case 0:
+    case "MEMBER_STATE_UNSPECIFIED":
+      return MemberState.MEMBER_STATE_UNSPECIFIED;
+    case 1:
+    case "MEMBER_STATE_JOINING":
+      return MemberState.MEMBER_STATE_JOINING;
+    case 2:
+    case "MEMBER_STATE_NORMAL":
+      return MemberState.MEMBER_STATE_NORMAL;
+    case 3:
+    case "MEMBER_STATE_LEAVING":
+      return MemberState.MEMBER_STATE_LEAVING;
+    case 4:
+    case "MEMBER_STATE_REMOVED":
+      return MemberState.MEMBER_STATE_REMOVED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return MemberState.UNRECOGNIZED;
+  }
+}
+
+export function memberStateToJSON(object: MemberState): string {
+  switch (object) {
+    case MemberState.MEMBER_STATE_UNSPECIFIED:
+      return "MEMBER_STATE_UNSPECIFIED";
+    case MemberState.MEMBER_STATE_JOINING:
+      return "MEMBER_STATE_JOINING";
+    case MemberState.MEMBER_STATE_NORMAL:
+      return "MEMBER_STATE_NORMAL";
+    case MemberState.MEMBER_STATE_LEAVING:
+      return "MEMBER_STATE_LEAVING";
+    case MemberState.MEMBER_STATE_REMOVED:
+      return "MEMBER_STATE_REMOVED";
+    case MemberState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** What a change does. */
+export enum ChangeKind {
+  /** CHANGE_KIND_UNSPECIFIED - Never sent: a message holding it is refused. */
+  CHANGE_KIND_UNSPECIFIED = 0,
+  /** CHANGE_KIND_ADD - A member joins. */
+  CHANGE_KIND_ADD = 1,
+  /** CHANGE_KIND_REMOVE - A member leaves. */
+  CHANGE_KIND_REMOVE = 2,
+  /** CHANGE_KIND_REPLACE - A member leaves and a new one takes over its tokens. */
+  CHANGE_KIND_REPLACE = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function changeKindFromJSON(object: any): ChangeKind {
+  switch (object) {
+    case 0:
+    case "CHANGE_KIND_UNSPECIFIED":
+      return ChangeKind.CHANGE_KIND_UNSPECIFIED;
+    case 1:
+    case "CHANGE_KIND_ADD":
+      return ChangeKind.CHANGE_KIND_ADD;
+    case 2:
+    case "CHANGE_KIND_REMOVE":
+      return ChangeKind.CHANGE_KIND_REMOVE;
+    case 3:
+    case "CHANGE_KIND_REPLACE":
+      return ChangeKind.CHANGE_KIND_REPLACE;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ChangeKind.UNRECOGNIZED;
+  }
+}
+
+export function changeKindToJSON(object: ChangeKind): string {
+  switch (object) {
+    case ChangeKind.CHANGE_KIND_UNSPECIFIED:
+      return "CHANGE_KIND_UNSPECIFIED";
+    case ChangeKind.CHANGE_KIND_ADD:
+      return "CHANGE_KIND_ADD";
+    case ChangeKind.CHANGE_KIND_REMOVE:
+      return "CHANGE_KIND_REMOVE";
+    case ChangeKind.CHANGE_KIND_REPLACE:
+      return "CHANGE_KIND_REPLACE";
+    case ChangeKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+/** Where a change is (docs/membership.md §3). */
+export enum ChangePhase {
+  /** CHANGE_PHASE_UNSPECIFIED - Never sent: a message holding it is refused. */
+  CHANGE_PHASE_UNSPECIFIED = 0,
+  /** CHANGE_PHASE_PENDING - Reads on the old ring, writes to both. */
+  CHANGE_PHASE_PENDING = 1,
+  /** CHANGE_PHASE_SWITCHED - Reads on the new ring, writes to both. */
+  CHANGE_PHASE_SWITCHED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function changePhaseFromJSON(object: any): ChangePhase {
+  switch (object) {
+    case 0:
+    case "CHANGE_PHASE_UNSPECIFIED":
+      return ChangePhase.CHANGE_PHASE_UNSPECIFIED;
+    case 1:
+    case "CHANGE_PHASE_PENDING":
+      return ChangePhase.CHANGE_PHASE_PENDING;
+    case 2:
+    case "CHANGE_PHASE_SWITCHED":
+      return ChangePhase.CHANGE_PHASE_SWITCHED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ChangePhase.UNRECOGNIZED;
+  }
+}
+
+export function changePhaseToJSON(object: ChangePhase): string {
+  switch (object) {
+    case ChangePhase.CHANGE_PHASE_UNSPECIFIED:
+      return "CHANGE_PHASE_UNSPECIFIED";
+    case ChangePhase.CHANGE_PHASE_PENDING:
+      return "CHANGE_PHASE_PENDING";
+    case ChangePhase.CHANGE_PHASE_SWITCHED:
+      return "CHANGE_PHASE_SWITCHED";
+    case ChangePhase.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /**
  * A key and its stored record in the storage encoding (version, tombstone flag, value): the
  * same bytes the LMDB `records` sub-database holds, so they cross the wire without re-encoding.
@@ -159,6 +309,11 @@ export interface PingResponse {
   clockWallMs: bigint;
   /** The counter of that reading. */
   clockCounter: number;
+  /**
+   * The answering node's committed membership epoch; 0 = unknown (a node without agreement, or
+   * one that does not say). A higher epoch than the asker's own means the asker is behind.
+   */
+  membershipEpoch: bigint;
 }
 
 /** Backup takes no arguments beyond the caller's id. */
@@ -291,6 +446,143 @@ export interface PurgeTombstonesRequest {
 export interface PurgeTombstonesResponse {
   /** Tombstones deleted. */
   purged: number;
+}
+
+/** One member of a membership state. */
+export interface Member {
+  /** The member's id (the ring id). */
+  id: string;
+  /** host:port of its peer API (may be empty for a cluster of one). */
+  peer: string;
+  /** Its state. */
+  state: MemberState;
+  /** Whose vnode names give its tokens, when not its own id (a replacement's); empty: its own. */
+  tokensOf: string;
+  /** Declared dead by agreement (kvctl member mark-dead): left out of quorums, fenced. */
+  dead: boolean;
+}
+
+/** The change in progress. */
+export interface Change {
+  /** Numbered from 1 in the order changes were started. */
+  id: bigint;
+  /** What it does. */
+  kind: ChangeKind;
+  /** Where it is. */
+  phase: ChangePhase;
+  /** The members it moves: the joiner, the leaver, or the leaver then its replacement. */
+  subjects: string[];
+}
+
+/** The cluster's membership at one epoch (src/cluster/membership.ts MembershipState). */
+export interface MembershipState {
+  /** 1 for the first ring; +1 per agreed step. */
+  epoch: bigint;
+  /** Every member, removed ones included, sorted by id. */
+  members: Member[];
+  /** The change in progress; absent when none. */
+  change?:
+    | Change
+    | undefined;
+  /** The last change's id (0 before the first). */
+  lastChangeId: bigint;
+}
+
+/** A proposal number of the agreement, ordered by counter, then proposer id. */
+export interface Ballot {
+  /** Raised by a proposer on every retry (above any ballot it was told of). */
+  counter: bigint;
+  /** Id of the proposing node: ties between proposers are broken by it. */
+  proposer: string;
+}
+
+/** GetMembership takes no arguments beyond the caller's id. */
+export interface GetMembershipRequest {
+  /** Id of the asking node. */
+  fromNodeId: string;
+}
+
+/** The answering node's committed membership. */
+export interface GetMembershipResponse {
+  /** Its committed state. */
+  state: MembershipState | undefined;
+}
+
+/** Phase 1 for one epoch. */
+export interface MembershipPrepareRequest {
+  /** Id of the proposing node. */
+  fromNodeId: string;
+  /** The epoch being agreed on: the proposer's committed epoch + 1. */
+  epoch: bigint;
+  /** The proposer's ballot. */
+  ballot:
+    | Ballot
+    | undefined;
+  /** The proposer's committed state (epoch - 1). */
+  baseState: MembershipState | undefined;
+}
+
+/** A promise, or why not. */
+export interface MembershipPrepareResponse {
+  /** True: the acceptor promised the ballot (and persisted the promise). */
+  promised: boolean;
+  /** With promised: the ballot of the state this acceptor already accepted for the epoch, if any. */
+  acceptedBallot:
+    | Ballot
+    | undefined;
+  /**
+   * With promised: that accepted state; the proposer must propose the one with the highest
+   * ballot instead of its own.
+   */
+  acceptedState?:
+    | MembershipState
+    | undefined;
+  /** Without promised: why, for a person. */
+  reason: string;
+  /** The acceptor's committed epoch: above the proposer's, the proposer is behind and fetches. */
+  committedEpoch: bigint;
+  /** Without promised, when a higher ballot was promised: that ballot, to retry above it. */
+  promisedBallot: Ballot | undefined;
+}
+
+/** Phase 2 for one epoch. */
+export interface MembershipAcceptRequest {
+  /** Id of the proposing node. */
+  fromNodeId: string;
+  /** The ballot promised in phase 1. */
+  ballot:
+    | Ballot
+    | undefined;
+  /** The proposed state (its epoch is the one being agreed on). */
+  state: MembershipState | undefined;
+}
+
+/** Accepted, or why not. */
+export interface MembershipAcceptResponse {
+  /** True: the acceptor accepted the state (and persisted it). */
+  accepted: boolean;
+  /** Without accepted: why, for a person (a higher ballot, another epoch, an illegal step). */
+  reason: string;
+  /** The acceptor's committed epoch. */
+  committedEpoch: bigint;
+  /** Without accepted, when a higher ballot was promised: that ballot, to retry above it. */
+  promisedBallot: Ballot | undefined;
+}
+
+/** A chosen state. */
+export interface MembershipCommitRequest {
+  /** Id of the proposing node. */
+  fromNodeId: string;
+  /** The state every member of the quorum accepted. */
+  state: MembershipState | undefined;
+}
+
+/** Whether the member now holds the state. */
+export interface MembershipCommitResponse {
+  /** True: its committed epoch is now at least the state's. */
+  adopted: boolean;
+  /** Its committed epoch after the commit. */
+  committedEpoch: bigint;
 }
 
 function createBaseRecord(): Record {
@@ -1415,7 +1707,7 @@ export const PingRequest: MessageFns<PingRequest> = {
 };
 
 function createBasePingResponse(): PingResponse {
-  return { nodeId: "", clockWallMs: 0n, clockCounter: 0 };
+  return { nodeId: "", clockWallMs: 0n, clockCounter: 0, membershipEpoch: 0n };
 }
 
 export const PingResponse: MessageFns<PingResponse> = {
@@ -1431,6 +1723,12 @@ export const PingResponse: MessageFns<PingResponse> = {
     }
     if (message.clockCounter !== 0) {
       writer.uint32(24).uint32(message.clockCounter);
+    }
+    if (message.membershipEpoch !== 0n) {
+      if (BigInt.asUintN(64, message.membershipEpoch) !== message.membershipEpoch) {
+        throw new globalThis.Error("value provided for field message.membershipEpoch of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.membershipEpoch);
     }
     return writer;
   },
@@ -1472,6 +1770,14 @@ export const PingResponse: MessageFns<PingResponse> = {
             message.clockCounter = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.membershipEpoch = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1501,6 +1807,11 @@ export const PingResponse: MessageFns<PingResponse> = {
         : isSet(object.clock_counter)
         ? globalThis.Number(object.clock_counter)
         : 0,
+      membershipEpoch: isSet(object.membershipEpoch)
+        ? BigInt(object.membershipEpoch)
+        : isSet(object.membership_epoch)
+        ? BigInt(object.membership_epoch)
+        : 0n,
     };
   },
 
@@ -1515,6 +1826,9 @@ export const PingResponse: MessageFns<PingResponse> = {
     if (message.clockCounter !== 0) {
       obj.clockCounter = Math.round(message.clockCounter);
     }
+    if (message.membershipEpoch !== 0n) {
+      obj.membershipEpoch = message.membershipEpoch.toString();
+    }
     return obj;
   },
 
@@ -1528,6 +1842,9 @@ export const PingResponse: MessageFns<PingResponse> = {
       ? BigInt(object.clockWallMs)
       : 0n;
     message.clockCounter = object.clockCounter ?? 0;
+    message.membershipEpoch = (object.membershipEpoch !== undefined && object.membershipEpoch !== null)
+      ? BigInt(object.membershipEpoch)
+      : 0n;
     return message;
   },
 };
@@ -2829,6 +3146,1365 @@ export const PurgeTombstonesResponse: MessageFns<PurgeTombstonesResponse> = {
   },
 };
 
+function createBaseMember(): Member {
+  return { id: "", peer: "", state: 0, tokensOf: "", dead: false };
+}
+
+export const Member: MessageFns<Member> = {
+  encode(message: Member, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.peer !== "") {
+      writer.uint32(18).string(message.peer);
+    }
+    if (message.state !== 0) {
+      writer.uint32(24).int32(message.state);
+    }
+    if (message.tokensOf !== "") {
+      writer.uint32(34).string(message.tokensOf);
+    }
+    if (message.dead !== false) {
+      writer.uint32(40).bool(message.dead);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Member {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.peer = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.tokensOf = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.dead = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Member {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      peer: isSet(object.peer) ? globalThis.String(object.peer) : "",
+      state: isSet(object.state) ? memberStateFromJSON(object.state) : 0,
+      tokensOf: isSet(object.tokensOf)
+        ? globalThis.String(object.tokensOf)
+        : isSet(object.tokens_of)
+        ? globalThis.String(object.tokens_of)
+        : "",
+      dead: isSet(object.dead) ? globalThis.Boolean(object.dead) : false,
+    };
+  },
+
+  toJSON(message: Member): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.peer !== "") {
+      obj.peer = message.peer;
+    }
+    if (message.state !== 0) {
+      obj.state = memberStateToJSON(message.state);
+    }
+    if (message.tokensOf !== "") {
+      obj.tokensOf = message.tokensOf;
+    }
+    if (message.dead !== false) {
+      obj.dead = message.dead;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Member>): Member {
+    return Member.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Member>): Member {
+    const message = createBaseMember();
+    message.id = object.id ?? "";
+    message.peer = object.peer ?? "";
+    message.state = object.state ?? 0;
+    message.tokensOf = object.tokensOf ?? "";
+    message.dead = object.dead ?? false;
+    return message;
+  },
+};
+
+function createBaseChange(): Change {
+  return { id: 0n, kind: 0, phase: 0, subjects: [] };
+}
+
+export const Change: MessageFns<Change> = {
+  encode(message: Change, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0n) {
+      if (BigInt.asUintN(64, message.id) !== message.id) {
+        throw new globalThis.Error("value provided for field message.id of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.phase !== 0) {
+      writer.uint32(24).int32(message.phase);
+    }
+    for (const v of message.subjects) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Change {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.phase = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.subjects.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Change {
+    return {
+      id: isSet(object.id) ? BigInt(object.id) : 0n,
+      kind: isSet(object.kind) ? changeKindFromJSON(object.kind) : 0,
+      phase: isSet(object.phase) ? changePhaseFromJSON(object.phase) : 0,
+      subjects: globalThis.Array.isArray(object?.subjects) ? object.subjects.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: Change): unknown {
+    const obj: any = {};
+    if (message.id !== 0n) {
+      obj.id = message.id.toString();
+    }
+    if (message.kind !== 0) {
+      obj.kind = changeKindToJSON(message.kind);
+    }
+    if (message.phase !== 0) {
+      obj.phase = changePhaseToJSON(message.phase);
+    }
+    if (message.subjects?.length) {
+      obj.subjects = message.subjects;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Change>): Change {
+    return Change.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Change>): Change {
+    const message = createBaseChange();
+    message.id = (object.id !== undefined && object.id !== null) ? BigInt(object.id) : 0n;
+    message.kind = object.kind ?? 0;
+    message.phase = object.phase ?? 0;
+    message.subjects = object.subjects?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseMembershipState(): MembershipState {
+  return { epoch: 0n, members: [], change: undefined, lastChangeId: 0n };
+}
+
+export const MembershipState: MessageFns<MembershipState> = {
+  encode(message: MembershipState, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.epoch !== 0n) {
+      if (BigInt.asUintN(64, message.epoch) !== message.epoch) {
+        throw new globalThis.Error("value provided for field message.epoch of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.epoch);
+    }
+    for (const v of message.members) {
+      Member.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.change !== undefined) {
+      Change.encode(message.change, writer.uint32(26).fork()).join();
+    }
+    if (message.lastChangeId !== 0n) {
+      if (BigInt.asUintN(64, message.lastChangeId) !== message.lastChangeId) {
+        throw new globalThis.Error("value provided for field message.lastChangeId of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.lastChangeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembershipState {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembershipState();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.epoch = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.members.push(Member.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.change = Change.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.lastChangeId = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembershipState {
+    return {
+      epoch: isSet(object.epoch) ? BigInt(object.epoch) : 0n,
+      members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => Member.fromJSON(e)) : [],
+      change: isSet(object.change) ? Change.fromJSON(object.change) : undefined,
+      lastChangeId: isSet(object.lastChangeId)
+        ? BigInt(object.lastChangeId)
+        : isSet(object.last_change_id)
+        ? BigInt(object.last_change_id)
+        : 0n,
+    };
+  },
+
+  toJSON(message: MembershipState): unknown {
+    const obj: any = {};
+    if (message.epoch !== 0n) {
+      obj.epoch = message.epoch.toString();
+    }
+    if (message.members?.length) {
+      obj.members = message.members.map((e) => Member.toJSON(e));
+    }
+    if (message.change !== undefined) {
+      obj.change = Change.toJSON(message.change);
+    }
+    if (message.lastChangeId !== 0n) {
+      obj.lastChangeId = message.lastChangeId.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembershipState>): MembershipState {
+    return MembershipState.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembershipState>): MembershipState {
+    const message = createBaseMembershipState();
+    message.epoch = (object.epoch !== undefined && object.epoch !== null) ? BigInt(object.epoch) : 0n;
+    message.members = object.members?.map((e) => Member.fromPartial(e)) || [];
+    message.change = (object.change !== undefined && object.change !== null)
+      ? Change.fromPartial(object.change)
+      : undefined;
+    message.lastChangeId = (object.lastChangeId !== undefined && object.lastChangeId !== null)
+      ? BigInt(object.lastChangeId)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseBallot(): Ballot {
+  return { counter: 0n, proposer: "" };
+}
+
+export const Ballot: MessageFns<Ballot> = {
+  encode(message: Ballot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.counter !== 0n) {
+      if (BigInt.asUintN(64, message.counter) !== message.counter) {
+        throw new globalThis.Error("value provided for field message.counter of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.counter);
+    }
+    if (message.proposer !== "") {
+      writer.uint32(18).string(message.proposer);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Ballot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBallot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.counter = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.proposer = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Ballot {
+    return {
+      counter: isSet(object.counter) ? BigInt(object.counter) : 0n,
+      proposer: isSet(object.proposer) ? globalThis.String(object.proposer) : "",
+    };
+  },
+
+  toJSON(message: Ballot): unknown {
+    const obj: any = {};
+    if (message.counter !== 0n) {
+      obj.counter = message.counter.toString();
+    }
+    if (message.proposer !== "") {
+      obj.proposer = message.proposer;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Ballot>): Ballot {
+    return Ballot.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Ballot>): Ballot {
+    const message = createBaseBallot();
+    message.counter = (object.counter !== undefined && object.counter !== null) ? BigInt(object.counter) : 0n;
+    message.proposer = object.proposer ?? "";
+    return message;
+  },
+};
+
+function createBaseGetMembershipRequest(): GetMembershipRequest {
+  return { fromNodeId: "" };
+}
+
+export const GetMembershipRequest: MessageFns<GetMembershipRequest> = {
+  encode(message: GetMembershipRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetMembershipRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetMembershipRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetMembershipRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetMembershipRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetMembershipRequest>): GetMembershipRequest {
+    return GetMembershipRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetMembershipRequest>): GetMembershipRequest {
+    const message = createBaseGetMembershipRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseGetMembershipResponse(): GetMembershipResponse {
+  return { state: undefined };
+}
+
+export const GetMembershipResponse: MessageFns<GetMembershipResponse> = {
+  encode(message: GetMembershipResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== undefined) {
+      MembershipState.encode(message.state, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetMembershipResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetMembershipResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.state = MembershipState.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetMembershipResponse {
+    return { state: isSet(object.state) ? MembershipState.fromJSON(object.state) : undefined };
+  },
+
+  toJSON(message: GetMembershipResponse): unknown {
+    const obj: any = {};
+    if (message.state !== undefined) {
+      obj.state = MembershipState.toJSON(message.state);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetMembershipResponse>): GetMembershipResponse {
+    return GetMembershipResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetMembershipResponse>): GetMembershipResponse {
+    const message = createBaseGetMembershipResponse();
+    message.state = (object.state !== undefined && object.state !== null)
+      ? MembershipState.fromPartial(object.state)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMembershipPrepareRequest(): MembershipPrepareRequest {
+  return { fromNodeId: "", epoch: 0n, ballot: undefined, baseState: undefined };
+}
+
+export const MembershipPrepareRequest: MessageFns<MembershipPrepareRequest> = {
+  encode(message: MembershipPrepareRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.epoch !== 0n) {
+      if (BigInt.asUintN(64, message.epoch) !== message.epoch) {
+        throw new globalThis.Error("value provided for field message.epoch of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.ballot !== undefined) {
+      Ballot.encode(message.ballot, writer.uint32(26).fork()).join();
+    }
+    if (message.baseState !== undefined) {
+      MembershipState.encode(message.baseState, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembershipPrepareRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembershipPrepareRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ballot = Ballot.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.baseState = MembershipState.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembershipPrepareRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      epoch: isSet(object.epoch) ? BigInt(object.epoch) : 0n,
+      ballot: isSet(object.ballot) ? Ballot.fromJSON(object.ballot) : undefined,
+      baseState: isSet(object.baseState)
+        ? MembershipState.fromJSON(object.baseState)
+        : isSet(object.base_state)
+        ? MembershipState.fromJSON(object.base_state)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MembershipPrepareRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.epoch !== 0n) {
+      obj.epoch = message.epoch.toString();
+    }
+    if (message.ballot !== undefined) {
+      obj.ballot = Ballot.toJSON(message.ballot);
+    }
+    if (message.baseState !== undefined) {
+      obj.baseState = MembershipState.toJSON(message.baseState);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembershipPrepareRequest>): MembershipPrepareRequest {
+    return MembershipPrepareRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembershipPrepareRequest>): MembershipPrepareRequest {
+    const message = createBaseMembershipPrepareRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.epoch = (object.epoch !== undefined && object.epoch !== null) ? BigInt(object.epoch) : 0n;
+    message.ballot = (object.ballot !== undefined && object.ballot !== null)
+      ? Ballot.fromPartial(object.ballot)
+      : undefined;
+    message.baseState = (object.baseState !== undefined && object.baseState !== null)
+      ? MembershipState.fromPartial(object.baseState)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMembershipPrepareResponse(): MembershipPrepareResponse {
+  return {
+    promised: false,
+    acceptedBallot: undefined,
+    acceptedState: undefined,
+    reason: "",
+    committedEpoch: 0n,
+    promisedBallot: undefined,
+  };
+}
+
+export const MembershipPrepareResponse: MessageFns<MembershipPrepareResponse> = {
+  encode(message: MembershipPrepareResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.promised !== false) {
+      writer.uint32(8).bool(message.promised);
+    }
+    if (message.acceptedBallot !== undefined) {
+      Ballot.encode(message.acceptedBallot, writer.uint32(18).fork()).join();
+    }
+    if (message.acceptedState !== undefined) {
+      MembershipState.encode(message.acceptedState, writer.uint32(26).fork()).join();
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    if (message.committedEpoch !== 0n) {
+      if (BigInt.asUintN(64, message.committedEpoch) !== message.committedEpoch) {
+        throw new globalThis.Error("value provided for field message.committedEpoch of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.committedEpoch);
+    }
+    if (message.promisedBallot !== undefined) {
+      Ballot.encode(message.promisedBallot, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembershipPrepareResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembershipPrepareResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.promised = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.acceptedBallot = Ballot.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.acceptedState = MembershipState.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.committedEpoch = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.promisedBallot = Ballot.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembershipPrepareResponse {
+    return {
+      promised: isSet(object.promised) ? globalThis.Boolean(object.promised) : false,
+      acceptedBallot: isSet(object.acceptedBallot)
+        ? Ballot.fromJSON(object.acceptedBallot)
+        : isSet(object.accepted_ballot)
+        ? Ballot.fromJSON(object.accepted_ballot)
+        : undefined,
+      acceptedState: isSet(object.acceptedState)
+        ? MembershipState.fromJSON(object.acceptedState)
+        : isSet(object.accepted_state)
+        ? MembershipState.fromJSON(object.accepted_state)
+        : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      committedEpoch: isSet(object.committedEpoch)
+        ? BigInt(object.committedEpoch)
+        : isSet(object.committed_epoch)
+        ? BigInt(object.committed_epoch)
+        : 0n,
+      promisedBallot: isSet(object.promisedBallot)
+        ? Ballot.fromJSON(object.promisedBallot)
+        : isSet(object.promised_ballot)
+        ? Ballot.fromJSON(object.promised_ballot)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MembershipPrepareResponse): unknown {
+    const obj: any = {};
+    if (message.promised !== false) {
+      obj.promised = message.promised;
+    }
+    if (message.acceptedBallot !== undefined) {
+      obj.acceptedBallot = Ballot.toJSON(message.acceptedBallot);
+    }
+    if (message.acceptedState !== undefined) {
+      obj.acceptedState = MembershipState.toJSON(message.acceptedState);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.committedEpoch !== 0n) {
+      obj.committedEpoch = message.committedEpoch.toString();
+    }
+    if (message.promisedBallot !== undefined) {
+      obj.promisedBallot = Ballot.toJSON(message.promisedBallot);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembershipPrepareResponse>): MembershipPrepareResponse {
+    return MembershipPrepareResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembershipPrepareResponse>): MembershipPrepareResponse {
+    const message = createBaseMembershipPrepareResponse();
+    message.promised = object.promised ?? false;
+    message.acceptedBallot = (object.acceptedBallot !== undefined && object.acceptedBallot !== null)
+      ? Ballot.fromPartial(object.acceptedBallot)
+      : undefined;
+    message.acceptedState = (object.acceptedState !== undefined && object.acceptedState !== null)
+      ? MembershipState.fromPartial(object.acceptedState)
+      : undefined;
+    message.reason = object.reason ?? "";
+    message.committedEpoch = (object.committedEpoch !== undefined && object.committedEpoch !== null)
+      ? BigInt(object.committedEpoch)
+      : 0n;
+    message.promisedBallot = (object.promisedBallot !== undefined && object.promisedBallot !== null)
+      ? Ballot.fromPartial(object.promisedBallot)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMembershipAcceptRequest(): MembershipAcceptRequest {
+  return { fromNodeId: "", ballot: undefined, state: undefined };
+}
+
+export const MembershipAcceptRequest: MessageFns<MembershipAcceptRequest> = {
+  encode(message: MembershipAcceptRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.ballot !== undefined) {
+      Ballot.encode(message.ballot, writer.uint32(18).fork()).join();
+    }
+    if (message.state !== undefined) {
+      MembershipState.encode(message.state, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembershipAcceptRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembershipAcceptRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.ballot = Ballot.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = MembershipState.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembershipAcceptRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      ballot: isSet(object.ballot) ? Ballot.fromJSON(object.ballot) : undefined,
+      state: isSet(object.state) ? MembershipState.fromJSON(object.state) : undefined,
+    };
+  },
+
+  toJSON(message: MembershipAcceptRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.ballot !== undefined) {
+      obj.ballot = Ballot.toJSON(message.ballot);
+    }
+    if (message.state !== undefined) {
+      obj.state = MembershipState.toJSON(message.state);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembershipAcceptRequest>): MembershipAcceptRequest {
+    return MembershipAcceptRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembershipAcceptRequest>): MembershipAcceptRequest {
+    const message = createBaseMembershipAcceptRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.ballot = (object.ballot !== undefined && object.ballot !== null)
+      ? Ballot.fromPartial(object.ballot)
+      : undefined;
+    message.state = (object.state !== undefined && object.state !== null)
+      ? MembershipState.fromPartial(object.state)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMembershipAcceptResponse(): MembershipAcceptResponse {
+  return { accepted: false, reason: "", committedEpoch: 0n, promisedBallot: undefined };
+}
+
+export const MembershipAcceptResponse: MessageFns<MembershipAcceptResponse> = {
+  encode(message: MembershipAcceptResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.accepted !== false) {
+      writer.uint32(8).bool(message.accepted);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    if (message.committedEpoch !== 0n) {
+      if (BigInt.asUintN(64, message.committedEpoch) !== message.committedEpoch) {
+        throw new globalThis.Error("value provided for field message.committedEpoch of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.committedEpoch);
+    }
+    if (message.promisedBallot !== undefined) {
+      Ballot.encode(message.promisedBallot, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembershipAcceptResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembershipAcceptResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.accepted = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.committedEpoch = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.promisedBallot = Ballot.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembershipAcceptResponse {
+    return {
+      accepted: isSet(object.accepted) ? globalThis.Boolean(object.accepted) : false,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      committedEpoch: isSet(object.committedEpoch)
+        ? BigInt(object.committedEpoch)
+        : isSet(object.committed_epoch)
+        ? BigInt(object.committed_epoch)
+        : 0n,
+      promisedBallot: isSet(object.promisedBallot)
+        ? Ballot.fromJSON(object.promisedBallot)
+        : isSet(object.promised_ballot)
+        ? Ballot.fromJSON(object.promised_ballot)
+        : undefined,
+    };
+  },
+
+  toJSON(message: MembershipAcceptResponse): unknown {
+    const obj: any = {};
+    if (message.accepted !== false) {
+      obj.accepted = message.accepted;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.committedEpoch !== 0n) {
+      obj.committedEpoch = message.committedEpoch.toString();
+    }
+    if (message.promisedBallot !== undefined) {
+      obj.promisedBallot = Ballot.toJSON(message.promisedBallot);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembershipAcceptResponse>): MembershipAcceptResponse {
+    return MembershipAcceptResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembershipAcceptResponse>): MembershipAcceptResponse {
+    const message = createBaseMembershipAcceptResponse();
+    message.accepted = object.accepted ?? false;
+    message.reason = object.reason ?? "";
+    message.committedEpoch = (object.committedEpoch !== undefined && object.committedEpoch !== null)
+      ? BigInt(object.committedEpoch)
+      : 0n;
+    message.promisedBallot = (object.promisedBallot !== undefined && object.promisedBallot !== null)
+      ? Ballot.fromPartial(object.promisedBallot)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMembershipCommitRequest(): MembershipCommitRequest {
+  return { fromNodeId: "", state: undefined };
+}
+
+export const MembershipCommitRequest: MessageFns<MembershipCommitRequest> = {
+  encode(message: MembershipCommitRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.state !== undefined) {
+      MembershipState.encode(message.state, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembershipCommitRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembershipCommitRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = MembershipState.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembershipCommitRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      state: isSet(object.state) ? MembershipState.fromJSON(object.state) : undefined,
+    };
+  },
+
+  toJSON(message: MembershipCommitRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.state !== undefined) {
+      obj.state = MembershipState.toJSON(message.state);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembershipCommitRequest>): MembershipCommitRequest {
+    return MembershipCommitRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembershipCommitRequest>): MembershipCommitRequest {
+    const message = createBaseMembershipCommitRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.state = (object.state !== undefined && object.state !== null)
+      ? MembershipState.fromPartial(object.state)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMembershipCommitResponse(): MembershipCommitResponse {
+  return { adopted: false, committedEpoch: 0n };
+}
+
+export const MembershipCommitResponse: MessageFns<MembershipCommitResponse> = {
+  encode(message: MembershipCommitResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.adopted !== false) {
+      writer.uint32(8).bool(message.adopted);
+    }
+    if (message.committedEpoch !== 0n) {
+      if (BigInt.asUintN(64, message.committedEpoch) !== message.committedEpoch) {
+        throw new globalThis.Error("value provided for field message.committedEpoch of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.committedEpoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembershipCommitResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembershipCommitResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.adopted = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.committedEpoch = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembershipCommitResponse {
+    return {
+      adopted: isSet(object.adopted) ? globalThis.Boolean(object.adopted) : false,
+      committedEpoch: isSet(object.committedEpoch)
+        ? BigInt(object.committedEpoch)
+        : isSet(object.committed_epoch)
+        ? BigInt(object.committed_epoch)
+        : 0n,
+    };
+  },
+
+  toJSON(message: MembershipCommitResponse): unknown {
+    const obj: any = {};
+    if (message.adopted !== false) {
+      obj.adopted = message.adopted;
+    }
+    if (message.committedEpoch !== 0n) {
+      obj.committedEpoch = message.committedEpoch.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembershipCommitResponse>): MembershipCommitResponse {
+    return MembershipCommitResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembershipCommitResponse>): MembershipCommitResponse {
+    const message = createBaseMembershipCommitResponse();
+    message.adopted = object.adopted ?? false;
+    message.committedEpoch = (object.committedEpoch !== undefined && object.committedEpoch !== null)
+      ? BigInt(object.committedEpoch)
+      : 0n;
+    return message;
+  },
+};
+
 /** What one node asks of another. */
 export type PeerServiceDefinition = typeof PeerServiceDefinition;
 export const PeerServiceDefinition = {
@@ -2986,6 +4662,58 @@ export const PeerServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * GetMembership answers this node's committed membership state (never a proposed or accepted
+     * one), so a member that is behind can adopt it: a committed state is the one state chosen for
+     * its epoch (docs/membership.md §2.3).
+     */
+    getMembership: {
+      name: "GetMembership",
+      requestType: GetMembershipRequest as typeof GetMembershipRequest,
+      requestStream: false,
+      responseType: GetMembershipResponse as typeof GetMembershipResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * MembershipPrepare is phase 1 of the agreement on the next epoch (single-decree Paxos,
+     * docs/membership.md §2.2): the acceptor promises, durably before it answers, to accept no
+     * lower ballot for that epoch, and answers the state it already accepted for it, if any. An
+     * acceptor behind the proposer first fetches the proposer's committed state (GetMembership).
+     */
+    membershipPrepare: {
+      name: "MembershipPrepare",
+      requestType: MembershipPrepareRequest as typeof MembershipPrepareRequest,
+      requestStream: false,
+      responseType: MembershipPrepareResponse as typeof MembershipPrepareResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * MembershipAccept is phase 2: the acceptor checks the state is one legal step from its
+     * committed one and accepts it (durably before it answers) unless it promised a higher ballot.
+     */
+    membershipAccept: {
+      name: "MembershipAccept",
+      requestType: MembershipAcceptRequest as typeof MembershipAcceptRequest,
+      requestStream: false,
+      responseType: MembershipAcceptResponse as typeof MembershipAcceptResponse,
+      responseStream: false,
+      options: {},
+    },
+    /**
+     * MembershipCommit tells a member the state every member of the quorum accepted: it adopts it
+     * if it is its next epoch (persisting it), or fetches the sender's state if it is further
+     * behind. Idempotent.
+     */
+    membershipCommit: {
+      name: "MembershipCommit",
+      requestType: MembershipCommitRequest as typeof MembershipCommitRequest,
+      requestStream: false,
+      responseType: MembershipCommitResponse as typeof MembershipCommitResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -3081,6 +4809,42 @@ export interface PeerServiceImplementation<CallContextExt = {}> {
     request: PurgeTombstonesRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<PurgeTombstonesResponse>>;
+  /**
+   * GetMembership answers this node's committed membership state (never a proposed or accepted
+   * one), so a member that is behind can adopt it: a committed state is the one state chosen for
+   * its epoch (docs/membership.md §2.3).
+   */
+  getMembership(
+    request: GetMembershipRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<GetMembershipResponse>>;
+  /**
+   * MembershipPrepare is phase 1 of the agreement on the next epoch (single-decree Paxos,
+   * docs/membership.md §2.2): the acceptor promises, durably before it answers, to accept no
+   * lower ballot for that epoch, and answers the state it already accepted for it, if any. An
+   * acceptor behind the proposer first fetches the proposer's committed state (GetMembership).
+   */
+  membershipPrepare(
+    request: MembershipPrepareRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<MembershipPrepareResponse>>;
+  /**
+   * MembershipAccept is phase 2: the acceptor checks the state is one legal step from its
+   * committed one and accepts it (durably before it answers) unless it promised a higher ballot.
+   */
+  membershipAccept(
+    request: MembershipAcceptRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<MembershipAcceptResponse>>;
+  /**
+   * MembershipCommit tells a member the state every member of the quorum accepted: it adopts it
+   * if it is its next epoch (persisting it), or fetches the sender's state if it is further
+   * behind. Idempotent.
+   */
+  membershipCommit(
+    request: MembershipCommitRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<MembershipCommitResponse>>;
 }
 
 export interface PeerServiceClient<CallOptionsExt = {}> {
@@ -3175,6 +4939,42 @@ export interface PeerServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<PurgeTombstonesRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<PurgeTombstonesResponse>;
+  /**
+   * GetMembership answers this node's committed membership state (never a proposed or accepted
+   * one), so a member that is behind can adopt it: a committed state is the one state chosen for
+   * its epoch (docs/membership.md §2.3).
+   */
+  getMembership(
+    request: DeepPartial<GetMembershipRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<GetMembershipResponse>;
+  /**
+   * MembershipPrepare is phase 1 of the agreement on the next epoch (single-decree Paxos,
+   * docs/membership.md §2.2): the acceptor promises, durably before it answers, to accept no
+   * lower ballot for that epoch, and answers the state it already accepted for it, if any. An
+   * acceptor behind the proposer first fetches the proposer's committed state (GetMembership).
+   */
+  membershipPrepare(
+    request: DeepPartial<MembershipPrepareRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<MembershipPrepareResponse>;
+  /**
+   * MembershipAccept is phase 2: the acceptor checks the state is one legal step from its
+   * committed one and accepts it (durably before it answers) unless it promised a higher ballot.
+   */
+  membershipAccept(
+    request: DeepPartial<MembershipAcceptRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<MembershipAcceptResponse>;
+  /**
+   * MembershipCommit tells a member the state every member of the quorum accepted: it adopts it
+   * if it is its next epoch (persisting it), or fetches the sender's state if it is further
+   * behind. Idempotent.
+   */
+  membershipCommit(
+    request: DeepPartial<MembershipCommitRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<MembershipCommitResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {
