@@ -25,8 +25,18 @@ export class RingView {
     readonly phase: 'normal' | 'pending' | 'switched',
     readonly oldRing: Ring,
     readonly newRing: Ring,
+    /**
+     * The ring over both rings' members: its ranges each lie inside one range of the old ring and
+     * one of the new (the unit of transfer, and the hash trees' ranges during a change). Outside
+     * a change, the one ring.
+     */
+    readonly unionRing: Ring,
     readonly replicationFactor: number,
-  ) {}
+  ) {
+    this.unionRanges = unionRing.ranges();
+  }
+
+  private readonly unionRanges: readonly { readonly endInclusive: number }[];
 
   static from(state: MembershipState, settings: PlacementSettings): RingView {
     const ringOf = (members: readonly RingMember[]) => new Ring(members, settings.vnodesPerMember);
@@ -38,9 +48,41 @@ export class RingView {
     }
     if (state.change === undefined) {
       const ring = ringOf(newMembers);
-      return new RingView(state.epoch, 'normal', ring, ring, rf);
+      return new RingView(state.epoch, 'normal', ring, ring, ring, rf);
     }
-    return new RingView(state.epoch, state.change.phase, ringOf(oldMembers), ringOf(newMembers), rf);
+    const unionMembers = state.members.filter((m) => m.state !== 'removed').map(ringMemberOf);
+    return new RingView(state.epoch, state.change.phase, ringOf(oldMembers), ringOf(newMembers), ringOf(unionMembers), rf);
+  }
+
+  /** The ring reads use: the old one while a change is pending, the new one after. */
+  get readRing(): Ring {
+    return this.phase === 'pending' ? this.oldRing : this.newRing;
+  }
+
+  /**
+   * The owners of a range of `unionRing` (by index) in the old and the new ring, and whether
+   * they differ: a moving range (its data is streamed, not repaired or purged meanwhile).
+   */
+  ownersOfUnionRange(index: number): { old: string[]; new: string[]; moving: boolean } {
+    const end = this.unionRanges[index]!.endInclusive;
+    const before = this.oldRing.preferenceListOfHash(end, this.replicationFactor);
+    if (this.phase === 'normal') return { old: before, new: before, moving: false };
+    const after = this.newRing.preferenceListOfHash(end, this.replicationFactor);
+    return { old: before, new: after, moving: before.some((id) => !after.includes(id)) };
+  }
+
+  /** Whether the owners of `hash` differ between the old and the new ring. */
+  isMovingHash(hash: number): boolean {
+    if (this.phase === 'normal') return false;
+    const before = this.oldRing.preferenceListOfHash(hash, this.replicationFactor);
+    const after = this.newRing.preferenceListOfHash(hash, this.replicationFactor);
+    return before.some((id) => !after.includes(id));
+  }
+
+  /** Every member a write of `key` goes to: the union of its write sets. */
+  writeReplicas(key: Uint8Array): string[] {
+    const sets = this.writeSets(key);
+    return sets.length === 1 ? sets[0]! : [...new Set(sets.flat())];
   }
 
   /** The replicas a read asks: the old ring's while pending, the new ring's after. */

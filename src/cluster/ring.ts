@@ -132,6 +132,11 @@ export class Ring {
     return this.placement;
   }
 
+  /** A 32-bit hash of placementKey (never 0), to tell in a request which ring the asker's ranges index. */
+  placementId(): number {
+    return murmur3x86_32(textEncoder.encode(this.placement), ringHashSeed) || 1;
+  }
+
   /** Member ids, sorted (the ring's canonical order). */
   members(): string[] {
     return [...this.ids];

@@ -19,6 +19,8 @@ import { decodeRecordHeader, recordHeader } from '../storage/record-codec.js';
 import { compareRecords } from '../storage/merge-rule.js';
 import type { Repository, StoredRecord } from '../storage/repository.js';
 import { countWithinBytes, keyMessageBytes, payloadBytesMax, recordMessageBytes } from './message-bytes.js';
+import type { RingView } from '../cluster/ring-view.js';
+import { MembershipRefusedError } from './errors.js';
 import type { LiveMembership } from './live-membership.js';
 import type { PeerDirectory } from './peer-directory.js';
 import { RateLimiter } from './rate-limiter.js';
@@ -130,12 +132,15 @@ export class AntiEntropy {
 
   /** Digest of every range from every replica (this node's own and the peers'). */
   async verify(): Promise<RangeVerification[]> {
-    const { selfId, replicationFactor } = this.settings;
-    const ring = this.membership.ring();
+    const { selfId } = this.settings;
+    const view = this.membership.view();
+    if (view.phase !== 'normal') {
+      throw new MembershipRefusedError(`membership epoch ${view.epoch} has a change in progress (${view.phase}): verify once it completes, when every key has exactly its owners`);
+    }
     const forest = this.membership.forest();
     const rangesOf = new Map<string, number[]>();
     for (let r = 0; r < forest.rangeCount; r++) {
-      for (const node of ring.replicasOfRange(r, replicationFactor)) {
+      for (const node of this.ownersOf(view, r)!) {
         if (node !== selfId) (rangesOf.get(node) ?? rangesOf.set(node, []).get(node)!).push(r);
       }
     }
@@ -144,7 +149,7 @@ export class AntiEntropy {
       [...rangesOf].map(async ([node, ranges]) => {
         const link = this.peers.link(node)!;
         try {
-          const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
+          const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges, forestRingId: view.unionRing.placementId() }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
           answers.set(node, { roots: new Map(ranges.map((r, i) => [r, { digest: formatDigest(res.roots[i]!), count: Number(res.recordCounts[i] ?? 0) }])) });
         } catch (err) {
           answers.set(node, { roots: new Map(), error: (err as Error).message });
@@ -154,7 +159,7 @@ export class AntiEntropy {
     const out: RangeVerification[] = [];
     for (let r = 0; r < forest.rangeCount; r++) {
       const range = forest.range(r);
-      const replicas = ring.replicasOfRange(r, replicationFactor).map((node) => {
+      const replicas = this.ownersOf(view, r)!.map((node) => {
         if (node === selfId) return { nodeId: node, digest: formatDigest(forest.root(r)), recordCount: BigInt(forest.recordCount(r)), error: '' };
         const answer = answers.get(node)!;
         const root = answer.roots.get(r);
@@ -178,19 +183,29 @@ export class AntiEntropy {
     }
   }
 
+  /**
+   * The replicas of hash-tree range `r`; undefined for a range moving in a membership change
+   * (streaming fills its new owners; repairing it meanwhile would compare different owner sets).
+   */
+  private ownersOf(view: RingView, r: number): string[] | undefined {
+    if (view.phase === 'normal') return view.unionRing.replicasOfRange(r, this.settings.replicationFactor);
+    const owners = view.ownersOfUnionRange(r);
+    return owners.moving ? undefined : owners.old;
+  }
+
   private async exchange(peer: string): Promise<ExchangeResult> {
     const { selfId, replicationFactor, peerCallMs } = this.settings;
     const link = this.peers.link(peer);
     if (link === undefined) throw new Error(`${peer} is not a member`);
-    const ring = this.membership.ring();
+    const view = this.membership.view();
     const forest = this.membership.forest();
     const call = () => ({ signal: this.time.timeoutSignal(peerCallMs) });
     // Every request and asked answer within this many bytes of records (or keys).
     const batchBytes = Math.min(this.settings.batchMaxBytes ?? antiEntropyBatchBytesDefault, payloadBytesMax(link.messageBytesMax));
     const shared: number[] = [];
     for (let r = 0; r < forest.rangeCount; r++) {
-      const replicas = ring.replicasOfRange(r, replicationFactor);
-      if (replicas.includes(selfId) && replicas.includes(peer)) shared.push(r);
+      const replicas = this.ownersOf(view, r);
+      if (replicas !== undefined && replicas.includes(selfId) && replicas.includes(peer)) shared.push(r);
     }
     let rangesDiffering = 0;
     let pulled = 0;
@@ -198,7 +213,7 @@ export class AntiEntropy {
     let bytes = 0;
     const startedMs = this.time.monotonicMs();
     try {
-      const digestsRequest = { fromNodeId: selfId, ranges: shared };
+      const digestsRequest = { fromNodeId: selfId, ranges: shared, forestRingId: view.unionRing.placementId() };
       const digests = await link.client.rangeDigests(digestsRequest, call());
       bytes += RangeDigestsRequest.encode(digestsRequest).finish().length + RangeDigestsResponse.encode(digests).finish().length;
       const { roots } = digests;

@@ -1,7 +1,8 @@
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from 'pino';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
-import { type ConsistencyLevel, canStillReach, requiredAcks } from '../cluster/quorum.js';
+import { type ConsistencyLevel, requiredAcks } from '../cluster/quorum.js';
+import { writeSetsSatisfied } from '../cluster/ring-view.js';
 import { decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
 import { compareRecords, newerRecord } from '../storage/merge-rule.js';
 import { recordHeader, type Repository, type StoredRecord } from '../storage/repository.js';
@@ -53,6 +54,12 @@ export const writeRoundsMax = 8;
 /** Where one write goes and how many replicas must apply it. */
 interface WritePlan {
   readonly key: Buffer;
+  /**
+   * The replica sets that must each have `required` members apply the write: one outside a
+   * membership change, the old and the new ring's during one (the dual quorum, docs/membership.md §3).
+   */
+  readonly sets: readonly (readonly string[])[];
+  /** Every member of the sets. */
   readonly replicas: readonly string[];
   /** The replicas other than this node. */
   readonly peers: readonly string[];
@@ -121,11 +128,14 @@ export class Coordinator {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     this.settings.assertServing();
     const { selfId, replicationFactor } = this.settings;
-    const replicas = this.membership.ring().preferenceList(key, replicationFactor);
+    const view = this.membership.view();
+    const sets = view.writeSets(key);
+    const replicas = sets.length === 1 ? sets[0]! : [...new Set(sets.flat())];
     const selfIsReplica = replicas.includes(selfId);
     const others = selfIsReplica ? replicas.filter((id) => id !== selfId) : replicas;
     const plan: WritePlan = {
       key,
+      sets,
       replicas,
       peers: others.filter((id) => this.peers.loop(id) !== undefined),
       dead: others.filter((id) => this.peers.loop(id) === undefined),
@@ -133,6 +143,17 @@ export class Coordinator {
       required: requiredAcks(level, replicationFactor),
       level,
     };
+    // Counted until answered, by the epoch it was planned at: the drain barrier of a change.
+    const finished = this.membership.beginWrite();
+    try {
+      return await this.writeRounds(plan, value, tombstone, deadline);
+    } finally {
+      finished();
+    }
+  }
+
+  private async writeRounds(plan: WritePlan, value: Buffer, tombstone: boolean, deadline: RequestDeadline): Promise<ReadResult> {
+    const { key, selfIsReplica, level } = plan;
     // Our own copy is the first floor: most writes need one round.
     let floor = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
     const ownRecords: Buffer[] = [];
@@ -164,9 +185,10 @@ export class Coordinator {
    * a newer version (the caller stamps above it); throws when the replicas are unreachable.
    */
   private async writeRound(plan: WritePlan, record: Buffer, enqueuedAtMs: number, ownRecords: readonly Buffer[], deadline: RequestDeadline): Promise<RoundOutcome> {
-    const { key, peers, selfIsReplica, required, level } = plan;
-    const localAcks = selfIsReplica ? 1 : 0;
-    const waitForPeers = required > localAcks;
+    const { key, peers, selfIsReplica, required, level, sets } = plan;
+    const selfId = this.settings.selfId;
+    // Whether this node's own copy alone could satisfy every set (ONE, with this node a replica of each).
+    const waitForPeers = !sets.every((set) => (selfIsReplica && set.includes(selfId) ? 1 : 0) >= required);
     // Reserved before the commit and readable by the delivery loops at once, so peers apply the
     // write while this node commits and fsyncs it. The client is answered only after our flush
     // and W durable acks, so the overlap changes no guarantee.
@@ -195,7 +217,11 @@ export class Coordinator {
     // A loop that had to read from LMDB (far behind) finds the entries only now.
     for (const peer of peers) this.peers.loop(peer)?.wake();
 
-    let applied = 0;
+    const appliedBy = new Set<string>();
+    const failedBy = new Set<string>(plan.dead);
+    const acked = () => writeSetsSatisfied(sets, appliedBy, required);
+    // Every set can still get `required` applications from members that have not failed.
+    const reachable = () => sets.every((set) => set.filter((id) => !failedBy.has(id)).length >= required);
     let superseding: Buffer | undefined;
     let previous: Buffer | undefined;
     /**
@@ -219,28 +245,27 @@ export class Coordinator {
       }
       return true;
     };
-    let failed = plan.dead.length;
     if (selfIsReplica) {
-      if (consider(committed.previous)) applied++;
-      else failed++;
+      if (consider(committed.previous)) appliedBy.add(selfId);
+      else failedBy.add(selfId);
     }
     if (!waitForPeers) {
-      return { acked: applied >= required, applied, previous, superseding: superseding ?? committed.previous };
+      return { acked: acked(), applied: appliedBy.size, previous, superseding: superseding ?? committed.previous };
     }
 
     const reasons: string[] = plan.dead.map((id) => `${id} is declared dead`);
     const describe = () =>
-      `write reached ${applied} of the ${required} replicas required at ${level.toUpperCase()}` +
+      `write reached ${appliedBy.size} of the ${required} replicas required at ${level.toUpperCase()}` +
+      (sets.length > 1 ? ` in each of the old and the new replica sets (a membership change is in progress)` : '') +
       (reasons.length > 0 ? ` (${reasons.join('; ')})` : '') +
       '; it is stored in the replication log and will still reach every replica';
-    const total = plan.replicas.length;
     try {
       await deadline.race(
         new Promise<void>((resolve, reject) => {
           // Already decided before any peer answers: replicas declared dead count as failed.
           const settle = () => {
-            if (applied >= required) resolve();
-            else if (!canStillReach(required, applied, failed, total)) {
+            if (acked()) resolve();
+            else if (!reachable()) {
               if (superseding !== undefined) resolve();
               else reject(new NotEnoughReplicasError(describe()));
             }
@@ -248,12 +273,13 @@ export class Coordinator {
           settle();
           for (const t of tracked) {
             void t.outcome.then((o) => {
+              const peer = t.loop.peerId;
               if (!o.delivered) {
-                failed++;
+                failedBy.add(peer);
                 reasons.push(o.reason);
-              } else if (consider(o.previous, o.previousValueOmitted === true)) applied++;
+              } else if (consider(o.previous, o.previousValueOmitted === true)) appliedBy.add(peer);
               else {
-                failed++;
+                failedBy.add(peer);
                 reasons.push(
                   o.previous?.equals(record) === true
                     ? `${t.loop.peerId} got the write twice (its first acknowledgement was lost), so the value it replaced is unknown`
@@ -262,8 +288,8 @@ export class Coordinator {
                       : `${t.loop.peerId} holds a newer version`,
                 );
               }
-              if (applied >= required) resolve();
-              else if (!canStillReach(required, applied, failed, total)) {
+              if (acked()) resolve();
+              else if (!reachable()) {
                 if (superseding !== undefined) resolve();
                 else reject(new NotEnoughReplicasError(describe()));
               }
@@ -276,7 +302,7 @@ export class Coordinator {
     } finally {
       for (const t of tracked) t.loop.untrack(t.seq);
     }
-    return { acked: applied >= required, applied, previous, superseding };
+    return { acked: acked(), applied: appliedBy.size, previous, superseding };
   }
 
   /** Reads `key` from enough replicas for `level` and answers the newest version. */

@@ -25,9 +25,10 @@ export interface LiveMembershipStorage {
  * effect for the next request without a restart. States are adopted one at a time, in epoch
  * order; an adopted state is persisted before anything sees it.
  *
- * Not yet supported: a change with data movement in progress (phase pending or switched). Until
- * the dual-quorum write path and streaming exist (plan steps 5 and 6), such a state is refused
- * here, so no node can route by a ring whose data has not been moved.
+ * During a change the hash trees cover the union ring's ranges (each inside one range of the old
+ * ring and one of the new), and writes in flight are counted by the epoch they were planned
+ * at, so a node can tell when no write routed by an older epoch is still running (the drain
+ * barrier of docs/membership.md §4.1 step 2).
  */
 export class LiveMembership {
   private state: MembershipState;
@@ -35,6 +36,8 @@ export class LiveMembership {
   private digestForest: DigestForest;
   private readonly listeners: MembershipListener[] = [];
   private adopting: Promise<void> = Promise.resolve();
+  /** Writes in flight per epoch they were planned at. */
+  private readonly writesInFlight = new Map<number, number>();
 
   constructor(
     readonly selfId: string,
@@ -42,10 +45,9 @@ export class LiveMembership {
     private readonly placement: PlacementSettings,
     private readonly storage: LiveMembershipStorage,
   ) {
-    LiveMembership.checkSupported(initial);
     this.state = initial;
     this.ringView = RingView.from(initial, placement);
-    this.digestForest = new DigestForest(this.ringView.newRing);
+    this.digestForest = new DigestForest(this.ringView.unionRing);
   }
 
   /** The committed state. */
@@ -61,12 +63,17 @@ export class LiveMembership {
     return this.ringView;
   }
 
-  /** The ring reads and writes use (outside a change, the only one). */
+  /** The ring reads use (outside a change, the only one). */
   ring(): Ring {
-    return this.ringView.newRing;
+    return this.ringView.readRing;
   }
 
-  /** The hash trees over `ring()`'s ranges: anti-entropy compares them, the replica side answers them. */
+  /** The ring the hash trees cover (the union ring during a change). */
+  forestRing(): Ring {
+    return this.ringView.unionRing;
+  }
+
+  /** The hash trees over `forestRing()`'s ranges: anti-entropy compares them, the replica side answers them. */
   forest(): DigestForest {
     return this.digestForest;
   }
@@ -101,6 +108,24 @@ export class LiveMembership {
     }
   }
 
+  /** Counts a write planned now; call the returned function once it is answered. */
+  beginWrite(): () => void {
+    const epoch = this.state.epoch;
+    this.writesInFlight.set(epoch, (this.writesInFlight.get(epoch) ?? 0) + 1);
+    return () => {
+      const left = this.writesInFlight.get(epoch)! - 1;
+      if (left === 0) this.writesInFlight.delete(epoch);
+      else this.writesInFlight.set(epoch, left);
+    };
+  }
+
+  /** The highest epoch e such that no write planned before e is still running (the drain barrier). */
+  drainedEpoch(): number {
+    let oldest = this.state.epoch;
+    for (const epoch of this.writesInFlight.keys()) oldest = Math.min(oldest, epoch);
+    return oldest;
+  }
+
   onChange(listener: MembershipListener): void {
     this.listeners.push(listener);
   }
@@ -118,25 +143,19 @@ export class LiveMembership {
 
   private async adoptNow(state: MembershipState): Promise<void> {
     if (state.epoch <= this.state.epoch) return;
-    LiveMembership.checkSupported(state);
     const view = RingView.from(state, this.placement);
     await this.storage.persist(state);
     const previous = this.state;
-    const ringChanged = view.newRing.placementKey() !== this.ringView.newRing.placementKey();
+    const ringChanged = view.unionRing.placementKey() !== this.ringView.unionRing.placementKey();
     this.state = state;
     this.ringView = view;
     if (ringChanged) {
       // A full rebuild, synchronous (no commit can land between the swap and the refill). An
       // incremental rebuild belongs with the data-moving changes (plan step 3b).
-      this.digestForest = new DigestForest(view.newRing);
+      this.digestForest = new DigestForest(view.unionRing);
       this.storage.refill();
     }
     for (const listener of this.listeners) await listener(state, previous);
   }
 
-  private static checkSupported(state: MembershipState): void {
-    if (state.change !== undefined) {
-      throw new Error(`membership epoch ${state.epoch} has change ${state.change.id} (${state.change.kind}) in progress, and changes that move data are not supported by this version of kvstore yet`);
-    }
-  }
 }

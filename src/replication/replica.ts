@@ -14,11 +14,12 @@ import type {
 import { type DigestForest, type HashInterval, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
-import { type Ring, ringHashSeed } from '../cluster/ring.js';
+import { ringHashSeed } from '../cluster/ring.js';
+import type { RingView } from '../cluster/ring-view.js';
 import { compareRecords } from '../storage/merge-rule.js';
 import { decodeRecordHeader, isTombstoneRecord, recordWallMs } from '../storage/record-codec.js';
 import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
-import { InvalidRequestError } from './errors.js';
+import { InvalidRequestError, MembershipRefusedError } from './errors.js';
 import { recordMessageBytes } from './message-bytes.js';
 
 /**
@@ -36,7 +37,7 @@ export interface ReplicaDeps {
    * The current ring (to tell which keys this node replicates: tombstone purge) and this node's
    * hash trees over it (anti-entropy); read per request, so a committed membership change applies.
    */
-  readonly membership: { ring(): Ring; forest(): DigestForest };
+  readonly membership: { view(): RingView; forest(): DigestForest };
   readonly replicationFactor: number;
   /** limits.maxKeyBytes: a peer's record with a longer key is refused like a client's. */
   readonly maxKeyBytes: number;
@@ -171,7 +172,8 @@ export function createReplica(deps: ReplicaDeps) {
     for (const t of tombstones) if (!isTombstoneRecord(t.record)) throw new InvalidRequestError('a record sent for purging is not a tombstone');
     return newest;
   };
-  const replicates = (key: Buffer) => deps.membership.ring().preferenceList(key, deps.replicationFactor).includes(deps.selfId);
+  // During a membership change a key's replicas are its old and its new owners (both get its writes).
+  const replicates = (key: Buffer) => deps.membership.view().writeReplicas(key).includes(deps.selfId);
   /** Answers one ReadReplica (or one message of ReadReplicaStream). */
   const read = (request: ReadReplicaRequest): ReadReplicaResponse => {
     if (request.keys.length > readReplicaKeysMax) throw new InvalidRequestError(`at most ${readReplicaKeysMax} keys per ReadReplica`);
@@ -216,6 +218,10 @@ export function createReplica(deps: ReplicaDeps) {
       return { purged };
     },
     rangeDigests(request: RangeDigestsRequest) {
+      const ours = deps.membership.view().unionRing.placementId();
+      if (request.forestRingId !== 0 && request.forestRingId !== ours) {
+        throw new MembershipRefusedError(`this node's hash trees cover another ring (${ours}, asked ${request.forestRingId}): one of the two has not adopted the latest membership epoch yet; the next round compares them`);
+      }
       request.ranges.forEach(checkRange);
       const forest = deps.membership.forest();
       return { roots: request.ranges.map((r) => forest.root(r)), recordCounts: request.ranges.map((r) => BigInt(forest.recordCount(r))) };

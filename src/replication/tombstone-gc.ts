@@ -80,16 +80,18 @@ export class TombstoneCollector implements BackgroundService {
     const { selfId, replicationFactor, graceSeconds } = this.settings;
     const { tombstones, next } = this.repo.tombstonesBefore(this.clock.wallMs() - graceSeconds * 1000, this.cursor, gcScanRecordsPerStep);
     this.cursor = next;
-    const ring = this.membership.ring();
-    // The first live replica sweeps a key: a dead first replica would otherwise hold its keys' tombstones for ever.
-    const sweeper = (key: Buffer) => ring.preferenceList(key, replicationFactor).find((id) => this.membership.isLive(id));
-    const mine = tombstones.filter((t) => sweeper(t.key) === selfId).slice(0, gcTombstonesPerStepMax);
+    const view = this.membership.view();
+    // The first live replica sweeps a key: a dead first replica would otherwise hold its keys'
+    // tombstones for ever. Keys whose owners are changing are left alone until the change is
+    // done: a stream page read before a purge and applied after it would bring an older value back.
+    const sweeper = (key: Buffer) => view.readRing.preferenceList(key, replicationFactor).find((id) => this.membership.isLive(id));
+    const mine = tombstones.filter((t) => sweeper(t.key) === selfId && !view.isMovingHash(view.readRing.hashKey(t.key))).slice(0, gcTombstonesPerStepMax);
     // Describes the last step that had candidates: cleared when one purges all it had.
     if (mine.length === 0) return 0;
     this.lastHoldBack = undefined;
     // Our own log is one of the logs that must hold nothing older.
     let logFloorMs = this.repo.hints.oldestEnqueuedAtMs();
-    const replicaOf = mine.map((t) => new Set(ring.preferenceList(t.key, replicationFactor)));
+    const replicaOf = mine.map((t) => new Set(view.writeReplicas(t.key)));
     const held = mine.map(() => true);
     // A member declared dead is fenced: it can never deliver a log entry or serve a read again,
     // so neither its copy nor its log holds a purge back (docs/membership.md §2.5).
@@ -123,11 +125,11 @@ export class TombstoneCollector implements BackgroundService {
 
   /** Step 2 on the other replicas; one that fails keeps its copy (a later step retries). */
   private async purgeEverywhere(purgeable: readonly StoredRecord[], links: readonly PeerLink[]): Promise<void> {
-    const { selfId, replicationFactor, peerCallMs } = this.settings;
-    const ring = this.membership.ring();
+    const { selfId, peerCallMs } = this.settings;
+    const view = this.membership.view();
     await Promise.all(
       links.map(async (link) => {
-        const theirs = purgeable.filter((t) => ring.preferenceList(t.key, replicationFactor).includes(link.id));
+        const theirs = purgeable.filter((t) => view.writeReplicas(t.key).includes(link.id));
         if (theirs.length === 0) return;
         try {
           await link.client.purgeTombstones({ fromNodeId: selfId, tombstones: theirs }, { signal: this.clock.timeoutSignal(peerCallMs) });

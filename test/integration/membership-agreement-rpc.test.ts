@@ -10,6 +10,7 @@ import { HybridLogicalClock } from '../../src/cluster/hlc.js';
 import { decodeAcceptorRecord, sameMembership } from '../../src/cluster/membership-agreement.js';
 import { advanceChange, decodeMembership, encodeMembership, markDead, type MembershipState, proposeChange, seedMembership } from '../../src/cluster/membership.js';
 import { Ring } from '../../src/cluster/ring.js';
+import { RingView } from '../../src/cluster/ring-view.js';
 import { systemClock } from '../../src/platform/clock.js';
 import { ConcurrentMembershipChangeError, MembershipRefusedError, MembersUnreachableError } from '../../src/replication/errors.js';
 import { type CommittedMembership, MembershipAcceptor, repositoryAcceptorStore } from '../../src/replication/membership-acceptor.js';
@@ -97,11 +98,12 @@ afterEach(async () => {
 function peerDeps(id: string, repo: Repository, acceptor: MembershipAcceptor | undefined, epoch: () => number): PeerServiceDeps {
   const ring = new Ring(ids.map((m) => ({ id: m })), 1);
   const forest = new DigestForest(ring);
+  const view = RingView.from(seedMembership(ids.map((m) => ({ id: m, peer: `${m}:1` }))), { replicationFactor, vnodesPerMember: 1 });
   return {
     selfId: id,
     repo,
     clock: new HybridLogicalClock(id, Date.now),
-    membership: { ring: () => ring, forest: () => forest },
+    membership: { view: () => view, forest: () => forest },
     replicationFactor,
     maxKeyBytes: 1974,
     graceSeconds: 86_400,

@@ -6,6 +6,8 @@ import { DigestForest, leafBucketsPerRange } from '../../src/cluster/digest-tree
 import { HybridLogicalClock } from '../../src/cluster/hlc.js';
 import { murmur3x86_32 } from '../../src/cluster/hash.js';
 import { Ring, ringHashSeed } from '../../src/cluster/ring.js';
+import { RingView } from '../../src/cluster/ring-view.js';
+import { seedMembership } from '../../src/cluster/membership.js';
 import { InvalidRequestError } from '../../src/replication/errors.js';
 import { countWithinBytes, keyMessageBytes, recordMessageBytes } from '../../src/replication/message-bytes.js';
 import { createPeerService, peerAnswerBytesMax } from '../../src/server/peer-service.js';
@@ -22,6 +24,7 @@ import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
 const members = ['n1', 'n2', 'n3'].map((id) => ({ id }));
 /** One vnode per member: 3 wide ranges, so one range holds hundreds of the test's keys. */
 const ring = new Ring(members, 1);
+const view = RingView.from(seedMembership(members.map((m) => ({ id: m.id, peer: `${m.id}:1` }))), { replicationFactor: 3, vnodesPerMember: 1 });
 const context: CallContext = { metadata: Metadata(), peer: 'test', header: Metadata(), sendHeader: () => {}, trailer: Metadata(), signal: new AbortController().signal };
 
 let dir: string;
@@ -39,7 +42,7 @@ beforeEach(() => {
     repo,
     clock: new HybridLogicalClock('n1', Date.now),
     members: new Set(members.map((m) => m.id)),
-    membership: { ring: () => ring, forest: () => forest },
+    membership: { view: () => view, forest: () => forest },
     assertServing: () => {},
     replicationFactor: 3,
     maxKeyBytes: 1974,

@@ -340,8 +340,14 @@ export interface BackupResponse {
 export interface RangeDigestsRequest {
   /** Id of the asking node. */
   fromNodeId: string;
-  /** Ring range indexes (see src/cluster/ring.ts); the ring is the same on every member. */
+  /** Ring range indexes (see src/cluster/ring.ts) of the asker's hash-tree ring. */
   ranges: number[];
+  /**
+   * Identifies the asker's hash-tree ring (a hash of its placement; it changes with the
+   * membership). A node whose trees cover another ring refuses (FAILED_PRECONDITION): the two are
+   * adopting a membership change, and the next round compares them. 0: not checked.
+   */
+  forestRingId: number;
 }
 
 /** One digest per asked range. */
@@ -2079,7 +2085,7 @@ export const BackupResponse: MessageFns<BackupResponse> = {
 };
 
 function createBaseRangeDigestsRequest(): RangeDigestsRequest {
-  return { fromNodeId: "", ranges: [] };
+  return { fromNodeId: "", ranges: [], forestRingId: 0 };
 }
 
 export const RangeDigestsRequest: MessageFns<RangeDigestsRequest> = {
@@ -2093,6 +2099,9 @@ export const RangeDigestsRequest: MessageFns<RangeDigestsRequest> = {
         writer.uint32(v);
       }
       writer.join();
+    }
+    if (message.forestRingId !== 0) {
+      writer.uint32(24).uint32(message.forestRingId);
     }
     return writer;
   },
@@ -2136,6 +2145,14 @@ export const RangeDigestsRequest: MessageFns<RangeDigestsRequest> = {
 
             break;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.forestRingId = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2156,6 +2173,11 @@ export const RangeDigestsRequest: MessageFns<RangeDigestsRequest> = {
         ? globalThis.String(object.from_node_id)
         : "",
       ranges: globalThis.Array.isArray(object?.ranges) ? object.ranges.map((e: any) => globalThis.Number(e)) : [],
+      forestRingId: isSet(object.forestRingId)
+        ? globalThis.Number(object.forestRingId)
+        : isSet(object.forest_ring_id)
+        ? globalThis.Number(object.forest_ring_id)
+        : 0,
     };
   },
 
@@ -2167,6 +2189,9 @@ export const RangeDigestsRequest: MessageFns<RangeDigestsRequest> = {
     if (message.ranges?.length) {
       obj.ranges = message.ranges.map((e) => Math.round(e));
     }
+    if (message.forestRingId !== 0) {
+      obj.forestRingId = Math.round(message.forestRingId);
+    }
     return obj;
   },
 
@@ -2177,6 +2202,7 @@ export const RangeDigestsRequest: MessageFns<RangeDigestsRequest> = {
     const message = createBaseRangeDigestsRequest();
     message.fromNodeId = object.fromNodeId ?? "";
     message.ranges = object.ranges?.map((e) => e) || [];
+    message.forestRingId = object.forestRingId ?? 0;
     return message;
   },
 };
