@@ -2,11 +2,15 @@
  * kvctl member: the cluster's membership as the answering node holds it (docs/membership.md).
  */
 import type { NodeStatus } from '../client/index.js';
-import { exitCode, type KvctlCommand, UsageError } from './kvctl-command.js';
+import { formatCount, type ProgressOutput, ProgressBar, renderBar } from '../bench/progress-bar.js';
+import { exitCode, type KvctlCommand, type KvctlContext, UsageError } from './kvctl-command.js';
 import { formatTable, jsonLine } from './kvctl-format.js';
 
 /** The actions of docs/membership.md that are not built yet, and what to do instead today. */
-const notYet = new Set(['add', 'remove', 'replace', 'cancel', 'wait']);
+const notYet = new Set(['remove', 'replace']);
+
+/** How often `member add` and `member wait` look at the change in progress. */
+const waitPollMs = 1000;
 
 /**
  * The member list: the answering node's epoch, then one row per member. The epoch is the
@@ -26,7 +30,7 @@ export function formatMembers(status: NodeStatus): string {
 export const memberCommand: KvctlCommand = {
   name: 'member',
   arguments: '<action> [args...]',
-  summary: 'The cluster membership: member list, member mark-dead <id>',
+  summary: 'The cluster membership: member list | add <id> <peer> | cancel | wait | mark-dead <id>',
   help: [
     'member list: the membership epoch the answering node holds (ask another with --endpoints),',
     'then every member with its peer address, state (joining, normal, leaving, removed), the',
@@ -34,15 +38,21 @@ export const memberCommand: KvctlCommand = {
     'over the replication factor; the shares add up to 100%) and whether the answering node',
     'reaches it; DEAD marks a member declared dead. --json prints the status object the list is made from.',
     '',
+    'member add <id> <peer host:port>: add a node started with cluster.join (admin). Every',
+    'member must agree; the node then receives every range it will own, streamed from their',
+    'replicas while writes go to both old and new owners; reads move to it once all its ranges',
+    'are complete, and the old owners delete what they no longer own. Waits for the change to',
+    'complete, showing its progress (Ctrl-C stops the waiting, not the change).',
+    'member cancel: cancel the change in progress while it is pending (admin).',
+    'member wait: wait for the change in progress to complete.',
+    '',
     'member mark-dead <id>: declare a member that is gone for good dead (admin). Every other',
     'member must agree, and each refuses if it reached the member within the last 30 s. A dead',
     'member is left out of agreement, replication and tombstone GC (which it would otherwise',
     'hold back for ever), and its requests are refused: never start it again on its data dir.',
     'It still owns its ranges (with one replica fewer) until it is removed or replaced.',
     '',
-    'add, remove and replace are designed in docs/membership.md, not built: the member list is',
-    'cluster.members in each node\'s config, and a node started with an edited list adopts it as',
-    'the next epoch.',
+    'remove and replace are designed in docs/membership.md, not built yet.',
   ].join('\n'),
   async run(context) {
     const action = context.args[0];
@@ -59,9 +69,47 @@ export const memberCommand: KvctlCommand = {
       await context.write(context.globals.json ? jsonLine(result) : `${result.description} (epoch ${result.epoch})`);
       return exitCode.ok;
     }
-    if (action !== 'list') throw new UsageError(`member: unknown action "${action ?? ''}"; available: list, mark-dead`);
+    if (action === 'add') {
+      const [, id, peer] = context.args;
+      if (id === undefined || peer === undefined || context.args.length > 3) throw new UsageError('member add takes a member id and its peer address: kvctl member add <id> <host:port>');
+      const result = await context.client().changeMembership({ kind: 'add', nodeId: id, peer });
+      await context.write(context.globals.json ? jsonLine(result) : `${result.description} (epoch ${result.epoch})\n`);
+      return waitForChange(context);
+    }
+    if (action === 'cancel') {
+      if (context.args.length > 1) throw new UsageError('member cancel takes no arguments');
+      const result = await context.client().changeMembership({ kind: 'cancel' });
+      await context.write(context.globals.json ? jsonLine(result) : `${result.description} (epoch ${result.epoch})`);
+      return exitCode.ok;
+    }
+    if (action === 'wait') {
+      if (context.args.length > 1) throw new UsageError('member wait takes no arguments');
+      return waitForChange(context);
+    }
+    if (action !== 'list') throw new UsageError(`member: unknown action "${action ?? ''}"; available: list, add, cancel, wait, mark-dead`);
     const status = await context.client().status();
     await context.write(context.globals.json ? jsonLine(status) : formatMembers(status));
     return exitCode.ok;
   },
 };
+
+/**
+ * Waits until the answering node has no membership change in progress, showing the change and
+ * its streaming progress (a bar on a terminal, a line every few seconds otherwise). Exit 0 once
+ * it is over (completed, or cancelled: the member list says which).
+ */
+async function waitForChange(context: KvctlContext): Promise<number> {
+  const bar = new ProgressBar(context.io.stderr as ProgressOutput);
+  const client = context.client();
+  for (;;) {
+    const status = await client.status();
+    if (status.membershipChange === undefined) {
+      bar.done(`no membership change in progress at epoch ${status.membershipEpoch}`);
+      return exitCode.ok;
+    }
+    const p = status.membershipChangeProgress;
+    const fraction = p === undefined || p.transfersTotal === 0 ? 0 : p.transfersDone / p.transfersTotal;
+    bar.update(`${renderBar(fraction)} ${(fraction * 100).toFixed(0)}%  ${formatCount(p?.keys ?? 0)} keys  ${((p?.bytes ?? 0) / 2 ** 20).toFixed(1)} MiB  ${status.membershipChange}`);
+    await new Promise((resolve) => setTimeout(resolve, waitPollMs));
+  }
+}

@@ -126,6 +126,17 @@ export function fromStatusResponse(message: StatusResponse): NodeStatus {
     membershipEpoch: toNumber(message.membershipEpoch),
     tombstonesPurged: toNumber(message.tombstonesPurged),
     ...(message.tombstoneGcHeldBack === '' ? {} : { tombstoneGcHeldBack: message.tombstoneGcHeldBack }),
+    ...(message.membershipChange === '' ? {} : { membershipChange: message.membershipChange }),
+    ...(message.membershipChangeProgress === undefined
+      ? {}
+      : {
+          membershipChangeProgress: {
+            transfersDone: message.membershipChangeProgress.transfersDone,
+            transfersTotal: message.membershipChangeProgress.transfersTotal,
+            keys: toNumber(message.membershipChangeProgress.keys),
+            bytes: toNumber(message.membershipChangeProgress.bytes),
+          },
+        }),
     warnings: [...message.warnings],
     redacted: message.redacted,
   };

@@ -274,6 +274,10 @@ export interface NodeStatus {
   tombstonesPurged: number;
   /** Why its last GC step purged less than it could (a member out of reach, ...); absent if it did not hold back, or without admin. */
   tombstoneGcHeldBack?: string;
+  /** The membership change in progress as the answering node sees it; absent when there is none. */
+  membershipChange?: string;
+  /** Of that change, what the members gaining ranges received, as far as the answering node knows. */
+  membershipChangeProgress?: { transfersDone: number; transfersTotal: number; keys: number; bytes: number };
   /**
    * Security problems of the node's setup, one sentence each (a port on a non-loopback address
    * without TLS or without auth); empty when there are none.

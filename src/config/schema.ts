@@ -135,10 +135,17 @@ export const nodeConfigSchema = z
         replicationFactor: positiveInt.optional(),
         /** Every member including this node; empty means a single-node cluster of this node. */
         members: z.array(memberSchema).default([]),
+        /**
+         * A new node joining a running cluster: peer addresses (host:port) of any of its members,
+         * instead of `members`. The node serves nothing until an operator adds it
+         * (`kvctl member add <nodeId> <its peer host:port>`); replicationFactor must be given and
+         * equal the cluster's.
+         */
+        join: z.array(hostPortSchema).default([]),
         /** Virtual nodes per member on the hash ring. */
         vnodesPerMember: positiveInt.max(4096).default(128),
       })
-      .default({ members: [], vnodesPerMember: 128 }),
+      .default({ members: [], join: [], vnodesPerMember: 128 }),
     consistency: z
       .strictObject({
         read: consistencySchema.default('quorum'),
@@ -241,6 +248,11 @@ export const nodeConfigSchema = z
       if (!ids.has(cfg.nodeId)) {
         ctx.addIssue({ code: 'custom', path: ['cluster', 'members'], message: `must include this node (nodeId "${cfg.nodeId}")` });
       }
+    }
+    if (cfg.cluster.join.length > 0) {
+      if (members.length > 0) ctx.addIssue({ code: 'custom', path: ['cluster', 'join'], message: 'give either members (a new cluster) or join (a node joining a running one), not both' });
+      if (cfg.cluster.replicationFactor === undefined) ctx.addIssue({ code: 'custom', path: ['cluster', 'replicationFactor'], message: "is required with join: give the cluster's replication factor" });
+      return;
     }
     const memberCount = Math.max(1, members.length);
     const rf = cfg.cluster.replicationFactor;

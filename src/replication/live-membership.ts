@@ -46,8 +46,26 @@ export class LiveMembership {
     private readonly storage: LiveMembershipStorage,
   ) {
     this.state = initial;
-    this.ringView = RingView.from(initial, placement);
+    this.ringView = this.viewOf(initial);
     this.digestForest = new DigestForest(this.ringView.unionRing);
+  }
+
+  /**
+   * A node started with `cluster.join` that no member has added yet: epoch 0, itself alone, not
+   * persisted. It serves nothing, and takes the cluster's state from the first Prepare naming it.
+   */
+  static unjoined(selfId: string, peer: string): MembershipState {
+    return { formatVersion: 1, epoch: 0, members: [{ id: selfId, peer, state: 'joining' }] };
+  }
+
+  get isUnjoined(): boolean {
+    return this.state.epoch === 0;
+  }
+
+  private viewOf(state: MembershipState): RingView {
+    if (state.epoch > 0) return RingView.from(state, this.placement);
+    // The unjoined node's view: itself alone (it routes nothing: assertServing refuses first).
+    return RingView.from({ ...state, members: state.members.map((m) => ({ ...m, state: 'normal' as const })) }, { ...this.placement, replicationFactor: 1 });
   }
 
   /** The committed state. */
@@ -99,8 +117,13 @@ export class LiveMembership {
    * serves nothing; its peers refuse its requests too (fenced).
    */
   assertServing(): void {
+    if (this.isUnjoined) {
+      throw new NotServingMemberError(`${this.selfId} is not a member yet (started with cluster.join): add it with \`kvctl member add ${this.selfId} <its peer host:port>\` on a member`);
+    }
     const self = this.member(this.selfId);
-    if (self === undefined) return; // a node outside the membership serves nothing anyway (its peers refuse it)
+    if (self === undefined) {
+      throw new NotServingMemberError(`${this.selfId} is not a member at membership epoch ${this.state.epoch} (it is being added, or was never added): it serves nothing yet`);
+    }
     if (self.dead === true || self.state === 'removed') {
       throw new NotServingMemberError(
         `${this.selfId} was ${self.dead === true ? 'declared dead' : 'removed'} at membership epoch ${this.state.epoch}: it serves nothing. Stop it and wipe its data dir before it rejoins under a new id`,
@@ -143,7 +166,7 @@ export class LiveMembership {
 
   private async adoptNow(state: MembershipState): Promise<void> {
     if (state.epoch <= this.state.epoch) return;
-    const view = RingView.from(state, this.placement);
+    const view = this.viewOf(state);
     await this.storage.persist(state);
     const previous = this.state;
     const ringChanged = view.unionRing.placementKey() !== this.ringView.unionRing.placementKey();

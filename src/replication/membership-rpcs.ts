@@ -36,6 +36,9 @@ export function createMembershipRpcs(acceptor: MembershipAcceptor) {
       checkBallot(ballot, request.fromNodeId, what);
       const base = membershipFromMessage(request.baseState, `the base state of ${what}`);
       if (base.epoch !== epoch - 1) throw new InvalidRequestError(`${what} is for epoch ${epoch} but its base state is epoch ${base.epoch} (the proposal must follow it)`);
+      // An unjoined node (started with cluster.join) knows no state to fetch from: it takes the
+      // proposer's committed one, the cluster it is being added to (docs/membership.md §1.2).
+      if (acceptor.current().epoch === 0) await acceptor.catchUp(base);
       return prepareAnswerToMessage(await acceptor.prepare(request.fromNodeId, epoch, ballot));
     },
     async membershipAccept(request: MembershipAcceptRequest): Promise<MembershipAcceptResponse> {

@@ -3,6 +3,7 @@ import type {
   ConfirmTombstonesRequest,
   LeafDigestsRequest,
   PingResponse,
+  StreamProgress,
   PurgeTombstonesRequest,
   RangeDigestsRequest,
   ReadReplicaRequest,
@@ -45,6 +46,10 @@ export interface ReplicaDeps {
   readonly graceSeconds: number;
   /** This node's wall clock. */
   readonly wallClock: () => number;
+  /** The drain barrier this node has passed (LiveMembership.drainedEpoch), for Ping. */
+  readonly drainedEpoch?: () => number;
+  /** What this node received of the ranges it gains in the change in progress, for Ping. */
+  readonly streamProgress?: () => StreamProgress | undefined;
   /** This node's committed membership epoch, answered on Ping (0 when absent: unknown). */
   readonly membershipEpoch?: () => number;
 }
@@ -196,7 +201,14 @@ export function createReplica(deps: ReplicaDeps) {
     /** The clock reading a peer seeds its own from at start. */
     ping(): PingResponse {
       const reading = clock.reading();
-      return { nodeId: deps.selfId, clockWallMs: BigInt(reading.wallMs), clockCounter: reading.counter, membershipEpoch: BigInt(deps.membershipEpoch?.() ?? 0) };
+      return {
+        nodeId: deps.selfId,
+        clockWallMs: BigInt(reading.wallMs),
+        clockCounter: reading.counter,
+        membershipEpoch: BigInt(deps.membershipEpoch?.() ?? 0),
+        drainedEpoch: BigInt(deps.drainedEpoch?.() ?? 0),
+        streaming: deps.streamProgress?.(),
+      };
     },
     scanLocal(request: ScanLocalRequest) {
       // Only the header (version, tombstone flag) matters for the listing merge: values stay out.

@@ -272,6 +272,8 @@ export function redactStatus(status: StatusResponse): StatusResponse {
     ...status,
     dataDir: '',
     tombstoneGcHeldBack: '',
+    // Its text names peer addresses.
+    membershipChange: status.membershipChange === '' ? '' : 'a membership change is in progress (details need admin)',
     redacted: true,
     members: status.members.map((m) => ({ ...m, peer: '', backlogEntries: 0n, backlogBytes: 0n, backlogOldestAgeMs: 0n, droppedEntries: 0n, lastExchangeError: '' })),
   };

@@ -18,7 +18,9 @@ import { PeerLink } from '../replication/peer-link.js';
 import { PeerProber } from '../replication/peer-prober.js';
 import { ReadBatcher } from '../replication/read-batcher.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
-import { type ChangeRequest, decodeMembership, encodeMembership, markDead, type MembershipState, reconcileMembership } from '../cluster/membership.js';
+import { cancelChange, type ChangeRequest, decodeMembership, describeChange, encodeMembership, markDead, type MembershipState, proposeChange, reconcileMembership } from '../cluster/membership.js';
+import { MembershipRefusedError } from '../replication/errors.js';
+import type { PingResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import { MembershipAcceptor, repositoryAcceptorStore } from '../replication/membership-acceptor.js';
 import { MembershipProposer, membershipFetcher } from '../replication/membership-proposer.js';
 import { Rng } from '../common/rng.js';
@@ -116,7 +118,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
   const { logger, clock: time } = seams;
   const selfId = config.nodeId;
   const members = config.cluster.members.length > 0 ? config.cluster.members : [{ id: selfId, peer: config.peerListen }];
-  const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: members.filter((m) => m.id !== selfId).map((p) => p.id), clock: time, simulated: seams.simulatedStorage === true, ...(seams.storageFaults === undefined ? {} : { storageFaults: seams.storageFaults }) });
+  const repo = Repository.open({ dataDir: config.dataDir, nodeId: selfId, peers: config.cluster.join.length > 0 ? [] : members.filter((m) => m.id !== selfId).map((p) => p.id), clock: time, simulated: seams.simulatedStorage === true, ...(seams.storageFaults === undefined ? {} : { storageFaults: seams.storageFaults }) });
   try {
     const wallClock = () => time.wallMs();
     const hlc = new HybridLogicalClock(selfId, wallClock, repo.clockReading(), config.clock.maxDriftMs);
@@ -146,9 +148,19 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
     } catch (err) {
       throw new DataDirMismatchError(`${config.dataDir}: ${(err as Error).message}; the data dir was not written by this version of kvstore, or is damaged`);
     }
-    const { state: membership, changed } = reconcileMembership(stored, members);
-    if (storedMembership === undefined || changed !== undefined) await repo.storeMembershipBytes(encodeMembership(membership));
-    if (changed !== undefined) logger.warn({ epoch: membership.epoch }, `${changed}: adopted as epoch ${membership.epoch}`);
+    // A joining node takes the cluster's membership when a member adds it (§1.2); until then it
+    // is unjoined (epoch 0, not persisted). cluster.join is ignored once it has a stored state.
+    const joining = config.cluster.join.length > 0;
+    let membership: MembershipState;
+    if (joining) {
+      membership = stored ?? LiveMembership.unjoined(selfId, config.peerListen);
+      if (stored === undefined) logger.warn(`${selfId} is not a member yet: add it with \`kvctl member add ${selfId} <its peer host:port>\` on a member of the cluster (cluster.join: ${config.cluster.join.join(', ')})`);
+    } else {
+      const reconciled = reconcileMembership(stored, members);
+      membership = reconciled.state;
+      if (storedMembership === undefined || reconciled.changed !== undefined) await repo.storeMembershipBytes(encodeMembership(membership));
+      if (reconciled.changed !== undefined) logger.warn({ epoch: membership.epoch }, `${reconciled.changed}: adopted as epoch ${membership.epoch}`);
+    }
     const replicationFactor = config.cluster.replicationFactor;
     const live = new LiveMembership(selfId, membership, { replicationFactor, vnodesPerMember: config.cluster.vnodesPerMember }, {
       persist: (state) => repo.storeMembershipBytes(encodeMembership(state)),
@@ -203,7 +215,9 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
     const hintLimits = new HintLimits(repo.hints, { maxAgeSeconds: entryAgeSeconds, maxBytesPerPeer: config.hints.maxBytesPerPeer }, logger, time);
     const tombstones = new TombstoneCollector({ selfId, replicationFactor, graceSeconds: config.tombstones.graceSeconds, peerCallMs }, live, repo, peers, logger, time);
     const deadAfterMs = config.membership.deadAfterSeconds * 1000;
-    const clientOf = (id: string) => peers.link(id)?.client;
+    // A node being added is dialled before it is a member (the proposer must reach its acceptor).
+    const joinerLinks = new Map<string, PeerLink>();
+    const clientOf = (id: string) => (peers.link(id) ?? joinerLinks.get(id))?.client;
     const acceptor = new MembershipAcceptor({
       store: repositoryAcceptorStore(repo),
       committed: live,
@@ -234,12 +248,18 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       }
     };
     const proposer = new MembershipProposer({ selfId, acceptor, clientOf, clock: time, rng: seams.rng ?? new Rng(randomInt(2 ** 31)), peerCallMs, replicationFactor });
+    const proposeLogged = async (build: (committed: MembershipState) => { state: MembershipState } | { refusal: string }, deadlineMs: number, command: MembershipCommand) => {
+      const committed = await proposer.propose(build, deadlineMs);
+      logger.warn({ epoch: committed.epoch }, `membership epoch ${committed.epoch} committed: ${committed.change === undefined ? command.kind : describeChange(committed, committed.change)}`);
+      return committed;
+    };
     const peerService = createPeerService({
       selfId,
       repo,
       clock: hlc,
       members: {
-        has: (id) => live.isLive(id),
+        // An unjoined node knows no members yet: the proposer adding it must reach its acceptor.
+        has: (id) => live.isUnjoined || live.isLive(id),
         knows: (id) => live.member(id) !== undefined,
         [Symbol.iterator]: () => live.activeMembers().filter((m) => m.dead !== true).map((m) => m.id)[Symbol.iterator](),
       },
@@ -279,13 +299,37 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       peerService,
       peerMessageBytes,
       async changeMembership(command, deadlineMs = membershipChangeMsDefault) {
-        const build = (committed: MembershipState) => {
-          if (command.kind === 'mark-dead') return markDead(committed, command.id);
-          return { refusal: `member ${command.kind} is not available yet: it moves data, which this version cannot do (docs/membership.md); only mark-dead is` };
+        const build = (committed: MembershipState): { state: MembershipState } | { refusal: string } => {
+          switch (command.kind) {
+            case 'mark-dead':
+              return markDead(committed, command.id);
+            case 'add':
+              return proposeChange(committed, command, replicationFactor);
+            case 'cancel':
+              return cancelChange(committed);
+            default:
+              return { refusal: `member ${command.kind} is not available yet (docs/membership.md): add, cancel and mark-dead are` };
+          }
         };
-        const committed = await proposer.propose(build, deadlineMs);
-        logger.warn({ epoch: committed.epoch }, `membership epoch ${committed.epoch} committed: ${command.kind} ${'id' in command ? command.id : ''}`.trim());
-        return committed;
+        if (command.kind === 'add') {
+          // The new node must be up (started with cluster.join) and be who it is said to be.
+          const link = new PeerLink(command.id, command.peer, peerMessageBytes, seams.connect(command.id, command.peer, peerMessageBytes), time);
+          try {
+            let answer: PingResponse;
+            try {
+              answer = await link.client.ping({ fromNodeId: selfId }, { signal: time.timeoutSignal(peerCallMs) });
+            } catch (err) {
+              throw new MembershipRefusedError(`${command.id} did not answer at ${command.peer} (${(err as Error).message}): start it with cluster.join first`);
+            }
+            if (answer.nodeId !== command.id) throw new MembershipRefusedError(`${command.peer} answers as node "${answer.nodeId}", not "${command.id}"`);
+            joinerLinks.set(command.id, link);
+            return await proposeLogged(build, deadlineMs, command);
+          } finally {
+            joinerLinks.delete(command.id);
+            link.close();
+          }
+        }
+        return proposeLogged(build, deadlineMs, command);
       },
       async seedClockFromPeers() {
         const links = peers.links();

@@ -225,7 +225,8 @@ export class KvNode {
       backupForPeer = () => adminJobs.run('Backup', async () => toPeerBackup(await backupSelf()));
       let peerServer: Server | undefined;
       let peerAddress: string | undefined;
-      if (peers.length > 0) {
+      // A joining node serves its peer port from the start: the member adding it calls there.
+      if (peers.length > 0 || config.cluster.join.length > 0) {
         // Every answer is bounded (peer-service.ts), within what a peer link accepts.
         peerServer = withGrpcMetrics(createServer({
           ...connectionLimitOptions(config.connections),
@@ -343,6 +344,12 @@ export class KvNode {
       membershipEpoch: BigInt(this.core.membership.epoch),
       tombstonesPurged: BigInt(this.tombstones.purged),
       tombstoneGcHeldBack: this.tombstones.lastHoldBack ?? '',
+      ...(() => {
+        const change = this.core.changes.describe();
+        return change === undefined
+          ? { membershipChange: '', membershipChangeProgress: undefined }
+          : { membershipChange: change.text, membershipChangeProgress: { transfersDone: change.transfersDone, transfersTotal: change.transfersTotal, keys: BigInt(change.keys), bytes: BigInt(change.bytes) } };
+      })(),
       members: members.map((m) => {
         const link = this.peers.link(m.id);
         const place = { state: memberStateMessage(m.state), ownedShare: this.ownedShareOf(m.id), dead: m.dead === true };

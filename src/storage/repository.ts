@@ -449,6 +449,43 @@ export class Repository {
     }, victims.length);
   }
 
+  /**
+   * Keys after `startAfter` (exclusive; empty: from the first) in key order, at most `limit`: the
+   * cleanup after a membership change walks every stored key with it.
+   */
+  keysAfter(startAfter: Buffer, limit: number): Buffer[] {
+    const out: Buffer[] = [];
+    for (const key of this.records.getKeys({ start: startAfter.length === 0 ? undefined : startAfter, limit: limit + 1 })) {
+      if (startAfter.length > 0 && key.equals(startAfter)) continue;
+      out.push(Buffer.from(key));
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /**
+   * Deletes the records of `keys` this node no longer holds a replica of after a membership
+   * change, re-checking `unowned` inside the write transaction; counts, hash trees and the hash
+   * index stay in step (through the commit queue). Answers how many were deleted.
+   */
+  async deleteUnowned(keys: readonly Buffer[], unowned: (key: Buffer) => boolean): Promise<number> {
+    if (keys.length === 0) return 0;
+    return this.enqueue((changes) => {
+      let n = 0;
+      for (const key of keys) {
+        if (!unowned(key)) continue;
+        const stored = this.records.get(key);
+        if (stored === undefined) continue;
+        const keyHash = murmur3x86_32(key, keyHashSeed);
+        this.records.removeSync(key);
+        this.hashIndex.removeSync(hashIndexKey(key, keyHash));
+        changes.push({ key, keyHash, before: stored, after: undefined });
+        n++;
+      }
+      return n;
+    }, keys.length);
+  }
+
   /** The persisted membership document (src/cluster/membership.ts encodes it), if any. */
   membershipBytes(): Buffer | undefined {
     return this.meta.get(metaMembership);

@@ -35,6 +35,8 @@ function snapshot(self: string, peers: readonly string[]): NodeSnapshot {
     membershipEpoch: 1n,
     tombstonesPurged: 0n,
     tombstoneGcHeldBack: '',
+    membershipChange: '',
+    membershipChangeProgress: undefined,
     members: [member(self, true), ...peers.map((p) => member(p, false))],
   };
   const counters: NodeCounters = {

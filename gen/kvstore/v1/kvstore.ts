@@ -361,6 +361,23 @@ export interface StatusResponse {
    * and tombstone GC"). Empty when it did not hold back. Empty without admin (redacted).
    */
   tombstoneGcHeldBack: string;
+  /**
+   * The membership change in progress as this node sees it (empty: none), e.g. "change 1: add
+   * n4 (10.0.0.4:50052), phase pending, streaming 41/96 ranges, 402113 keys".
+   */
+  membershipChange: string;
+  /**
+   * Of that change, what the members gaining ranges have received, as far as this node knows
+   * (its own; on the change's driver, every receiver's).
+   */
+  membershipChangeProgress: ChangeProgress | undefined;
+}
+
+export interface ChangeProgress {
+  transfersDone: number;
+  transfersTotal: number;
+  keys: bigint;
+  bytes: bigint;
 }
 
 /** One member as seen from the answering node. */
@@ -2267,6 +2284,8 @@ function createBaseStatusResponse(): StatusResponse {
     membershipEpoch: 0n,
     tombstonesPurged: 0n,
     tombstoneGcHeldBack: "",
+    membershipChange: "",
+    membershipChangeProgress: undefined,
   };
 }
 
@@ -2325,6 +2344,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     }
     if (message.tombstoneGcHeldBack !== "") {
       writer.uint32(114).string(message.tombstoneGcHeldBack);
+    }
+    if (message.membershipChange !== "") {
+      writer.uint32(122).string(message.membershipChange);
+    }
+    if (message.membershipChangeProgress !== undefined) {
+      ChangeProgress.encode(message.membershipChangeProgress, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -2454,6 +2479,22 @@ export const StatusResponse: MessageFns<StatusResponse> = {
             message.tombstoneGcHeldBack = reader.string();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.membershipChange = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.membershipChangeProgress = ChangeProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2522,6 +2563,16 @@ export const StatusResponse: MessageFns<StatusResponse> = {
         : isSet(object.tombstone_gc_held_back)
         ? globalThis.String(object.tombstone_gc_held_back)
         : "",
+      membershipChange: isSet(object.membershipChange)
+        ? globalThis.String(object.membershipChange)
+        : isSet(object.membership_change)
+        ? globalThis.String(object.membership_change)
+        : "",
+      membershipChangeProgress: isSet(object.membershipChangeProgress)
+        ? ChangeProgress.fromJSON(object.membershipChangeProgress)
+        : isSet(object.membership_change_progress)
+        ? ChangeProgress.fromJSON(object.membership_change_progress)
+        : undefined,
     };
   },
 
@@ -2569,6 +2620,12 @@ export const StatusResponse: MessageFns<StatusResponse> = {
     if (message.tombstoneGcHeldBack !== "") {
       obj.tombstoneGcHeldBack = message.tombstoneGcHeldBack;
     }
+    if (message.membershipChange !== "") {
+      obj.membershipChange = message.membershipChange;
+    }
+    if (message.membershipChangeProgress !== undefined) {
+      obj.membershipChangeProgress = ChangeProgress.toJSON(message.membershipChangeProgress);
+    }
     return obj;
   },
 
@@ -2597,6 +2654,142 @@ export const StatusResponse: MessageFns<StatusResponse> = {
       ? BigInt(object.tombstonesPurged)
       : 0n;
     message.tombstoneGcHeldBack = object.tombstoneGcHeldBack ?? "";
+    message.membershipChange = object.membershipChange ?? "";
+    message.membershipChangeProgress =
+      (object.membershipChangeProgress !== undefined && object.membershipChangeProgress !== null)
+        ? ChangeProgress.fromPartial(object.membershipChangeProgress)
+        : undefined;
+    return message;
+  },
+};
+
+function createBaseChangeProgress(): ChangeProgress {
+  return { transfersDone: 0, transfersTotal: 0, keys: 0n, bytes: 0n };
+}
+
+export const ChangeProgress: MessageFns<ChangeProgress> = {
+  encode(message: ChangeProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.transfersDone !== 0) {
+      writer.uint32(8).uint32(message.transfersDone);
+    }
+    if (message.transfersTotal !== 0) {
+      writer.uint32(16).uint32(message.transfersTotal);
+    }
+    if (message.keys !== 0n) {
+      if (BigInt.asUintN(64, message.keys) !== message.keys) {
+        throw new globalThis.Error("value provided for field message.keys of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.keys);
+    }
+    if (message.bytes !== 0n) {
+      if (BigInt.asUintN(64, message.bytes) !== message.bytes) {
+        throw new globalThis.Error("value provided for field message.bytes of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ChangeProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseChangeProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.transfersDone = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.transfersTotal = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.keys = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.bytes = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ChangeProgress {
+    return {
+      transfersDone: isSet(object.transfersDone)
+        ? globalThis.Number(object.transfersDone)
+        : isSet(object.transfers_done)
+        ? globalThis.Number(object.transfers_done)
+        : 0,
+      transfersTotal: isSet(object.transfersTotal)
+        ? globalThis.Number(object.transfersTotal)
+        : isSet(object.transfers_total)
+        ? globalThis.Number(object.transfers_total)
+        : 0,
+      keys: isSet(object.keys) ? BigInt(object.keys) : 0n,
+      bytes: isSet(object.bytes) ? BigInt(object.bytes) : 0n,
+    };
+  },
+
+  toJSON(message: ChangeProgress): unknown {
+    const obj: any = {};
+    if (message.transfersDone !== 0) {
+      obj.transfersDone = Math.round(message.transfersDone);
+    }
+    if (message.transfersTotal !== 0) {
+      obj.transfersTotal = Math.round(message.transfersTotal);
+    }
+    if (message.keys !== 0n) {
+      obj.keys = message.keys.toString();
+    }
+    if (message.bytes !== 0n) {
+      obj.bytes = message.bytes.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ChangeProgress>): ChangeProgress {
+    return ChangeProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ChangeProgress>): ChangeProgress {
+    const message = createBaseChangeProgress();
+    message.transfersDone = object.transfersDone ?? 0;
+    message.transfersTotal = object.transfersTotal ?? 0;
+    message.keys = (object.keys !== undefined && object.keys !== null) ? BigInt(object.keys) : 0n;
+    message.bytes = (object.bytes !== undefined && object.bytes !== null) ? BigInt(object.bytes) : 0n;
     return message;
   },
 };

@@ -314,6 +314,26 @@ export interface PingResponse {
    * one that does not say). A higher epoch than the asker's own means the asker is behind.
    */
   membershipEpoch: bigint;
+  /**
+   * The highest epoch e such that no write this node planned before e is still running: during a
+   * membership change, streaming starts once every live member has drained the pending epoch
+   * (no write routed by the old ring alone can still be acknowledged).
+   */
+  drainedEpoch: bigint;
+  /** This node's receiving side of the change in progress, if it gains ranges in it. */
+  streaming: StreamProgress | undefined;
+}
+
+/** What one node has received of the ranges it gains in a membership change. */
+export interface StreamProgress {
+  /** The change these figures are for (0: none). */
+  changeId: bigint;
+  transfersTotal: number;
+  transfersDone: number;
+  keys: bigint;
+  bytes: bigint;
+  /** Every range it gains is complete. */
+  complete: boolean;
 }
 
 /** Backup takes no arguments beyond the caller's id. */
@@ -1713,7 +1733,7 @@ export const PingRequest: MessageFns<PingRequest> = {
 };
 
 function createBasePingResponse(): PingResponse {
-  return { nodeId: "", clockWallMs: 0n, clockCounter: 0, membershipEpoch: 0n };
+  return { nodeId: "", clockWallMs: 0n, clockCounter: 0, membershipEpoch: 0n, drainedEpoch: 0n, streaming: undefined };
 }
 
 export const PingResponse: MessageFns<PingResponse> = {
@@ -1735,6 +1755,15 @@ export const PingResponse: MessageFns<PingResponse> = {
         throw new globalThis.Error("value provided for field message.membershipEpoch of type uint64 too large");
       }
       writer.uint32(32).uint64(message.membershipEpoch);
+    }
+    if (message.drainedEpoch !== 0n) {
+      if (BigInt.asUintN(64, message.drainedEpoch) !== message.drainedEpoch) {
+        throw new globalThis.Error("value provided for field message.drainedEpoch of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.drainedEpoch);
+    }
+    if (message.streaming !== undefined) {
+      StreamProgress.encode(message.streaming, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1784,6 +1813,22 @@ export const PingResponse: MessageFns<PingResponse> = {
             message.membershipEpoch = reader.uint64() as bigint;
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.drainedEpoch = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.streaming = StreamProgress.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1818,6 +1863,12 @@ export const PingResponse: MessageFns<PingResponse> = {
         : isSet(object.membership_epoch)
         ? BigInt(object.membership_epoch)
         : 0n,
+      drainedEpoch: isSet(object.drainedEpoch)
+        ? BigInt(object.drainedEpoch)
+        : isSet(object.drained_epoch)
+        ? BigInt(object.drained_epoch)
+        : 0n,
+      streaming: isSet(object.streaming) ? StreamProgress.fromJSON(object.streaming) : undefined,
     };
   },
 
@@ -1835,6 +1886,12 @@ export const PingResponse: MessageFns<PingResponse> = {
     if (message.membershipEpoch !== 0n) {
       obj.membershipEpoch = message.membershipEpoch.toString();
     }
+    if (message.drainedEpoch !== 0n) {
+      obj.drainedEpoch = message.drainedEpoch.toString();
+    }
+    if (message.streaming !== undefined) {
+      obj.streaming = StreamProgress.toJSON(message.streaming);
+    }
     return obj;
   },
 
@@ -1851,6 +1908,182 @@ export const PingResponse: MessageFns<PingResponse> = {
     message.membershipEpoch = (object.membershipEpoch !== undefined && object.membershipEpoch !== null)
       ? BigInt(object.membershipEpoch)
       : 0n;
+    message.drainedEpoch = (object.drainedEpoch !== undefined && object.drainedEpoch !== null)
+      ? BigInt(object.drainedEpoch)
+      : 0n;
+    message.streaming = (object.streaming !== undefined && object.streaming !== null)
+      ? StreamProgress.fromPartial(object.streaming)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseStreamProgress(): StreamProgress {
+  return { changeId: 0n, transfersTotal: 0, transfersDone: 0, keys: 0n, bytes: 0n, complete: false };
+}
+
+export const StreamProgress: MessageFns<StreamProgress> = {
+  encode(message: StreamProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.changeId !== 0n) {
+      if (BigInt.asUintN(64, message.changeId) !== message.changeId) {
+        throw new globalThis.Error("value provided for field message.changeId of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.changeId);
+    }
+    if (message.transfersTotal !== 0) {
+      writer.uint32(16).uint32(message.transfersTotal);
+    }
+    if (message.transfersDone !== 0) {
+      writer.uint32(24).uint32(message.transfersDone);
+    }
+    if (message.keys !== 0n) {
+      if (BigInt.asUintN(64, message.keys) !== message.keys) {
+        throw new globalThis.Error("value provided for field message.keys of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.keys);
+    }
+    if (message.bytes !== 0n) {
+      if (BigInt.asUintN(64, message.bytes) !== message.bytes) {
+        throw new globalThis.Error("value provided for field message.bytes of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.bytes);
+    }
+    if (message.complete !== false) {
+      writer.uint32(48).bool(message.complete);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamProgress();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.changeId = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.transfersTotal = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.transfersDone = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.keys = reader.uint64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.bytes = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.complete = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamProgress {
+    return {
+      changeId: isSet(object.changeId)
+        ? BigInt(object.changeId)
+        : isSet(object.change_id)
+        ? BigInt(object.change_id)
+        : 0n,
+      transfersTotal: isSet(object.transfersTotal)
+        ? globalThis.Number(object.transfersTotal)
+        : isSet(object.transfers_total)
+        ? globalThis.Number(object.transfers_total)
+        : 0,
+      transfersDone: isSet(object.transfersDone)
+        ? globalThis.Number(object.transfersDone)
+        : isSet(object.transfers_done)
+        ? globalThis.Number(object.transfers_done)
+        : 0,
+      keys: isSet(object.keys) ? BigInt(object.keys) : 0n,
+      bytes: isSet(object.bytes) ? BigInt(object.bytes) : 0n,
+      complete: isSet(object.complete) ? globalThis.Boolean(object.complete) : false,
+    };
+  },
+
+  toJSON(message: StreamProgress): unknown {
+    const obj: any = {};
+    if (message.changeId !== 0n) {
+      obj.changeId = message.changeId.toString();
+    }
+    if (message.transfersTotal !== 0) {
+      obj.transfersTotal = Math.round(message.transfersTotal);
+    }
+    if (message.transfersDone !== 0) {
+      obj.transfersDone = Math.round(message.transfersDone);
+    }
+    if (message.keys !== 0n) {
+      obj.keys = message.keys.toString();
+    }
+    if (message.bytes !== 0n) {
+      obj.bytes = message.bytes.toString();
+    }
+    if (message.complete !== false) {
+      obj.complete = message.complete;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<StreamProgress>): StreamProgress {
+    return StreamProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<StreamProgress>): StreamProgress {
+    const message = createBaseStreamProgress();
+    message.changeId = (object.changeId !== undefined && object.changeId !== null) ? BigInt(object.changeId) : 0n;
+    message.transfersTotal = object.transfersTotal ?? 0;
+    message.transfersDone = object.transfersDone ?? 0;
+    message.keys = (object.keys !== undefined && object.keys !== null) ? BigInt(object.keys) : 0n;
+    message.bytes = (object.bytes !== undefined && object.bytes !== null) ? BigInt(object.bytes) : 0n;
+    message.complete = object.complete ?? false;
     return message;
   },
 };
