@@ -221,6 +221,19 @@ export const nodeConfigSchema = z
         graceSeconds: positiveInt.min(graceSecondsMin, `must be at least ${graceSecondsMin} s: it bounds how late a replicated write may still be applied`).default(86_400),
       })
       .default({ graceSeconds: 86_400 }),
+    /** Streaming ranges to their new owners during a membership change (docs/membership.md §5). */
+    streaming: z
+      .strictObject({
+        /** Bytes per second this node receives (and, as a source, sends) over all ranges; 0 = unlimited. */
+        maxBytesPerSecond: z.number().int().min(0).default(32 * 1024 * 1024),
+        /** Most bytes of records in one page; pages share the group commit with client writes. */
+        batchMaxBytes: positiveInt.max(4 * 1024 * 1024).default(1024 * 1024),
+        /** Ranges pulled at once. */
+        rangesInFlight: positiveInt.max(64).default(4),
+        /** How long a range's primary source fails before its other replicas stream it too. */
+        sourceFailoverSeconds: positiveInt.default(10),
+      })
+      .default({ maxBytesPerSecond: 32 * 1024 * 1024, batchMaxBytes: 1024 * 1024, rangesInFlight: 4, sourceFailoverSeconds: 10 }),
     membership: z
       .strictObject({
         /**

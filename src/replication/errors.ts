@@ -68,6 +68,15 @@ export class ConcurrentMembershipChangeError extends MembershipRefusedError {
   }
 }
 
+/**
+ * A FetchRange this node must not answer now (docs/membership.md §5.1): the caller's epoch is
+ * not this node's or adjacent, or this node is not a source of the interval. The receiver retries
+ * (it may be behind or ahead by a step) or streams from another source.
+ */
+export class FetchRefusedError extends Error {
+  override name = 'FetchRefusedError';
+}
+
 /** Members whose agreement a membership step needs did not answer before its deadline. */
 export class MembersUnreachableError extends Error {
   override name = 'MembersUnreachableError';

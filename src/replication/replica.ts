@@ -1,6 +1,8 @@
 import type {
   BucketRecordsRequest,
   ConfirmTombstonesRequest,
+  FetchRangeRequest,
+  FetchRangeResponse,
   LeafDigestsRequest,
   PingResponse,
   StreamProgress,
@@ -19,9 +21,10 @@ import { ringHashSeed } from '../cluster/ring.js';
 import type { RingView } from '../cluster/ring-view.js';
 import { compareRecords } from '../storage/merge-rule.js';
 import { decodeRecordHeader, isTombstoneRecord, recordWallMs } from '../storage/record-codec.js';
-import { type Repository, recordHeader, scanPageRecordsMax } from '../storage/repository.js';
-import { InvalidRequestError, MembershipRefusedError } from './errors.js';
-import { recordMessageBytes } from './message-bytes.js';
+import { type Repository, recordHeader, scanPageRecordsMax, storableKeyBytesMax } from '../storage/repository.js';
+import { FetchRefusedError, InvalidRequestError, MembershipRefusedError } from './errors.js';
+import { recordFramingBytesMax, recordMessageBytes } from './message-bytes.js';
+import type { Throttle } from './rate-limiter.js';
 
 /**
  * The replica side of the replication protocol: what a node does with what its peers send it
@@ -52,6 +55,17 @@ export interface ReplicaDeps {
   readonly streamProgress?: () => StreamProgress | undefined;
   /** This node's committed membership epoch, answered on Ping (0 when absent: unknown). */
   readonly membershipEpoch?: () => number;
+  /**
+   * FetchRange's refusal (docs/membership.md §5.1): why this node must not answer the request
+   * (an epoch that is not its own or adjacent, an interval it is not an old owner of), answered
+   * FAILED_PRECONDITION; undefined to serve it. Without it every admitted caller is served.
+   */
+  readonly checkFetch?: (request: FetchRangeRequest) => string | undefined;
+  /**
+   * The source side's byte throttle of FetchRange answers (streaming.maxBytesPerSecond; one for
+   * all answers): each answer waits for its bytes within the call. Without it answers go at once.
+   */
+  readonly sendThrottle?: Throttle;
 }
 
 /** Messages of one ReplicateStream being applied at once (the sender keeps fewer in flight). */
@@ -101,6 +115,37 @@ function indexAfterKey(records: readonly { key: Buffer }[], interval: HashInterv
 }
 
 const empty = Buffer.alloc(0);
+
+const hex32 = (n: number) => n.toString(16).padStart(8, '0');
+
+/** Whether `hash` lies in (startExclusive, endInclusive], wrapping; equal bounds are the whole circle. */
+export function hashInInterval(hash: number, startExclusive: number, endInclusive: number): boolean {
+  if (startExclusive === endInclusive) return true;
+  if (startExclusive < endInclusive) return hash > startExclusive && hash <= endInclusive;
+  return hash > startExclusive || hash <= endInclusive;
+}
+
+/** Refuses a FetchRange whose interval or cursor is not one (InvalidRequestError, saying what to send instead). */
+function checkFetchRange(request: FetchRangeRequest): void {
+  const { startExclusive: start, endInclusive: end, after } = request;
+  for (const [name, bound] of [['start_exclusive', start], ['end_inclusive', end]] as const) {
+    if (!Number.isInteger(bound) || bound < 0 || bound >= twoTo32) throw new InvalidRequestError(`FetchRange ${name} ${bound} is not a 32-bit key hash (0..${twoTo32 - 1})`);
+  }
+  if (request.changeId === 0n) throw new InvalidRequestError('FetchRange change_id 0: name the membership change the transfer belongs to (change ids count from 1)');
+  if (after.length === 0) return;
+  const interval = `(${hex32(start)}, ${hex32(end)}]`;
+  if (after.length < 5 || after.length > 4 + storableKeyBytesMax) {
+    throw new InvalidRequestError(`FetchRange after is ${after.length} bytes, not a cursor (a 4-byte key hash, then a key of 1..${storableKeyBytesMax} bytes): send a previous answer's next_after unchanged, or empty to start the interval over`);
+  }
+  const cursorHash = after.readUInt32BE(0);
+  const keyHash = murmur3x86_32(after.subarray(4), ringHashSeed);
+  if (cursorHash !== keyHash) {
+    throw new InvalidRequestError(`FetchRange after is not a hash-index key: its hash ${hex32(cursorHash)} is not the hash of its key (${hex32(keyHash)}); send a previous answer's next_after unchanged, or empty to start the interval over`);
+  }
+  if (!hashInInterval(cursorHash, start, end)) {
+    throw new InvalidRequestError(`FetchRange after hashes to ${hex32(cursorHash)}, outside the asked interval ${interval}: a cursor of another interval? Send empty after to start this one over`);
+  }
+}
 
 /** Whether `bytes` starts with a well-formed record version header. */
 function isRecordHeader(bytes: Uint8Array): boolean {
@@ -241,6 +286,25 @@ export function createReplica(deps: ReplicaDeps) {
     leafDigests(request: LeafDigestsRequest) {
       checkRange(request.range);
       return { leaves: deps.membership.forest().leaves(request.range) };
+    },
+    /**
+     * One page of a hash interval for a member receiving it (docs/membership.md §5.1), within
+     * min(max_bytes, peerAnswerBytesMax) (the first record always), after checkFetch allows it
+     * and the send throttle lets its bytes go (`signal`: the call's, which ends the wait).
+     */
+    async fetchRange(request: FetchRangeRequest, signal?: AbortSignal): Promise<FetchRangeResponse> {
+      checkFetchRange(request);
+      const refusal = deps.checkFetch?.(request);
+      if (refusal !== undefined) throw new FetchRefusedError(refusal);
+      const { startExclusive: start, endInclusive: end } = request;
+      const page = repo.recordsInHashIntervalPage(start, end, request.after.length > 0 ? request.after : undefined, answerBytesMax(request.maxBytes), recordFramingBytesMax);
+      let bytes = 0;
+      for (const r of page.records) bytes += recordMessageBytes(r.key, r.record);
+      if (bytes > 0) await deps.sendThrottle?.take(bytes, signal);
+      // Murmur3 spreads keys evenly: this node's records prorated by the hash width left after the page.
+      const widthLeft = page.done || page.next === undefined ? 0 : (end - page.next.readUInt32BE(0) + twoTo32) % twoTo32;
+      const estimated = Math.round((repo.recordCounts().records * widthLeft) / twoTo32);
+      return { records: page.records, done: page.done, nextAfter: page.next ?? empty, estimatedRecords: BigInt(estimated) };
     },
     bucketRecords(request: BucketRecordsRequest) {
       checkRange(request.range);

@@ -1,5 +1,5 @@
 import { ServerError, Status } from 'nice-grpc';
-import { InvalidRequestError, MembershipRefusedError, MembersUnreachableError, NotEnoughReplicasError, NotServingMemberError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
+import { FetchRefusedError, InvalidRequestError, MembershipRefusedError, MembersUnreachableError, NotEnoughReplicasError, NotServingMemberError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
 import { DataDirMismatchError, DiskFullError, UnstorableRecordError } from '../storage/repository.js';
 import { RecordDecodeError } from '../storage/record-codec.js';
 
@@ -20,6 +20,7 @@ const statusByError: ReadonlyArray<readonly [new (...args: never[]) => Error, St
   // A concurrent change that won (ConcurrentMembershipChangeError) is a refusal too.
   [MembershipRefusedError, Status.FAILED_PRECONDITION],
   [MembersUnreachableError, Status.UNAVAILABLE],
+  [FetchRefusedError, Status.FAILED_PRECONDITION],
 ];
 
 /** Converts an error thrown by a handler into the ServerError nice-grpc sends. */

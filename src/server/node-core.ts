@@ -20,10 +20,14 @@ import { ReadBatcher } from '../replication/read-batcher.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { cancelChange, type ChangeRequest, decodeMembership, describeChange, encodeMembership, markDead, type MembershipState, proposeChange, reconcileMembership } from '../cluster/membership.js';
 import { MembershipRefusedError } from '../replication/errors.js';
-import type { PingResponse } from '../../gen/kvstore/internal/v1/peer.js';
+import type { FetchRangeRequest, PingResponse } from '../../gen/kvstore/internal/v1/peer.js';
 import { MembershipAcceptor, repositoryAcceptorStore } from '../replication/membership-acceptor.js';
 import { MembershipProposer, membershipFetcher } from '../replication/membership-proposer.js';
 import { Rng } from '../common/rng.js';
+import type { Transfer } from '../cluster/transfer-plan.js';
+import { MembershipChanges } from '../replication/membership-changes.js';
+import { RangeStreamer, type RangeTransfer } from '../replication/range-streamer.js';
+import { RateLimiter } from '../replication/rate-limiter.js';
 import { randomInt } from 'node:crypto';
 import { DataDirMismatchError, Repository, type StorageFaults } from '../storage/repository.js';
 import { createPeerService } from './peer-service.js';
@@ -62,6 +66,9 @@ export interface NodeCoreSeams {
 /** A membership change an operator asks for (ChangeMembership, kvctl member ...). */
 export type MembershipCommand = ChangeRequest | { readonly kind: 'mark-dead'; readonly id: string } | { readonly kind: 'cancel' };
 
+/** How often a node looks at the membership change in progress (drain barrier, streaming, the next step). */
+const membershipChangePollMs = 500;
+
 /** Most a membership change may take when the caller gives no deadline: every live member must answer. */
 export const membershipChangeMsDefault = 30_000;
 
@@ -84,6 +91,8 @@ export interface NodeCore {
   forest(): DigestForest;
   /** Links, delivery loops and log queues of the other members, in step with the membership. */
   readonly peers: PeerDirectory;
+  /** Carries membership changes through their phases: streaming, the driver's steps, cleanup. */
+  readonly changes: MembershipChanges;
   readonly coordinator: Coordinator;
   readonly antiEntropy: AntiEntropy;
   readonly tombstones: TombstoneCollector;
@@ -247,11 +256,57 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
         logger.warn({ from, epoch, err: (err as Error).message }, `could not fetch membership epoch ${epoch} from ${from}`);
       }
     };
-    const proposer = new MembershipProposer({ selfId, acceptor, clientOf, clock: time, rng: seams.rng ?? new Rng(randomInt(2 ** 31)), peerCallMs, replicationFactor });
+    const rng = seams.rng ?? new Rng(randomInt(2 ** 31));
+    const proposer = new MembershipProposer({ selfId, acceptor, clientOf, clock: time, rng, peerCallMs, replicationFactor });
     const proposeLogged = async (build: (committed: MembershipState) => { state: MembershipState } | { refusal: string }, deadlineMs: number, command: MembershipCommand) => {
       const committed = await proposer.propose(build, deadlineMs);
       logger.warn({ epoch: committed.epoch }, `membership epoch ${committed.epoch} committed: ${committed.change === undefined ? command.kind : describeChange(committed, committed.change)}`);
       return committed;
+    };
+    const streamingThrottle = config.streaming.maxBytesPerSecond > 0 ? new RateLimiter(config.streaming.maxBytesPerSecond, time) : undefined;
+    const changes = new MembershipChanges({
+      selfId,
+      live,
+      peers,
+      repo,
+      proposer,
+      clock: time,
+      logger,
+      vnodesPerMember: config.cluster.vnodesPerMember,
+      peerCallMs,
+      pollMs: membershipChangePollMs,
+      stepMs: membershipChangeMsDefault,
+      receiver: (changeId, _epoch, transfers) => {
+        const streamer = new RangeStreamer({
+          selfId,
+          changeId,
+          epoch: () => live.epoch,
+          transfers: transfers.map((t) => rangeTransferOf(live, t, replicationFactor)),
+          clientOf,
+          repo,
+          hlc,
+          clock: time,
+          rng,
+          settings: { ...config.streaming, peerCallMs },
+          logger,
+        });
+        return {
+          start: () => streamer.start(),
+          stop: () => streamer.stop(),
+          progress: () => {
+            const p = streamer.progress();
+            return { done: p.transfers.filter((t) => t.done).length, total: p.transfers.length, keys: p.keys, bytes: p.bytes, complete: p.complete };
+          },
+        };
+      },
+    });
+    // FetchRange (§5.1): answered only for the change in progress, by an old owner of the range.
+    const checkFetch = (request: FetchRangeRequest): string | undefined => {
+      const state = live.current();
+      if (state.change === undefined || state.change.id !== Number(request.changeId)) return `no change ${request.changeId} in progress here (this node is at membership epoch ${state.epoch})`;
+      if (Math.abs(Number(request.epoch) - state.epoch) > 1) return `the asker is at membership epoch ${request.epoch}, this node at ${state.epoch}: one of the two must catch up first`;
+      if (!live.view().oldRing.preferenceListOfHash(request.endInclusive, replicationFactor).includes(selfId)) return `${selfId} does not own the range (${request.startExclusive}, ${request.endInclusive}] in the old ring`;
+      return undefined;
     };
     const peerService = createPeerService({
       selfId,
@@ -265,6 +320,10 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       },
       agreement: acceptor,
       membershipEpoch: () => live.epoch,
+      drainedEpoch: () => live.drainedEpoch(),
+      streamProgress: () => changes.progress(),
+      checkFetch,
+      ...(streamingThrottle === undefined ? {} : { sendThrottle: streamingThrottle }),
       identityFromCertificate: seams.identityFromCertificate === true,
       membership: live,
       assertServing: () => live.assertServing(),
@@ -275,12 +334,13 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       backup: seams.backup ?? (() => Promise.reject(new Error('backups are not taken here'))),
       closing: seams.closing,
     });
-    const services: BackgroundService[] = [peers, prober, antiEntropy, hintLimits, tombstones];
+    const services: BackgroundService[] = [peers, prober, antiEntropy, hintLimits, tombstones, changes];
     const stopServices = async () => {
       await prober.stop();
       await hintLimits.stop();
       await tombstones.stop();
       await antiEntropy.stop();
+      await changes.stop();
       await peers.stop();
     };
     return {
@@ -291,6 +351,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       ring: () => live.ring(),
       forest: () => live.forest(),
       peers,
+      changes,
       coordinator,
       antiEntropy,
       tombstones,
@@ -311,6 +372,9 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
               return { refusal: `member ${command.kind} is not available yet (docs/membership.md): add, cancel and mark-dead are` };
           }
         };
+        // Refused here at once when this node's own state already refuses it (a change in progress, ...).
+        const local = build(live.current());
+        if ('refusal' in local) throw new MembershipRefusedError(local.refusal);
         if (command.kind === 'add') {
           // The new node must be up (started with cluster.join) and be who it is said to be.
           const link = new PeerLink(command.id, command.peer, peerMessageBytes, seams.connect(command.id, command.peer, peerMessageBytes), time);
@@ -374,4 +438,25 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
     await repo.close();
     throw err;
   }
+}
+
+/**
+ * A transfer of the plan as the streamer takes it: named by its range (stable across restarts),
+ * the member it displaces as primary unless that one is declared dead, the other old owners
+ * that are not dead as fallbacks.
+ */
+function rangeTransferOf(live: LiveMembership, t: Transfer, replicationFactor: number): RangeTransfer {
+  const view = live.view();
+  const dead = (id: string) => live.member(id)?.dead === true;
+  const before = view.oldRing.preferenceListOfHash(t.range.endInclusive, replicationFactor);
+  const after = view.newRing.preferenceListOfHash(t.range.endInclusive, replicationFactor);
+  const displaced = before.find((id) => !after.includes(id));
+  const hex = (n: number) => n.toString(16).padStart(8, '0');
+  return {
+    id: `${hex(t.range.startExclusive)}-${hex(t.range.endInclusive)}`,
+    startExclusive: t.range.startExclusive,
+    endInclusive: t.range.endInclusive,
+    primary: displaced !== undefined && !dead(displaced) ? displaced : undefined,
+    fallbacks: before.filter((id) => id !== displaced && !dead(id)),
+  };
 }

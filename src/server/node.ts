@@ -6,7 +6,7 @@ import { SystemClock } from '../platform/clock.js';
 import { grpcPeerConnector } from '../platform/peer-transport.js';
 import { composeNodeCore, type MembershipCommand, type NodeCore, requestOverheadBytes } from './node-core.js';
 import { type BackupStatus, type ChangeMembershipRequest, type ChangeMembershipResponse, KVStoreDefinition, MemberState as MemberStateMessage, memberStateFromJSON, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
-import type { MemberState } from '../cluster/membership.js';
+import { describeChange, type MemberState } from '../cluster/membership.js';
 import { HybridLogicalClock } from '../cluster/hlc.js';
 import { Ring } from '../cluster/ring.js';
 import type { NodeConfig } from '../config/schema.js';
@@ -397,8 +397,13 @@ export class KvNode {
   async changeMembership(request: ChangeMembershipRequest): Promise<ChangeMembershipResponse> {
     const command = membershipCommandOf(request);
     const committed = await this.core.changeMembership(command);
-    const dead = command.kind === 'mark-dead' ? `${command.id} declared dead: it gets no writes, holds no tombstone purge back and is fenced; it still owns its ranges (one replica fewer) until it is removed or replaced` : command.kind;
-    return { epoch: BigInt(committed.epoch), description: dead };
+    const description =
+      command.kind === 'mark-dead'
+        ? `${command.id} declared dead: it gets no writes, holds no tombstone purge back and is fenced; it still owns its ranges (one replica fewer) until it is removed or replaced`
+        : committed.change !== undefined
+          ? `${describeChange(committed, committed.change)}: started`
+          : `change cancelled`;
+    return { epoch: BigInt(committed.epoch), description };
   }
 
   /** Backs up this node, or with `allNodes` every member (members that fail are reported, not fatal). */

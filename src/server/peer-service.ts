@@ -135,6 +135,10 @@ export function createPeerService(deps: PeerServiceDeps): PeerServiceImplementat
       admit(request.fromNodeId, context);
       return replica.bucketRecords(request);
     },
+    async fetchRange(request, context) {
+      admit(request.fromNodeId, context);
+      return replica.fetchRange(request, context.signal);
+    },
     async backup(request, context) {
       checkCaller(request.fromNodeId, context);
       return deps.backup();

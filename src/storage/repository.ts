@@ -28,6 +28,8 @@ const metaClock = 'hlc';
 const metaRestoredFrom = 'restoredFromBackupAt';
 const metaMembership = 'membership';
 const metaMembershipAcceptor = 'membership/acceptor';
+/** Prefix of the receivers' stream cursors in meta (docs/membership.md §1.1, §5.3): `transfer/<name>`. */
+const metaTransferPrefix = 'transfer/';
 
 /** The data dir belongs to another node id, or has a layout this build cannot read. */
 export class DataDirMismatchError extends Error {
@@ -165,7 +167,11 @@ export class Repository {
   private clockSource: (() => ClockReading) | undefined;
   private persistedClock: ClockReading = { wallMs: 0, counter: 0 };
   /** Committed transactions' record changes, in commit order, until their flush is seen. */
-  private readonly unflushedChanges: { readonly changes: RecordChange[]; flushed: boolean }[] = [];
+  private readonly unflushedChanges: { readonly changes: RecordChange[]; readonly seq: number; flushed: boolean }[] = [];
+  /** Write transactions whose body ran, counted (a batch's `seq`): see observeRecords. */
+  private transactionsRun = 0;
+  /** The observer was fed the stored records as of this many transactions: their batches are not fed to it again. */
+  private replayedThroughSeq = 0;
   /** Same-version, different-record pairs seen (see VersionCollision). */
   versionCollisions = 0;
   /** Set by abandon: no transaction runs any more. */
@@ -269,9 +275,15 @@ export class Repository {
    */
   observeRecords(observer: RecordObserver): void {
     this.observer = observer;
-    for (const { key, value } of this.records.getRange({})) {
-      observer(key, murmur3x86_32(key, keyHashSeed), undefined, recordHeader(value));
-    }
+    // Replayed under the write lock: every transaction whose body ran is committed and in what
+    // is read here, and none runs meanwhile. Their changes may not have reached the observer yet
+    // (they are applied after the flush), so those batches are not fed to it again.
+    this.env.transactionSync(() => {
+      for (const { key, value } of this.records.getRange({})) {
+        observer(key, murmur3x86_32(key, keyHashSeed), undefined, recordHeader(value));
+      }
+      this.replayedThroughSeq = this.transactionsRun;
+    });
   }
 
   /** Every record whose key hash lies in (startExclusive, endInclusive], wrapping past 2^32 - 1. */
@@ -293,6 +305,90 @@ export class Repository {
     else {
       if (startExclusive < 0xffffffff) scan(startExclusive + 1, 0xffffffff);
       scan(0, endInclusive);
+    }
+    return out;
+  }
+
+  /**
+   * One page of the records whose key hash lies in (startExclusive, endInclusive], in hash-index
+   * order (key hash from startExclusive + 1 on, wrapping past 2^32 - 1 to 0; ties by key bytes),
+   * tombstones included; `startExclusive === endInclusive` is the whole circle, as for a ring's
+   * only range (RingRange). `after` is a hash-index key (4-byte BE key hash, then the key: a
+   * previous page's `next`) the page starts strictly after; it need not be stored any more, but
+   * its hash must lie in the interval. The page holds at least one record when any remain, and
+   * otherwise stops before the record that would take it past `maxBytes`, each record counted as
+   * `key.length + record.length + framingBytes` (the peer service passes message-bytes.ts's
+   * recordFramingBytesMax, so pages are bounded as its other answers are). `next` is the
+   * hash-index key of the page's last record (`after` when the page is empty); `done` is true
+   * when no record of the interval comes after the page.
+   */
+  recordsInHashIntervalPage(startExclusive: number, endInclusive: number, after: Buffer | undefined, maxBytes: number, framingBytes = 0): { records: StoredRecord[]; next: Buffer | undefined; done: boolean } {
+    const records: StoredRecord[] = [];
+    let next = after;
+    let bytes = 0;
+    // The interval as one or two segments of hashes, in streaming order.
+    const segments: [number, number][] = [];
+    if (startExclusive < endInclusive) segments.push([startExclusive + 1, endInclusive]);
+    else {
+      if (startExclusive < 0xffffffff) segments.push([startExclusive + 1, 0xffffffff]);
+      segments.push([0, endInclusive]);
+    }
+    let first = 0;
+    if (after !== undefined) {
+      if (after.length < 4) throw new RangeError(`a hash-index cursor is at least 4 bytes (got ${after.length})`);
+      const afterHash = after.readUInt32BE(0);
+      first = segments.findIndex(([from, to]) => afterHash >= from && afterHash <= to);
+      if (first < 0) throw new RangeError(`cursor hash ${afterHash.toString(16).padStart(8, '0')} lies outside the interval (${startExclusive.toString(16).padStart(8, '0')}, ${endInclusive.toString(16).padStart(8, '0')}]`);
+    }
+    for (let s = first; s < segments.length; s++) {
+      const [from, to] = segments[s]!;
+      let start: Buffer;
+      if (s === first && after !== undefined) start = keyAfterCursor(after);
+      else {
+        start = Buffer.alloc(4);
+        start.writeUInt32BE(from);
+      }
+      const end = to < 0xffffffff ? Buffer.alloc(4) : undefined;
+      end?.writeUInt32BE(to + 1);
+      for (const { key } of this.hashIndex.getRange({ start, end })) {
+        const userKey = key.subarray(4);
+        const record = this.records.get(userKey);
+        if (record === undefined) continue;
+        const size = userKey.length + record.length + framingBytes;
+        if (records.length > 0 && bytes + size > maxBytes) return { records, next, done: false };
+        bytes += size;
+        records.push({ key: Buffer.from(userKey), record });
+        next = Buffer.from(key);
+      }
+    }
+    return { records, next, done: true };
+  }
+
+  /** A receiver's stream cursor `transfer/<name>` (src/replication/range-streamer.ts encodes it), if any. */
+  transferCursor(name: string): Buffer | undefined {
+    return this.meta.get(metaTransferPrefix + name);
+  }
+
+  /**
+   * Persists the stream cursor `transfer/<name>` (undefined: deletes it), durably before
+   * resolving, as storeMembershipBytes: committed at once, on disk once the promise resolves.
+   */
+  storeTransferCursor(name: string, bytes: Buffer | undefined): Promise<void> {
+    const key = metaTransferPrefix + name;
+    this.meta.transactionSync(() => {
+      if (bytes === undefined) this.meta.removeSync(key);
+      else this.meta.putSync(key, bytes);
+    });
+    return this.metaFlushed();
+  }
+
+  /** The names (without `transfer/`) of the stream cursors whose name starts with `prefix`, in key order. */
+  transferCursorNames(prefix: string): string[] {
+    const start = metaTransferPrefix + prefix;
+    const out: string[] = [];
+    for (const key of this.meta.getKeys({ start })) {
+      if (typeof key !== 'string' || !key.startsWith(start)) break;
+      out.push(key.slice(metaTransferPrefix.length));
     }
     return out;
   }
@@ -646,7 +742,9 @@ export class Repository {
     const observed = (failed: boolean) => this.commitObserver?.({ records, durationMs: this.clock.monotonicMs() - startedMs, failed });
     let drained = noRemovals;
     let clockToPersist: ClockReading | undefined;
+    let seq = 0;
     const body = () => {
+      seq = ++this.transactionsRun;
       jobs.forEach((job, i) => {
         const jobChanges: RecordChange[] = [];
         try {
@@ -690,7 +788,7 @@ export class Repository {
     }
     // Committed: the next transaction may start while this one's flush runs.
     if (clockToPersist !== undefined) this.persistedClock = clockToPersist;
-    const batch = { changes, flushed: false };
+    const batch = { changes, seq, flushed: false };
     this.unflushedChanges.push(batch);
     this.transactionRunning = false;
     this.scheduleTransaction();
@@ -706,16 +804,20 @@ export class Repository {
     observed(false);
     // Counts and trees follow commit order, whatever order the flushes are seen in.
     batch.flushed = true;
-    while (this.unflushedChanges.length > 0 && this.unflushedChanges[0]!.flushed) this.applyChanges(this.unflushedChanges.shift()!.changes);
+    while (this.unflushedChanges.length > 0 && this.unflushedChanges[0]!.flushed) {
+      const done = this.unflushedChanges.shift()!;
+      this.applyChanges(done.changes, done.seq > this.replayedThroughSeq);
+    }
     jobs.forEach((job, i) => (failures[i] === undefined ? job.resolve(results[i]) : job.reject(failures[i])));
   }
 
   /** Committed and flushed: counts and the observer catch up with what LMDB now holds. */
-  private applyChanges(changes: readonly RecordChange[]): void {
+  /** Counts always; the observer unless it was replayed these changes already (observeRecords). */
+  private applyChanges(changes: readonly RecordChange[], observe: boolean): void {
     for (const { key, keyHash, before, after } of changes) {
       this.counts.records += (after === undefined ? 0 : 1) - (before === undefined ? 0 : 1);
       this.counts.live += (after === undefined || isTombstoneRecord(after) ? 0 : 1) - (before === undefined || isTombstoneRecord(before) ? 0 : 1);
-      this.observer?.(key, keyHash, before === undefined ? undefined : recordHeader(before), after === undefined ? undefined : recordHeader(after));
+      if (observe) this.observer?.(key, keyHash, before === undefined ? undefined : recordHeader(before), after === undefined ? undefined : recordHeader(after));
     }
   }
 

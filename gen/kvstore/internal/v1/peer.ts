@@ -611,6 +611,65 @@ export interface MembershipCommitResponse {
   committedEpoch: bigint;
 }
 
+/** One page of a hash interval, asked by the member receiving it. */
+export interface FetchRangeRequest {
+  /** Id of the asking node (the receiver). */
+  fromNodeId: string;
+  /**
+   * The asker's committed membership epoch: the source refuses one that is not its own or
+   * adjacent (FAILED_PRECONDITION).
+   */
+  epoch: bigint;
+  /** Id of the membership change the transfer belongs to (MembershipState.change.id). */
+  changeId: bigint;
+  /**
+   * The interval is the key hashes h with start_exclusive < h <= end_inclusive, wrapping past
+   * 2^32 - 1 to 0 when start_exclusive >= end_inclusive; equal bounds are the whole circle (the
+   * one range of a ring with a single token). Murmur3 x86 32-bit, seed 0, of the key: the ring's
+   * hash.
+   */
+  startExclusive: number;
+  /** See start_exclusive. */
+  endInclusive: number;
+  /**
+   * The cursor: a hash-index key (the 4-byte big-endian key hash, then the key), the last record
+   * of the previous page (FetchRangeResponse.next_after); the page starts strictly after it. Its
+   * hash must lie in the interval and be the hash of its key. Empty: from the interval's start.
+   */
+  after: Buffer;
+  /**
+   * Most bytes of records the answer may hold (each record's key, record and framing, as the
+   * other peer answers count them); 0, or more than the source's cap (4 MiB), is the source's
+   * cap. One record larger than that is still answered, alone.
+   */
+  maxBytes: bigint;
+}
+
+/** One page of the interval's records. */
+export interface FetchRangeResponse {
+  /**
+   * The records after the cursor, in hash-index order (key hash counted from start_exclusive + 1,
+   * then key bytes): full records (version and value), tombstones included. At least one when
+   * any remain after the cursor.
+   */
+  records: Record[];
+  /**
+   * True when no record of the interval comes after this page: the stream from this source is
+   * complete (as of this answer; later writes reach the receiver by the dual writes).
+   */
+  done: boolean;
+  /**
+   * The cursor of the next request: the hash-index key of this page's last record (the asked
+   * cursor when the page is empty).
+   */
+  nextAfter: Buffer;
+  /**
+   * Records left in the interval after this page, estimated (this node's record count prorated
+   * by the hash width left); 0 when done.
+   */
+  estimatedRecords: bigint;
+}
+
 function createBaseRecord(): Record {
   return { key: Buffer.alloc(0), record: Buffer.alloc(0) };
 }
@@ -4764,6 +4823,338 @@ export const MembershipCommitResponse: MessageFns<MembershipCommitResponse> = {
   },
 };
 
+function createBaseFetchRangeRequest(): FetchRangeRequest {
+  return {
+    fromNodeId: "",
+    epoch: 0n,
+    changeId: 0n,
+    startExclusive: 0,
+    endInclusive: 0,
+    after: Buffer.alloc(0),
+    maxBytes: 0n,
+  };
+}
+
+export const FetchRangeRequest: MessageFns<FetchRangeRequest> = {
+  encode(message: FetchRangeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fromNodeId !== "") {
+      writer.uint32(10).string(message.fromNodeId);
+    }
+    if (message.epoch !== 0n) {
+      if (BigInt.asUintN(64, message.epoch) !== message.epoch) {
+        throw new globalThis.Error("value provided for field message.epoch of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.changeId !== 0n) {
+      if (BigInt.asUintN(64, message.changeId) !== message.changeId) {
+        throw new globalThis.Error("value provided for field message.changeId of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.changeId);
+    }
+    if (message.startExclusive !== 0) {
+      writer.uint32(32).uint32(message.startExclusive);
+    }
+    if (message.endInclusive !== 0) {
+      writer.uint32(40).uint32(message.endInclusive);
+    }
+    if (message.after.length !== 0) {
+      writer.uint32(50).bytes(message.after);
+    }
+    if (message.maxBytes !== 0n) {
+      if (BigInt.asUintN(64, message.maxBytes) !== message.maxBytes) {
+        throw new globalThis.Error("value provided for field message.maxBytes of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.maxBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FetchRangeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFetchRangeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.fromNodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.changeId = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.startExclusive = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.endInclusive = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.after = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxBytes = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FetchRangeRequest {
+    return {
+      fromNodeId: isSet(object.fromNodeId)
+        ? globalThis.String(object.fromNodeId)
+        : isSet(object.from_node_id)
+        ? globalThis.String(object.from_node_id)
+        : "",
+      epoch: isSet(object.epoch) ? BigInt(object.epoch) : 0n,
+      changeId: isSet(object.changeId)
+        ? BigInt(object.changeId)
+        : isSet(object.change_id)
+        ? BigInt(object.change_id)
+        : 0n,
+      startExclusive: isSet(object.startExclusive)
+        ? globalThis.Number(object.startExclusive)
+        : isSet(object.start_exclusive)
+        ? globalThis.Number(object.start_exclusive)
+        : 0,
+      endInclusive: isSet(object.endInclusive)
+        ? globalThis.Number(object.endInclusive)
+        : isSet(object.end_inclusive)
+        ? globalThis.Number(object.end_inclusive)
+        : 0,
+      after: isSet(object.after) ? Buffer.from(bytesFromBase64(object.after)) : Buffer.alloc(0),
+      maxBytes: isSet(object.maxBytes)
+        ? BigInt(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? BigInt(object.max_bytes)
+        : 0n,
+    };
+  },
+
+  toJSON(message: FetchRangeRequest): unknown {
+    const obj: any = {};
+    if (message.fromNodeId !== "") {
+      obj.fromNodeId = message.fromNodeId;
+    }
+    if (message.epoch !== 0n) {
+      obj.epoch = message.epoch.toString();
+    }
+    if (message.changeId !== 0n) {
+      obj.changeId = message.changeId.toString();
+    }
+    if (message.startExclusive !== 0) {
+      obj.startExclusive = Math.round(message.startExclusive);
+    }
+    if (message.endInclusive !== 0) {
+      obj.endInclusive = Math.round(message.endInclusive);
+    }
+    if (message.after.length !== 0) {
+      obj.after = base64FromBytes(message.after);
+    }
+    if (message.maxBytes !== 0n) {
+      obj.maxBytes = message.maxBytes.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FetchRangeRequest>): FetchRangeRequest {
+    return FetchRangeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FetchRangeRequest>): FetchRangeRequest {
+    const message = createBaseFetchRangeRequest();
+    message.fromNodeId = object.fromNodeId ?? "";
+    message.epoch = (object.epoch !== undefined && object.epoch !== null) ? BigInt(object.epoch) : 0n;
+    message.changeId = (object.changeId !== undefined && object.changeId !== null) ? BigInt(object.changeId) : 0n;
+    message.startExclusive = object.startExclusive ?? 0;
+    message.endInclusive = object.endInclusive ?? 0;
+    message.after = object.after ?? Buffer.alloc(0);
+    message.maxBytes = (object.maxBytes !== undefined && object.maxBytes !== null) ? BigInt(object.maxBytes) : 0n;
+    return message;
+  },
+};
+
+function createBaseFetchRangeResponse(): FetchRangeResponse {
+  return { records: [], done: false, nextAfter: Buffer.alloc(0), estimatedRecords: 0n };
+}
+
+export const FetchRangeResponse: MessageFns<FetchRangeResponse> = {
+  encode(message: FetchRangeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.records) {
+      Record.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.done !== false) {
+      writer.uint32(16).bool(message.done);
+    }
+    if (message.nextAfter.length !== 0) {
+      writer.uint32(26).bytes(message.nextAfter);
+    }
+    if (message.estimatedRecords !== 0n) {
+      if (BigInt.asUintN(64, message.estimatedRecords) !== message.estimatedRecords) {
+        throw new globalThis.Error("value provided for field message.estimatedRecords of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.estimatedRecords);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FetchRangeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFetchRangeResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.records.push(Record.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.done = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.nextAfter = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.estimatedRecords = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FetchRangeResponse {
+    return {
+      records: globalThis.Array.isArray(object?.records) ? object.records.map((e: any) => Record.fromJSON(e)) : [],
+      done: isSet(object.done) ? globalThis.Boolean(object.done) : false,
+      nextAfter: isSet(object.nextAfter)
+        ? Buffer.from(bytesFromBase64(object.nextAfter))
+        : isSet(object.next_after)
+        ? Buffer.from(bytesFromBase64(object.next_after))
+        : Buffer.alloc(0),
+      estimatedRecords: isSet(object.estimatedRecords)
+        ? BigInt(object.estimatedRecords)
+        : isSet(object.estimated_records)
+        ? BigInt(object.estimated_records)
+        : 0n,
+    };
+  },
+
+  toJSON(message: FetchRangeResponse): unknown {
+    const obj: any = {};
+    if (message.records?.length) {
+      obj.records = message.records.map((e) => Record.toJSON(e));
+    }
+    if (message.done !== false) {
+      obj.done = message.done;
+    }
+    if (message.nextAfter.length !== 0) {
+      obj.nextAfter = base64FromBytes(message.nextAfter);
+    }
+    if (message.estimatedRecords !== 0n) {
+      obj.estimatedRecords = message.estimatedRecords.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FetchRangeResponse>): FetchRangeResponse {
+    return FetchRangeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FetchRangeResponse>): FetchRangeResponse {
+    const message = createBaseFetchRangeResponse();
+    message.records = object.records?.map((e) => Record.fromPartial(e)) || [];
+    message.done = object.done ?? false;
+    message.nextAfter = object.nextAfter ?? Buffer.alloc(0);
+    message.estimatedRecords = (object.estimatedRecords !== undefined && object.estimatedRecords !== null)
+      ? BigInt(object.estimatedRecords)
+      : 0n;
+    return message;
+  },
+};
+
 /** What one node asks of another. */
 export type PeerServiceDefinition = typeof PeerServiceDefinition;
 export const PeerServiceDefinition = {
@@ -4973,6 +5364,22 @@ export const PeerServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * FetchRange answers one page of this node's records (full records, tombstones included) in a
+     * hash interval, in hash-index order, to a member receiving the interval during a membership
+     * change (docs/membership.md §5): the receiver pulls page after page, applies each with the
+     * last-writer-wins merge, and keeps the cursor, so it resumes after its own crash and can
+     * switch sources. Refused (FAILED_PRECONDITION) when this node must not be the source of the
+     * interval at the caller's epoch; the answer is bounded in bytes and may be throttled.
+     */
+    fetchRange: {
+      name: "FetchRange",
+      requestType: FetchRangeRequest as typeof FetchRangeRequest,
+      requestStream: false,
+      responseType: FetchRangeResponse as typeof FetchRangeResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -5104,6 +5511,18 @@ export interface PeerServiceImplementation<CallContextExt = {}> {
     request: MembershipCommitRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<MembershipCommitResponse>>;
+  /**
+   * FetchRange answers one page of this node's records (full records, tombstones included) in a
+   * hash interval, in hash-index order, to a member receiving the interval during a membership
+   * change (docs/membership.md §5): the receiver pulls page after page, applies each with the
+   * last-writer-wins merge, and keeps the cursor, so it resumes after its own crash and can
+   * switch sources. Refused (FAILED_PRECONDITION) when this node must not be the source of the
+   * interval at the caller's epoch; the answer is bounded in bytes and may be throttled.
+   */
+  fetchRange(
+    request: FetchRangeRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<FetchRangeResponse>>;
 }
 
 export interface PeerServiceClient<CallOptionsExt = {}> {
@@ -5234,6 +5653,18 @@ export interface PeerServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<MembershipCommitRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<MembershipCommitResponse>;
+  /**
+   * FetchRange answers one page of this node's records (full records, tombstones included) in a
+   * hash interval, in hash-index order, to a member receiving the interval during a membership
+   * change (docs/membership.md §5): the receiver pulls page after page, applies each with the
+   * last-writer-wins merge, and keeps the cursor, so it resumes after its own crash and can
+   * switch sources. Refused (FAILED_PRECONDITION) when this node must not be the source of the
+   * interval at the caller's epoch; the answer is bounded in bytes and may be throttled.
+   */
+  fetchRange(
+    request: DeepPartial<FetchRangeRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<FetchRangeResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {
