@@ -7,7 +7,6 @@ import { exitCode, type KvctlCommand, type KvctlContext, UsageError } from './kv
 import { formatTable, jsonLine } from './kvctl-format.js';
 
 /** The actions of docs/membership.md that are not built yet, and what to do instead today. */
-const notYet = new Set(['remove', 'replace']);
 
 /** How often `member add` and `member wait` look at the change in progress. */
 const waitPollMs = 1000;
@@ -30,7 +29,7 @@ export function formatMembers(status: NodeStatus): string {
 export const memberCommand: KvctlCommand = {
   name: 'member',
   arguments: '<action> [args...]',
-  summary: 'The cluster membership: member list | add <id> <peer> | cancel | wait | mark-dead <id>',
+  summary: 'The cluster membership: member list | add | remove | replace | cancel | wait | mark-dead',
   help: [
     'member list: the membership epoch the answering node holds (ask another with --endpoints),',
     'then every member with its peer address, state (joining, normal, leaving, removed), the',
@@ -43,6 +42,12 @@ export const memberCommand: KvctlCommand = {
     'replicas while writes go to both old and new owners; reads move to it once all its ranges',
     'are complete, and the old owners delete what they no longer own. Waits for the change to',
     'complete, showing its progress (Ctrl-C stops the waiting, not the change).',
+    'member remove <id>: remove a member (admin). Its ranges are streamed to the members that',
+    'take them over, from it while it is up (it keeps serving until reads have moved, then',
+    'answers UNAVAILABLE and delivers its replication log), or from the surviving replicas once',
+    'it was declared dead (mark-dead first). Then stop it and wipe its data dir.',
+    'member replace <old id> <new id> <peer host:port>: a new node (started with cluster.join)',
+    'takes over the old member\'s tokens, so only the old member\'s ranges move, all to it.',
     'member cancel: cancel the change in progress while it is pending (admin).',
     'member wait: wait for the change in progress to complete.',
     '',
@@ -52,16 +57,9 @@ export const memberCommand: KvctlCommand = {
     'hold back for ever), and its requests are refused: never start it again on its data dir.',
     'It still owns its ranges (with one replica fewer) until it is removed or replaced.',
     '',
-    'remove and replace are designed in docs/membership.md, not built yet.',
   ].join('\n'),
   async run(context) {
     const action = context.args[0];
-    if (action !== undefined && notYet.has(action)) {
-      throw new UsageError(
-        `member ${action}: not available yet: members do not change by command in this version (docs/membership.md is the design). ` +
-          'Today the member list is cluster.members in every node\'s config; changing it moves no data (anti-entropy copies keys to their new replicas afterwards), so it is not an online operation yet.',
-      );
-    }
     if (action === 'mark-dead') {
       const id = context.args[1];
       if (id === undefined || context.args.length > 2) throw new UsageError('member mark-dead takes one member id: kvctl member mark-dead <id>');
@@ -76,6 +74,22 @@ export const memberCommand: KvctlCommand = {
       await context.write(context.globals.json ? jsonLine(result) : `${result.description} (epoch ${result.epoch})\n`);
       return waitForChange(context);
     }
+    if (action === 'remove') {
+      const [, id] = context.args;
+      if (id === undefined || context.args.length > 2) throw new UsageError('member remove takes one member id: kvctl member remove <id>');
+      const result = await context.client().changeMembership({ kind: 'remove', nodeId: id });
+      await context.write(context.globals.json ? jsonLine(result) : `${result.description} (epoch ${result.epoch})\n`);
+      return waitForChange(context);
+    }
+    if (action === 'replace') {
+      const [, oldId, newId, peer] = context.args;
+      if (oldId === undefined || newId === undefined || peer === undefined || context.args.length > 4) {
+        throw new UsageError('member replace takes the old member id, the new one and its peer address: kvctl member replace <old id> <new id> <host:port>');
+      }
+      const result = await context.client().changeMembership({ kind: 'replace', oldNodeId: oldId, newNodeId: newId, peer });
+      await context.write(context.globals.json ? jsonLine(result) : `${result.description} (epoch ${result.epoch})\n`);
+      return waitForChange(context);
+    }
     if (action === 'cancel') {
       if (context.args.length > 1) throw new UsageError('member cancel takes no arguments');
       const result = await context.client().changeMembership({ kind: 'cancel' });
@@ -86,7 +100,7 @@ export const memberCommand: KvctlCommand = {
       if (context.args.length > 1) throw new UsageError('member wait takes no arguments');
       return waitForChange(context);
     }
-    if (action !== 'list') throw new UsageError(`member: unknown action "${action ?? ''}"; available: list, add, cancel, wait, mark-dead`);
+    if (action !== 'list') throw new UsageError(`member: unknown action "${action ?? ''}"; available: list, add, remove, replace, cancel, wait, mark-dead`);
     const status = await context.client().status();
     await context.write(context.globals.json ? jsonLine(status) : formatMembers(status));
     return exitCode.ok;

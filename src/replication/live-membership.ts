@@ -149,6 +149,18 @@ export class LiveMembership {
     return oldest;
   }
 
+  /**
+   * assertServing, and a member leaving the cluster stops coordinating client requests once reads
+   * have moved to the new owners (clients fail over on UNAVAILABLE); it still applies what its
+   * peers send it until it is removed.
+   */
+  assertCoordinating(): void {
+    this.assertServing();
+    if (this.ringView.phase === 'switched' && this.member(this.selfId)?.state === 'leaving') {
+      throw new NotServingMemberError(`${this.selfId} is leaving the cluster (${this.state.change === undefined ? '' : `change ${this.state.change.id}`}): retry on another node`);
+    }
+  }
+
   onChange(listener: MembershipListener): void {
     this.listeners.push(listener);
   }

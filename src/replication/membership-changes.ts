@@ -168,11 +168,32 @@ export class MembershipChanges implements BackgroundService {
     const change = state.change!;
     if (this.driverOf(state) !== this.deps.selfId) return;
     if (change.phase === 'pending' && !(await this.receiversComplete(state))) return;
+    if (change.phase === 'switched' && !(await this.leaversDelivered(state))) return;
     const committed = await this.deps.proposer.propose((current) => {
       if (current.change?.id !== change.id || current.change.phase !== change.phase) return { refusal: `change ${change.id} moved on meanwhile` };
       return { state: advanceChange(current) };
     }, this.deps.stepMs);
     this.deps.logger.warn({ epoch: committed.epoch }, committed.change === undefined ? `change ${change.id} complete at membership epoch ${committed.epoch}` : `change ${change.id}: reads switched to the new owners at membership epoch ${committed.epoch}`);
+  }
+
+  /**
+   * Whether every live member that is leaving has delivered its whole replication log: once
+   * removed it is fenced, and what it still held for others would never arrive.
+   */
+  private async leaversDelivered(state: MembershipState): Promise<boolean> {
+    const { selfId, peerCallMs, clock } = this.deps;
+    for (const m of state.members) {
+      if (m.state !== 'leaving' || m.dead === true) continue;
+      const link = this.deps.peers.link(m.id);
+      if (m.id === selfId || link === undefined) return false; // the driver is never a leaver (driverOf)
+      try {
+        const answer = await link.client.ping({ fromNodeId: selfId }, { signal: clock.timeoutSignal(peerCallMs) });
+        if (Number(answer.logEntries) > 0) return false;
+      } catch {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Whether every member gaining ranges has received all of them (asked by Ping; this node's own progress directly). */

@@ -51,6 +51,8 @@ export interface ReplicaDeps {
   readonly wallClock: () => number;
   /** The drain barrier this node has passed (LiveMembership.drainedEpoch), for Ping. */
   readonly drainedEpoch?: () => number;
+  /** Entries in this node's replication log (every peer), for Ping. */
+  readonly logEntries?: () => number;
   /** What this node received of the ranges it gains in the change in progress, for Ping. */
   readonly streamProgress?: () => StreamProgress | undefined;
   /** This node's committed membership epoch, answered on Ping (0 when absent: unknown). */
@@ -253,6 +255,7 @@ export function createReplica(deps: ReplicaDeps) {
         membershipEpoch: BigInt(deps.membershipEpoch?.() ?? 0),
         drainedEpoch: BigInt(deps.drainedEpoch?.() ?? 0),
         streaming: deps.streamProgress?.(),
+        logEntries: BigInt(deps.logEntries?.() ?? 0),
       };
     },
     scanLocal(request: ScanLocalRequest) {

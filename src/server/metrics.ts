@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
+import { MemberState, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import type { MetricsDecision } from './auth/metrics-access.js';
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -184,7 +184,8 @@ export class NodeMetrics {
   /** The metrics read from the node's state at every scrape (the ones the hand-written page had, unchanged). */
   private registerNodeState(): void {
     const one = (value: number): Sample[] => [{ value }];
-    const peersOf = (s: NodeSnapshot) => s.status.members.filter((m) => !m.self);
+    // Members removed or declared dead are not peers any more (no link, no log): no per-peer series.
+    const peersOf = (s: NodeSnapshot) => s.status.members.filter((m) => !m.self && !m.dead && m.state !== MemberState.MEMBER_STATE_REMOVED);
     const perPeer = (value: (m: Member, s: NodeSnapshot) => number) => (s: NodeSnapshot): Sample[] => peersOf(s).map((m) => ({ labels: { peer: m.nodeId }, value: value(m, s) }));
     const peerLabel = ['peer'];
     const gauge = (name: string, help: string, samples: (s: NodeSnapshot) => Sample[], labelNames: string[] = []) => this.collected('gauge', name, help, labelNames, samples);

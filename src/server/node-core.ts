@@ -216,7 +216,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       logger,
       time,
     );
-    const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, assertServing: () => live.assertServing() }, live, repo, hlc, peers, logger, time);
+    const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, assertServing: () => live.assertCoordinating() }, live, repo, hlc, peers, logger, time);
     const prober = new PeerProber(selfId, () => peers.everyLink(), config.replication.probeIntervalMs, peerCallMs, logger, time, (link, answer) => {
       // A peer at a newer epoch: a change was committed while this node missed its Commit.
       if (Number(answer.membershipEpoch) > live.epoch) void catchUpFrom(link.id, Number(answer.membershipEpoch));
@@ -321,6 +321,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       agreement: acceptor,
       membershipEpoch: () => live.epoch,
       drainedEpoch: () => live.drainedEpoch(),
+      logEntries: () => repo.hints.peers().reduce((sum, peer) => sum + repo.hints.stats(peer).entries, 0),
       streamProgress: () => changes.progress(),
       checkFetch,
       ...(streamingThrottle === undefined ? {} : { sendThrottle: streamingThrottle }),
@@ -365,31 +366,32 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
             case 'mark-dead':
               return markDead(committed, command.id);
             case 'add':
+            case 'remove':
+            case 'replace':
               return proposeChange(committed, command, replicationFactor);
             case 'cancel':
               return cancelChange(committed);
-            default:
-              return { refusal: `member ${command.kind} is not available yet (docs/membership.md): add, cancel and mark-dead are` };
           }
         };
         // Refused here at once when this node's own state already refuses it (a change in progress, ...).
         const local = build(live.current());
         if ('refusal' in local) throw new MembershipRefusedError(local.refusal);
-        if (command.kind === 'add') {
+        if (command.kind === 'add' || command.kind === 'replace') {
           // The new node must be up (started with cluster.join) and be who it is said to be.
-          const link = new PeerLink(command.id, command.peer, peerMessageBytes, seams.connect(command.id, command.peer, peerMessageBytes), time);
+          const newId = command.kind === 'add' ? command.id : command.newId;
+          const link = new PeerLink(newId, command.peer, peerMessageBytes, seams.connect(newId, command.peer, peerMessageBytes), time);
           try {
             let answer: PingResponse;
             try {
               answer = await link.client.ping({ fromNodeId: selfId }, { signal: time.timeoutSignal(peerCallMs) });
             } catch (err) {
-              throw new MembershipRefusedError(`${command.id} did not answer at ${command.peer} (${(err as Error).message}): start it with cluster.join first`);
+              throw new MembershipRefusedError(`${newId} did not answer at ${command.peer} (${(err as Error).message}): start it with cluster.join first`);
             }
-            if (answer.nodeId !== command.id) throw new MembershipRefusedError(`${command.peer} answers as node "${answer.nodeId}", not "${command.id}"`);
-            joinerLinks.set(command.id, link);
+            if (answer.nodeId !== newId) throw new MembershipRefusedError(`${command.peer} answers as node "${answer.nodeId}", not "${newId}"`);
+            joinerLinks.set(newId, link);
             return await proposeLogged(build, deadlineMs, command);
           } finally {
-            joinerLinks.delete(command.id);
+            joinerLinks.delete(newId);
             link.close();
           }
         }

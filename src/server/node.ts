@@ -329,7 +329,8 @@ export class KvNode {
   status(): StatusResponse {
     const counts = this.repo.recordCounts();
     const now = Date.now();
-    const members = this.core.membership.activeMembers();
+    // Removed members too (ids are never reused; the list says what became of them).
+    const members = this.core.membership.current().members;
     return {
       nodeId: this.config.nodeId,
       uptimeSeconds: (now - this.startedAtMs) / 1000,
@@ -352,19 +353,20 @@ export class KvNode {
       })(),
       members: members.map((m) => {
         const link = this.peers.link(m.id);
-        const place = { state: memberStateMessage(m.state), ownedShare: this.ownedShareOf(m.id), dead: m.dead === true };
+        const place = { state: memberStateMessage(m.state), ownedShare: m.state === 'removed' ? 0 : this.ownedShareOf(m.id), dead: m.dead === true };
         if (link === undefined) {
+          const self = m.id === this.config.nodeId;
           return {
             ...place,
             nodeId: m.id,
             // A single node started without cluster.members serves no peer port.
-            peer: this.config.cluster.members.length === 0 ? (this.peerAddress ?? '') : m.peer,
-            self: true,
-            reachable: true,
+            peer: self && this.config.cluster.members.length === 0 ? (this.peerAddress ?? '') : m.peer,
+            self,
+            reachable: self,
             backlogEntries: 0n,
             backlogBytes: 0n,
             backlogOldestAgeMs: 0n,
-            lastContactUnixMs: BigInt(now),
+            lastContactUnixMs: self ? BigInt(now) : 0n,
             droppedEntries: 0n,
             lastExchangeUnixMs: 0n,
             lastExchangeRepaired: 0n,

@@ -28,7 +28,7 @@ async function kvctl(args: string[]): Promise<{ code: number; out: string; err: 
   return { code, out, err };
 }
 
-describe('member add (3 -> 4 nodes under load)', () => {
+describe('membership changes under load: add (3 -> 4), replace of a dead member, remove of a live one (4 -> 3)', () => {
   const dir = makeTempDir('kvstore-member-add-');
   const nodes = new Map<string, NodeProcess>();
   const clients: KvClient[] = [];
@@ -38,17 +38,19 @@ describe('member add (3 -> 4 nodes under load)', () => {
     return c;
   };
   const peerOf = new Map<string, string>();
+  const common = {
+    replication: { retryMinMs: 20, retryMaxMs: 500, probeIntervalMs: 250 },
+    timeouts: { requestMs: 5_000, peerCallMs: 1_500 },
+    // Off: nothing but the streams and the writes may copy data to the new owners.
+    antiEntropy: { intervalSeconds: 0 },
+    // Small pages, so a stream takes many of them.
+    streaming: { batchMaxBytes: 16 * 1024 },
+    membership: { deadAfterSeconds: 1 },
+  };
 
   beforeAll(async () => {
-    for (const id of ['n1', 'n2', 'n3', 'n4']) peerOf.set(id, `127.0.0.1:${await unusedPort()}`);
+    for (const id of ['n1', 'n2', 'n3', 'n4', 'n5']) peerOf.set(id, `127.0.0.1:${await unusedPort()}`);
     const members = ['n1', 'n2', 'n3'].map((id) => ({ id, peer: peerOf.get(id)! }));
-    const common = {
-      replication: { retryMinMs: 20, retryMaxMs: 500, probeIntervalMs: 250 },
-      timeouts: { requestMs: 5_000, peerCallMs: 1_500 },
-      antiEntropy: { intervalSeconds: 0 },
-      // Small pages, so the stream takes many of them.
-      streaming: { batchMaxBytes: 16 * 1024 },
-    };
     for (const m of members) nodes.set(m.id, NodeProcess.create(dir, m.id, { ...common, peerListen: m.peer, cluster: { members } }));
     nodes.set('n4', NodeProcess.create(dir, 'n4', { ...common, peerListen: peerOf.get('n4'), cluster: { join: [members[0]!.peer], replicationFactor: 3 } }));
     await Promise.all([...nodes.values()].map((n) => n.start()));
@@ -62,12 +64,72 @@ describe('member add (3 -> 4 nodes under load)', () => {
     removeTempDir(dir);
   });
 
-  it('streams n4 its ranges while writes continue, switches reads, cleans up: every key on exactly its 3 owners, no acknowledged write lost', async () => {
+  const rng = new Rng(seed);
+  const value = (k: string, v: number) => `${k}=${v}:${'x'.repeat(60)}`;
+  /** Every key's last acknowledged value (undefined: deleted), across the scenarios. */
+  const expected = new Map<string, string | undefined>();
+  let round = 0;
+
+  /**
+   * Runs `change` while QUORUM writers go through `via` (each writer on its own keys, so the last
+   * acknowledged value is known), and waits for the change to complete. No fault is injected into
+   * the writes' path: every one must succeed (no downtime).
+   */
+  async function underLoad(via: readonly string[], change: () => Promise<void>): Promise<void> {
+    round++;
+    let changing = true;
+    const acked = new Map<string, string>();
+    const failed: string[] = [];
+    const writerClients = via.map((id) => client(id));
+    const load = Promise.all(
+      Array.from({ length: writers }, async (_, w) => {
+        const c = writerClients[w % writerClients.length]!;
+        for (let i = 0; i < writesPerWriterMax && changing; i++) {
+          const k = `w${round}:${w}:${Math.floor(rng.next() * 50)}`;
+          const v = value(k, i + 1);
+          try {
+            await c.put(k, v, { consistency: 'quorum' });
+            acked.set(k, v);
+          } catch (err) {
+            failed.push(`${k}: ${(err as Error).message}`);
+          }
+        }
+      }),
+    );
+    try {
+      await change();
+    } finally {
+      changing = false;
+      await load;
+    }
+    expect(failed).toEqual([]);
+    expect(acked.size).toBeGreaterThan(writers);
+    for (const [k, v] of acked) expected.set(k, v);
+  }
+
+  /** One state on every member, verify agrees (before any read could repair), every write reads back, exactly 3 copies of every key. */
+  async function checkCluster(members: readonly string[], epoch: number): Promise<void> {
+    for (const id of members) {
+      const status = await client(id).status();
+      expect(status.membershipEpoch, id).toBe(epoch);
+      expect(status.members.filter((m) => m.state !== 'removed').map((m) => `${m.nodeId}:${m.state}`)).toEqual(members.map((m) => `${m}:normal`));
+    }
+    const verify = await kvctl(['--endpoints', nodes.get(members[0]!)!.listen, 'verify']);
+    expect(verify.code, verify.out + verify.err).toBe(0);
+    for (const id of [members[0]!, members[members.length - 1]!]) {
+      const c = client(id);
+      for (const [k, v] of expected) expect((await c.get(k, { consistency: 'quorum' }))?.toString(), `${k} via ${id}`).toBe(v);
+    }
+    // Tombstones included; the old owners delete what they lost once the change is over.
+    await waitFor('the old owners to delete the ranges they lost', async () => {
+      const counts = await Promise.all(members.map(async (id) => (await client(id).status()).recordCount));
+      return counts.reduce((a, b) => a + b, 0) === 3 * expected.size;
+    });
+  }
+
+  it('add: n4 streams its ranges while writes continue, reads switch, old owners clean up', async () => {
     console.log(`member add seed ${seed} (replay with KVSTORE_TEST_SEED=${seed})`);
-    const rng = new Rng(seed);
     const n1 = client('n1');
-    const value = (k: string, v: number) => `${k}=${v}:${'x'.repeat(60)}`;
-    const expected = new Map<string, string | undefined>();
     for (let i = 0; i < preloadKeys; i++) {
       const k = `pre:${i}`;
       await n1.put(k, value(k, 0), { consistency: 'quorum' });
@@ -78,70 +140,51 @@ describe('member add (3 -> 4 nodes under load)', () => {
       await n1.delete(k, { consistency: 'quorum' });
       expected.set(k, undefined);
     }
-
     // Not a member yet: it serves nothing, and says how to add it.
     await expect(client('n4').get('pre:1')).rejects.toThrow(/n4 is not a member yet \(started with cluster\.join\)/);
 
-    // QUORUM writers through n1..n3, each on its own keys (so the last acknowledged value is known).
-    let changing = true;
-    const acked = new Map<string, string>();
-    const indeterminate = new Set<string>();
-    const writerClients = ['n1', 'n2', 'n3'].map((id) => client(id));
-    const load = Promise.all(
-      Array.from({ length: writers }, async (_, w) => {
-        const c = writerClients[w % 3]!;
-        for (let i = 0; i < writesPerWriterMax && changing; i++) {
-          const k = `w:${w}:${Math.floor(rng.next() * 50)}`;
-          const v = value(k, i + 1);
-          try {
-            await c.put(k, v, { consistency: 'quorum' });
-            acked.set(k, v);
-            indeterminate.delete(k);
-          } catch {
-            indeterminate.add(k);
-          }
-        }
-      }),
-    );
-
-    // A change: refused while one is in progress, with what is in progress.
-    const added = await n1.changeMembership({ kind: 'add', nodeId: 'n4', peer: peerOf.get('n4')! });
-    expect(added.description).toContain('change 1: add n4');
-    await expect(n1.changeMembership({ kind: 'add', nodeId: 'n5', peer: '127.0.0.1:1' })).rejects.toThrow(/change 1: add n4 .* is in progress/);
-    const waited = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'wait']);
-    expect(waited.err).toContain('no membership change in progress at epoch 4');
-    expect(waited.code).toBe(0);
-    changing = false;
-    await load;
-    // No fault is injected: every write must succeed throughout the change (no downtime).
-    expect([...indeterminate]).toEqual([]);
-    for (const [k, v] of acked) expected.set(k, v);
-    expect(acked.size).toBeGreaterThan(writers);
-
-    // One state everywhere: n4 normal at epoch 4 (pending 2, switched 3, done 4), a quarter of the ring each.
-    for (const id of ['n1', 'n2', 'n3', 'n4']) {
-      const status = await client(id).status();
-      expect(status.membershipEpoch).toBe(4);
-      expect(status.members.map((m) => `${m.nodeId}:${m.state}`)).toEqual(['n1:normal', 'n2:normal', 'n3:normal', 'n4:normal']);
-      for (const m of status.members) expect(m.ownedShare).toBeGreaterThan(0.15);
-    }
-
-    // The replicas agree before any read could repair them (anti-entropy is off).
-    const verify = await kvctl(['--endpoints', nodes.get('n2')!.listen, 'verify']);
-    expect(verify.code, verify.out + verify.err).toBe(0);
-
-    // Every acknowledged write, through every node, n4 included.
-    for (const id of ['n1', 'n4']) {
-      const c = client(id);
-      for (const [k, v] of expected) expect((await c.get(k, { consistency: 'quorum' }))?.toString(), `${k} via ${id}`).toBe(v);
-    }
-
-    // Exactly 3 copies of every key (tombstones included), once the old owners cleaned up.
-    const distinct = expected.size;
-    await waitFor('the old owners to delete the ranges they lost', async () => {
-      const counts = await Promise.all(['n1', 'n2', 'n3', 'n4'].map(async (id) => (await client(id).status()).recordCount));
-      return counts.reduce((a, b) => a + b, 0) === 3 * distinct;
+    await underLoad(['n1', 'n2', 'n3'], async () => {
+      const added = await n1.changeMembership({ kind: 'add', nodeId: 'n4', peer: peerOf.get('n4')! });
+      expect(added.description).toContain('change 1: add n4');
+      // A second change while one is in progress is refused, saying what is in progress.
+      await expect(n1.changeMembership({ kind: 'add', nodeId: 'n5', peer: '127.0.0.1:1' })).rejects.toThrow(/change 1: add n4 .* is in progress/);
+      const waited = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'wait']);
+      expect(waited.err).toContain('no membership change in progress at epoch 4');
+      expect(waited.code).toBe(0);
     });
-    expect((await client('n4').status()).recordCount).toBeGreaterThan(distinct * 0.5);
+    // Epochs: pending 2, switched 3, done 4; a quarter of the ring each.
+    await checkCluster(['n1', 'n2', 'n3', 'n4'], 4);
+    for (const m of (await n1.status()).members) expect(m.ownedShare).toBeGreaterThan(0.15);
+    expect((await client('n4').status()).recordCount).toBeGreaterThan(expected.size * 0.5);
+  }, 180_000);
+
+  it('replace of a dead member: n5 takes over SIGKILLed n3\'s tokens, streamed from the surviving replicas', async () => {
+    await nodes.get('n3')!.kill();
+    await waitFor('n3 to be declared dead', async () => {
+      const marked = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'mark-dead', 'n3']);
+      return marked.code === 0;
+    });
+    const n5 = NodeProcess.create(dir, 'n5', { ...common, peerListen: peerOf.get('n5'), cluster: { join: [peerOf.get('n1')!], replicationFactor: 3 } });
+    nodes.set('n5', await n5.start());
+    const before = (await client('n1').status()).members.find((m) => m.nodeId === 'n3')!.ownedShare;
+    await underLoad(['n1', 'n2', 'n4'], async () => {
+      const replaced = await kvctl(['--endpoints', nodes.get('n2')!.listen, 'member', 'replace', 'n3', 'n5', peerOf.get('n5')!]);
+      expect(replaced.err).toContain('no membership change in progress at epoch 8');
+      expect(replaced.code, replaced.out + replaced.err).toBe(0);
+    });
+    // mark-dead 5; pending 6, switched 7, done 8. n5 owns exactly what n3 did.
+    await checkCluster(['n1', 'n2', 'n4', 'n5'], 8);
+    expect((await client('n1').status()).members.find((m) => m.nodeId === 'n5')!.ownedShare).toBeCloseTo(before, 9);
+  }, 180_000);
+
+  it('remove of a live member: n2 streams its ranges away, stops coordinating, then is removed and serves nothing', async () => {
+    await underLoad(['n1', 'n4', 'n5'], async () => {
+      const removed = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'remove', 'n2']);
+      expect(removed.code, removed.out + removed.err).toBe(0);
+    });
+    await checkCluster(['n1', 'n4', 'n5'], 11);
+    await expect(client('n2').get('pre:1')).rejects.toThrow(/n2 was removed at membership epoch 11: it serves nothing/);
+    const list = await kvctl(['--endpoints', nodes.get('n4')!.listen, 'member', 'list']);
+    expect(list.out).toMatch(/^n2\s+\S+\s+removed\s+/m);
   }, 180_000);
 });

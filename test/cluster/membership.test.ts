@@ -40,13 +40,13 @@ describe('membership state', () => {
     expect(status.members.reduce((sum, m) => sum + m.ownedShare, 0)).toBeCloseTo(1, 9);
   });
 
-  it('the actions that are not built yet say so (exit 2), and an unknown one names the one there is', async () => {
+  it('member add of a node that is not running is refused, naming it (exit 3); an unknown action names those there are (exit 2)', async () => {
     const add = await kvctl(['--endpoints', cluster.node('n1').listen, 'member', 'add', 'n4', '127.0.0.1:1']);
-    expect(add.code).toBe(2);
-    expect(add.err).toContain('member add: not available yet');
+    expect(add.code).toBe(3);
+    expect(add.err).toMatch(/n4 did not answer at 127\.0\.0\.1:1 .*start it with cluster\.join first/);
     const unknown = await kvctl(['--endpoints', cluster.node('n1').listen, 'member', 'frobnicate']);
     expect(unknown.code).toBe(2);
-    expect(unknown.err).toContain('available: list, mark-dead');
+    expect(unknown.err).toContain('available: list, add, remove, replace, cancel, wait, mark-dead');
   });
 
   it('the epoch is persisted: a restart keeps it; an edited member list is adopted as the next epoch', async () => {
@@ -63,7 +63,7 @@ describe('membership state', () => {
     await n3.start();
     const edited = await cluster.client('n3').status();
     expect(edited.membershipEpoch).toBe(2);
-    expect(edited.members.map((m) => m.nodeId)).toEqual(['n1', 'n3']);
+    expect(edited.members.map((m) => `${m.nodeId}:${m.state}`)).toEqual(['n1:normal', 'n2:removed', 'n3:normal']);
     expect(cluster.output()).toContain('adopted as epoch 2');
 
     // Back to the full list: epoch 3 (epochs only grow), and the others never moved.

@@ -321,7 +321,14 @@ export interface PingResponse {
    */
   drainedEpoch: bigint;
   /** This node's receiving side of the change in progress, if it gains ranges in it. */
-  streaming: StreamProgress | undefined;
+  streaming:
+    | StreamProgress
+    | undefined;
+  /**
+   * Entries in this node's replication log, over every peer: a leaving member is removed only
+   * once it has delivered them all (once removed, it is fenced and could deliver nothing).
+   */
+  logEntries: bigint;
 }
 
 /** What one node has received of the ranges it gains in a membership change. */
@@ -1792,7 +1799,15 @@ export const PingRequest: MessageFns<PingRequest> = {
 };
 
 function createBasePingResponse(): PingResponse {
-  return { nodeId: "", clockWallMs: 0n, clockCounter: 0, membershipEpoch: 0n, drainedEpoch: 0n, streaming: undefined };
+  return {
+    nodeId: "",
+    clockWallMs: 0n,
+    clockCounter: 0,
+    membershipEpoch: 0n,
+    drainedEpoch: 0n,
+    streaming: undefined,
+    logEntries: 0n,
+  };
 }
 
 export const PingResponse: MessageFns<PingResponse> = {
@@ -1823,6 +1838,12 @@ export const PingResponse: MessageFns<PingResponse> = {
     }
     if (message.streaming !== undefined) {
       StreamProgress.encode(message.streaming, writer.uint32(50).fork()).join();
+    }
+    if (message.logEntries !== 0n) {
+      if (BigInt.asUintN(64, message.logEntries) !== message.logEntries) {
+        throw new globalThis.Error("value provided for field message.logEntries of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.logEntries);
     }
     return writer;
   },
@@ -1888,6 +1909,14 @@ export const PingResponse: MessageFns<PingResponse> = {
             message.streaming = StreamProgress.decode(reader, reader.uint32());
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.logEntries = reader.uint64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1928,6 +1957,11 @@ export const PingResponse: MessageFns<PingResponse> = {
         ? BigInt(object.drained_epoch)
         : 0n,
       streaming: isSet(object.streaming) ? StreamProgress.fromJSON(object.streaming) : undefined,
+      logEntries: isSet(object.logEntries)
+        ? BigInt(object.logEntries)
+        : isSet(object.log_entries)
+        ? BigInt(object.log_entries)
+        : 0n,
     };
   },
 
@@ -1951,6 +1985,9 @@ export const PingResponse: MessageFns<PingResponse> = {
     if (message.streaming !== undefined) {
       obj.streaming = StreamProgress.toJSON(message.streaming);
     }
+    if (message.logEntries !== 0n) {
+      obj.logEntries = message.logEntries.toString();
+    }
     return obj;
   },
 
@@ -1973,6 +2010,9 @@ export const PingResponse: MessageFns<PingResponse> = {
     message.streaming = (object.streaming !== undefined && object.streaming !== null)
       ? StreamProgress.fromPartial(object.streaming)
       : undefined;
+    message.logEntries = (object.logEntries !== undefined && object.logEntries !== null)
+      ? BigInt(object.logEntries)
+      : 0n;
     return message;
   },
 };
