@@ -8,6 +8,7 @@ import type { Repository } from '../storage/repository.js';
 import type { LiveMembership } from './live-membership.js';
 import type { PeerDirectory } from './peer-directory.js';
 import type { MembershipProposer } from './membership-proposer.js';
+import { decodeTransferCursor } from './range-streamer.js';
 
 /** Keys the cleanup after a change checks (and deletes if no longer owned) per transaction. */
 export const cleanupKeysPerPage = 1000;
@@ -84,8 +85,10 @@ export class MembershipChanges implements BackgroundService {
     const change = this.deps.live.current().change;
     if (change === undefined) return undefined;
     if (this.receiving?.changeId !== change.id) {
+      // Not streaming (yet, or again after a restart): what the persisted cursors hold.
       const mine = this.myTransfers(this.deps.live.current());
-      return { changeId: BigInt(change.id), transfersTotal: mine.length, transfersDone: 0, keys: 0n, bytes: 0n, complete: mine.length === 0 };
+      const { keys, bytes } = this.persistedProgress(change.id);
+      return { changeId: BigInt(change.id), transfersTotal: mine.length, transfersDone: 0, keys: BigInt(keys), bytes: BigInt(bytes), complete: mine.length === 0 };
     }
     const p = this.receiving.receiver.progress();
     return { changeId: BigInt(change.id), transfersTotal: p.total, transfersDone: p.done, keys: BigInt(p.keys), bytes: BigInt(p.bytes), complete: p.complete };
@@ -131,6 +134,24 @@ export class MembershipChanges implements BackgroundService {
     await this.drive(state);
   }
 
+  /** Keys and bytes received of change `changeId`, as its durable cursors say. */
+  private persistedProgress(changeId: number): { keys: number; bytes: number } {
+    let keys = 0;
+    let bytes = 0;
+    for (const name of this.deps.repo.transferCursorNames(`${changeId}/`)) {
+      const stored = this.deps.repo.transferCursor(name);
+      if (stored === undefined) continue;
+      try {
+        const cursor = decodeTransferCursor(stored);
+        keys += cursor.keys;
+        bytes += cursor.bytes;
+      } catch {
+        // An unreadable cursor restarts its stream (range-streamer.ts); it counts for nothing here.
+      }
+    }
+    return { keys, bytes };
+  }
+
   private myTransfers(state: MembershipState): Transfer[] {
     const dead = new Set(state.members.filter((m) => m.dead === true).map((m) => m.id));
     return planTransfers(state, this.deps.live.view(), this.deps.vnodesPerMember, dead).filter((t) => t.receiver === this.deps.selfId);
@@ -141,6 +162,8 @@ export class MembershipChanges implements BackgroundService {
     if (this.receiving?.changeId === change.id) return;
     const transfers = this.myTransfers(state);
     if (transfers.length === 0) return;
+    // Cursors of this change exist only once its barrier was passed (before a restart).
+    if (this.drainedFor !== change.id && this.deps.repo.transferCursorNames(`${change.id}/`).length > 0) this.drainedFor = change.id;
     if (this.drainedFor !== change.id) {
       if (!(await this.everyoneDrained(state.epoch))) return;
       this.drainedFor = change.id;

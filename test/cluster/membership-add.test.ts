@@ -17,7 +17,7 @@ import { waitFor } from '../helpers/wait.js';
 const seed = Number(process.env.KVSTORE_TEST_SEED ?? 20261202);
 const preloadKeys = 3000;
 const deletedKeys = 300;
-const writers = 16;
+const writers = 64;
 /** Bounds of the load during the change: each writer stops at this many writes or when the change is over. */
 const writesPerWriterMax = 400;
 
@@ -28,7 +28,7 @@ async function kvctl(args: string[]): Promise<{ code: number; out: string; err: 
   return { code, out, err };
 }
 
-describe('membership changes under load: add (3 -> 4), replace of a dead member, remove of a live one (4 -> 3)', () => {
+describe('membership changes under load: add, replace of a dead member, remove of a live one, a joiner killed mid-stream, cancel, remove of a dead one', () => {
   const dir = makeTempDir('kvstore-member-add-');
   const nodes = new Map<string, NodeProcess>();
   const clients: KvClient[] = [];
@@ -49,7 +49,7 @@ describe('membership changes under load: add (3 -> 4), replace of a dead member,
   };
 
   beforeAll(async () => {
-    for (const id of ['n1', 'n2', 'n3', 'n4', 'n5']) peerOf.set(id, `127.0.0.1:${await unusedPort()}`);
+    for (const id of ['n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7']) peerOf.set(id, `127.0.0.1:${await unusedPort()}`);
     const members = ['n1', 'n2', 'n3'].map((id) => ({ id, peer: peerOf.get(id)! }));
     for (const m of members) nodes.set(m.id, NodeProcess.create(dir, m.id, { ...common, peerListen: m.peer, cluster: { members } }));
     nodes.set('n4', NodeProcess.create(dir, 'n4', { ...common, peerListen: peerOf.get('n4'), cluster: { join: [members[0]!.peer], replicationFactor: 3 } }));
@@ -102,7 +102,7 @@ describe('membership changes under load: add (3 -> 4), replace of a dead member,
       changing = false;
       await load;
     }
-    expect(failed).toEqual([]);
+    expect(failed.slice(0, 5), `${failed.length} writes failed`).toEqual([]);
     expect(acked.size).toBeGreaterThan(writers);
     for (const [k, v] of acked) expected.set(k, v);
   }
@@ -186,5 +186,56 @@ describe('membership changes under load: add (3 -> 4), replace of a dead member,
     await expect(client('n2').get('pre:1')).rejects.toThrow(/n2 was removed at membership epoch 11: it serves nothing/);
     const list = await kvctl(['--endpoints', nodes.get('n4')!.listen, 'member', 'list']);
     expect(list.out).toMatch(/^n2\s+\S+\s+removed\s+/m);
+  }, 180_000);
+
+  /** Starts a node with cluster.join, streaming slowly (so a test can act mid-stream). */
+  async function startJoiner(id: string): Promise<NodeProcess> {
+    const node = NodeProcess.create(dir, id, { ...common, streaming: { batchMaxBytes: 4 * 1024, maxBytesPerSecond: 64 * 1024 }, peerListen: peerOf.get(id), cluster: { join: [peerOf.get('n1')!], replicationFactor: 3 } });
+    nodes.set(id, await node.start());
+    return node;
+  }
+
+  it('a joining node SIGKILLed mid-stream resumes from its cursors when restarted, and the add completes', async () => {
+    const n6 = await startJoiner('n6');
+    await underLoad(['n1', 'n4', 'n5'], async () => {
+      await client('n1').changeMembership({ kind: 'add', nodeId: 'n6', peer: peerOf.get('n6')! });
+      const progressOf = async () => (await client('n6').status()).membershipChangeProgress;
+      const before = await waitFor('n6 to be part-way through its ranges', async () => {
+        const p = await progressOf();
+        return p !== undefined && p.keys >= 300 && p.transfersDone < p.transfersTotal ? p : undefined;
+      });
+      await n6.kill();
+      await n6.start();
+      // Resumed, not restarted: the cursors persisted before the kill count from where it was (a
+      // page per range in flight may be fetched again: 4 ranges of a few dozen records each).
+      const after = await waitFor('n6 to report its progress again', progressOf);
+      expect(after.keys).toBeGreaterThan(before.keys - 200);
+      const waited = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'wait']);
+      expect(waited.code, waited.err).toBe(0);
+    });
+    await checkCluster(['n1', 'n4', 'n5', 'n6'], 14);
+  }, 180_000);
+
+  it('cancel while pending: the joiner is removed, the others keep exactly their ranges', async () => {
+    await startJoiner('n7');
+    await underLoad(['n1', 'n4', 'n5', 'n6'], async () => {
+      await client('n4').changeMembership({ kind: 'add', nodeId: 'n7', peer: peerOf.get('n7')! });
+      const cancelled = await kvctl(['--endpoints', nodes.get('n5')!.listen, 'member', 'cancel']);
+      expect(cancelled.code, cancelled.err).toBe(0);
+      expect(cancelled.out).toContain('change cancelled');
+    });
+    await checkCluster(['n1', 'n4', 'n5', 'n6'], 16);
+    await expect(client('n7').get('pre:1')).rejects.toThrow(/n7 was removed at membership epoch 16/);
+  }, 180_000);
+
+  it('remove of a dead member: SIGKILLed n5 is declared dead, then removed; its ranges stream from the surviving replicas', async () => {
+    await nodes.get('n5')!.kill();
+    await waitFor('n5 to be declared dead', async () => (await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'mark-dead', 'n5'])).code === 0);
+    await underLoad(['n1', 'n4', 'n6'], async () => {
+      const removed = await kvctl(['--endpoints', nodes.get('n6')!.listen, 'member', 'remove', 'n5']);
+      expect(removed.code, removed.out + removed.err).toBe(0);
+    });
+    // mark-dead 17; pending 18, switched 19, done 20.
+    await checkCluster(['n1', 'n4', 'n6'], 20);
   }, 180_000);
 });
