@@ -16,6 +16,7 @@ R = {
  'trees-after-flush': [('src/storage/repository.ts', '          for (const c of jobChanges) changes.push(c);', '          for (const c of jobChanges) changes.push(c);\n          this.applyChanges(jobChanges);'), ('src/storage/repository.ts', 'this.applyChanges(this.unflushedChanges.shift()!.changes);', 'this.unflushedChanges.shift();')],
  'now-above': [('src/replication/coordinator.ts', 'const version = this.clock.nowAbove(floor === undefined ? undefined : decodeRecordHeader(floor).version);', 'const version = this.clock.now(); void floor;')],
  'deadline-race': [('src/replication/deadline.ts', '      promise.catch(() => {});\n      return Promise.reject', '      return Promise.reject')],
+ 'fencing': [('src/server/node-core.ts', 'has: (id) => live.isLive(id),', 'has: (id) => live.member(id) !== undefined,')],
 }
 for name in sys.argv[1:]:
     for (p, a, b) in R[name]:

@@ -39,7 +39,16 @@ export type ViolationKind =
   | 'unexpected-exit'
   | 'node-error'
   | 'not-converged'
-  | 'unclean-stop';
+  | 'unclean-stop'
+  // Membership agreement (the simulator's checks, docs/membership.md §2.3):
+  /** Invariant A: two nodes (or incarnations) adopted different states for one epoch. */
+  | 'membership-split'
+  /** Invariant B: a member not declared dead more than one epoch behind, at an epoch other than the final one after heal, or back at an older epoch after a restart. */
+  | 'membership-behind'
+  /** A mark-dead of a member that was up and reachable was committed (each acceptor must refuse it, §2.5). */
+  | 'alive-marked-dead'
+  /** A member declared dead answered a client operation. */
+  | 'dead-member-served';
 
 export interface Violation {
   readonly kind: ViolationKind;

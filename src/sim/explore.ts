@@ -47,7 +47,19 @@ export async function shortestFailingPrefix(options: SimulationOptions, steps: n
 }
 
 function report(r: SimulationResult): string {
-  return `seed ${r.seed}: ${failed(r) ? 'FAILED' : 'ok'}  ${r.ops} ops (${r.opsAcked} acknowledged), ${r.trace.length} fault steps, ${(r.simulatedMs / 1000).toFixed(1)} s simulated, ${r.events} events, ${r.anomalies.length} anomalies, ${r.tombstonesPurged} tombstones purged`;
+  return `seed ${r.seed}: ${failed(r) ? 'FAILED' : 'ok'}  ${r.ops} ops (${r.opsAcked} acknowledged), ${r.trace.length} fault steps, ${(r.simulatedMs / 1000).toFixed(1)} s simulated, ${r.events} events, ${r.anomalies.length} anomalies, ${r.tombstonesPurged} tombstones purged${membershipReport(r)}`;
+}
+
+/** The membership steps' outcome, when the seed drew any. */
+export function membershipReport(r: SimulationResult): string {
+  const m = r.membership;
+  const parts: string[] = [];
+  if (m.markDeadOf !== undefined) {
+    parts.push(`mark-dead ${m.markDeadOf} (${m.markDeadHow}) ${m.markDeadCommitted ? 'committed' : 'not committed'} after ${m.markDeadAttempts} attempt${m.markDeadAttempts === 1 ? '' : 's'}${m.deadMemberRan ? ', ran again dead' : ''}`);
+  }
+  const p = m.aliveProbes;
+  if (p.issued + p.skipped > 0) parts.push(p.issued === 0 ? 'live mark-dead skipped' : `live mark-dead ${p.refusedNotDead > 0 ? 'refused' : 'not refused as alive'}`);
+  return parts.length === 0 ? '' : `; membership: ${parts.join(', ')}, epoch ${m.finalEpoch}`;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -88,7 +100,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     const result = await runSimulation({ ...base, seed });
     simulatedMs += result.simulatedMs;
     console.log(`[${i + 1}/${seeds.length}] ${report(result)}`);
-    if (seeds.length === 1) for (const line of result.trace) console.log(`  fault: ${line}`);
+    if (seeds.length === 1) {
+      for (const line of result.trace) console.log(`  fault: ${line}`);
+      for (const line of result.membership.log) console.log(`  membership: ${line}`);
+    }
     if (failed(result)) {
       for (const v of result.violations.slice(0, 10)) {
         console.log(`  ${v.kind}: ${v.message}`);

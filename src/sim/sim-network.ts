@@ -48,6 +48,8 @@ export class SimNetwork {
   private readonly cuts = new Set<string>();
   /** Blocked directions that a heal step does not lift (a long partition), as "from>to". */
   private readonly longCuts = new Set<string>();
+  /** Nodes cut off from every other node, both ways, until `healEverything` (a member gone for good, still running). */
+  private readonly exiled = new Set<string>();
   /** Per direction, when the last stream message arrives: a stream is ordered. */
   conditions: NetworkConditions = { ...calmNetwork };
   /** Messages carried and lost, for the report. */
@@ -87,18 +89,32 @@ export class SimNetwork {
     this.cuts.clear();
   }
 
-  /** Lifts every cut, long ones too (the end of a run). */
+  /** Cuts `id` off from every node, both ways, until `healEverything`, whatever heal steps or long cuts end meanwhile. */
+  exile(id: string): void {
+    this.exiled.add(id);
+  }
+
+  /** Lifts every cut, long ones and exiles too (the end of a run). */
   healEverything(): void {
     this.cuts.clear();
     this.longCuts.clear();
+    this.exiled.clear();
   }
 
+  /** The nodes at either end of a cut in force (ordinary or long). */
+  cutEnds(): Set<string> {
+    const ends = new Set<string>();
+    for (const cut of [...this.cuts, ...this.longCuts]) for (const id of cut.split('>')) ends.add(id);
+    return ends;
+  }
+
+  /** Ordinary and long cuts in force (exiles not counted). */
   get cutCount(): number {
     return this.cuts.size + this.longCuts.size;
   }
 
   private blocked(from: string, to: string): boolean {
-    return this.cuts.has(`${from}>${to}`) || this.longCuts.has(`${from}>${to}`);
+    return this.cuts.has(`${from}>${to}`) || this.longCuts.has(`${from}>${to}`) || (this.exiled.size > 0 && (this.exiled.has(from) || this.exiled.has(to)));
   }
 
   private latency(): number {

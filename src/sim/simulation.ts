@@ -7,9 +7,10 @@ import { DigestForest } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { ringHashSeed } from '../cluster/ring.js';
 import { resolveConfig } from '../config/load-config.js';
+import type { MembershipState } from '../cluster/membership.js';
 import { RequestDeadline } from '../replication/deadline.js';
-import { InvalidRequestError } from '../replication/errors.js';
-import { composeNodeCore, type NodeCore } from '../server/node-core.js';
+import { InvalidRequestError, NotServingMemberError } from '../replication/errors.js';
+import { composeNodeCore, type MembershipCommand, type NodeCore } from '../server/node-core.js';
 import type { StorageFaults } from '../storage/repository.js';
 import { streamsClosingSignal } from '../server/stream-messages.js';
 import { decodeRecord } from '../storage/record-codec.js';
@@ -51,6 +52,28 @@ export interface SimulationResult {
   readonly ops: number;
   /** Tombstones the nodes' GC purged during the run (the purge rule was exercised). */
   readonly tombstonesPurged: number;
+  /** What the membership steps did (none drawn in most seeds). */
+  readonly membership: MembershipSummary;
+}
+
+/** The membership steps of a run and their outcomes. */
+export interface MembershipSummary {
+  /** The member crashed (or cut off) for good and then declared dead, if the seed drew one. */
+  readonly markDeadOf: string | undefined;
+  /** How it was gone: crashed, or still running but cut off from every node until the heal. */
+  readonly markDeadHow: 'crash' | 'isolate' | undefined;
+  /** The mark-dead was committed (some node adopted the state declaring it dead). */
+  readonly markDeadCommitted: boolean;
+  /** changeMembership calls made for it (retries after refusals, unreachable members, lost proposers). */
+  readonly markDeadAttempts: number;
+  /** A member declared dead ran at the end (restarted, or reconnected) and was checked to serve nothing. */
+  readonly deadMemberRan: boolean;
+  /** Mark-deads of a member that was up and reachable: issued, refused with "is not dead", other outcomes, skipped (not calm). */
+  readonly aliveProbes: { readonly issued: number; readonly refusedNotDead: number; readonly other: number; readonly skipped: number };
+  /** The epoch every live member ended at. */
+  readonly finalEpoch: number;
+  /** One line per membership event (steps, attempts and their outcomes, adoptions), with times since the run began. */
+  readonly log: readonly string[];
 }
 
 const durationMsDefault = 20_000;
@@ -64,6 +87,15 @@ const storageJobFailureRate = 0.2;
 const storageCommitFailureRate = 0.1;
 /** How often the tombstone workload starts a short-lived key (put, delete, left alone). */
 const tombstoneKeyEveryMs = 250;
+/** membership.deadAfterSeconds in the simulator: short, so a mark-dead can follow a crash within a run. */
+const deadAfterSeconds = 2;
+/** The share of seeds that crash (or cut off) a member for good and declare it dead; and that try to declare a reachable member dead. */
+const markDeadShare = 0.35;
+const aliveProbeShare = 0.4;
+/** Deadline of one changeMembership attempt (a client gives up 2 s later: its proposer crashed or paused). */
+const proposalMs = 3_000;
+/** After heal, with every other member up: how long a mark-dead of a crashed member may still take to commit. */
+const markDeadAfterHealMs = 15_000;
 
 interface SimNode {
   readonly id: string;
@@ -77,6 +109,12 @@ interface SimNode {
   closing: AbortController;
   /** Until when (simulated ms) its storage fails some jobs and commits (a 'storage' fault step). */
   storageTroubleUntil: number;
+  /** Crashed for good (a mark-dead step): restarts scheduled before do not happen. */
+  retired: boolean;
+  /** startNode is under way. */
+  starting: boolean;
+  /** The highest membership epoch any incarnation of it adopted. */
+  lastEpoch: number;
 }
 
 /**
@@ -100,6 +138,10 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   const storageRng = new Rng(deriveSeed(seed, 4));
   // Membership agreement's retry jitter, shared by every node (one stream: the order of draws is the schedule's).
   const agreementRng = new Rng(deriveSeed(seed, 5));
+  // The membership steps, drawn apart from the faults: a seed that draws none keeps its fault schedule exactly.
+  const membershipRng = new Rng(deriveSeed(seed, 6));
+  // Choices made while they run (which node proposes, retry pauses).
+  const membershipRunRng = new Rng(deriveSeed(seed, 7));
   const network = new SimNetwork(scheduler, networkRng);
   const logger = pino({ level: 'silent' });
   const dir = mkdtempSync(join(tmpdir(), `kvstore-sim-${seed}-`));
@@ -114,6 +156,46 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   };
   process.on('unhandledRejection', onUnhandled);
   let purgedByEarlierIncarnations = 0;
+  /** Simulated time the load began (times in the history and logs are relative to it). */
+  let t0 = 0;
+  // When each node was last at an end of a cut or of its lifting, crashed, started, paused or
+  // resumed; and when it was last paused or resumed: a mark-dead of a reachable member waits for calm.
+  const touchedAtMs = new Map<string, number>();
+  const pausedAtMs = new Map<string, number>();
+  const touch = (...nodeIds: string[]) => {
+    for (const id of nodeIds) touchedAtMs.set(id, scheduler.now);
+  };
+
+  // Checks A and B of the membership agreement (docs/membership.md §2.3), at every adoption anywhere.
+  const membershipLog: string[] = [];
+  const adoptedByEpoch = new Map<number, { canonical: string; by: string; state: MembershipState }>();
+  const sinceStart = () => `${(scheduler.now - t0).toFixed(0)} ms`;
+  const observeMembership = (node: SimNode, state: MembershipState, how: 'start' | 'adopted'): void => {
+    const who = `${node.id} (incarnation ${node.incarnation})`;
+    const canonical = canonicalMembership(state);
+    const known = adoptedByEpoch.get(state.epoch);
+    if (known === undefined) adoptedByEpoch.set(state.epoch, { canonical, by: who, state });
+    else if (known.canonical !== canonical) {
+      violations.push({ kind: 'membership-split', message: `epoch ${state.epoch}: ${who} ${how === 'start' ? 'started with' : 'adopted'} ${describeMembership(state)}, but ${known.by} adopted ${describeMembership(known.state)}`, details: [`${who}: ${canonical}`, `${known.by}: ${known.canonical}`, ...membershipLog.slice(-20)] });
+    }
+    if (how === 'start' && state.epoch < node.lastEpoch) {
+      violations.push({ kind: 'membership-behind', message: `${who} started at membership epoch ${state.epoch}, but an earlier incarnation had adopted epoch ${node.lastEpoch} (an adopted state must be persisted before it is used)`, details: membershipLog.slice(-20) });
+    }
+    if (how === 'adopted') {
+      membershipLog.push(`${sinceStart()}: ${who} adopted epoch ${state.epoch}: ${describeMembership(state)}`);
+      // Invariant B: epoch e is chosen only once every live member has committed e - 1.
+      for (const m of state.members) {
+        const other = nodes.get(m.id);
+        if (m.dead === true || m.state === 'removed' || other === undefined || other === node) continue;
+        if (other.lastEpoch < state.epoch - 1) {
+          violations.push({ kind: 'membership-behind', message: `${who} adopted epoch ${state.epoch} while member ${m.id}, not declared dead, was at epoch ${other.lastEpoch}`, details: membershipLog.slice(-20) });
+        }
+      }
+    }
+    node.lastEpoch = Math.max(node.lastEpoch, state.epoch);
+  };
+  /** A state adopted somewhere declares `id` dead: the mark-dead was chosen. */
+  const declaredDead = (id: string) => [...adoptedByEpoch.values()].some((e) => e.state.members.some((m) => m.id === id && m.dead === true));
 
   const configOf = (id: string) =>
     resolveConfig({
@@ -125,6 +207,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       replication: { retryMinMs: 50, retryMaxMs: 1_000, probeIntervalMs: 500 },
       antiEntropy: { intervalSeconds: 5, maxRecordsPerSecond: 20_000 },
       tombstones: { graceSeconds },
+      membership: { deadAfterSeconds },
     });
 
   const storageFaultsOf = (node: SimNode): StorageFaults => {
@@ -135,6 +218,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     };
   };
   const startNode = async (node: SimNode): Promise<void> => {
+    node.starting = true;
     node.incarnation++;
     const clock = new SimClock(scheduler);
     clock.skewMs = node.clock.skewMs;
@@ -154,11 +238,15 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       rng: { next: () => agreementRng.nextDouble() },
     });
     node.core = core;
+    observeMembership(node, core.membership.current(), 'start');
+    core.membership.onChange((state) => observeMembership(node, state, 'adopted'));
     endpoint.service = core.peerService;
     // As a real start: the clock is seeded from the peers before the node coordinates anything.
     await scheduler.settleOn(core.seedClockFromPeers(), 5_000);
     core.start();
     node.up = true;
+    node.starting = false;
+    touch(node.id);
   };
   const crashNode = async (node: SimNode): Promise<void> => {
     node.up = false;
@@ -173,14 +261,14 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
 
   try {
     for (const id of ids) {
-      const node: SimNode = { id, dataDir: join(dir, id), clock: new SimClock(scheduler), endpoint: { incarnation: 0, clock: new SimClock(scheduler), service: undefined }, core: undefined, up: false, incarnation: 0, closing: new AbortController(), storageTroubleUntil: 0 };
+      const node: SimNode = { id, dataDir: join(dir, id), clock: new SimClock(scheduler), endpoint: { incarnation: 0, clock: new SimClock(scheduler), service: undefined }, core: undefined, up: false, incarnation: 0, closing: new AbortController(), storageTroubleUntil: 0, retired: false, starting: false, lastEpoch: 0 };
       nodes.set(id, node);
     }
     for (const node of nodes.values()) await startNode(node);
 
     // The workload: each client owns its keys and runs its operations one after the other.
     const ops: Op[] = [];
-    const t0 = scheduler.now;
+    t0 = scheduler.now;
     let loadRunning = true;
     const clientLoops: Promise<void>[] = [];
     /** One operation by client `client` through a random up node's coordinator, recorded in `ops`. */
@@ -270,7 +358,10 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     }
 
     // The fault schedule: drawn in full first (so a prefix of it is the same steps), applied as time comes.
-    const schedule = drawFaultSchedule(faultRng, ids, durationMs, options.noFaults === true, graceSeconds * 1000);
+    const schedule = mergeSteps(
+      drawFaultSchedule(faultRng, ids, durationMs, options.noFaults === true, graceSeconds * 1000),
+      drawMembershipSteps(membershipRng, ids, durationMs, options.noFaults === true, deadAfterSeconds * 1000, Math.min(3, nodeCount)),
+    );
     const applied = options.faultSteps === undefined ? schedule : schedule.slice(0, options.faultSteps);
     const trace: string[] = [];
     for (const step of applied) {
@@ -284,10 +375,15 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       switch (step.kind) {
         case 'cut':
           network.cut(step.from!, step.to!);
+          touch(step.from!, step.to!);
           break;
-        case 'heal':
+        case 'heal': {
+          const ends = network.cutEnds();
           network.healAll();
+          const still = network.cutEnds();
+          touch(...[...ends].filter((id) => !still.has(id)));
           break;
+        }
         case 'isolate-long':
           // Longer than the tombstone grace: deletes made meanwhile become purgeable while this
           // node, which missed them, is away. Heal steps do not end it; it ends on its own.
@@ -296,24 +392,33 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
             network.cutLong(step.node!, other);
             network.cutLong(other, step.node!);
           }
+          touch(...ids);
           scheduler.at(scheduler.now + step.forMs!, () => {
             for (const other of ids) {
               if (other === step.node) continue;
               network.restoreLong(step.node!, other);
               network.restoreLong(other, step.node!);
             }
+            touch(...ids);
           });
           break;
         case 'cut-long':
           // One way, longer than the grace: the sender's log holds writes for the peer while
           // both still answer tombstone GC (which needs every member to answer, not every path).
           network.cutLong(step.from!, step.to!);
-          scheduler.at(scheduler.now + step.forMs!, () => network.restoreLong(step.from!, step.to!));
+          touch(step.from!, step.to!);
+          scheduler.at(scheduler.now + step.forMs!, () => {
+            network.restoreLong(step.from!, step.to!);
+            touch(step.from!, step.to!);
+          });
           break;
         case 'crash':
           if (node !== undefined && node.up) {
             await crashNode(node);
+            touch(node.id);
             scheduler.at(scheduler.now + step.forMs!, () => {
+              // Gone for good meanwhile (a mark-dead step): not restarted.
+              if (node.retired) return;
               if (step.skewMs !== undefined) node.clock.skewMs = Math.min(node.clock.skewMs, step.skewMs);
               void startNode(node);
             });
@@ -322,9 +427,21 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         case 'pause':
           if (node !== undefined && node.up && !node.clock.isPaused) {
             node.clock.pause();
+            touch(node.id);
+            pausedAtMs.set(node.id, scheduler.now);
             const paused = node.clock;
-            scheduler.at(scheduler.now + step.forMs!, () => paused.resume());
+            scheduler.at(scheduler.now + step.forMs!, () => {
+              paused.resume();
+              touch(node.id);
+              pausedAtMs.set(node.id, scheduler.now);
+            });
           }
+          break;
+        case 'mark-dead':
+          if (node !== undefined) void goneForGood(node, step);
+          break;
+        case 'mark-dead-alive':
+          if (node !== undefined) void probeMarkDeadOfLive(node, nodes.get(step.from!)!);
           break;
         case 'storage':
           if (node !== undefined) node.storageTroubleUntil = scheduler.now + step.forMs!;
@@ -338,8 +455,92 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       }
     };
 
+    // Membership steps: what an operator's `kvctl member mark-dead` does, on a random live node's core.
+    /** One changeMembership call on `node`, run on its clock; a give-up if it crashed or froze meanwhile. */
+    const proposeOn = (node: SimNode, command: MembershipCommand, deadlineMs: number) => {
+      const core = node.core!;
+      return withGiveUp(
+        scheduler,
+        new Promise<MembershipState>((resolve, reject) => node.clock.defer(() => core.changeMembership(command, deadlineMs).then(resolve, reject))),
+        deadlineMs + 2_000,
+      );
+    };
+    const errorText = (error: unknown) => String((error as Error)?.message ?? error);
+    /** The mark-dead of this run, once its step has come. */
+    let markDead: { id: string; how: 'crash' | 'isolate'; restartAtEnd: boolean; proposing: boolean; attempts: number; loop: Promise<void> | undefined } | undefined;
+    const aliveProbes = { issued: 0, refusedNotDead: 0, other: 0, skipped: 0 };
+    /** Crashes `node` for good (or cuts it off from everyone until the heal), waits past deadAfterSeconds, then declares it dead. */
+    const goneForGood = async (node: SimNode, step: FaultStep): Promise<void> => {
+      const how = step.how!;
+      markDead = { id: node.id, how, restartAtEnd: step.restartAtEnd === true, proposing: true, attempts: 0, loop: undefined };
+      membershipLog.push(`${sinceStart()}: ${step.description}`);
+      if (how === 'crash') {
+        node.retired = true;
+        for (let waited = 0; node.starting && waited < 10_000; waited += 50) await simSleep(scheduler, 50);
+        if (node.up) await crashNode(node);
+      } else network.exile(node.id);
+      touch(...ids);
+      await simSleep(scheduler, step.forMs!);
+      const md = markDead;
+      md.loop = (async () => {
+        while (md.proposing && !declaredDead(md.id)) {
+          const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined && n.id !== md.id);
+          if (candidates.length === 0) {
+            await simSleep(scheduler, 250);
+            continue;
+          }
+          const proposer = candidates[membershipRunRng.nextInt(candidates.length)]!;
+          md.attempts++;
+          const outcome = await proposeOn(proposer, { kind: 'mark-dead', id: md.id }, proposalMs);
+          membershipLog.push(`${sinceStart()}: mark-dead ${md.id} via ${proposer.id}: ${outcome.ok ? `committed as epoch ${outcome.value.epoch}` : errorText(outcome.error)}`);
+          if (outcome.ok) return;
+          await simSleep(scheduler, 200 + membershipRunRng.nextInt(800));
+        }
+      })();
+    };
+    /**
+     * Declares dead `target`, which is up and reachable: every acceptor must refuse it ("... is
+     * not dead"). Issued once the target is calm (up, not paused, at no end of a cut in force or
+     * lifted, not crashed or restarted for deadAfterSeconds and a second; no node paused for as
+     * long) and every member the agreement asks is up: only then is "reachable" certain and the
+     * acceptors' own check decides. If the load ends first, it is issued after the heal instead.
+     * Wall-clock jumps are not waited out: the contact check must not depend on the wall clock.
+     */
+    const calmWindowMs = deadAfterSeconds * 1000 + 1_000;
+    const ready = (n: SimNode) => n.up && !n.starting && !n.clock.isPaused && n.core !== undefined && !n.retired;
+    const calmFor = (target: SimNode, proposer: SimNode) =>
+      markDead?.id !== target.id &&
+      markDead?.id !== proposer.id &&
+      // Every member the agreement asks is up, so the acceptors' own check decides.
+      [...nodes.values()].every((n) => n.retired || declaredDead(n.id) || ready(n)) &&
+      !network.cutEnds().has(target.id) &&
+      scheduler.now - (touchedAtMs.get(target.id) ?? Number.NEGATIVE_INFINITY) >= calmWindowMs &&
+      [...nodes.values()].every((n) => !n.up || (!n.clock.isPaused && scheduler.now - (pausedAtMs.get(n.id) ?? Number.NEGATIVE_INFINITY) >= calmWindowMs));
+    let probeAfterHeal: { target: SimNode; proposer: SimNode } | undefined;
+    const probeMarkDeadOfLive = async (target: SimNode, proposer: SimNode, afterHeal = false): Promise<void> => {
+      while (!afterHeal && loadRunning && !calmFor(target, proposer)) await simSleep(scheduler, 100);
+      if (!calmFor(target, proposer)) {
+        if (!afterHeal) probeAfterHeal = { target, proposer };
+        else {
+          aliveProbes.skipped++;
+          membershipLog.push(`${sinceStart()}: mark-dead of the live ${target.id} via ${proposer.id}: skipped (${target.id} or ${proposer.id} not calm after heal)`);
+        }
+        return;
+      }
+      aliveProbes.issued++;
+      const calmMs = Math.round(scheduler.now - (touchedAtMs.get(target.id) ?? 0));
+      const outcome = await proposeOn(proposer, { kind: 'mark-dead', id: target.id }, proposalMs);
+      membershipLog.push(`${sinceStart()}: mark-dead of the live ${target.id} (calm for ${calmMs} ms) via ${proposer.id}${afterHeal ? ' after heal' : ''}: ${outcome.ok ? `committed as epoch ${outcome.value.epoch}` : errorText(outcome.error)}`);
+      if (outcome.ok) {
+        violations.push({ kind: 'alive-marked-dead', message: `${target.id}, up and reachable for ${calmMs} ms, was declared dead (epoch ${outcome.value.epoch}) by a mark-dead via ${proposer.id}`, details: membershipLog.slice(-20) });
+      } else if (/is not dead/.test(errorText(outcome.error))) aliveProbes.refusedNotDead++;
+      else aliveProbes.other++;
+    };
+
     await scheduler.runUntil(t0 + durationMs);
     loadRunning = false;
+    // A member cut off for good is reachable again after the heal, so its mark-dead can only commit before.
+    if (markDead?.how === 'isolate') markDead.proposing = false;
     await scheduler.runWhile(Promise.all(clientLoops), scheduler.now + clientGiveUpMs * 2);
 
     // Heal: every link, calm network, every node up and running; then converge.
@@ -347,15 +548,43 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     network.conditions = { ...calmNetwork };
     for (const node of nodes.values()) if (node.clock.isPaused) node.clock.resume();
     await scheduler.runUntil(scheduler.now + 5_000);
-    for (const node of nodes.values()) if (!node.up && node.core === undefined) await startNode(node);
+    for (const node of nodes.values()) if (!node.up && node.core === undefined && !node.retired) await startNode(node);
+    if (markDead !== undefined) {
+      // A crashed member's mark-dead must now commit: every other member is up, the network calm.
+      if (markDead.how === 'crash' && markDead.loop !== undefined && !declaredDead(markDead.id)) await scheduler.runWhile(markDead.loop, scheduler.now + markDeadAfterHealMs);
+      markDead.proposing = false;
+      if (markDead.loop !== undefined) await scheduler.runWhile(markDead.loop, scheduler.now + proposalMs * 3);
+      if (markDead.how === 'crash' && markDead.loop !== undefined && !declaredDead(markDead.id)) {
+        violations.push({ kind: 'not-converged', message: `mark-dead of ${markDead.id} (crashed for good) did not commit within ${markDeadAfterHealMs} ms after heal, with every other member up`, details: membershipLog.slice(-20) });
+      }
+      // Its disk comes back: declared dead, it must learn so and serve nothing; not declared dead,
+      // it is an ordinary member again and must converge like the others.
+      const gone = nodes.get(markDead.id)!;
+      if (gone.retired && (markDead.restartAtEnd || !declaredDead(gone.id))) {
+        gone.retired = false;
+        await startNode(gone);
+      }
+    }
     await scheduler.runUntil(scheduler.now + convergeMs);
-    for (const node of nodes.values()) await scheduler.runWhile(node.core!.antiEntropy.repairAll(), scheduler.now + 60_000);
+    if (probeAfterHeal !== undefined) await scheduler.runWhile(probeMarkDeadOfLive(probeAfterHeal.target, probeAfterHeal.proposer, true), scheduler.now + proposalMs * 3);
+    // The membership every live member must end at: the newest state adopted anywhere (one per epoch: check A).
+    const finalEpoch = Math.max(...adoptedByEpoch.keys());
+    const finalState = adoptedByEpoch.get(finalEpoch)!.state;
+    const dead = new Set(finalState.members.filter((m) => m.dead === true).map((m) => m.id));
+    const running = [...nodes.values()].filter((n) => n.core !== undefined);
+    const live = running.filter((n) => !dead.has(n.id));
+    // An operator does not repair through a member declared dead (it is fenced anyway).
+    for (const node of live) await scheduler.runWhile(node.core!.antiEntropy.repairAll(), scheduler.now + 60_000);
     await scheduler.runUntil(scheduler.now + 2_000);
 
     // Check: the history against the replicas' final contents, replicas identical, trees rebuilt.
     const keys = new Set(ops.map((o) => o.key));
+    // A member declared dead holds nothing the checker expects (it is not a replica any more);
+    // that its stale copies never come back is judged on the live replicas' records.
     const replicas = new Map<string, ReplicaContents>();
-    for (const node of nodes.values()) {
+    for (const node of running) {
+      violations.push(...checkTreesMatchStorage(node, keys));
+      if (dead.has(node.id)) continue;
       const contents: ReplicaContents = new Map();
       for (const key of keys) {
         const stored = node.core!.repo.getRecord(Buffer.from(key));
@@ -364,16 +593,37 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         contents.set(key, { tombstone: r.tombstone, value: Buffer.from(r.value).toString('utf8'), version: r.version });
       }
       replicas.set(node.id, contents);
-      violations.push(...checkTreesMatchStorage(node, keys));
     }
     const byKey = new Map<string, Op[]>();
     for (const op of ops) (byKey.get(op.key) ?? byKey.set(op.key, []).get(op.key)!).push(op);
-    // With more nodes than replicationFactor, only a key's replicas are judged (the others never hold it).
-    const ring = nodes.get(ids[0]!)!.core!.ring();
-    const replicasOf = (key: string) => ring.preferenceList(Buffer.from(key), Math.min(3, nodeCount));
+    // With more nodes than replicationFactor, only a key's replicas are judged (the others never
+    // hold it); a member declared dead still owns its ranges on the ring but is no replica.
+    const ring = live[0]!.core!.ring();
+    const replicasOf = (key: string) => ring.preferenceList(Buffer.from(key), Math.min(3, nodeCount)).filter((id) => !dead.has(id));
     const checked = checkHistory(byKey, replicas, { replicasOf });
     violations.push(...checked.violations, ...checkReplicasIdentical(byKey, replicas, 20, replicasOf));
-    for (const node of nodes.values()) {
+    // Check B after heal: every live member at the final epoch, with its state.
+    const finalCanonical = canonicalMembership(finalState);
+    for (const node of live) {
+      const state = node.core!.membership.current();
+      if (canonicalMembership(state) !== finalCanonical) {
+        violations.push({ kind: 'membership-behind', message: `${node.id} ended at membership epoch ${state.epoch} (${describeMembership(state)}), not at epoch ${finalEpoch} (${describeMembership(finalState)}), after heal`, details: membershipLog.slice(-20) });
+      }
+    }
+    // A member declared dead that runs again serves nothing.
+    let deadMemberRan = false;
+    for (const node of running.filter((n) => dead.has(n.id))) {
+      deadMemberRan = true;
+      const deadline = new RequestDeadline(new AbortController().signal, requestMs, node.clock);
+      const answer = withGiveUp(scheduler, node.core!.coordinator.read(Buffer.from('c0k0'), 'quorum', deadline), clientGiveUpMs);
+      await scheduler.runWhile(answer, scheduler.now + clientGiveUpMs * 2);
+      const outcome = await answer;
+      deadline.disarm();
+      if (outcome.ok || !(outcome.error instanceof NotServingMemberError)) {
+        violations.push({ kind: 'dead-member-served', message: `${node.id}, declared dead at epoch ${finalEpoch}, ${outcome.ok ? 'answered a QUORUM read' : `failed a QUORUM read otherwise than as not serving: ${String((outcome.error as Error)?.message ?? outcome.error)}`}`, details: membershipLog.slice(-20) });
+      }
+    }
+    for (const node of live) {
       const core = node.core!;
       const backlog = core.peers.links().map((l) => core.repo.hints.stats(l.id).entries).reduce((a, b) => a + b, 0);
       if (backlog > 0) {
@@ -386,8 +636,8 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     }
     for (const u of unhandled) violations.push({ kind: 'node-error', message: `unhandled rejection: ${u}`, details: [] });
     const simulatedMs = scheduler.now;
-    const tombstonesPurged = [...nodes.values()].reduce((sum, n) => sum + n.core!.tombstones.purged, purgedByEarlierIncarnations);
-    for (const node of nodes.values()) await scheduler.runWhile(node.core!.stop(), scheduler.now + 30_000);
+    const tombstonesPurged = running.reduce((sum, n) => sum + n.core!.tombstones.purged, purgedByEarlierIncarnations);
+    for (const node of running) await scheduler.runWhile(node.core!.stop(), scheduler.now + 30_000);
     return {
       seed,
       history: ops.map((o) => JSON.stringify(o)).join('\n'),
@@ -400,6 +650,16 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       ops: ops.length,
       opsAcked: ops.filter((o) => o.outcome === 'ok').length,
       tombstonesPurged,
+      membership: {
+        markDeadOf: markDead?.id,
+        markDeadHow: markDead?.how,
+        markDeadCommitted: markDead !== undefined && declaredDead(markDead.id),
+        markDeadAttempts: markDead?.attempts ?? 0,
+        deadMemberRan,
+        aliveProbes: { ...aliveProbes },
+        finalEpoch,
+        log: membershipLog,
+      },
     };
   } finally {
     process.off('unhandledRejection', onUnhandled);
@@ -432,7 +692,7 @@ function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Viola
   return out;
 }
 
-type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long' | 'cut-long' | 'storage';
+type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long' | 'cut-long' | 'storage' | 'mark-dead' | 'mark-dead-alive';
 interface FaultStep {
   readonly atMs: number;
   readonly kind: FaultKind;
@@ -443,6 +703,10 @@ interface FaultStep {
   readonly forMs?: number;
   readonly skewMs?: number;
   readonly conditions?: Partial<typeof calmNetwork>;
+  /** mark-dead: the member is crashed for good, or cut off from every node until the heal (still running). */
+  readonly how?: 'crash' | 'isolate';
+  /** mark-dead of a crashed member: its disk is started again after the heal. */
+  readonly restartAtEnd?: boolean;
 }
 
 /** The seeded fault schedule: a step every 0.5-3 s of simulated time. */
@@ -504,6 +768,56 @@ function drawFaultSchedule(rng: Rng, ids: readonly string[], durationMs: number,
     }
   }
   return steps;
+}
+
+/**
+ * The membership steps (their own random stream, so a seed that draws none keeps its fault
+ * schedule step for step): in a share of seeds, with 3 or more nodes and enough left for QUORUM,
+ * one member gone for good (crashed, or cut off from every node until the heal) and declared
+ * dead once deadAfterSeconds have passed; in another share, a mark-dead of a member that is up
+ * and reachable, which must be refused.
+ */
+function drawMembershipSteps(rng: Rng, ids: readonly string[], durationMs: number, none: boolean, deadAfterMs: number, replicationFactor: number): FaultStep[] {
+  if (none || ids.length < 3) return [];
+  const steps: FaultStep[] = [];
+  const quorum = Math.floor(replicationFactor / 2) + 1;
+  let live = ids;
+  if (rng.nextDouble() < markDeadShare && ids.length - 1 >= quorum) {
+    const node = ids[rng.nextInt(ids.length)]!;
+    live = ids.filter((id) => id !== node);
+    const atMs = 1_000 + rng.nextInt(Math.floor(durationMs / 2));
+    const how = rng.nextInt(10) < 3 ? ('isolate' as const) : ('crash' as const);
+    const forMs = deadAfterMs + 300 + rng.nextInt(1_500);
+    const restartAtEnd = how === 'crash' && rng.nextInt(4) !== 0;
+    const gone = how === 'crash' ? `crash ${node} for good${restartAtEnd ? ' (its disk restarted after the heal)' : ''}` : `cut ${node} off from every node until the heal`;
+    steps.push({ atMs, kind: 'mark-dead', node, how, forMs, restartAtEnd, description: `${gone}, then after ${forMs} ms declare it dead (mark-dead, retried until it commits)` });
+  }
+  if (rng.nextDouble() < aliveProbeShare) {
+    // Of the members that stay: the one declared dead is not reachable.
+    const node = live[rng.nextInt(live.length)]!;
+    const from = live.filter((id) => id !== node)[rng.nextInt(live.length - 1)]!;
+    const atMs = 2_000 + rng.nextInt(Math.max(1, durationMs - 3_000));
+    steps.push({ atMs, kind: 'mark-dead-alive', node, from, description: `mark-dead of ${node} (up and reachable) via ${from}: must be refused` });
+  }
+  return steps;
+}
+
+/** The fault schedule and the membership steps in time order (stable: at one time, faults first). */
+function mergeSteps(faults: FaultStep[], membership: FaultStep[]): FaultStep[] {
+  if (membership.length === 0) return faults;
+  return [...faults, ...membership].sort((a, b) => a.atMs - b.atMs);
+}
+
+/** A membership state as the agreement compares it, without peer addresses (each node dials its own). */
+function canonicalMembership(state: MembershipState): string {
+  const members = [...state.members].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((m) => [m.id, m.state, m.tokensOf ?? '', m.dead === true]);
+  const change = state.change === undefined ? null : [state.change.id, state.change.kind, state.change.phase, [...state.change.subjects]];
+  return JSON.stringify([state.formatVersion, state.epoch, members, change, state.lastChangeId ?? 0]);
+}
+
+function describeMembership(state: MembershipState): string {
+  const dead = state.members.filter((m) => m.dead === true).map((m) => m.id);
+  return `epoch ${state.epoch}, ${state.members.filter((m) => m.state !== 'removed').length} members${dead.length === 0 ? '' : `, dead: ${dead.join(', ')}`}${state.change === undefined ? '' : `, change ${state.change.id} (${state.change.kind}, ${state.change.phase})`}`;
 }
 
 function simSleep(scheduler: SimScheduler, ms: number): Promise<void> {

@@ -6,19 +6,27 @@ import { runSimulation } from '../../src/sim/simulation.js';
  * fixed range of seeds, each a run of the real replication core of 3 nodes on real LMDB under
  * partitions, crashes, pauses, clock jumps and a lossy network, checked for lost writes,
  * resurrected deletes, stale reads, diverged replicas, undrained logs and hash trees that differ
- * from storage. A failure names the seed; `npm run sim -- --seed <n>` replays it exactly.
+ * from storage; in a share of the seeds a member is crashed (or cut off) for good and declared
+ * dead by agreement, and a reachable member's mark-dead must be refused, checked for one state
+ * per epoch and every live member at the final epoch. A failure names the seed;
+ * `npm run sim -- --seed <n>` replays it exactly.
  */
 const seedFrom = Number(process.env.KVSTORE_TEST_SIM_FROM ?? 1);
 const seedCount = Number(process.env.KVSTORE_TEST_SIM_SEEDS ?? 40);
 
 describe('deterministic simulation', () => {
   it('the same seed gives the same history byte for byte', async () => {
-    const a = await runSimulation({ seed: 4242 });
-    const b = await runSimulation({ seed: 4242 });
+    // Seed 4221 has faults and a member cut off for good, declared dead, back after the heal
+    // (fenced, serving nothing), and a reachable member's mark-dead (refused).
+    const a = await runSimulation({ seed: 4221 });
+    const b = await runSimulation({ seed: 4221 });
     expect(a.trace.length).toBeGreaterThan(0);
     expect(a.ops).toBeGreaterThan(100);
+    expect(a.membership.markDeadCommitted).toBe(true);
+    expect(a.membership.deadMemberRan).toBe(true);
     expect(b.history).toBe(a.history);
     expect(b.trace).toEqual(a.trace);
+    expect(b.membership.log).toEqual(a.membership.log);
     expect(b.events).toBe(a.events);
   }, 120_000);
 
@@ -28,18 +36,32 @@ describe('deterministic simulation', () => {
     let acked = 0;
     let faults = 0;
     let purged = 0;
+    let markDeadsCommitted = 0;
+    let deadMembersRan = 0;
+    let liveMarkDeadsRefused = 0;
     for (let seed = seedFrom; seed < seedFrom + seedCount; seed++) {
       const result = await runSimulation({ seed });
       acked += result.opsAcked;
       faults += result.trace.length;
       purged += result.tombstonesPurged;
+      if (result.membership.markDeadCommitted) markDeadsCommitted++;
+      if (result.membership.deadMemberRan) deadMembersRan++;
+      liveMarkDeadsRefused += result.membership.aliveProbes.refusedNotDead;
       if (result.violations.length > 0) failures.push(`seed ${seed}: ${result.violations.slice(0, 3).map((v) => `${v.kind}: ${v.message}`).join('; ')}`);
     }
+    console.log(`membership: ${markDeadsCommitted} mark-dead steps committed, ${deadMembersRan} dead members ran again, ${liveMarkDeadsRefused} mark-deads of a live member refused`);
     // The runs did real work: acknowledged operations and applied faults.
     expect(acked).toBeGreaterThan(seedCount * 100);
     expect(faults).toBeGreaterThan(seedCount * 5);
     // Tombstone GC purged deletes during the runs, so "no delete resurrected" tested the purge rule.
     expect(purged).toBeGreaterThan(seedCount * 10);
+    // Membership agreement was exercised, not skipped: members declared dead (some of them
+    // running again afterwards, fenced and serving nothing) and live members' mark-deads refused.
+    if (seedCount >= 40) {
+      expect(markDeadsCommitted).toBeGreaterThanOrEqual(5);
+      expect(deadMembersRan).toBeGreaterThanOrEqual(3);
+      expect(liveMarkDeadsRefused).toBeGreaterThanOrEqual(3);
+    }
     expect(failures).toEqual([]);
   }, 600_000);
 
