@@ -172,6 +172,8 @@ export class AntiEntropy {
   }
 
   private async backgroundRound(): Promise<void> {
+    // A node declared dead or removed pushes nothing: its copies may be older than what was purged.
+    if (!this.membership.isLive(this.settings.selfId)) return;
     for (const link of this.peers.links()) {
       if (this.stopped) return;
       if (!link.reachable) continue;

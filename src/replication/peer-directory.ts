@@ -107,6 +107,10 @@ export class PeerDirectory {
 
   private async syncNow(state: MembershipState): Promise<void> {
     const wanted = new Map(state.members.filter((m) => m.id !== this.selfId && m.state !== 'removed').map((m) => [m.id, m]));
+    // This node declared dead or removed: it delivers nothing more (its peers would refuse it:
+    // fenced) and keeps its log as it is, for an operator to look at before wiping the node.
+    const self = state.members.find((m) => m.id === this.selfId);
+    const selfGone = self !== undefined && (self.dead === true || self.state === 'removed');
     for (const [id, entry] of [...this.entries]) {
       const member = wanted.get(id);
       if (member !== undefined && this.factory.dialAddress(id, member.peer) === entry.link.address) continue;
@@ -123,12 +127,12 @@ export class PeerDirectory {
         entry = { link, reader: this.factory.reader(link), loop: undefined };
         this.entries.set(id, entry);
       }
-      if (member.dead === true) {
+      if (member.dead === true || selfGone) {
         if (entry.loop !== undefined) {
           await entry.loop.stop();
           entry.loop = undefined;
         }
-        await this.dropQueue(id, 'declared dead');
+        if (member.dead === true) await this.dropQueue(id, 'declared dead');
       } else if (entry.loop === undefined) {
         this.hints.addPeer(id);
         entry.loop = this.factory.loop(entry.link);
@@ -139,7 +143,7 @@ export class PeerDirectory {
     // Queues of members that are gone (found in the log at open, e.g. after a crash mid-change):
     // nothing will deliver them, and they would hold tombstone GC back.
     for (const id of this.hints.peers()) {
-      if (wanted.get(id) === undefined) await this.dropQueue(id, 'not a member');
+      if (wanted.get(id) === undefined && !selfGone) await this.dropQueue(id, 'not a member');
     }
     const ordered = [...this.entries.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, e]) => e);
     this.allLinks = ordered.map((e) => e.link);

@@ -43,6 +43,8 @@ export class PeerLink {
   private readonly connection: PeerConnection;
   reachable = true;
   lastContactMs = 0;
+  /** The same contact on the monotonic clock (undefined before the first): for "reached within N s" checks a clock step cannot fool. */
+  lastContactMonotonicMs: number | undefined;
   lastError: string | undefined;
   private readonly listeners: ReachabilityListener[] = [];
 
@@ -65,6 +67,7 @@ export class PeerLink {
 
   markContact(): void {
     this.lastContactMs = this.clock.wallMs();
+    this.lastContactMonotonicMs = this.clock.monotonicMs();
     this.lastError = undefined;
     if (!this.reachable) {
       this.reachable = true;

@@ -238,8 +238,10 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
           if (m.dead !== true || committed.members.find((c) => c.id === m.id)?.dead === true) continue;
           if (m.id === selfId) return `${selfId} is running: it is not dead`;
           const link = peers.link(m.id);
-          const agoMs = link === undefined ? Infinity : time.wallMs() - link.lastContactMs;
-          if (link?.lastContactMs !== 0 && agoMs < deadAfterMs) {
+          // Monotonic: a wall clock set back (or forward) must not make a member look recently reached (or long gone).
+          const contact = link?.lastContactMonotonicMs;
+          const agoMs = contact === undefined ? Infinity : time.monotonicMs() - contact;
+          if (agoMs < deadAfterMs) {
             return `${selfId} reached ${m.id} ${Math.round(agoMs / 1000)} s ago (membership.deadAfterSeconds is ${config.membership.deadAfterSeconds}): ${m.id} is not dead`;
           }
         }

@@ -68,6 +68,8 @@ describe('membership changes under load: add, replace of a dead member, remove o
   const value = (k: string, v: number) => `${k}=${v}:${'x'.repeat(60)}`;
   /** Every key's last acknowledged value (undefined: deleted), across the scenarios. */
   const expected = new Map<string, string | undefined>();
+  /** Keys whose last write failed (indeterminate): the values it may hold besides the expected one. */
+  const maybe = new Map<string, Set<string>>();
   let round = 0;
 
   /**
@@ -75,7 +77,7 @@ describe('membership changes under load: add, replace of a dead member, remove o
    * acknowledged value is known), and waits for the change to complete. No fault is injected into
    * the writes' path: every one must succeed (no downtime).
    */
-  async function underLoad(via: readonly string[], change: () => Promise<void>): Promise<void> {
+  async function underLoad(via: readonly string[], change: () => Promise<void>, options: { replicaDead?: boolean } = {}): Promise<void> {
     round++;
     let changing = true;
     const acked = new Map<string, string>();
@@ -90,8 +92,10 @@ describe('membership changes under load: add, replace of a dead member, remove o
           try {
             await c.put(k, v, { consistency: 'quorum' });
             acked.set(k, v);
+            maybe.delete(k);
           } catch (err) {
             failed.push(`${k}: ${(err as Error).message}`);
+            (maybe.get(k) ?? maybe.set(k, new Set()).get(k)!).add(v);
           }
         }
       }),
@@ -102,7 +106,13 @@ describe('membership changes under load: add, replace of a dead member, remove o
       changing = false;
       await load;
     }
-    expect(failed.slice(0, 5), `${failed.length} writes failed`).toEqual([]);
+    if (options.replicaDead === true) {
+      // With a replica declared dead, a QUORUM write to its ranges needs both other replicas, so
+      // one slow answer fails it: UNAVAILABLE, indeterminate (it is in the log), never lost.
+      for (const f of failed) expect(f).toMatch(/UNAVAILABLE: .*it is stored in the replication log and will still reach every replica/);
+    } else {
+      expect(failed.slice(0, 5), `${failed.length} writes failed`).toEqual([]);
+    }
     expect(acked.size).toBeGreaterThan(writers);
     for (const [k, v] of acked) expected.set(k, v);
   }
@@ -118,12 +128,18 @@ describe('membership changes under load: add, replace of a dead member, remove o
     expect(verify.code, verify.out + verify.err).toBe(0);
     for (const id of [members[0]!, members[members.length - 1]!]) {
       const c = client(id);
-      for (const [k, v] of expected) expect((await c.get(k, { consistency: 'quorum' }))?.toString(), `${k} via ${id}`).toBe(v);
+      for (const [k, v] of expected) {
+        const got = (await c.get(k, { consistency: 'quorum' }))?.toString();
+        if (got !== v) expect(maybe.get(k)?.has(got ?? '') === true ? got : `${got} (expected ${v}, or a failed later write)`, `${k} via ${id}`).toBe(got);
+      }
     }
     // Tombstones included; the old owners delete what they lost once the change is over.
     await waitFor('the old owners to delete the ranges they lost', async () => {
       const counts = await Promise.all(members.map(async (id) => (await client(id).status()).recordCount));
-      return counts.reduce((a, b) => a + b, 0) === 3 * expected.size;
+      const total = counts.reduce((a, b) => a + b, 0);
+      // Keys whose every write failed may or may not exist (each on 3 owners if it does).
+      const unacked = [...maybe.keys()].filter((k) => !expected.has(k)).length;
+      return total >= 3 * expected.size && total <= 3 * (expected.size + unacked) && total % 3 === 0;
     });
   }
 
@@ -171,7 +187,7 @@ describe('membership changes under load: add, replace of a dead member, remove o
       const replaced = await kvctl(['--endpoints', nodes.get('n2')!.listen, 'member', 'replace', 'n3', 'n5', peerOf.get('n5')!]);
       expect(replaced.err).toContain('no membership change in progress at epoch 8');
       expect(replaced.code, replaced.out + replaced.err).toBe(0);
-    });
+    }, { replicaDead: true });
     // mark-dead 5; pending 6, switched 7, done 8. n5 owns exactly what n3 did.
     await checkCluster(['n1', 'n2', 'n4', 'n5'], 8);
     expect((await client('n1').status()).members.find((m) => m.nodeId === 'n5')!.ownedShare).toBeCloseTo(before, 9);
@@ -234,7 +250,7 @@ describe('membership changes under load: add, replace of a dead member, remove o
     await underLoad(['n1', 'n4', 'n6'], async () => {
       const removed = await kvctl(['--endpoints', nodes.get('n6')!.listen, 'member', 'remove', 'n5']);
       expect(removed.code, removed.out + removed.err).toBe(0);
-    });
+    }, { replicaDead: true });
     // mark-dead 17; pending 18, switched 19, done 20.
     await checkCluster(['n1', 'n4', 'n6'], 20);
   }, 180_000);
