@@ -4,10 +4,8 @@ import { z } from 'zod';
  * The cluster's membership as persisted on every node (docs/membership.md, section 1): an epoch,
  * raised by one at every change of the member list, and the members with their states.
  *
- * What exists today is the first step of that design: the state is seeded from
- * `cluster.members` and persisted, and `kvctl member list` shows it. Members do not change by
- * command yet; until they do, an edited `cluster.members` is adopted at start as the next epoch
- * (see reconcileMembership), which is the only way the list changes.
+ * The state is seeded from `cluster.members` once, then changes only by agreement
+ * (src/replication/membership-proposer.ts): add, remove, replace, cancel and mark-dead.
  */
 export type MemberState = 'joining' | 'normal' | 'leaving' | 'removed';
 
@@ -71,27 +69,24 @@ export function seedMembership(members: readonly { id: string; peer: string }[])
 
 /**
  * The state to run with, given what this node stored (undefined on a new data dir) and the
- * configured members: the stored state when the configuration agrees with it; otherwise the
- * configured list as the next epoch, with `changed` saying what differs (for the log).
+ * configured members: `cluster.members` seeds a new cluster only. Once a state is stored it is
+ * the membership, whatever the config says (members change by agreement: kvctl member ...);
+ * `ignored` says how the configured list differs, for a warning. Adopting an edited list, as
+ * earlier versions did, would let one restarted node with an outdated config undo an agreed
+ * change everywhere (its peers catch up to the higher epoch).
  */
-export function reconcileMembership(stored: MembershipState | undefined, configured: readonly { id: string; peer: string }[]): { state: MembershipState; changed: string | undefined } {
-  const seeded = seedMembership(configured);
-  if (stored === undefined) return { state: seeded, changed: undefined };
+export function reconcileMembership(stored: MembershipState | undefined, configured: readonly { id: string; peer: string }[]): { state: MembershipState; ignored: string | undefined } {
+  if (stored === undefined) return { state: seedMembership(configured), ignored: undefined };
   const current = stored.members.filter((m) => m.state !== 'removed');
   // Member ids only: a configured peer address is how this node dials the member (it may differ
   // per node, e.g. through a proxy), not part of the agreed state.
-  const describe = (ms: readonly { id: string; peer: string }[]) => ms.map((m) => `${m.id}@${m.peer}`).join(', ');
-  const ids = (ms: readonly { id: string }[]) => ms.map((m) => m.id).join(',');
-  if (ids(current) === ids(seeded.members)) return { state: stored, changed: undefined };
-  const removed = stored.members.filter((m) => !seeded.members.some((c) => c.id === m.id)).map((m) => ({ ...m, state: 'removed' as const }));
-  // A member that stays keeps what was agreed about it (declared dead, whose tokens it has).
-  const kept = seeded.members.map((m) => {
-    const before = stored.members.find((s) => s.id === m.id && s.state !== 'removed');
-    return before === undefined ? m : { ...before, state: 'normal' as const };
-  });
+  const ids = (ms: readonly { id: string }[]) => [...ms.map((m) => m.id)].sort().join(', ');
+  if (ids(current) === ids(configured)) return { state: stored, ignored: undefined };
   return {
-    state: { formatVersion: 1, epoch: stored.epoch + 1, members: sortById([...kept, ...removed]), ...(stored.lastChangeId === undefined ? {} : { lastChangeId: stored.lastChangeId }) },
-    changed: `cluster.members (${describe(seeded.members)}) differs from the stored membership of epoch ${stored.epoch} (${describe(current)})`,
+    state: stored,
+    ignored:
+      `cluster.members (${ids(configured)}) differs from the stored membership of epoch ${stored.epoch} (${ids(current)}): the stored membership is used. ` +
+      'cluster.members only seeds a new cluster; members change with kvctl member add / remove / replace',
   };
 }
 

@@ -148,8 +148,8 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       }
       await repo.clearRestoredMark();
     }
-    // The membership as cluster state (docs/membership.md): seeded from cluster.members, persisted
-    // with an epoch. No command changes it yet, so an edited member list is the next epoch.
+    // The membership as cluster state (docs/membership.md): seeded from cluster.members once,
+    // persisted with an epoch, changed only by agreement.
     const storedMembership = repo.membershipBytes();
     let stored: MembershipState | undefined;
     try {
@@ -167,8 +167,8 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
     } else {
       const reconciled = reconcileMembership(stored, members);
       membership = reconciled.state;
-      if (storedMembership === undefined || reconciled.changed !== undefined) await repo.storeMembershipBytes(encodeMembership(membership));
-      if (reconciled.changed !== undefined) logger.warn({ epoch: membership.epoch }, `${reconciled.changed}: adopted as epoch ${membership.epoch}`);
+      if (storedMembership === undefined) await repo.storeMembershipBytes(encodeMembership(membership));
+      if (reconciled.ignored !== undefined) logger.warn({ epoch: membership.epoch }, reconciled.ignored);
     }
     const replicationFactor = config.cluster.replicationFactor;
     const live = new LiveMembership(selfId, membership, { replicationFactor, vnodesPerMember: config.cluster.vnodesPerMember }, {
