@@ -529,8 +529,11 @@ export class KvClient {
   /**
    * Asks the cluster to change its membership (admin). Resolves once every live member has
    * agreed and the new membership is committed. Not retried on another endpoint once sent (a
-   * second attempt of a committed change is refused as already done). Today only `mark-dead`
-   * is carried out; the changes that move data are refused with FAILED_PRECONDITION.
+   * second attempt of a committed change is refused as already done). For add, remove and
+   * replace it resolves once the change has started (phase pending): the data then moves in the
+   * background; Status's `membershipChange` shows it until it is over (`kvctl member wait`).
+   * Refusals (a change already in progress, an unknown member, ...) are FAILED_PRECONDITION;
+   * members that must agree and did not answer, UNAVAILABLE naming them.
    *
    * @example
    * ```ts

@@ -128,7 +128,7 @@ export class KvNode {
       // Certificates that do not load stop the start (TlsConfigError names the file).
       const publicTls = config.tls === undefined ? undefined : new ReloadingTls({ certFile: config.tls.certFile, keyFile: config.tls.keyFile, caFile: config.tls.clientCaFile }, 'tls', logger);
       if (publicTls !== undefined) tlsSources.push(publicTls);
-      const peerTls = config.peerTls === undefined || peers.length === 0 ? undefined : new ReloadingTls(config.peerTls, 'peerTls', logger, ownPeerCertificateCheck(selfId, config.peerTls.certFile));
+      const peerTls = config.peerTls === undefined || (peers.length === 0 && config.cluster.join.length === 0) ? undefined : new ReloadingTls(config.peerTls, 'peerTls', logger, ownPeerCertificateCheck(selfId, config.peerTls.certFile));
       if (peerTls !== undefined) tlsSources.push(peerTls);
       // The process's clock (shifted by the KVSTORE_TEST_CLOCK_OFFSET_MS hook when set).
       const time = new SystemClock(testClockOffsetMs());

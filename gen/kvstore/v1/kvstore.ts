@@ -4735,8 +4735,9 @@ export const KVStoreDefinition = {
     /**
      * ChangeMembership asks the cluster to change its membership (docs/membership.md). Every live
      * member must agree before the change takes effect; the answer comes once the new membership
-     * is committed. Admin only. Today only mark_dead is carried out: add, remove, replace and
-     * cancel move data, which this version cannot do yet, and answer FAILED_PRECONDITION saying so.
+     * is committed. Admin only. For add, remove and replace that is the first step (phase
+     * pending): the data moves afterwards, and Status.membership_change shows the change until it
+     * is over. One change at a time: a second one is refused (FAILED_PRECONDITION) naming it.
      */
     changeMembership: {
       name: "ChangeMembership",
@@ -4853,8 +4854,9 @@ export interface KVStoreServiceImplementation<CallContextExt = {}> {
   /**
    * ChangeMembership asks the cluster to change its membership (docs/membership.md). Every live
    * member must agree before the change takes effect; the answer comes once the new membership
-   * is committed. Admin only. Today only mark_dead is carried out: add, remove, replace and
-   * cancel move data, which this version cannot do yet, and answer FAILED_PRECONDITION saying so.
+   * is committed. Admin only. For add, remove and replace that is the first step (phase
+   * pending): the data moves afterwards, and Status.membership_change shows the change until it
+   * is over. One change at a time: a second one is refused (FAILED_PRECONDITION) naming it.
    */
   changeMembership(
     request: ChangeMembershipRequest,
@@ -4952,8 +4954,9 @@ export interface KVStoreClient<CallOptionsExt = {}> {
   /**
    * ChangeMembership asks the cluster to change its membership (docs/membership.md). Every live
    * member must agree before the change takes effect; the answer comes once the new membership
-   * is committed. Admin only. Today only mark_dead is carried out: add, remove, replace and
-   * cancel move data, which this version cannot do yet, and answer FAILED_PRECONDITION saying so.
+   * is committed. Admin only. For add, remove and replace that is the first step (phase
+   * pending): the data moves afterwards, and Status.membership_change shows the change until it
+   * is over. One change at a time: a second one is refused (FAILED_PRECONDITION) naming it.
    */
   changeMembership(
     request: DeepPartial<ChangeMembershipRequest>,
