@@ -56,6 +56,7 @@ export function formatStatus(status: NodeStatus, now: Date): string {
     `node ${status.nodeId}  version ${status.version || '?'}  up ${formatDuration(status.uptimeSeconds)}  listen ${status.listen}`,
     `keys ${status.keyCount} (records incl. tombstones ${status.recordCount})  replication factor ${status.replicationFactor}  data ${status.redacted ? '(needs admin)' : status.dataDir}`,
     `tombstone GC: ${status.tombstonesPurged} purged since start${status.tombstoneGcHeldBack === undefined ? '' : `; held back: ${status.tombstoneGcHeldBack}`}  membership epoch ${status.membershipEpoch}`,
+    ...(status.membershipChange === undefined ? [] : [`membership change: ${status.membershipChange}`]),
     ...status.warnings.map((warning) => `WARNING: ${warning}`),
     ...(status.redacted ? ['(redacted: without the admin permission, peer addresses, paths and backlogs are not shown)'] : []),
   ].join('\n');

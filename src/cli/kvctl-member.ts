@@ -2,7 +2,7 @@
  * kvctl member: the cluster's membership as the answering node holds it (docs/membership.md).
  */
 import type { NodeStatus } from '../client/index.js';
-import { formatCount, type ProgressOutput, ProgressBar, renderBar } from '../bench/progress-bar.js';
+import { formatCount, formatSeconds, type ProgressOutput, ProgressBar, renderBar } from '../bench/progress-bar.js';
 import { exitCode, type KvctlCommand, type KvctlContext, UsageError } from './kvctl-command.js';
 import { formatTable, jsonLine } from './kvctl-format.js';
 
@@ -115,6 +115,8 @@ export const memberCommand: KvctlCommand = {
 async function waitForChange(context: KvctlContext): Promise<number> {
   const bar = new ProgressBar(context.io.stderr as ProgressOutput);
   const client = context.client();
+  // Time left: bytes left at the rate seen since this command first saw bytes move.
+  let first: { atMs: number; bytes: number } | undefined;
   for (;;) {
     const status = await client.status();
     if (status.membershipChange === undefined) {
@@ -123,7 +125,13 @@ async function waitForChange(context: KvctlContext): Promise<number> {
     }
     const p = status.membershipChangeProgress;
     const fraction = p === undefined || p.transfersTotal === 0 ? 0 : p.transfersDone / p.transfersTotal;
-    bar.update(`${renderBar(fraction)} ${(fraction * 100).toFixed(0)}%  ${formatCount(p?.keys ?? 0)} keys  ${((p?.bytes ?? 0) / 2 ** 20).toFixed(1)} MiB  ${status.membershipChange}`);
+    const bytes = p?.bytes ?? 0;
+    if (first === undefined && bytes > 0) first = { atMs: Date.now(), bytes };
+    const elapsedS = first === undefined ? 0 : (Date.now() - first.atMs) / 1000;
+    const rate = elapsedS > 0 ? (bytes - first!.bytes) / elapsedS : 0;
+    // Bytes in all: bytes so far over the fraction of ranges done (ranges differ in size: an estimate).
+    const left = rate > 0 && fraction > 0 && fraction < 1 ? `  ~${formatSeconds((bytes / fraction - bytes) / rate)} left` : '';
+    bar.update(`${renderBar(fraction)} ${(fraction * 100).toFixed(0)}%  ${formatCount(p?.keys ?? 0)} keys  ${(bytes / 2 ** 20).toFixed(1)} MiB${left}  ${status.membershipChange}`);
     await new Promise((resolve) => setTimeout(resolve, waitPollMs));
   }
 }

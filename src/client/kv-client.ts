@@ -19,6 +19,7 @@ import {
   toConsistency,
 } from './convert.js';
 import { deadlineMetadataKey, deadlineMetadataValue } from '../common/deadline-header.js';
+import { isNotServingRefusal } from '../common/not-serving.js';
 import { isOverloadRefusal } from '../common/overload.js';
 import { KvError, toKvError } from './errors.js';
 import type {
@@ -728,6 +729,13 @@ export class KvClient {
           if (error === overloadGaveUp) throw error;
           if (scope.aborted) throw scope.abortError(operation, endpoint, false, policy === 'mutation');
           const failure = toKvError(error, operation, endpoint);
+          // The node serves nothing (not added yet, leaving, removed, dead) and ran nothing: even a
+          // put or delete goes to the next endpoint.
+          if (isNotServingRefusal(failure.code, failure.details)) {
+            lastAnswered = failure;
+            this.failover(target.index);
+            continue;
+          }
           // A mutation that was sent may have been applied: never send it again.
           if (policy === 'mutation' || failure.code !== Status.UNAVAILABLE) throw failure;
           if (target.channel.getConnectivityState(false) === channelReady) {

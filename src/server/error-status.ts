@@ -1,4 +1,5 @@
 import { ServerError, Status } from 'nice-grpc';
+import { notServingDetailsPrefix } from '../common/not-serving.js';
 import { FetchRefusedError, InvalidRequestError, MembershipRefusedError, MembersUnreachableError, NotEnoughReplicasError, NotServingMemberError, PermissionDeniedError, RequestTimeoutError, ResourceLimitError, ShuttingDownError, UnauthenticatedError } from '../replication/errors.js';
 import { DataDirMismatchError, DiskFullError, UnstorableRecordError } from '../storage/repository.js';
 import { RecordDecodeError } from '../storage/record-codec.js';
@@ -26,6 +27,8 @@ const statusByError: ReadonlyArray<readonly [new (...args: never[]) => Error, St
 /** Converts an error thrown by a handler into the ServerError nice-grpc sends. */
 export function toServerError(err: unknown): ServerError {
   if (err instanceof ServerError) return err;
+  // Marked, so a client knows nothing was run and may send even a write to another node.
+  if (err instanceof NotServingMemberError) return new ServerError(Status.UNAVAILABLE, `${notServingDetailsPrefix} ${err.message}`);
   for (const [type, status] of statusByError) {
     if (err instanceof type) return new ServerError(status, err.message);
   }

@@ -212,6 +212,12 @@ export class NodeMetrics {
     counter('kvstore_tombstones_purged_total', 'Tombstones this node purged, each held by every replica first.', (s) => one(s.counters.safety.tombstonesPurged));
     gauge('kvstore_tombstone_gc_held_back', "Whether this node's last tombstone GC step purged fewer tombstones than it had candidates (1), e.g. a member did not confirm; kvctl status says why.", (s) => one(s.status.tombstoneGcHeldBack === '' ? 0 : 1));
     gauge('kvstore_membership_epoch', 'The membership epoch this node runs with (docs/membership.md).', (s) => one(Number(s.status.membershipEpoch)));
+    gauge('kvstore_membership_change_in_progress', 'Whether a membership change (add, remove, replace) is in progress as this node sees it (1).', (s) => one(s.status.membershipChange === '' ? 0 : 1));
+    const progress = (s: NodeSnapshot) => s.status.membershipChangeProgress;
+    gauge('kvstore_streaming_ranges', 'Ranges the members gaining ranges in the change in progress must receive, as far as this node knows (its own; on the driver, every receiver\'s).', (s) => one(progress(s)?.transfersTotal ?? 0));
+    gauge('kvstore_streaming_ranges_pending', 'Of those, the ranges not complete yet.', (s) => one((progress(s)?.transfersTotal ?? 0) - (progress(s)?.transfersDone ?? 0)));
+    gauge('kvstore_streaming_received_keys', 'Keys received by streaming in the change in progress, as far as this node knows.', (s) => one(Number(progress(s)?.keys ?? 0)));
+    gauge('kvstore_streaming_received_bytes', 'Bytes received by streaming in the change in progress, as far as this node knows.', (s) => one(Number(progress(s)?.bytes ?? 0)));
     counter('kvstore_replication_refused_entries_total', 'Replication-log entries the peer refused as older than its tombstone grace.', perPeer((m, s) => s.counters.safety.refusedByPeer.get(m.nodeId) ?? 0), peerLabel);
     counter('kvstore_late_requests_refused_total', "Client operations refused unapplied because they arrived more than clock.maxDriftMs after their client's deadline.", (s) => one(s.counters.safety.lateRequestsRefused));
     gauge('kvstore_peer_reachable', 'Whether the last contact with the peer succeeded (1) or not (0).', perPeer((m) => (m.reachable ? 1 : 0)), peerLabel);

@@ -199,7 +199,13 @@ describe('membership changes under load: add, replace of a dead member, remove o
       expect(removed.code, removed.out + removed.err).toBe(0);
     });
     await checkCluster(['n1', 'n4', 'n5'], 11);
-    await expect(client('n2').get('pre:1')).rejects.toThrow(/n2 was removed at membership epoch 11: it serves nothing/);
+    await expect(client('n2').get('pre:1')).rejects.toThrow(/node not serving: n2 was removed at membership epoch 11: it serves nothing/);
+    // Nothing was run there, so the SDK sends even a write on to its next endpoint.
+    const failover = new KvClient({ endpoints: [nodes.get('n2')!.listen, nodes.get('n1')!.listen], deadlineMs: 10_000 });
+    clients.push(failover);
+    await failover.put('after-remove', 'x', { consistency: 'quorum' });
+    expected.set('after-remove', 'x');
+    expect((await failover.get('after-remove'))?.toString()).toBe('x');
     const list = await kvctl(['--endpoints', nodes.get('n4')!.listen, 'member', 'list']);
     expect(list.out).toMatch(/^n2\s+\S+\s+removed\s+/m);
   }, 180_000);

@@ -4583,7 +4583,9 @@ export const PeerRepair: MessageFns<PeerRepair> = {
  * a violation answers INVALID_ARGUMENT naming the limit and nothing is written.
  *
  * Error codes: INVALID_ARGUMENT (bad key, value or request), UNAVAILABLE (not enough replicas
- * answered for the requested consistency), DEADLINE_EXCEEDED (the request ran out of time),
+ * answered for the requested consistency; or, with details starting "node not serving:", this
+ * node serves nothing, being not yet added, leaving, removed or declared dead: nothing was run,
+ * and the call may be sent to another node, a write too), DEADLINE_EXCEEDED (the request ran out of time),
  * RESOURCE_EXHAUSTED (too large, too many, or the node's budget of request bytes in flight,
  * `limits.maxInFlightBytes`, is full: then the details start with "node overloaded:", nothing
  * was run, and the call may be sent again after a pause, a write too), INTERNAL (a bug).
