@@ -48,6 +48,15 @@ async function main(): Promise<void> {
     const endpoints = nodes.map((n) => n.listen);
     const client = new KvClient({ endpoints });
     clients.push(client);
+    // Every node reaches every other before the load starts (they start in parallel).
+    for (const n of nodes) {
+      const c = new KvClient({ endpoints: [n.listen] });
+      clients.push(c);
+      for (let i = 0; !(await c.status()).members.every((m) => m.reachable); i++) {
+        if (i > 200) throw new Error(`${n.id} does not reach its peers`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
 
     const value = Buffer.alloc(valueBytes, 'v');
     const loadStarted = Date.now();
@@ -72,6 +81,7 @@ async function main(): Promise<void> {
     let phase: 'before' | 'during' | 'done' = 'before';
     const latencies = { before: [] as number[], during: [] as number[] };
     let failures = 0;
+    const failureReasons = new Map<string, number>();
     const probe = Promise.all(
       Array.from({ length: probeClients }, async (_, c) => {
         const pc = new KvClient({ endpoints: [endpoints[c % endpoints.length]!] });
@@ -82,8 +92,11 @@ async function main(): Promise<void> {
           try {
             if (i % 2 === 0) await pc.get(key, { consistency: 'quorum' });
             else await pc.put(key, value, { consistency: 'quorum' });
-          } catch {
+          } catch (err) {
             failures++;
+            // The reason without addresses and counts, so alike failures group.
+            const reason = (err as Error).message.replace(/127\.0\.0\.1:\d+/g, '<node>').replace(/\d+/g, 'N').slice(0, 200);
+            failureReasons.set(reason, (failureReasons.get(reason) ?? 0) + 1);
             continue;
           }
           const tag = phase;
@@ -128,6 +141,7 @@ async function main(): Promise<void> {
     console.log(`member add n4: ${changeSeconds.toFixed(1)} s from the command to the end of the change`);
     console.log(`n4 received ${streamedKeys} keys, ${(streamedBytes / 2 ** 20).toFixed(1)} MiB by streaming in about ${streamSeconds.toFixed(1)} s (${(streamedBytes / 2 ** 20 / Math.max(streamSeconds, 0.001)).toFixed(1)} MiB/s, ${Math.round(streamedKeys / Math.max(streamSeconds, 0.001))} keys/s); n4 holds ${n4Status.recordCount} records at the end`);
     console.log(`probe (${probeClients} clients, QUORUM, half gets, half puts): before p50 ${ms(percentile(before, 50))} ms p99 ${ms(percentile(before, 99))} ms (${before.length} ops in ${beforeMs / 1000} s); during p50 ${ms(percentile(during, 50))} ms p99 ${ms(percentile(during, 99))} ms (${during.length} ops in ${changeSeconds.toFixed(1)} s); ${failures} failed`);
+    for (const [reason, n] of failureReasons) console.log(`  ${n} x ${reason}`);
   } finally {
     for (const c of clients) c.close();
     await Promise.all(nodes.map((n) => n.stop()));
