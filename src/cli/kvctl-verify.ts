@@ -19,7 +19,8 @@ function describeReplica(replica: ReplicaDigest): string {
 /** One line for a range whose replicas disagree. */
 export function formatDifferingRange(range: RangeVerification): string {
   const interval = `(${hashHex(range.startExclusive)}, ${hashHex(range.endInclusive)}]`;
-  return `range ${range.range} ${interval}: ${range.replicas.map(describeReplica).join('; ')}`;
+  const strays = range.strays.length === 0 ? '' : `; not replicas but holding records: ${range.strays.map(describeReplica).join('; ')}`;
+  return `range ${range.range} ${interval}: ${range.replicas.map(describeReplica).join('; ')}${strays}`;
 }
 
 /** The human verify report: the summary line, then one line per differing range. */
@@ -40,7 +41,9 @@ export const verifyCommand: KvctlCommand = {
     'each replica. Read-only. Prints "N ranges, all replicas agree", or "K of N ranges differ"',
     'and one line per differing range: its index, hash interval (start, end] of murmur3(key),',
     'and each replica\'s digest and record count (tombstones included), or why it could not be',
-    'asked (such a range counts as differing).',
+    'asked (such a range counts as differing). Every other member is asked too: one that is not',
+    'a replica of a range but holds records in it (left behind by a membership change) is listed',
+    'and makes the range differ. Refused while a membership change is in progress.',
     'Replicas converge through anti-entropy; run \'kvctl repair\' to do it now.',
     `Default --timeout for verify: ${verifyDeadlineMsDefault}ms. --json prints the VerifyReport object.`,
     'Exit 0 if every range agrees, 5 if any range differs.',

@@ -157,6 +157,7 @@ export function fromRangeVerification(message: RangeVerificationMessage): RangeV
     endInclusive: message.endInclusive,
     agree: message.agree,
     replicas: message.replicas.map(fromReplicaDigest),
+    strays: message.strays.map(fromReplicaDigest),
   };
 }
 

@@ -314,6 +314,8 @@ export interface RangeVerification {
   agree: boolean;
   /** One entry per replica of the range. */
   replicas: ReplicaDigest[];
+  /** Members that are not replicas of the range but hold records in it (each makes the range differ). */
+  strays: ReplicaDigest[];
 }
 
 /** The result of {@link KvClient.verify}: replica agreement over the whole ring. */

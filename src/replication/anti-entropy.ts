@@ -138,10 +138,13 @@ export class AntiEntropy {
       throw new MembershipRefusedError(`membership epoch ${view.epoch} has a change in progress (${view.phase}): verify once it completes, when every key has exactly its owners`);
     }
     const forest = this.membership.forest();
-    const rangesOf = new Map<string, number[]>();
+    // Every live member is asked for every range: owners for their digests, the others to show
+    // they hold nothing there (a stray copy would otherwise go unseen).
+    const allRanges = Array.from({ length: forest.rangeCount }, (_, r) => r);
+    const rangesOf = new Map<string, number[]>(this.peers.links().map((l) => [l.id, allRanges]));
     for (let r = 0; r < forest.rangeCount; r++) {
       for (const node of this.ownersOf(view, r)!) {
-        if (node !== selfId) (rangesOf.get(node) ?? rangesOf.set(node, []).get(node)!).push(r);
+        if (node !== selfId && !rangesOf.has(node)) rangesOf.set(node, allRanges);
       }
     }
     const answers = new Map<string, { roots: Map<number, { digest: string; count: number }>; error?: string }>();
@@ -165,8 +168,15 @@ export class AntiEntropy {
         const root = answer.roots.get(r);
         return { nodeId: node, digest: root?.digest ?? '', recordCount: BigInt(root?.count ?? 0), error: root === undefined ? (answer.error ?? 'no answer') : '' };
       });
-      const agree = replicas.every((x) => x.digest !== '' && x.digest === replicas[0]!.digest);
-      out.push({ range: r, startExclusive: range.startExclusive, endInclusive: range.endInclusive, replicas, agree });
+      const owners = new Set(replicas.map((x) => x.nodeId));
+      const strays = [];
+      if (!owners.has(selfId) && forest.recordCount(r) > 0) strays.push({ nodeId: selfId, digest: formatDigest(forest.root(r)), recordCount: BigInt(forest.recordCount(r)), error: '' });
+      for (const [node, answer] of answers) {
+        const root = answer.roots.get(r);
+        if (!owners.has(node) && root !== undefined && root.count > 0) strays.push({ nodeId: node, digest: root.digest, recordCount: BigInt(root.count), error: '' });
+      }
+      const agree = strays.length === 0 && replicas.every((x) => x.digest !== '' && x.digest === replicas[0]!.digest);
+      out.push({ range: r, startExclusive: range.startExclusive, endInclusive: range.endInclusive, replicas, agree, strays });
     }
     return out;
   }

@@ -124,6 +124,16 @@ describe('membership changes under load: add, replace of a dead member, remove o
       expect(status.membershipEpoch, id).toBe(epoch);
       expect(status.members.filter((m) => m.state !== 'removed').map((m) => `${m.nodeId}:${m.state}`)).toEqual(members.map((m) => `${m}:normal`));
     }
+    // Tombstones included; the old owners delete what they lost once the change is over.
+    await waitFor('the old owners to delete the ranges they lost', async () => {
+      const counts = await Promise.all(members.map(async (id) => (await client(id).status()).recordCount));
+      const total = counts.reduce((a, b) => a + b, 0);
+      // Keys whose every write failed may or may not exist (each on 3 owners if it does).
+      const unacked = [...maybe.keys()].filter((k) => !expected.has(k)).length;
+      return total >= 3 * expected.size && total <= 3 * (expected.size + unacked) && total % 3 === 0;
+    });
+    // Every range agrees on its owners and no other member holds records of it ("nowhere
+    // else"), before any read could repair a replica (anti-entropy is off).
     const verify = await kvctl(['--endpoints', nodes.get(members[0]!)!.listen, 'verify']);
     expect(verify.code, verify.out + verify.err).toBe(0);
     for (const id of [members[0]!, members[members.length - 1]!]) {
@@ -133,14 +143,6 @@ describe('membership changes under load: add, replace of a dead member, remove o
         if (got !== v) expect(maybe.get(k)?.has(got ?? '') === true ? got : `${got} (expected ${v}, or a failed later write)`, `${k} via ${id}`).toBe(got);
       }
     }
-    // Tombstones included; the old owners delete what they lost once the change is over.
-    await waitFor('the old owners to delete the ranges they lost', async () => {
-      const counts = await Promise.all(members.map(async (id) => (await client(id).status()).recordCount));
-      const total = counts.reduce((a, b) => a + b, 0);
-      // Keys whose every write failed may or may not exist (each on 3 owners if it does).
-      const unacked = [...maybe.keys()].filter((k) => !expected.has(k)).length;
-      return total >= 3 * expected.size && total <= 3 * (expected.size + unacked) && total % 3 === 0;
-    });
   }
 
   it('add: n4 streams its ranges while writes continue, reads switch, old owners clean up', async () => {

@@ -445,8 +445,18 @@ export interface RangeVerification {
   endInclusive: number;
   /** One entry per replica of the range. */
   replicas: ReplicaDigest[];
-  /** True if every replica answered with the same digest. */
+  /**
+   * True if every replica answered with the same digest and no other member holds records of
+   * the range.
+   */
   agree: boolean;
+  /**
+   * Members that are not replicas of the range but hold records in it (a copy left behind by a
+   * membership change, or one delivered to a former owner after its cleanup): each makes the
+   * range differ. Every live member is asked, so "on exactly its owners and nowhere else" holds
+   * when no range lists any.
+   */
+  strays: ReplicaDigest[];
 }
 
 /** One replica's digest of a range. */
@@ -3322,7 +3332,7 @@ export const VerifyResponse: MessageFns<VerifyResponse> = {
 };
 
 function createBaseRangeVerification(): RangeVerification {
-  return { range: 0, startExclusive: 0, endInclusive: 0, replicas: [], agree: false };
+  return { range: 0, startExclusive: 0, endInclusive: 0, replicas: [], agree: false, strays: [] };
 }
 
 export const RangeVerification: MessageFns<RangeVerification> = {
@@ -3341,6 +3351,9 @@ export const RangeVerification: MessageFns<RangeVerification> = {
     }
     if (message.agree !== false) {
       writer.uint32(40).bool(message.agree);
+    }
+    for (const v of message.strays) {
+      ReplicaDigest.encode(v!, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -3398,6 +3411,14 @@ export const RangeVerification: MessageFns<RangeVerification> = {
             message.agree = reader.bool();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.strays.push(ReplicaDigest.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3427,6 +3448,7 @@ export const RangeVerification: MessageFns<RangeVerification> = {
         ? object.replicas.map((e: any) => ReplicaDigest.fromJSON(e))
         : [],
       agree: isSet(object.agree) ? globalThis.Boolean(object.agree) : false,
+      strays: globalThis.Array.isArray(object?.strays) ? object.strays.map((e: any) => ReplicaDigest.fromJSON(e)) : [],
     };
   },
 
@@ -3447,6 +3469,9 @@ export const RangeVerification: MessageFns<RangeVerification> = {
     if (message.agree !== false) {
       obj.agree = message.agree;
     }
+    if (message.strays?.length) {
+      obj.strays = message.strays.map((e) => ReplicaDigest.toJSON(e));
+    }
     return obj;
   },
 
@@ -3460,6 +3485,7 @@ export const RangeVerification: MessageFns<RangeVerification> = {
     message.endInclusive = object.endInclusive ?? 0;
     message.replicas = object.replicas?.map((e) => ReplicaDigest.fromPartial(e)) || [];
     message.agree = object.agree ?? false;
+    message.strays = object.strays?.map((e) => ReplicaDigest.fromPartial(e)) || [];
     return message;
   },
 };
