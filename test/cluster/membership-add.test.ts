@@ -28,7 +28,7 @@ async function kvctl(args: string[]): Promise<{ code: number; out: string; err: 
   return { code, out, err };
 }
 
-describe('membership changes under load: add, replace of a dead member, remove of a live one, a joiner killed mid-stream, cancel, remove of a dead one', () => {
+describe('membership changes under 64 QUORUM writers: 3 -> 4 -> 5 (joiner and a source killed mid-stream), 5 -> 4 (remove of a live member), replace and remove of dead members, cancel', () => {
   const dir = makeTempDir('kvstore-member-add-');
   const nodes = new Map<string, NodeProcess>();
   const clients: KvClient[] = [];
@@ -77,7 +77,7 @@ describe('membership changes under load: add, replace of a dead member, remove o
    * acknowledged value is known), and waits for the change to complete. No fault is injected into
    * the writes' path: every one must succeed (no downtime).
    */
-  async function underLoad(via: readonly string[], change: () => Promise<void>, options: { replicaDead?: boolean } = {}): Promise<void> {
+  async function underLoad(via: readonly string[], change: () => Promise<void>, options: { replicaDown?: boolean } = {}): Promise<void> {
     round++;
     let changing = true;
     const acked = new Map<string, string>();
@@ -106,9 +106,9 @@ describe('membership changes under load: add, replace of a dead member, remove o
       changing = false;
       await load;
     }
-    if (options.replicaDead === true) {
-      // With a replica declared dead, a QUORUM write to its ranges needs both other replicas, so
-      // one slow answer fails it: UNAVAILABLE, indeterminate (it is in the log), never lost.
+    if (options.replicaDown === true) {
+      // With a replica down or declared dead, a QUORUM write to its ranges needs both other
+      // replicas, so one slow answer fails it: UNAVAILABLE, indeterminate (it is in the log).
       for (const f of failed) expect(f).toMatch(/UNAVAILABLE: .*it is stored in the replication log and will still reach every replica/);
     } else {
       expect(failed.slice(0, 5), `${failed.length} writes failed`).toEqual([]);
@@ -176,32 +176,52 @@ describe('membership changes under load: add, replace of a dead member, remove o
     expect((await client('n4').status()).recordCount).toBeGreaterThan(expected.size * 0.5);
   }, 180_000);
 
-  it('replace of a dead member: n5 takes over SIGKILLed n3\'s tokens, streamed from the surviving replicas', async () => {
-    await nodes.get('n3')!.kill();
-    await waitFor('n3 to be declared dead', async () => {
-      const marked = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'mark-dead', 'n3']);
-      return marked.code === 0;
-    });
-    const n5 = NodeProcess.create(dir, 'n5', { ...common, peerListen: peerOf.get('n5'), cluster: { join: [peerOf.get('n1')!], replicationFactor: 3 } });
-    nodes.set('n5', await n5.start());
-    const before = (await client('n1').status()).members.find((m) => m.nodeId === 'n3')!.ownedShare;
-    await underLoad(['n1', 'n2', 'n4'], async () => {
-      const replaced = await kvctl(['--endpoints', nodes.get('n2')!.listen, 'member', 'replace', 'n3', 'n5', peerOf.get('n5')!]);
-      expect(replaced.err).toContain('no membership change in progress at epoch 8');
-      expect(replaced.code, replaced.out + replaced.err).toBe(0);
-    }, { replicaDead: true });
-    // mark-dead 5; pending 6, switched 7, done 8. n5 owns exactly what n3 did.
-    await checkCluster(['n1', 'n2', 'n4', 'n5'], 8);
-    expect((await client('n1').status()).members.find((m) => m.nodeId === 'n5')!.ownedShare).toBeCloseTo(before, 9);
+  /** Starts a node with cluster.join, streaming slowly (so a test can act mid-stream). */
+  async function startJoiner(id: string): Promise<NodeProcess> {
+    const node = NodeProcess.create(dir, id, { ...common, streaming: { batchMaxBytes: 4 * 1024, maxBytesPerSecond: 64 * 1024, sourceFailoverSeconds: 2 }, peerListen: peerOf.get(id), cluster: { join: [peerOf.get('n1')!], replicationFactor: 3 } });
+    nodes.set(id, await node.start());
+    return node;
+  }
+
+  it('4 -> 5: the joiner SIGKILLed mid-stream resumes from its cursors; a source SIGKILLed mid-stream is covered by the other replicas', async () => {
+    const n6 = await startJoiner('n6');
+    await underLoad(
+      ['n1', 'n2', 'n4'],
+      async () => {
+        await client('n1').changeMembership({ kind: 'add', nodeId: 'n6', peer: peerOf.get('n6')! });
+        const progressOf = async () => (await client('n6').status()).membershipChangeProgress;
+        const before = await waitFor('n6 to be part-way through its ranges', async () => {
+          const p = await progressOf();
+          return p !== undefined && p.keys >= 300 && p.transfersDone < p.transfersTotal ? p : undefined;
+        });
+        await n6.kill();
+        await n6.start();
+        // Resumed, not restarted: the cursors persisted before the kill count from where it was
+        // (a page per range in flight may be fetched again: 4 ranges of a few dozen records each).
+        const after = await waitFor('n6 to report its progress again', progressOf);
+        expect(after.keys).toBeGreaterThan(before.keys - 200);
+        // A source dies mid-stream: after sourceFailoverSeconds n6 streams its ranges from their
+        // other replicas too. It is a live member, so the change waits for it to come back.
+        await waitFor('n6 to stream again', async () => ((await progressOf())?.keys ?? 0) > after.keys);
+        await nodes.get('n3')!.kill();
+        await waitFor('n6 to stream from the other replicas', () => nodes.get('n6')!.output().includes('primary source keeps failing: streaming the range from its fallbacks too'));
+        await nodes.get('n3')!.start();
+        const waited = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'wait']);
+        expect(waited.code, waited.err).toBe(0);
+      },
+      { replicaDown: true },
+    );
+    // pending 5, switched 6, done 7.
+    await checkCluster(['n1', 'n2', 'n3', 'n4', 'n6'], 7);
   }, 180_000);
 
-  it('remove of a live member: n2 streams its ranges away, stops coordinating, then is removed and serves nothing', async () => {
-    await underLoad(['n1', 'n4', 'n5'], async () => {
+  it('5 -> 4, remove of a live member: n2 streams its ranges away, stops coordinating, then is removed and serves nothing', async () => {
+    await underLoad(['n1', 'n4', 'n6'], async () => {
       const removed = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'remove', 'n2']);
       expect(removed.code, removed.out + removed.err).toBe(0);
     });
-    await checkCluster(['n1', 'n4', 'n5'], 11);
-    await expect(client('n2').get('pre:1')).rejects.toThrow(/node not serving: n2 was removed at membership epoch 11: it serves nothing/);
+    await checkCluster(['n1', 'n3', 'n4', 'n6'], 10);
+    await expect(client('n2').get('pre:1')).rejects.toThrow(/node not serving: n2 was removed at membership epoch 10: it serves nothing/);
     // Nothing was run there, so the SDK sends even a write on to its next endpoint.
     const failover = new KvClient({ endpoints: [nodes.get('n2')!.listen, nodes.get('n1')!.listen], deadlineMs: 10_000 });
     clients.push(failover);
@@ -212,32 +232,24 @@ describe('membership changes under load: add, replace of a dead member, remove o
     expect(list.out).toMatch(/^n2\s+\S+\s+removed\s+/m);
   }, 180_000);
 
-  /** Starts a node with cluster.join, streaming slowly (so a test can act mid-stream). */
-  async function startJoiner(id: string): Promise<NodeProcess> {
-    const node = NodeProcess.create(dir, id, { ...common, streaming: { batchMaxBytes: 4 * 1024, maxBytesPerSecond: 64 * 1024 }, peerListen: peerOf.get(id), cluster: { join: [peerOf.get('n1')!], replicationFactor: 3 } });
-    nodes.set(id, await node.start());
-    return node;
-  }
-
-  it('a joining node SIGKILLed mid-stream resumes from its cursors when restarted, and the add completes', async () => {
-    const n6 = await startJoiner('n6');
-    await underLoad(['n1', 'n4', 'n5'], async () => {
-      await client('n1').changeMembership({ kind: 'add', nodeId: 'n6', peer: peerOf.get('n6')! });
-      const progressOf = async () => (await client('n6').status()).membershipChangeProgress;
-      const before = await waitFor('n6 to be part-way through its ranges', async () => {
-        const p = await progressOf();
-        return p !== undefined && p.keys >= 300 && p.transfersDone < p.transfersTotal ? p : undefined;
-      });
-      await n6.kill();
-      await n6.start();
-      // Resumed, not restarted: the cursors persisted before the kill count from where it was (a
-      // page per range in flight may be fetched again: 4 ranges of a few dozen records each).
-      const after = await waitFor('n6 to report its progress again', progressOf);
-      expect(after.keys).toBeGreaterThan(before.keys - 200);
-      const waited = await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'wait']);
-      expect(waited.code, waited.err).toBe(0);
-    });
+  it('replace of a dead member: n5 takes over SIGKILLed n3\'s tokens, streamed from the surviving replicas', async () => {
+    await nodes.get('n3')!.kill();
+    await waitFor('n3 to be declared dead', async () => (await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'mark-dead', 'n3'])).code === 0);
+    const n5 = NodeProcess.create(dir, 'n5', { ...common, peerListen: peerOf.get('n5'), cluster: { join: [peerOf.get('n1')!], replicationFactor: 3 } });
+    nodes.set('n5', await n5.start());
+    const before = (await client('n1').status()).members.find((m) => m.nodeId === 'n3')!.ownedShare;
+    await underLoad(
+      ['n1', 'n4', 'n6'],
+      async () => {
+        const replaced = await kvctl(['--endpoints', nodes.get('n4')!.listen, 'member', 'replace', 'n3', 'n5', peerOf.get('n5')!]);
+        expect(replaced.err).toContain('no membership change in progress at epoch 14');
+        expect(replaced.code, replaced.out + replaced.err).toBe(0);
+      },
+      { replicaDown: true },
+    );
+    // mark-dead 11; pending 12, switched 13, done 14. n5 owns exactly what n3 did.
     await checkCluster(['n1', 'n4', 'n5', 'n6'], 14);
+    expect((await client('n1').status()).members.find((m) => m.nodeId === 'n5')!.ownedShare).toBeCloseTo(before, 9);
   }, 180_000);
 
   it('cancel while pending: the joiner is removed, the others keep exactly their ranges', async () => {
@@ -255,10 +267,14 @@ describe('membership changes under load: add, replace of a dead member, remove o
   it('remove of a dead member: SIGKILLed n5 is declared dead, then removed; its ranges stream from the surviving replicas', async () => {
     await nodes.get('n5')!.kill();
     await waitFor('n5 to be declared dead', async () => (await kvctl(['--endpoints', nodes.get('n1')!.listen, 'member', 'mark-dead', 'n5'])).code === 0);
-    await underLoad(['n1', 'n4', 'n6'], async () => {
-      const removed = await kvctl(['--endpoints', nodes.get('n6')!.listen, 'member', 'remove', 'n5']);
-      expect(removed.code, removed.out + removed.err).toBe(0);
-    }, { replicaDead: true });
+    await underLoad(
+      ['n1', 'n4', 'n6'],
+      async () => {
+        const removed = await kvctl(['--endpoints', nodes.get('n6')!.listen, 'member', 'remove', 'n5']);
+        expect(removed.code, removed.out + removed.err).toBe(0);
+      },
+      { replicaDown: true },
+    );
     // mark-dead 17; pending 18, switched 19, done 20.
     await checkCluster(['n1', 'n4', 'n6'], 20);
   }, 180_000);
