@@ -23,7 +23,12 @@ export function formatMembers(status: NodeStatus): string {
     `${(member.ownedShare * 100).toFixed(1)}%`,
     member.self ? 'self' : member.reachable ? 'yes' : 'NO',
   ]);
-  return `epoch ${status.membershipEpoch} (as held by ${status.nodeId})  replication factor ${status.replicationFactor}\n` + formatTable(['ID', 'PEER', 'STATE', 'OWNS', 'REACHABLE'], rows);
+  const p = status.membershipChangeProgress;
+  const change =
+    status.membershipChange === undefined
+      ? ''
+      : `change: ${status.membershipChange}` + (p === undefined || p.transfersTotal === 0 ? '' : ` (${p.transfersTotal - p.transfersDone} of ${p.transfersTotal} ranges pending, ${(p.bytes / 2 ** 20).toFixed(1)} MiB received)`) + '\n';
+  return `epoch ${status.membershipEpoch} (as held by ${status.nodeId})  replication factor ${status.replicationFactor}\n` + change + formatTable(['ID', 'PEER', 'STATE', 'OWNS', 'REACHABLE'], rows);
 }
 
 export const memberCommand: KvctlCommand = {

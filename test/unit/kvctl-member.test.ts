@@ -16,4 +16,15 @@ describe('kvctl member list', () => {
     expect(formatMembers(status([member('node1', '', true)], true))).toMatch(/^node1\s+\(needs admin\)\s+normal/m);
     expect(formatMembers(status([member('n1', '10.0.0.1:7000', true)], false))).toMatch(/^n1\s+10\.0\.0\.1:7000\s+normal/m);
   });
+
+  it('shows the change in progress with its pending ranges, and DEAD for a member declared dead', () => {
+    const changing: NodeStatus = {
+      ...status([member('n1', 'a:1', true), { ...member('n2', 'b:2', false), dead: true, reachable: false }], false),
+      membershipChange: 'change 1: add n4 (d:4), phase pending, streaming 3/8 ranges, 1200 keys',
+      membershipChangeProgress: { transfersDone: 3, transfersTotal: 8, keys: 1200, bytes: 3 * 2 ** 20 },
+    };
+    const out = formatMembers(changing);
+    expect(out).toContain('change: change 1: add n4 (d:4), phase pending, streaming 3/8 ranges, 1200 keys (5 of 8 ranges pending, 3.0 MiB received)');
+    expect(out).toMatch(/^n2\s+b:2\s+normal DEAD\s+100\.0%\s+NO$/m);
+  });
 });
