@@ -104,6 +104,8 @@ export class KvNode {
   private securityWarnings: readonly string[] = [];
   /** The users file, when `auth` is set (stops following SIGHUP at stop). */
   private authenticator: Authenticator | undefined;
+  /** Set by stop: health stays NOT_SERVING whatever the membership does meanwhile. */
+  stopping = false;
   /** The replication core (set by start): stopped after the servers. */
   private core!: NodeCore;
   /** The slots of Batch and OperationStream operations (set by start). */
@@ -272,7 +274,20 @@ export class KvNode {
       });
       for (const warning of node.securityWarnings) logger.warn({ security: true }, `INSECURE: ${warning}`);
       core.start();
-      health.setStatus('healthy');
+      // Health follows the membership: NOT_SERVING while this node serves nothing (not added
+      // yet, leaving once reads have switched, removed, declared dead), so load balancers and
+      // orchestrators stop sending it clients.
+      const healthOfMembership = () => {
+        if (node!.stopping) return;
+        try {
+          core!.membership.assertCoordinating();
+          health.setStatus('healthy');
+        } catch {
+          health.setStatus('unhealthy');
+        }
+      };
+      core.membership.onChange(() => healthOfMembership());
+      healthOfMembership();
       logger.info(
         { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, metricsListen: metrics?.address, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
         `kvstore node ${selfId} listening on ${listenAddress}, data in ${config.dataDir}`,
@@ -433,6 +448,7 @@ export class KvNode {
    * then stop delivery and close LMDB. Entries still in the log are delivered after restart.
    */
   async stop(): Promise<void> {
+    this.stopping = true;
     this.health.setStatus('unhealthy');
     this.authenticator?.close();
     await this.metrics?.close();

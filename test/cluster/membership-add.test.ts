@@ -1,3 +1,5 @@
+import { createChannel, createClient } from 'nice-grpc';
+import { HealthDefinition } from 'nice-grpc-server-health';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runKvctl } from '../../src/cli/kvctl.js';
 import { KvClient } from '../../src/client/index.js';
@@ -20,6 +22,16 @@ const deletedKeys = 300;
 const writers = 64;
 /** Bounds of the load during the change: each writer stops at this many writes or when the change is over. */
 const writesPerWriterMax = 400;
+
+/** The standard gRPC health status of a node's public port (1 SERVING, 2 NOT_SERVING). */
+async function healthOf(address: string): Promise<number> {
+  const channel = createChannel(address);
+  try {
+    return (await createClient(HealthDefinition, channel).check({ service: '' })).status;
+  } finally {
+    channel.close();
+  }
+}
 
 async function kvctl(args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -160,6 +172,7 @@ describe('membership changes under 64 QUORUM writers: 3 -> 4 -> 5 (joiner and a 
     }
     // Not a member yet: it serves nothing, and says how to add it.
     await expect(client('n4').get('pre:1')).rejects.toThrow(/n4 is not a member yet \(started with cluster\.join\)/);
+    expect(await healthOf(nodes.get('n4')!.listen)).toBe(2); // NOT_SERVING until added
 
     await underLoad(['n1', 'n2', 'n3'], async () => {
       const added = await n1.changeMembership({ kind: 'add', nodeId: 'n4', peer: peerOf.get('n4')! });
@@ -173,6 +186,7 @@ describe('membership changes under 64 QUORUM writers: 3 -> 4 -> 5 (joiner and a 
     // Epochs: pending 2, switched 3, done 4; a quarter of the ring each.
     await checkCluster(['n1', 'n2', 'n3', 'n4'], 4);
     for (const m of (await n1.status()).members) expect(m.ownedShare).toBeGreaterThan(0.15);
+    expect(await healthOf(nodes.get('n4')!.listen)).toBe(1); // SERVING once a member
     expect((await client('n4').status()).recordCount).toBeGreaterThan(expected.size * 0.5);
   }, 180_000);
 
@@ -222,6 +236,7 @@ describe('membership changes under 64 QUORUM writers: 3 -> 4 -> 5 (joiner and a 
     });
     await checkCluster(['n1', 'n3', 'n4', 'n6'], 10);
     await expect(client('n2').get('pre:1')).rejects.toThrow(/node not serving: n2 was removed at membership epoch 10: it serves nothing/);
+    expect(await healthOf(nodes.get('n2')!.listen)).toBe(2); // NOT_SERVING once removed
     // Nothing was run there, so the SDK sends even a write on to its next endpoint.
     const failover = new KvClient({ endpoints: [nodes.get('n2')!.listen, nodes.get('n1')!.listen], deadlineMs: 10_000 });
     clients.push(failover);
