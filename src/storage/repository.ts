@@ -535,14 +535,19 @@ export class Repository {
         // Re-checked inside the transaction: a newer write may have replaced the tombstone.
         if (stored === undefined || !isTombstoneRecord(stored)) continue;
         if (header !== undefined ? !recordHeader(stored).equals(header) : recordWallMs(stored) >= cutoffMs) continue;
-        const keyHash = murmur3x86_32(key, keyHashSeed);
-        this.records.removeSync(key);
-        this.hashIndex.removeSync(hashIndexKey(key, keyHash));
-        changes.push({ key, keyHash, before: stored, after: undefined });
+        this.removeInTransaction(key, stored, changes);
         n++;
       }
       return n;
     }, victims.length);
+  }
+
+  /** Removes `key`'s record (`stored`) and its hash-index entry inside a write transaction; the change goes to `changes`. */
+  private removeInTransaction(key: Buffer, stored: Buffer, changes: RecordChange[]): void {
+    const keyHash = murmur3x86_32(key, keyHashSeed);
+    this.records.removeSync(key);
+    this.hashIndex.removeSync(hashIndexKey(key, keyHash));
+    changes.push({ key, keyHash, before: stored, after: undefined });
   }
 
   /**
@@ -572,10 +577,7 @@ export class Repository {
         if (!unowned(key)) continue;
         const stored = this.records.get(key);
         if (stored === undefined) continue;
-        const keyHash = murmur3x86_32(key, keyHashSeed);
-        this.records.removeSync(key);
-        this.hashIndex.removeSync(hashIndexKey(key, keyHash));
-        changes.push({ key, keyHash, before: stored, after: undefined });
+        this.removeInTransaction(key, stored, changes);
         n++;
       }
       return n;
