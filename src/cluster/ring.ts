@@ -134,8 +134,11 @@ export class Ring {
 
   /** A 32-bit hash of placementKey (never 0), to tell in a request which ring the asker's ranges index. */
   placementId(): number {
-    return murmur3x86_32(textEncoder.encode(this.placement), ringHashSeed) || 1;
+    // Asked on every RangeDigests request and answer: hashed once per ring.
+    this.placementIdCache ??= murmur3x86_32(textEncoder.encode(this.placement), ringHashSeed) || 1;
+    return this.placementIdCache;
   }
+  private placementIdCache: number | undefined;
 
   /** Member ids, sorted (the ring's canonical order). */
   members(): string[] {

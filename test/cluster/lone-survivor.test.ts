@@ -1,5 +1,3 @@
-import { createChannel, createClient } from 'nice-grpc';
-import { HealthDefinition } from 'nice-grpc-server-health';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestCluster } from '../helpers/cluster.js';
 import { writeFileSync } from 'node:fs';
@@ -8,6 +6,7 @@ import { stringify } from 'yaml';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
 import { describeCli, runKvstore } from '../helpers/single-node.js';
 import { waitFor } from '../helpers/wait.js';
+import { healthOf } from '../helpers/probes.js';
 
 let cluster: TestCluster | undefined;
 afterEach(async () => {
@@ -16,15 +15,6 @@ afterEach(async () => {
 });
 
 const graceSeconds = 10;
-
-async function healthOf(address: string): Promise<number> {
-  const channel = createChannel(address);
-  try {
-    return (await createClient(HealthDefinition, channel).check({ service: '' })).status;
-  } finally {
-    channel.close();
-  }
-}
 
 describe('the last node standing', () => {
   it('keeps serving every key, reports SERVING, and takes its peer back, however long the peer is away', async () => {

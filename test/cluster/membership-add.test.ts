@@ -1,12 +1,10 @@
-import { createChannel, createClient } from 'nice-grpc';
-import { HealthDefinition } from 'nice-grpc-server-health';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runKvctl } from '../../src/cli/kvctl.js';
 import { KvClient } from '../../src/client/index.js';
 import { Rng } from '../../src/common/rng.js';
 import { makeTempDir, NodeProcess, removeTempDir } from '../helpers/node-process.js';
 import { unusedPort } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
+import { healthOf, kvctl } from '../helpers/probes.js';
 
 /**
  * `kvctl member add` end to end with real processes (docs/membership.md §4.1): a fourth node
@@ -22,23 +20,6 @@ const deletedKeys = 300;
 const writers = 64;
 /** Bounds of the load during the change: each writer stops at this many writes or when the change is over. */
 const writesPerWriterMax = 400;
-
-/** The standard gRPC health status of a node's public port (1 SERVING, 2 NOT_SERVING). */
-async function healthOf(address: string): Promise<number> {
-  const channel = createChannel(address);
-  try {
-    return (await createClient(HealthDefinition, channel).check({ service: '' })).status;
-  } finally {
-    channel.close();
-  }
-}
-
-async function kvctl(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await runKvctl(args, { stdout: { write: (c) => ((out += c.toString()), true) }, stderr: { write: (c) => ((err += c.toString()), true) }, stdin: (async function* () {})(), env: {} });
-  return { code, out, err };
-}
 
 describe('membership changes under 64 QUORUM writers: 3 -> 4 -> 5 (joiner and a source killed mid-stream), 5 -> 4 (remove of a live member), replace and remove of dead members, cancel', () => {
   const dir = makeTempDir('kvstore-member-add-');

@@ -1,22 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { runKvctl } from '../../src/cli/kvctl.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { waitFor } from '../helpers/wait.js';
+import { kvctl } from '../helpers/probes.js';
 
 /**
  * The membership as persisted cluster state (docs/membership.md): seeded from cluster.members
  * as epoch 1 on every node, kept across restarts whatever the config says later, and `kvctl
  * member list`; mark-dead by agreement. The data-moving changes are in membership-add.test.ts.
  */
-async function kvctl(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await runKvctl(args, { stdout: { write: (c) => ((out += c.toString()), true) }, stderr: { write: (c) => ((err += c.toString()), true) }, stdin: (async function* () {})(), env: {} });
-  return { code, out, err };
-}
-
 describe('membership state', () => {
   let cluster: TestCluster;
   beforeAll(async () => {

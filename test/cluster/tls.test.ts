@@ -6,7 +6,6 @@ import { ChannelCredentials, createChannel, createClient, type Channel } from 'n
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PeerServiceDefinition, type PeerServiceClient } from '../../gen/kvstore/internal/v1/peer.js';
 import { createCa, issueCertificate, type CertificateAuthority, type IssuedCertificate } from '../../src/launcher/dev-certificates.js';
-import { runKvctl } from '../../src/cli/kvctl.js';
 import { KvClient, Status, type KvTlsOptions } from '../../src/client/index.js';
 import { versionWallMsMax } from '../../src/cluster/version.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
@@ -16,6 +15,7 @@ import { describeCli, runKvstore, SingleNode } from '../helpers/single-node.js';
 
 import { stringify } from 'yaml';
 import { waitFor } from '../helpers/wait.js';
+import { kvctl } from '../helpers/probes.js';
 
 /**
  * TLS on the public port and mutual TLS between nodes, with real node processes on ephemeral
@@ -89,14 +89,6 @@ async function codeOf(promise: Promise<unknown>): Promise<Status | 'ok'> {
     if (code === undefined) throw err;
     return code;
   }
-}
-
-/** Runs kvctl in-process; answers its exit code and output. */
-async function kvctl(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await runKvctl(args, { stdout: { write: (c) => ((out += c.toString()), true) }, stderr: { write: (c) => ((err += c.toString()), true) }, stdin: (async function* () {})(), env });
-  return { code, out, err };
 }
 
 /** The fingerprint of the certificate a TLS port presents now (a fresh handshake). */
