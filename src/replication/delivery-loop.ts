@@ -46,6 +46,8 @@ interface BatchAnswer {
   readonly valueOmitted: ReadonlySet<number>;
   /** Entries the peer refused as too old (see ReplicateResponse.refused). */
   readonly refused: ReadonlySet<number>;
+  /** Entries of keys the peer no longer replicates after a membership change (ReplicateResponse.not_replicated). */
+  readonly notReplicated: ReadonlySet<number>;
 }
 
 type SendResult = { readonly ok: true; readonly answer: BatchAnswer } | { readonly ok: false; readonly error: unknown };
@@ -87,6 +89,8 @@ export class DeliveryLoop {
   delivered = 0;
   /** Entries the peer refused as older than its tombstone grace. */
   refused = 0;
+  /** Entries the peer turned away as none of its keys' owners any more (a completed membership change). */
+  notReplicated = 0;
   private observer: DeliveryObserver | undefined;
 
   constructor(
@@ -196,14 +200,19 @@ export class DeliveryLoop {
   /** `batch` reached the peer: resolve its waiters and delete it from the log. */
   private acknowledge(batch: readonly HintEntry[], answer: BatchAnswer): void {
     this.deliveredSeq = batch[batch.length - 1]!.seq;
-    this.delivered += batch.length - answer.refused.size;
+    this.delivered += batch.length - answer.refused.size - answer.notReplicated.size;
     this.refused += answer.refused.size;
+    this.notReplicated += answer.notReplicated.size;
     if (answer.refused.size > 0) this.logger.warn({ peer: this.link.id, refused: answer.refused.size }, 'peer refused replication-log entries older than its tombstone grace (its clock may be far ahead of ours)');
+    // Expected right after a membership change: the entries were re-targeted to the new owners.
+    if (answer.notReplicated.size > 0) this.logger.info({ peer: this.link.id, entries: answer.notReplicated.size }, 'peer no longer replicates the keys of some replication-log entries (a membership change moved them); dropped');
     for (const [i, entry] of batch.entries()) {
       const waiter = this.waiters.get(entry.seq);
       if (waiter === undefined) continue;
       this.waiters.delete(entry.seq);
-      waiter.resolve(answer.refused.has(i) ? { delivered: false, reason: `${this.link.id} refused the write as older than its tombstone grace` } : { delivered: true, previous: answer.previous.get(i), previousValueOmitted: answer.valueOmitted.has(i) });
+      if (answer.refused.has(i)) waiter.resolve({ delivered: false, reason: `${this.link.id} refused the write as older than its tombstone grace` });
+      else if (answer.notReplicated.has(i)) waiter.resolve({ delivered: false, reason: `${this.link.id} no longer replicates the key (a membership change moved it)` });
+      else waiter.resolve({ delivered: true, previous: answer.previous.get(i), previousValueOmitted: answer.valueOmitted.has(i) });
     }
     // Deleting delivered entries need not hold up the next batch: a crash before the delete
     // commits only means redelivery, which the LWW merge makes harmless.
@@ -260,8 +269,9 @@ export class DeliveryLoop {
   private async sendRequest(sent: ReturnType<DeliveryLoop['buildRequest']>): Promise<BatchAnswer> {
     const previous = new Map<number, Buffer | undefined>();
     const refused = new Set<number>();
+    const notReplicated = new Set<number>();
     const valueOmitted = new Set<number>();
-    if (sent.records.length === 0) return { previous, refused, valueOmitted };
+    if (sent.records.length === 0) return { previous, refused, notReplicated, valueOmitted };
     const sentMs = this.clock.monotonicMs();
     const answer = await this.stream.request({
       batch: { fromNodeId: this.settings.selfId, records: sent.records, wantPrevious: sent.wantPrevious, knownPrevious: sent.knownPrevious, fromLog: true },
@@ -269,8 +279,9 @@ export class DeliveryLoop {
     this.observer?.({ entries: sent.records.length, durationMs: this.clock.monotonicMs() - sentMs });
     (answer.ack?.previous ?? []).forEach((p, j) => previous.set(sent.first + sent.wantPrevious[j]!, p.record.length > 0 ? p.record : undefined));
     for (const index of answer.ack?.refused ?? []) refused.add(sent.first + index);
+    for (const index of answer.ack?.notReplicated ?? []) notReplicated.add(sent.first + index);
     for (const j of answer.ack?.previousValueOmitted ?? []) valueOmitted.add(sent.first + sent.wantPrevious[j]!);
-    return { previous, refused, valueOmitted };
+    return { previous, refused, notReplicated, valueOmitted };
   }
 
   /**

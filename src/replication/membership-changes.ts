@@ -9,6 +9,7 @@ import type { LiveMembership } from './live-membership.js';
 import type { PeerDirectory } from './peer-directory.js';
 import type { MembershipProposer } from './membership-proposer.js';
 import { decodeTransferCursor } from './range-streamer.js';
+import { retargetLogEntries } from './log-retarget.js';
 
 /** Keys the cleanup after a change checks (and deletes if no longer owned) per transaction. */
 export const cleanupKeysPerPage = 1000;
@@ -55,6 +56,8 @@ export class MembershipChanges implements BackgroundService {
   private receiving: { readonly changeId: number; readonly receiver: ChangeReceiver } | undefined;
   /** The drain barrier passed for this change id (every live member drained its pending epoch). */
   private drainedFor = 0;
+  /** This node re-targeted its log entries for this change id (log-retarget.ts); in memory: redone after a restart. */
+  private retargetedFor = 0;
   /** Cleanup cursor: the last key checked; undefined when no cleanup is due. */
   private cleanupAfter: Buffer | undefined;
   cleanedUp = 0;
@@ -64,7 +67,8 @@ export class MembershipChanges implements BackgroundService {
   constructor(private readonly deps: MembershipChangesDeps) {
     this.task = new PeriodicTask(deps.clock, deps.pollMs, () => this.step(), (err) => deps.logger.warn({ err: (err as Error).message }, 'membership change step failed; it will be retried'));
     deps.live.onChange((state, previous) => {
-      if (state.change === undefined && previous.change !== undefined) this.cleanupAfter = Buffer.alloc(0);
+      // A change just ended, or this node caught up past one it did not see end.
+      if (state.change === undefined && (previous.change !== undefined || (state.lastChangeId ?? 0) !== (previous.lastChangeId ?? 0))) this.cleanupAfter = Buffer.alloc(0);
     });
     // A node that restarts after a change may have been stopped mid-cleanup.
     const state = deps.live.current();
@@ -78,6 +82,19 @@ export class MembershipChanges implements BackgroundService {
   async stop(): Promise<void> {
     await this.task.stop();
     await this.receiving?.receiver.stop();
+  }
+
+  /**
+   * The drain barrier as this node reports it (Ping.drained_epoch): no write planned before the
+   * epoch is still running here, and, for the change in progress, this node's log entries for
+   * the members losing ranges were re-targeted to the gainers. Streaming starts only once every
+   * live member reports the change's epoch, so no gainer streams before every copy is queued.
+   */
+  drainedEpoch(): number {
+    const drained = this.deps.live.drainedEpoch();
+    const state = this.deps.live.current();
+    if (state.change?.phase !== 'pending' || this.retargetedFor === state.change.id) return drained;
+    return Math.min(drained, state.epoch - 1);
   }
 
   /** What this node received of the change in progress (Ping answers it to the driver). */
@@ -130,6 +147,7 @@ export class MembershipChanges implements BackgroundService {
       await this.cleanupStep();
       return;
     }
+    await this.retarget(state);
     await this.receive(state);
     await this.drive(state);
   }
@@ -157,6 +175,18 @@ export class MembershipChanges implements BackgroundService {
     return planTransfers(state, this.deps.live.view(), this.deps.vnodesPerMember, dead).filter((t) => t.receiver === this.deps.selfId);
   }
 
+  /** Once this node drained the change's epoch: re-targets its log entries for the losers (once per change and start). */
+  private async retarget(state: MembershipState): Promise<void> {
+    const change = state.change!;
+    if (change.phase !== 'pending' || this.retargetedFor === change.id || this.deps.live.drainedEpoch() < state.epoch) return;
+    const dead = new Set(state.members.filter((m) => m.dead === true).map((m) => m.id));
+    const view = this.deps.live.view();
+    if (view.epoch !== state.epoch) return; // adopted meanwhile: the next step looks again
+    const outcome = await retargetLogEntries(this.deps.repo, view, this.deps.selfId, dead, (peer) => this.deps.peers.loop(peer)?.wake());
+    this.retargetedFor = change.id;
+    if (outcome.entries > 0) this.deps.logger.info({ change: change.id, ...outcome }, `replication-log entries for members losing ranges re-targeted to the gainers: ${outcome.copies} copies queued, ${outcome.applied} applied here`);
+  }
+
   private async receive(state: MembershipState): Promise<void> {
     const change = state.change!;
     if (this.receiving?.changeId === change.id) return;
@@ -176,7 +206,7 @@ export class MembershipChanges implements BackgroundService {
 
   /** Whether every live member (this node included) has no write still running that was planned before `epoch`. */
   private async everyoneDrained(epoch: number): Promise<boolean> {
-    if (this.deps.live.drainedEpoch() < epoch) return false;
+    if (this.drainedEpoch() < epoch) return false;
     const { selfId, peerCallMs, clock } = this.deps;
     const answers = await Promise.allSettled(this.deps.peers.links().map((l) => l.client.ping({ fromNodeId: selfId }, { signal: clock.timeoutSignal(peerCallMs) })));
     return answers.every((a) => a.status === 'fulfilled' && Number(a.value.drainedEpoch) >= epoch);

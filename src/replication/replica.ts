@@ -21,7 +21,7 @@ import { ringHashSeed } from '../cluster/ring.js';
 import type { RingView } from '../cluster/ring-view.js';
 import { compareRecords } from '../storage/merge-rule.js';
 import { decodeRecordHeader, isTombstoneRecord, recordWallMs } from '../storage/record-codec.js';
-import { type Repository, recordHeader, scanPageRecordsMax, storableKeyBytesMax } from '../storage/repository.js';
+import { type RecordRefusal, type Repository, recordHeader, scanPageRecordsMax, storableKeyBytesMax } from '../storage/repository.js';
 import { FetchRefusedError, InvalidRequestError, MembershipRefusedError } from './errors.js';
 import { recordFramingBytesMax, recordMessageBytes } from './message-bytes.js';
 import type { Throttle } from './rate-limiter.js';
@@ -187,13 +187,21 @@ export function createReplica(deps: ReplicaDeps) {
     // purged here already (see tombstone-gc.ts): it is refused, never applied. A key we hold
     // needs no such check: last-writer-wins against the stored record is enough.
     const oldestAcceptedMs = deps.wallClock() - deps.graceSeconds * 1000;
-    const refuse = (_key: Buffer, record: Buffer, stored: Buffer | undefined) => stored === undefined && recordWallMs(record) < oldestAcceptedMs;
-    const previous = await repo.applyRecords(request.records, request.wantPrevious, request.fromLog ? refuse : undefined);
+    // Outside a membership change, a key this node is none of the owners of is never stored: it
+    // would be a stray copy nothing reads, repairs or cleans up. Such records come from a log
+    // entry (or a repair) planned before a change moved the key's range away from this node;
+    // the change re-targeted those entries to the new owners (membership-changes.ts).
+    const refuse = (key: Buffer, record: Buffer, stored: Buffer | undefined): RecordRefusal => {
+      if (deps.membership.view().phase === 'normal' && !replicates(key)) return 'not-replicated';
+      return request.fromLog && stored === undefined && recordWallMs(record) < oldestAcceptedMs ? 'older-than-grace' : undefined;
+    };
+    const previous = await repo.applyRecords(request.records, request.wantPrevious, refuse);
     // Old values go back while the answer stays within one peer message; past that, headers only.
     let answerBytes = 0;
     const omitted: number[] = [];
     return {
       refused: [...previous.refused],
+      notReplicated: [...previous.notReplicated],
       previous: previous.map((record, i) => {
         const key = request.records[request.wantPrevious[i]!]!.key;
         const known = request.knownPrevious[i];

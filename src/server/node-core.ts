@@ -322,7 +322,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       },
       agreement: acceptor,
       membershipEpoch: () => live.epoch,
-      drainedEpoch: () => live.drainedEpoch(),
+      drainedEpoch: () => changes.drainedEpoch(),
       logEntries: () => repo.hints.peers().reduce((sum, peer) => sum + repo.hints.stats(peer).entries, 0),
       streamProgress: () => changes.progress(),
       checkFetch,

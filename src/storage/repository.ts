@@ -84,7 +84,14 @@ const emptyIndexValue = Buffer.alloc(0);
 const keyHashSeed = 0;
 
 /** What applyRecords did: per wanted index the record stored before, and the records refused. */
-export type ApplyOutcome = (Buffer | undefined)[] & { readonly refused: readonly number[] };
+export type ApplyOutcome = (Buffer | undefined)[] & { readonly refused: readonly number[]; readonly notReplicated: readonly number[] };
+
+/**
+ * Why applyRecords' `refuse` turned a record away (undefined: apply it): `older-than-grace`, a
+ * record of a key not held here older than the tombstone grace (a purged delete may have
+ * superseded it); `not-replicated`, a key this node is none of the owners of (see replica.ts).
+ */
+export type RecordRefusal = 'older-than-grace' | 'not-replicated' | undefined;
 
 export interface WriteOutcome {
   /** The record stored before this write on this node, if any and if applied locally. */
@@ -672,7 +679,7 @@ export class Repository {
    * the record stored before. Resolves after the commit is flushed. Shares its transaction with
    * the other writes queued meanwhile (see runTransaction).
    */
-  applyRecords(batch: readonly StoredRecord[], wantPrevious: readonly number[] = [], refuse?: (key: Buffer, record: Buffer, stored: Buffer | undefined) => boolean): Promise<ApplyOutcome> {
+  applyRecords(batch: readonly StoredRecord[], wantPrevious: readonly number[] = [], refuse?: (key: Buffer, record: Buffer, stored: Buffer | undefined) => RecordRefusal): Promise<ApplyOutcome> {
     try {
       for (const { key, record } of batch) Repository.checkStorable(key, record);
     } catch (err) {
@@ -681,16 +688,20 @@ export class Repository {
     return this.enqueue((changes): ApplyOutcome => {
       const before: (Buffer | undefined)[] = new Array(wantPrevious.length);
       const refused: number[] = [];
+      const notReplicated: number[] = [];
       const wanted = new Map<number, number>();
       wantPrevious.forEach((index, i) => wanted.set(index, i));
       batch.forEach(({ key, record }, index) => {
         const stored = this.records.get(key);
         const slot = wanted.get(index);
         if (slot !== undefined) before[slot] = stored;
-        if (refuse?.(key, record, stored) === true) refused.push(index);
+        // Asked inside the transaction: a membership change adopted meanwhile is seen.
+        const refusal = refuse?.(key, record, stored);
+        if (refusal === 'older-than-grace') refused.push(index);
+        else if (refusal === 'not-replicated') notReplicated.push(index);
         else if (this.supersedes(key, record, stored)) this.storeInTransaction(key, record, stored, changes);
       });
-      return Object.assign(before, { refused });
+      return Object.assign(before, { refused, notReplicated });
     }, batch.length);
   }
 

@@ -32,7 +32,7 @@ describe('PeerStream over ReplicateStream (one real node behind a TCP proxy, mem
   let peerStream: PeerStream<ReplicateStreamRequest, ReplicateStreamResponse>;
   /** Sends one batch on the stream, as the delivery loop does. */
   const stream = {
-    send: async (request: ReplicateRequest): Promise<ReplicateResponse> => (await peerStream.request({ batch: request })).ack ?? { previous: [], refused: [], previousValueOmitted: [] },
+    send: async (request: ReplicateRequest): Promise<ReplicateResponse> => (await peerStream.request({ batch: request })).ack ?? { previous: [], refused: [], previousValueOmitted: [], notReplicated: [] },
     close: () => peerStream?.close(),
   };
 

@@ -234,6 +234,15 @@ export interface ReplicateResponse {
    * can still tell from the header whether its record was applied.
    */
   previousValueOmitted: number[];
+  /**
+   * Indexes into `records` that the receiver did not apply because it replicates none of their
+   * keys: no membership change is in progress and it is none of the key's owners (a log entry
+   * for a range that moved away from it in a change that has since completed; see
+   * docs/membership.md, "Replication-log entries of moving ranges"). Storing them would leave a
+   * stray copy nothing reads or cleans up. Final: the sender drops them from its log, since the
+   * change re-targeted them to the range's new owners before streaming began.
+   */
+  notReplicated: number[];
 }
 
 /** Keys to read. */
@@ -1064,7 +1073,7 @@ export const ReplicateStreamResponse: MessageFns<ReplicateStreamResponse> = {
 };
 
 function createBaseReplicateResponse(): ReplicateResponse {
-  return { previous: [], refused: [], previousValueOmitted: [] };
+  return { previous: [], refused: [], previousValueOmitted: [], notReplicated: [] };
 }
 
 export const ReplicateResponse: MessageFns<ReplicateResponse> = {
@@ -1082,6 +1091,13 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     if (message.previousValueOmitted.length !== 0) {
       writer.uint32(26).fork();
       for (const v of message.previousValueOmitted) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.notReplicated.length !== 0) {
+      writer.uint32(34).fork();
+      for (const v of message.notReplicated) {
         writer.uint32(v);
       }
       writer.join();
@@ -1146,6 +1162,24 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
 
             break;
           }
+          case 4: {
+            if (tag === 32) {
+              message.notReplicated.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 34) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.notReplicated.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1167,6 +1201,11 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
         : globalThis.Array.isArray(object?.previous_value_omitted)
         ? object.previous_value_omitted.map((e: any) => globalThis.Number(e))
         : [],
+      notReplicated: globalThis.Array.isArray(object?.notReplicated)
+        ? object.notReplicated.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.not_replicated)
+        ? object.not_replicated.map((e: any) => globalThis.Number(e))
+        : [],
     };
   },
 
@@ -1181,6 +1220,9 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     if (message.previousValueOmitted?.length) {
       obj.previousValueOmitted = message.previousValueOmitted.map((e) => Math.round(e));
     }
+    if (message.notReplicated?.length) {
+      obj.notReplicated = message.notReplicated.map((e) => Math.round(e));
+    }
     return obj;
   },
 
@@ -1192,6 +1234,7 @@ export const ReplicateResponse: MessageFns<ReplicateResponse> = {
     message.previous = object.previous?.map((e) => Record.fromPartial(e)) || [];
     message.refused = object.refused?.map((e) => e) || [];
     message.previousValueOmitted = object.previousValueOmitted?.map((e) => e) || [];
+    message.notReplicated = object.notReplicated?.map((e) => e) || [];
     return message;
   },
 };
