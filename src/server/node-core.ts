@@ -378,6 +378,16 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
         // Refused here at once when this node's own state already refuses it (a change in progress, ...).
         const local = build(live.current());
         if ('refusal' in local) throw new MembershipRefusedError(local.refusal);
+        // §2.5 folded into remove and replace: a member this node has not reached for
+        // membership.deadAfterSeconds is first declared dead, by agreement (every live member
+        // checks its own contact, so one that still reaches it refuses), since a member that
+        // does not answer could never agree to its own removal.
+        const outgoing = command.kind === 'remove' ? command.id : command.kind === 'replace' ? command.oldId : undefined;
+        const member = outgoing === undefined ? undefined : live.member(outgoing);
+        if (member !== undefined && member.dead !== true && member.id !== selfId) {
+          const contact = peers.link(member.id)?.lastContactMonotonicMs;
+          if (contact === undefined || time.monotonicMs() - contact >= deadAfterMs) await proposeLogged((committed) => markDead(committed, member.id), deadlineMs, { kind: 'mark-dead', id: member.id });
+        }
         if (command.kind === 'add' || command.kind === 'replace') {
           // The new node must be up (started with cluster.join) and be who it is said to be.
           const newId = command.kind === 'add' ? command.id : command.newId;

@@ -413,12 +413,15 @@ export class KvNode {
   /** Carries out a membership change (ChangeMembership): see NodeCore.changeMembership. */
   async changeMembership(request: ChangeMembershipRequest): Promise<ChangeMembershipResponse> {
     const command = membershipCommandOf(request);
+    const outgoing = command.kind === 'remove' ? command.id : command.kind === 'replace' ? command.oldId : undefined;
+    const deadBefore = outgoing !== undefined && this.core.membership.member(outgoing)?.dead === true;
     const committed = await this.core.changeMembership(command);
+    const declared = outgoing !== undefined && !deadBefore && committed.members.find((m) => m.id === outgoing)?.dead === true;
     const description =
       command.kind === 'mark-dead'
         ? `${command.id} declared dead: it gets no writes, holds no tombstone purge back and is fenced; it still owns its ranges (one replica fewer) until it is removed or replaced`
         : committed.change !== undefined
-          ? `${describeChange(committed, committed.change)}: started`
+          ? `${declared ? `${outgoing} declared dead first (no member reached it for membership.deadAfterSeconds); ` : ''}${describeChange(committed, committed.change)}: started`
           : `change cancelled`;
     return { epoch: BigInt(committed.epoch), description };
   }

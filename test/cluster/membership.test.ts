@@ -150,3 +150,40 @@ describe('member mark-dead', () => {
     expect(cluster.output()).toContain('membership epoch 2 learned from');
   }, 120_000);
 });
+
+describe('member remove of a member that is gone', () => {
+  let cluster: TestCluster;
+  beforeAll(async () => {
+    cluster = await TestCluster.start({ size: 4, replicationFactor: 3, config: { membership: { deadAfterSeconds: 1 }, antiEntropy: { intervalSeconds: 0 } } });
+    await cluster.waitAllReachable();
+  }, 60_000);
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('declares it dead first, by agreement, then streams its ranges from the surviving replicas: one command', async () => {
+    const n1 = cluster.client('n1');
+    const written = new Map<string, string>();
+    for (let i = 0; i < 200; i++) {
+      written.set(`gone:${i}`, `v${i}`);
+      await n1.put(`gone:${i}`, `v${i}`, { consistency: 'all' });
+    }
+    await cluster.node('n4').kill();
+    await waitFor('n1 to see n4 unreachable', async () => !(await n1.status()).members.find((m) => m.nodeId === 'n4')!.reachable);
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // past deadAfterSeconds
+    const removed = await kvctl(['--endpoints', cluster.node('n2').listen, 'member', 'remove', 'n4']);
+    expect(removed.code, removed.out + removed.err).toBe(0);
+    expect(removed.out).toContain('n4 declared dead first (no member reached it for membership.deadAfterSeconds); change 1: remove n4');
+    // mark-dead 2; pending 3, switched 4, done 5.
+    for (const id of ['n1', 'n2', 'n3']) {
+      const status = await cluster.client(id).status();
+      expect(status.membershipEpoch, id).toBe(5);
+      expect(status.members.find((m) => m.nodeId === 'n4')!.state).toBe('removed');
+    }
+    // Three members with replication factor 3: each holds every key again, streamed (anti-entropy is off).
+    await waitFor('every key on each of the three', async () => (await Promise.all(['n1', 'n2', 'n3'].map(async (id) => (await cluster.client(id).status()).recordCount))).every((c) => c === written.size));
+    for (const [k, v] of written) expect((await n1.get(k, { consistency: 'all' }))?.toString(), k).toBe(v);
+    const verify = await kvctl(['--endpoints', cluster.node('n1').listen, 'verify']);
+    expect(verify.code, verify.out + verify.err).toBe(0);
+  }, 120_000);
+});
