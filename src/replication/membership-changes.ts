@@ -53,7 +53,8 @@ export interface MembershipChangesDeps {
  */
 export class MembershipChanges implements BackgroundService {
   private readonly task: PeriodicTask;
-  private receiving: { readonly changeId: number; readonly receiver: ChangeReceiver } | undefined;
+  /** The receiver of the change in progress, and the dead members its transfers were planned with. */
+  private receiving: { readonly changeId: number; readonly receiver: ChangeReceiver; readonly dead: string } | undefined;
   /** The drain barrier passed for this change id (every live member drained its pending epoch). */
   private drainedFor = 0;
   /** This node re-targeted its log entries for this change id (log-retarget.ts); in memory: redone after a restart. */
@@ -189,7 +190,15 @@ export class MembershipChanges implements BackgroundService {
 
   private async receive(state: MembershipState): Promise<void> {
     const change = state.change!;
-    if (this.receiving?.changeId === change.id) return;
+    const dead = deadMembersOf(state);
+    if (this.receiving?.changeId === change.id) {
+      if (this.receiving.dead === dead) return;
+      // A source was declared dead mid-stream: a transfer whose primary it was completes only
+      // from its fallbacks now, so plan again. The persisted cursors make the new receiver resume.
+      await this.receiving.receiver.stop();
+      this.receiving = undefined;
+      this.deps.logger.warn({ change: change.id, dead }, 'a member was declared dead during the change: streaming planned again without it (resuming from the cursors)');
+    }
     const transfers = this.myTransfers(state);
     if (transfers.length === 0) return;
     // Cursors of this change exist only once its barrier was passed (before a restart).
@@ -199,7 +208,7 @@ export class MembershipChanges implements BackgroundService {
       this.drainedFor = change.id;
     }
     const receiver = this.deps.receiver(change.id, state.epoch, transfers);
-    this.receiving = { changeId: change.id, receiver };
+    this.receiving = { changeId: change.id, receiver, dead };
     receiver.start();
     this.deps.logger.info({ change: change.id, transfers: transfers.length }, `streaming ${transfers.length} ranges for ${describeChange(state, change)}`);
   }
@@ -287,4 +296,9 @@ export class MembershipChanges implements BackgroundService {
       this.cleanupAfter = keys[keys.length - 1]!;
     }
   }
+}
+
+/** The members declared dead, as one comparable string (sorted ids). */
+function deadMembersOf(state: MembershipState): string {
+  return state.members.filter((m) => m.dead === true).map((m) => m.id).sort().join(',');
 }
