@@ -43,6 +43,8 @@ export interface ReplicaDeps {
    */
   readonly membership: { view(): RingView; forest(): DigestForest };
   readonly replicationFactor: number;
+  /** cluster.vnodesPerMember, answered on Ping with the replication factor (0 when absent: not said). */
+  readonly vnodesPerMember?: number;
   /** limits.maxKeyBytes: a peer's record with a longer key is refused like a client's. */
   readonly maxKeyBytes: number;
   /** tombstones.graceSeconds: the age past which a record for an absent key is refused. */
@@ -264,6 +266,8 @@ export function createReplica(deps: ReplicaDeps) {
         drainedEpoch: BigInt(deps.drainedEpoch?.() ?? 0),
         streaming: deps.streamProgress?.(),
         logEntries: BigInt(deps.logEntries?.() ?? 0),
+        replicationFactor: deps.replicationFactor,
+        vnodesPerMember: deps.vnodesPerMember ?? 0,
       };
     },
     scanLocal(request: ScanLocalRequest) {

@@ -331,6 +331,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       membership: live,
       assertServing: () => live.assertServing(),
       replicationFactor,
+      vnodesPerMember: config.cluster.vnodesPerMember,
       maxKeyBytes: config.limits.maxKeyBytes,
       graceSeconds: config.tombstones.graceSeconds,
       wallClock,
@@ -400,6 +401,14 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
               throw new MembershipRefusedError(`${newId} did not answer at ${command.peer} (${(err as Error).message}): start it with cluster.join first`);
             }
             if (answer.nodeId !== newId) throw new MembershipRefusedError(`${command.peer} answers as node "${answer.nodeId}", not "${newId}"`);
+            // A node placing keys differently would read and write other replicas than everyone else.
+            const theirs = { replicationFactor: answer.replicationFactor, vnodesPerMember: answer.vnodesPerMember };
+            const ours = { replicationFactor, vnodesPerMember: config.cluster.vnodesPerMember };
+            for (const setting of ['replicationFactor', 'vnodesPerMember'] as const) {
+              if (theirs[setting] !== 0 && theirs[setting] !== ours[setting]) {
+                throw new MembershipRefusedError(`${newId} is configured with cluster.${setting} ${theirs[setting]}, this cluster with ${ours[setting]}: start it with the same cluster.replicationFactor and cluster.vnodesPerMember as the members`);
+              }
+            }
             joinerLinks.set(newId, link);
             return await proposeLogged(build, deadlineMs, command);
           } finally {

@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { TestCluster } from '../helpers/cluster.js';
+import { makeTempDir, NodeProcess, removeTempDir } from '../helpers/node-process.js';
+import { unusedPort } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 import { kvctl } from '../helpers/probes.js';
 
@@ -39,6 +41,22 @@ describe('membership state', () => {
     const unknown = await kvctl(['--endpoints', cluster.node('n1').listen, 'member', 'frobnicate']);
     expect(unknown.code).toBe(2);
     expect(unknown.err).toContain('available: list, add, remove, replace, cancel, wait, mark-dead');
+  });
+
+  it('member add of a node placing keys differently (another replicationFactor or vnodesPerMember) is refused, naming the setting (exit 3)', async () => {
+    const dir = makeTempDir('kvstore-member-placement-');
+    const peer = `127.0.0.1:${await unusedPort()}`;
+    const joiner = NodeProcess.create(dir, 'n4', { peerListen: peer, cluster: { join: [cluster.node('n1').listen], replicationFactor: 2 } });
+    try {
+      await joiner.start();
+      const add = await kvctl(['--endpoints', cluster.node('n1').listen, 'member', 'add', 'n4', peer]);
+      expect(add.code, add.err).toBe(3);
+      expect(add.err).toContain('n4 is configured with cluster.replicationFactor 2, this cluster with 3: start it with the same cluster.replicationFactor and cluster.vnodesPerMember as the members');
+      expect((await cluster.client('n1').status()).membershipEpoch).toBe(1);
+    } finally {
+      await joiner.stop();
+      removeTempDir(dir);
+    }
   });
 
   it('the epoch is persisted: a restart keeps it; an edited member list is ignored with a warning (members change by agreement only)', async () => {

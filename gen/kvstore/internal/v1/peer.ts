@@ -338,6 +338,13 @@ export interface PingResponse {
    * once it has delivered them all (once removed, it is fenced and could deliver nothing).
    */
   logEntries: bigint;
+  /**
+   * The answering node's placement settings (cluster.replicationFactor and
+   * cluster.vnodesPerMember); 0 = not said. Every member must place keys alike: a node whose
+   * settings differ from the cluster's is refused by `member add` and `member replace`.
+   */
+  replicationFactor: number;
+  vnodesPerMember: number;
 }
 
 /** What one node has received of the ranges it gains in a membership change. */
@@ -1850,6 +1857,8 @@ function createBasePingResponse(): PingResponse {
     drainedEpoch: 0n,
     streaming: undefined,
     logEntries: 0n,
+    replicationFactor: 0,
+    vnodesPerMember: 0,
   };
 }
 
@@ -1887,6 +1896,12 @@ export const PingResponse: MessageFns<PingResponse> = {
         throw new globalThis.Error("value provided for field message.logEntries of type uint64 too large");
       }
       writer.uint32(56).uint64(message.logEntries);
+    }
+    if (message.replicationFactor !== 0) {
+      writer.uint32(64).uint32(message.replicationFactor);
+    }
+    if (message.vnodesPerMember !== 0) {
+      writer.uint32(72).uint32(message.vnodesPerMember);
     }
     return writer;
   },
@@ -1960,6 +1975,22 @@ export const PingResponse: MessageFns<PingResponse> = {
             message.logEntries = reader.uint64() as bigint;
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.replicationFactor = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.vnodesPerMember = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2005,6 +2036,16 @@ export const PingResponse: MessageFns<PingResponse> = {
         : isSet(object.log_entries)
         ? BigInt(object.log_entries)
         : 0n,
+      replicationFactor: isSet(object.replicationFactor)
+        ? globalThis.Number(object.replicationFactor)
+        : isSet(object.replication_factor)
+        ? globalThis.Number(object.replication_factor)
+        : 0,
+      vnodesPerMember: isSet(object.vnodesPerMember)
+        ? globalThis.Number(object.vnodesPerMember)
+        : isSet(object.vnodes_per_member)
+        ? globalThis.Number(object.vnodes_per_member)
+        : 0,
     };
   },
 
@@ -2031,6 +2072,12 @@ export const PingResponse: MessageFns<PingResponse> = {
     if (message.logEntries !== 0n) {
       obj.logEntries = message.logEntries.toString();
     }
+    if (message.replicationFactor !== 0) {
+      obj.replicationFactor = Math.round(message.replicationFactor);
+    }
+    if (message.vnodesPerMember !== 0) {
+      obj.vnodesPerMember = Math.round(message.vnodesPerMember);
+    }
     return obj;
   },
 
@@ -2056,6 +2103,8 @@ export const PingResponse: MessageFns<PingResponse> = {
     message.logEntries = (object.logEntries !== undefined && object.logEntries !== null)
       ? BigInt(object.logEntries)
       : 0n;
+    message.replicationFactor = object.replicationFactor ?? 0;
+    message.vnodesPerMember = object.vnodesPerMember ?? 0;
     return message;
   },
 };
