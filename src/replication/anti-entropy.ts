@@ -1,4 +1,4 @@
-import type { Clock } from '../platform/clock.js';
+import { type Clock, sleep } from '../platform/clock.js';
 import { PeriodicTask } from '../platform/periodic.js';
 import type { Logger } from 'pino';
 import {
@@ -57,6 +57,13 @@ export interface ExchangeResult {
   readonly bytes: number;
   readonly durationMs: number;
 }
+
+/**
+ * How long verify waits for hash trees being rebuilt after a placement change (this node's, or
+ * a peer's that still answers for its previous ring) before it reports them, and how often it looks.
+ */
+export const verifyRebuildWaitMs = 60_000;
+const verifyRebuildPollMs = 200;
 
 /** Records per Replicate call when pushing repairs (and the batch's bytes within batchMaxBytes). */
 const pushBatchRecordsMax = 512;
@@ -137,6 +144,11 @@ export class AntiEntropy {
     if (view.phase !== 'normal') {
       throw new MembershipRefusedError(`membership epoch ${view.epoch} has a change in progress (${view.phase}): verify once it completes, when every key has exactly its owners`);
     }
+    const waitUntilMs = this.time.monotonicMs() + verifyRebuildWaitMs;
+    while (!this.membership.forestIsCurrent()) {
+      if (this.time.monotonicMs() > waitUntilMs) throw new MembershipRefusedError(`${selfId}'s hash trees are still being rebuilt for membership epoch ${view.epoch}: verify again in a moment`);
+      await sleep(this.time, verifyRebuildPollMs);
+    }
     const forest = this.membership.forest();
     // Every live member is asked for every range: owners for their digests, the others to show
     // they hold nothing there (a stray copy would otherwise go unseen).
@@ -152,7 +164,18 @@ export class AntiEntropy {
       [...rangesOf].map(async ([node, ranges]) => {
         const link = this.peers.link(node)!;
         try {
-          const res = await link.client.rangeDigests({ fromNodeId: selfId, ranges, forestRingId: view.unionRing.placementId() }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
+          const ask = () => link.client.rangeDigests({ fromNodeId: selfId, ranges, forestRingId: view.unionRing.placementId() }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
+          let res: Awaited<ReturnType<typeof ask>>;
+          for (;;) {
+            try {
+              res = await ask();
+              break;
+            } catch (err) {
+              // A peer still rebuilding its trees answers for its previous ring a little longer.
+              if (!hashTreesElsewhere(err) || this.time.monotonicMs() > waitUntilMs) throw err;
+              await sleep(this.time, verifyRebuildPollMs);
+            }
+          }
           answers.set(node, { roots: new Map(ranges.map((r, i) => [r, { digest: formatDigest(res.roots[i]!), count: Number(res.recordCounts[i] ?? 0) }])) });
         } catch (err) {
           answers.set(node, { roots: new Map(), error: (err as Error).message });
@@ -215,7 +238,9 @@ export class AntiEntropy {
     // Every request and asked answer within this many bytes of records (or keys).
     const batchBytes = Math.min(this.settings.batchMaxBytes ?? antiEntropyBatchBytesDefault, payloadBytesMax(link.messageBytesMax));
     const shared: number[] = [];
-    for (let r = 0; r < forest.rangeCount; r++) {
+    // Trees being rebuilt after a placement change cover the previous ring's ranges, which the
+    // view's owners do not describe: nothing is compared until they are swapped in.
+    if (this.membership.forestIsCurrent()) for (let r = 0; r < forest.rangeCount; r++) {
       const replicas = this.ownersOf(view, r);
       if (replicas !== undefined && replicas.includes(selfId) && replicas.includes(peer)) shared.push(r);
     }
@@ -308,3 +333,8 @@ export class AntiEntropy {
 }
 
 export { DigestForest };
+
+/** A RangeDigests refusal saying the peer's hash trees cover another ring (replica.ts). */
+function hashTreesElsewhere(err: unknown): boolean {
+  return err instanceof Error && err.message.includes('hash trees cover another ring');
+}

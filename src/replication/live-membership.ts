@@ -12,10 +12,11 @@ export interface LiveMembershipStorage {
   /** Persists the state durably before returning (Repository.storeMembershipBytes). */
   persist(state: MembershipState): Promise<void> | void;
   /**
-   * Feeds every stored record to the hash trees `forest()` now answers (Repository.observeRecords
-   * replays them), synchronously, so no commit lands between the swap and the refill.
+   * Fills `forest` with every stored record while commits go on (Repository.rebuildObserver),
+   * and calls `onSwap` at the moment it is complete and up to date, with no commit in between;
+   * from then on commits update it. Rejects if a newer rebuild replaced it before it swapped.
    */
-  refill(): void;
+  rebuild(forest: DigestForest, onSwap: () => void): Promise<void>;
 }
 
 /**
@@ -34,6 +35,8 @@ export class LiveMembership {
   private state: MembershipState;
   private ringView: RingView;
   private digestForest: DigestForest;
+  /** The ring `digestForest` covers: the view's union ring, or the one before while a rebuild runs. */
+  private digestForestRing: Ring;
   private readonly listeners: MembershipListener[] = [];
   private adopting: Promise<void> = Promise.resolve();
   /** Writes in flight per epoch they were planned at. */
@@ -48,6 +51,7 @@ export class LiveMembership {
     this.state = initial;
     this.ringView = this.viewOf(initial);
     this.digestForest = new DigestForest(this.ringView.unionRing);
+    this.digestForestRing = this.ringView.unionRing;
   }
 
   /**
@@ -86,9 +90,21 @@ export class LiveMembership {
     return this.ringView.readRing;
   }
 
-  /** The ring the hash trees cover (the union ring during a change). */
+  /**
+   * The ring the hash trees cover: the view's union ring (during a change, the ring over both
+   * rings' members), or, while the trees for a new one are being filled, the previous one.
+   */
   forestRing(): Ring {
-    return this.ringView.unionRing;
+    return this.digestForestRing;
+  }
+
+  /**
+   * Whether the hash trees cover the view's union ring: false while they are being rebuilt
+   * after a placement change. Anti-entropy and verify, which pair the trees' ranges with the
+   * view's owners, wait for it.
+   */
+  forestIsCurrent(): boolean {
+    return this.digestForestRing === this.ringView.unionRing || this.digestForestRing.placementKey() === this.ringView.unionRing.placementKey();
   }
 
   /** The hash trees over `forestRing()`'s ranges: anti-entropy compares them, the replica side answers them. */
@@ -185,10 +201,19 @@ export class LiveMembership {
     this.state = state;
     this.ringView = view;
     if (ringChanged) {
-      // A full rebuild, synchronous (no commit can land between the swap and the refill). An
-      // incremental rebuild belongs with the data-moving changes (plan step 3b).
-      this.digestForest = new DigestForest(view.unionRing);
-      this.storage.refill();
+      // Filled in pages while the node keeps serving (a synchronous replay stopped a node holding
+      // a million records for about 2 s, twice per change); the old trees answer meanwhile,
+      // under their own ring's id, and are swapped for the new ones once those are complete.
+      const next = new DigestForest(view.unionRing);
+      const ring = view.unionRing;
+      this.storage
+        .rebuild(next, () => {
+          this.digestForest = next;
+          this.digestForestRing = ring;
+        })
+        .catch(() => {}); // replaced by a newer rebuild before it swapped: nothing to do
+    } else if (this.forestIsCurrent()) {
+      this.digestForestRing = view.unionRing;
     }
     for (const listener of this.listeners) await listener(state, previous);
   }

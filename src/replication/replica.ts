@@ -17,7 +17,7 @@ import type {
 import { type DigestForest, type HashInterval, leafBucketsPerRange } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
-import { ringHashSeed } from '../cluster/ring.js';
+import { type Ring, ringHashSeed } from '../cluster/ring.js';
 import type { RingView } from '../cluster/ring-view.js';
 import { compareRecords } from '../storage/merge-rule.js';
 import { decodeRecordHeader, isTombstoneRecord, recordWallMs } from '../storage/record-codec.js';
@@ -41,7 +41,7 @@ export interface ReplicaDeps {
    * The current ring (to tell which keys this node replicates: tombstone purge) and this node's
    * hash trees over it (anti-entropy); read per request, so a committed membership change applies.
    */
-  readonly membership: { view(): RingView; forest(): DigestForest };
+  readonly membership: { view(): RingView; forest(): DigestForest; forestRing(): Ring };
   readonly replicationFactor: number;
   /** cluster.vnodesPerMember, answered on Ping with the replication factor (0 when absent: not said). */
   readonly vnodesPerMember?: number;
@@ -290,7 +290,8 @@ export function createReplica(deps: ReplicaDeps) {
       return { purged };
     },
     rangeDigests(request: RangeDigestsRequest) {
-      const ours = deps.membership.view().unionRing.placementId();
+      // The trees' own ring: while they are rebuilt after a placement change, the previous one.
+      const ours = deps.membership.forestRing().placementId();
       if (request.forestRingId !== 0 && request.forestRingId !== ours) {
         throw new MembershipRefusedError(`this node's hash trees cover another ring (${ours}, asked ${request.forestRingId}): one of the two has not adopted the latest membership epoch yet; the next round compares them`);
       }

@@ -1,4 +1,4 @@
-import { type Clock, systemClock } from '../platform/clock.js';
+import { type Clock, nextTurn, systemClock } from '../platform/clock.js';
 import { mkdirSync, readdirSync, statfsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Database, type RootDatabase, open } from 'lmdb';
@@ -179,6 +179,10 @@ export class Repository {
   private transactionsRun = 0;
   /** The observer was fed the stored records as of this many transactions: their batches are not fed to it again. */
   private replayedThroughSeq = 0;
+  /** The observer being filled in pages by rebuildObserver, if one is. */
+  private rebuild: ObserverRebuild | undefined;
+  /** The `seq` of the last batch applied to the counts and observer (batches are applied in seq order). */
+  private appliedThroughSeq = 0;
   /** Same-version, different-record pairs seen (see VersionCollision). */
   versionCollisions = 0;
   /** Set by abandon: no transaction runs any more. */
@@ -281,6 +285,8 @@ export class Repository {
    * from the records themselves, not the hash index, so a digest always describes what is stored.
    */
   observeRecords(observer: RecordObserver): void {
+    if (this.rebuild !== undefined) this.rebuild.cancelled = true;
+    this.rebuild = undefined;
     this.observer = observer;
     // Replayed under the write lock: every transaction whose body ran is committed and in what
     // is read here, and none runs meanwhile. Their changes may not have reached the observer yet
@@ -291,6 +297,59 @@ export class Repository {
       }
       this.replayedThroughSeq = this.transactionsRun;
     });
+  }
+
+  /**
+   * Replaces the observer with `next` without stopping commits (an incremental observeRecords):
+   * feeds every stored record to `next` in pages of `pageRecords`, in key order, each read under
+   * the write lock with the number of transactions it includes, and yields a turn between pages.
+   * Meanwhile the current observer gets every change as before, and `next` gets a change only
+   * if its key lies in a page already read and its transaction came after that page's read
+   * (earlier ones are in what the page read; keys not read yet are read as they are then). With
+   * the last page, still under the write lock, `next` becomes the observer and `onSwap` runs,
+   * so whoever answers from `next` swaps to it with no commit in between. A later call, or
+   * observeRecords, cancels a rebuild in progress (its `next` is dropped, `onSwap` never runs).
+   * Resolves once swapped; rejects if cancelled.
+   */
+  async rebuildObserver(next: RecordObserver, onSwap: () => void, pageRecords: number): Promise<void> {
+    // One swapped a moment ago keeps its page rule until the batches committed before its swap
+    // are applied (a few, in flight then): let it finish, or the current observer would miss them.
+    for (let turn = 0; this.rebuild?.finalSeq !== undefined && turn < rebuildSettleTurnsMax; turn++) await nextTurn(this.clock);
+    const rebuild: ObserverRebuild = { observer: next, pageEnds: [], pageSeqs: [], finalSeq: undefined, cancelled: false };
+    if (this.rebuild !== undefined) this.rebuild.cancelled = true;
+    this.rebuild = rebuild;
+    let after: Buffer | undefined;
+    for (;;) {
+      await nextTurn(this.clock);
+      if (rebuild.cancelled) throw new Error('observer rebuild cancelled by a newer one');
+      let last = false;
+      this.env.transactionSync(() => {
+        let read = 0;
+        let end: Buffer | undefined;
+        for (const { key, value } of this.records.getRange({ start: after === undefined ? undefined : keyAfterCursor(after), limit: pageRecords })) {
+          next(key, murmur3x86_32(key, keyHashSeed), undefined, recordHeader(value));
+          end = key;
+          read++;
+        }
+        if (read < pageRecords) {
+          // The whole key space is read: swap now, under the lock.
+          rebuild.finalSeq = this.transactionsRun;
+          this.observer = next;
+          this.replayedThroughSeq = this.transactionsRun;
+          onSwap();
+          last = true;
+          return;
+        }
+        rebuild.pageEnds.push(Buffer.from(end!));
+        rebuild.pageSeqs.push(this.transactionsRun);
+        after = Buffer.from(end!);
+      });
+      if (last) break;
+    }
+    // Batches committed before the swap but not yet applied still need the page rule; the last of
+    // them ends it (applyChanges). Not read from unflushedChanges: a committed batch joins it only
+    // once its commit's continuation has run, which may be after the swap.
+    if (this.appliedThroughSeq >= rebuild.finalSeq! && this.rebuild === rebuild) this.rebuild = undefined;
   }
 
   /** Every record whose key hash lies in (startExclusive, endInclusive], wrapping past 2^32 - 1. */
@@ -792,6 +851,8 @@ export class Repository {
       else await this.env.transaction(body);
     } catch (err) {
       this.hints.requeueRemovals(drained);
+      // A batch that never committed is never applied: it must not hold a rebuild's page rule open.
+      if (seq > 0 && this.unflushedChanges.length === 0) this.settleFailedBatch(seq);
       this.transactionRunning = false;
       this.scheduleTransaction();
       observed(true);
@@ -819,19 +880,37 @@ export class Repository {
     batch.flushed = true;
     while (this.unflushedChanges.length > 0 && this.unflushedChanges[0]!.flushed) {
       const done = this.unflushedChanges.shift()!;
-      this.applyChanges(done.changes, done.seq > this.replayedThroughSeq);
+      this.applyChanges(done.changes, done.seq);
     }
     jobs.forEach((job, i) => (failures[i] === undefined ? job.resolve(results[i]) : job.reject(failures[i])));
   }
 
-  /** Committed and flushed: counts and the observer catch up with what LMDB now holds. */
-  /** Counts always; the observer unless it was replayed these changes already (observeRecords). */
-  private applyChanges(changes: readonly RecordChange[], observe: boolean): void {
+  /**
+   * Committed and flushed: counts and the observer catch up with what LMDB now holds. Counts
+   * always; the observer unless it was replayed these changes already (observeRecords); an
+   * observer being rebuilt by the page rule (rebuildObserver), which it keeps after its swap
+   * until every batch committed before the swap is applied.
+   */
+  private applyChanges(changes: readonly RecordChange[], seq: number): void {
+    const rebuild = this.rebuild;
+    const swapped = rebuild?.finalSeq !== undefined;
     for (const { key, keyHash, before, after } of changes) {
       this.counts.records += (after === undefined ? 0 : 1) - (before === undefined ? 0 : 1);
       this.counts.live += (after === undefined || isTombstoneRecord(after) ? 0 : 1) - (before === undefined || isTombstoneRecord(before) ? 0 : 1);
-      if (observe) this.observer?.(key, keyHash, before === undefined ? undefined : recordHeader(before), after === undefined ? undefined : recordHeader(after));
+      const beforeHeader = before === undefined ? undefined : recordHeader(before);
+      const afterHeader = after === undefined ? undefined : recordHeader(after);
+      if (!swapped && seq > this.replayedThroughSeq) this.observer?.(key, keyHash, beforeHeader, afterHeader);
+      if (rebuild !== undefined && readBefore(rebuild, key, seq)) rebuild.observer(key, keyHash, beforeHeader, afterHeader);
     }
+    this.appliedThroughSeq = seq;
+    if (swapped && seq >= rebuild.finalSeq! && this.rebuild === rebuild) this.rebuild = undefined;
+  }
+
+  /** A batch whose commit failed counts as applied (nothing of it is in LMDB), for the rebuild's rule. */
+  private settleFailedBatch(seq: number): void {
+    this.appliedThroughSeq = Math.max(this.appliedThroughSeq, seq);
+    const rebuild = this.rebuild;
+    if (rebuild?.finalSeq !== undefined && seq >= rebuild.finalSeq) this.rebuild = undefined;
   }
 
   /** A failed commit as callers should see it: a full disk says so, and where. */
@@ -932,6 +1011,42 @@ function hashIndexKey(key: Uint8Array, keyHash: number): Buffer {
   out.writeUInt32BE(keyHash, 0);
   out.set(key, 4);
   return out;
+}
+
+/**
+ * Turns a new rebuild waits for the previous one's last batches (committed before its swap) to
+ * be applied; past it the previous rule is dropped (a commit failure may leave it open until the
+ * next write: the trees are then rebuilt anyway).
+ */
+const rebuildSettleTurnsMax = 1000;
+
+/** An observer being filled in pages (see rebuildObserver). */
+interface ObserverRebuild {
+  readonly observer: RecordObserver;
+  /** The last key of each page read, ascending, and the transactions run when it was read. */
+  readonly pageEnds: Buffer[];
+  readonly pageSeqs: number[];
+  /** Set with the last page (which reads every key left), when the observer is swapped in. */
+  finalSeq: number | undefined;
+  cancelled: boolean;
+}
+
+/**
+ * Whether a change to `key` in transaction `seq` must be fed to the rebuilt observer: its key
+ * was read in a page whose read came before that transaction (after the swap, a key past every
+ * page's end was read by the last page, as of finalSeq).
+ */
+function readBefore(rebuild: ObserverRebuild, key: Buffer, seq: number): boolean {
+  const { pageEnds, pageSeqs } = rebuild;
+  let lo = 0;
+  let hi = pageEnds.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (Buffer.compare(pageEnds[mid]!, key) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  const pageSeq = lo < pageEnds.length ? pageSeqs[lo]! : rebuild.finalSeq;
+  return pageSeq !== undefined && seq > pageSeq;
 }
 
 function keyAfterCursor(cursor: Buffer): Buffer {

@@ -103,7 +103,7 @@ function peerDeps(id: string, repo: Repository, acceptor: MembershipAcceptor | u
     selfId: id,
     repo,
     clock: new HybridLogicalClock(id, Date.now),
-    membership: { view: () => view, forest: () => forest },
+    membership: { view: () => view, forest: () => forest, forestRing: () => view.unionRing },
     replicationFactor,
     maxKeyBytes: 1974,
     graceSeconds: 86_400,

@@ -104,7 +104,7 @@ function peerDeps(node: SourceNode): PeerServiceDeps {
     selfId: node.id,
     repo: node.repo,
     clock: new HybridLogicalClock(node.id, Date.now),
-    membership: { view: () => view, forest: () => forest },
+    membership: { view: () => view, forest: () => forest, forestRing: () => view.unionRing },
     replicationFactor: 3,
     maxKeyBytes: 1974,
     graceSeconds: 86_400,

@@ -42,7 +42,7 @@ beforeEach(() => {
     repo,
     clock: new HybridLogicalClock('n1', Date.now),
     members: new Set(members.map((m) => m.id)),
-    membership: { view: () => view, forest: () => forest },
+    membership: { view: () => view, forest: () => forest, forestRing: () => view.unionRing },
     assertServing: () => {},
     replicationFactor: 3,
     maxKeyBytes: 1974,

@@ -4,7 +4,8 @@ import { DigestForest } from '../../src/cluster/digest-tree.js';
 import { Ring } from '../../src/cluster/ring.js';
 import { RequestDeadline } from '../../src/replication/deadline.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
-import { Repository, UnstorableRecordError } from '../../src/storage/repository.js';
+import { recordHeader, Repository, UnstorableRecordError } from '../../src/storage/repository.js';
+import { murmur3x86_32 } from '../../src/cluster/hash.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
 
 /**
@@ -95,6 +96,63 @@ describe('Repository group commit isolation (real LMDB)', () => {
     const rebuilt = openWithForest(dataDir);
     expect(rebuilt.repo.recordCounts()).toEqual(counts);
     expect(roots(rebuilt.forest)).toEqual(before);
+  });
+});
+
+describe('Repository.rebuildObserver: hash trees refilled in pages while commits go on (real LMDB)', () => {
+  it('the new trees equal a full replay of what LMDB holds, whatever committed while they were filled', async () => {
+    const dir = makeTempDir('kvstore-rebuild-');
+    dirs.push(dir);
+    const dataDir = join(dir, 'data');
+    const { repo, forest: old } = openWithForest(dataDir);
+    const keys = 6000;
+    for (let i = 0; i < keys; i += 500) await repo.applyRecords(Array.from({ length: 500 }, (_, j) => ({ key: Buffer.from(`k${i + j}`), record: record(`v${i + j}`) })));
+    const ring4 = new Ring(['n1', 'n2', 'n3', 'n4'].map((id) => ({ id, peer: '127.0.0.1:1' })));
+    const next = new DigestForest(ring4);
+    let swapped = false;
+    const pages = 200; // 30 pages, with commits landing between them
+    const rebuilt = repo.rebuildObserver((key, keyHash, oldHeader, newHeader) => next.apply(keyHash, key, oldHeader, newHeader), () => (swapped = true), pages);
+    // Overwrites, deletes and new keys across the whole key space (behind and ahead of the
+    // pages read), in many small transactions, until some time after the swap.
+    const work: Promise<unknown>[] = [];
+    let i = 0;
+    while (!swapped || i < 3000) {
+      const k = Buffer.from(`k${(i * 7919) % (keys + 500)}`);
+      if (i % 4 === 0) work.push(repo.applyRecords([{ key: k, record: record('', true) }]));
+      else work.push(repo.commitWrite(k, record(`w${i}`), true, undefined));
+      if (i % 20 === 0) await new Promise((resolve) => setImmediate(resolve));
+      i++;
+      if (i > 200_000) throw new Error('the rebuild never swapped');
+    }
+    await rebuilt;
+    await Promise.all(work);
+    // Compared with full replays of what LMDB now holds, over each ring.
+    const full = (r: Ring) => {
+      const f = new DigestForest(r);
+      repo.observeRecords((key, keyHash, oldHeader, newHeader) => f.apply(keyHash, key, oldHeader, newHeader));
+      return f;
+    };
+    expect(swapped).toBe(true);
+    expect(roots(next)).toEqual(roots(full(ring4)));
+  });
+
+  it('until the swap the old trees get every commit; a newer rebuild cancels an older one', async () => {
+    const dir = makeTempDir('kvstore-rebuild-');
+    dirs.push(dir);
+    const { repo, forest: old } = openWithForest(join(dir, 'data'));
+    for (let i = 0; i < 3000; i += 500) await repo.applyRecords(Array.from({ length: 500 }, (_, j) => ({ key: Buffer.from(`k${i + j}`), record: record(`v${i + j}`) })));
+    const dropped = new DigestForest(ring);
+    const first = repo.rebuildObserver((key, keyHash, oldHeader, newHeader) => dropped.apply(keyHash, key, oldHeader, newHeader), () => expect.unreachable('a cancelled rebuild swapped'), 100);
+    first.catch(() => undefined);
+    await repo.commitWrite(Buffer.from('k1'), record('during'), true, undefined);
+    // The old trees saw it: they still answer until a rebuild swaps.
+    const replay = new DigestForest(ring);
+    for (const r of [...repo.recordsInHashInterval(0, 0xffffffff), ...repo.recordsInHashInterval(0xffffffff, 0)]) replay.apply(murmur3x86_32(r.key, 0), r.key, undefined, recordHeader(r.record));
+    expect(roots(old)).toEqual(roots(replay));
+    const second = new DigestForest(ring);
+    await repo.rebuildObserver((key, keyHash, oldHeader, newHeader) => second.apply(keyHash, key, oldHeader, newHeader), () => undefined, 100);
+    await expect(first).rejects.toThrow(/cancelled by a newer one/);
+    expect(roots(second)).toEqual(roots(replay));
   });
 });
 
