@@ -62,6 +62,8 @@ export class MembershipChanges implements BackgroundService {
   /** Cleanup cursor: the last key checked; undefined when no cleanup is due. */
   private cleanupAfter: Buffer | undefined;
   cleanedUp = 0;
+  /** Log entries copied to gainers (queued or applied here) since start, over every change. */
+  retargetedCopies = 0;
   /** What the receivers last reported, as the driver polls them (for Status on the driver). */
   private readonly reported = new Map<string, StreamProgress>();
 
@@ -185,6 +187,7 @@ export class MembershipChanges implements BackgroundService {
     if (view.epoch !== state.epoch) return; // adopted meanwhile: the next step looks again
     const outcome = await retargetLogEntries(this.deps.repo, view, this.deps.selfId, dead, (peer) => this.deps.peers.loop(peer)?.wake());
     this.retargetedFor = change.id;
+    this.retargetedCopies += outcome.copies + outcome.applied;
     if (outcome.entries > 0) this.deps.logger.info({ change: change.id, ...outcome }, `replication-log entries for members losing ranges re-targeted to the gainers: ${outcome.copies} copies queued, ${outcome.applied} applied here`);
   }
 

@@ -39,6 +39,10 @@ export interface NodeCounters {
     readonly unhandledRejections: number;
     readonly tombstonesPurged: number;
     readonly refusedByPeer: ReadonlyMap<string, number>;
+    /** Log entries each peer turned away as none of its keys' owners any more (after a membership change). */
+    readonly notReplicatedByPeer: ReadonlyMap<string, number>;
+    /** Log entries copied to the members gaining their keys' ranges (membership changes, log-retarget.ts). */
+    readonly retargetedEntries: number;
     readonly lateRequestsRefused: number;
   };
 }
@@ -219,6 +223,8 @@ export class NodeMetrics {
     gauge('kvstore_streaming_received_keys', 'Keys received by streaming in the change in progress, as far as this node knows.', (s) => one(Number(progress(s)?.keys ?? 0)));
     gauge('kvstore_streaming_received_bytes', 'Bytes received by streaming in the change in progress, as far as this node knows.', (s) => one(Number(progress(s)?.bytes ?? 0)));
     counter('kvstore_replication_refused_entries_total', 'Replication-log entries the peer refused as older than its tombstone grace.', perPeer((m, s) => s.counters.safety.refusedByPeer.get(m.nodeId) ?? 0), peerLabel);
+    counter('kvstore_replication_not_replicated_entries_total', 'Replication-log entries the peer turned away because it no longer owns their keys (a completed membership change moved them; they were copied to the new owners first).', perPeer((m, s) => s.counters.safety.notReplicatedByPeer.get(m.nodeId) ?? 0), peerLabel);
+    counter('kvstore_replication_retargeted_entries_total', 'Replication-log entries held for a member losing their keys, copied to the members gaining them at the start of a membership change.', (s) => one(s.counters.safety.retargetedEntries));
     counter('kvstore_late_requests_refused_total', "Client operations refused unapplied because they arrived more than clock.maxDriftMs after their client's deadline.", (s) => one(s.counters.safety.lateRequestsRefused));
     gauge('kvstore_peer_reachable', 'Whether the last contact with the peer succeeded (1) or not (0).', perPeer((m) => (m.reachable ? 1 : 0)), peerLabel);
     gauge('kvstore_peer_last_contact_timestamp_seconds', 'Unix time of the last successful contact with the peer (0 if never).', perPeer((m) => Number(m.lastContactUnixMs) / 1000), peerLabel);

@@ -321,6 +321,8 @@ export class KvNode {
         unhandledRejections: unhandledRejections.count,
         tombstonesPurged: this.tombstones.purged,
         refusedByPeer: new Map(this.peers.loops().map((l) => [l.peerId, l.refused])),
+        notReplicatedByPeer: new Map(this.peers.loops().map((l) => [l.peerId, l.notReplicated])),
+        retargetedEntries: this.core.changes.retargetedCopies,
         lateRequestsRefused: this.lateRequestStats.lateRequestsRefused,
       },
     };

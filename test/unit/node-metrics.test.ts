@@ -45,7 +45,7 @@ function snapshot(self: string, peers: readonly string[]): NodeSnapshot {
     operationStreams: { open: 0, inFlight: 0, answered: 0 },
     budget: { inFlightBytes: 0, maxBytes: 100, refused: 0, waited: 0 },
     running: { count: 0, max: 128, waited: 0 },
-    safety: { restampedWrites: 0, versionCollisions: 0, unhandledRejections: 0, tombstonesPurged: 0, refusedByPeer: new Map(), lateRequestsRefused: 0 },
+    safety: { restampedWrites: 0, versionCollisions: 0, unhandledRejections: 0, tombstonesPurged: 0, refusedByPeer: new Map(), notReplicatedByPeer: new Map(), retargetedEntries: 0, lateRequestsRefused: 0 },
   };
   return { status, counters };
 }
