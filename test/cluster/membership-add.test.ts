@@ -4,7 +4,7 @@ import { makeTempDir, NodeProcess, removeTempDir } from '../helpers/node-process
 import { unusedPort } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 import { healthOf, kvctl } from '../helpers/probes.js';
-import { checkFinal, MembershipLoad } from '../helpers/membership-load.js';
+import { checkFinal, inParallel, MembershipLoad } from '../helpers/membership-load.js';
 
 /**
  * `kvctl member add` end to end with real processes (docs/membership.md §4.1): a fourth node
@@ -130,12 +130,7 @@ describe('membership changes under 64 QUORUM writers: 3 -> 4 -> 5 (joiner and a 
     const keys = new Set([...preloaded, ...load.history.ops.slice(roundStart).map((op) => op.key)]);
     const c = coordinatorClient(via);
     const list = [...keys];
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: 32 }, async () => {
-        while (next < list.length) await load.own('get', c, via, list[next++]!);
-      }),
-    );
+    await inParallel(list.length, (i) => load.own('get', c, via, list[i]!));
     const final = await checkFinal(load.history, dirs, settings);
     console.log(`epoch ${epoch}: ${final.summary}`);
     expect(final.checked.violations.length, final.report).toBe(0);
@@ -145,10 +140,6 @@ describe('membership changes under 64 QUORUM writers: 3 -> 4 -> 5 (joiner and a 
   it('add: n4 streams its ranges while writes continue, reads switch, old owners clean up', async () => {
     console.log(`member add seed ${seed} (replay with KVSTORE_TEST_SEED=${seed})`);
     const n1 = client('n1');
-    const inParallel = async (count: number, fn: (i: number) => Promise<void>) => {
-      let next = 0;
-      await Promise.all(Array.from({ length: 32 }, async () => { while (next < count) await fn(next++); }));
-    };
     await inParallel(preloadKeys, async (i) => {
       preloaded.push(`pre:${i}`);
       await load.own('put', n1, 'n1', `pre:${i}`, `pre:${i}=0:${'x'.repeat(60)}`);

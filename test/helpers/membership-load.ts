@@ -126,16 +126,18 @@ export class MembershipLoad {
   /** Every key of the history read once more at QUORUM through `coordinator` (recorded, so the checker judges them). */
   async readAll(client: KvClient, coordinator: string, parallel = 32): Promise<void> {
     const keys = [...this.history.byKey().keys()];
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: parallel }, async () => {
-        while (next < keys.length) {
-          const key = keys[next++]!;
-          await this.own('get', client, coordinator, key).catch(() => undefined);
-        }
-      }),
-    );
+    await inParallel(keys.length, (i) => this.own('get', client, coordinator, keys[i]!).catch(() => undefined), parallel);
   }
+}
+
+/** Runs `fn(i)` for every i < count, `parallel` at a time. */
+export async function inParallel(count: number, fn: (i: number) => Promise<void>, parallel = 32): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (next < count) await fn(next++);
+    }),
+  );
 }
 
 /** The membership a node stored (read-only, while it runs). */
