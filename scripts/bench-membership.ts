@@ -1,5 +1,5 @@
 /**
- * The cost of adding a node: `npm run bench:membership -- [--keys <n>] [--probe-clients <n>]`.
+ * The cost of adding a node: `npm run bench:membership -- [--keys <n>] [--probe-clients <n>] [--cpu-prof-dir <dir>]`.
  * Starts 3 real nodes (replicationFactor 3) on 127.0.0.1, loads --keys keys of 100-byte values
  * through the SDK at QUORUM, then measures a probe load (half gets, half puts, at QUORUM) for
  * 15 s before and for the whole of `member add n4`, and prints the time the add took, what n4
@@ -28,7 +28,7 @@ function percentile(sorted: readonly number[], p: number): number {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { keys: { type: 'string' }, 'probe-clients': { type: 'string' }, seed: { type: 'string' } } });
+  const { values } = parseArgs({ options: { keys: { type: 'string' }, 'probe-clients': { type: 'string' }, seed: { type: 'string' }, 'cpu-prof-dir': { type: 'string' } } });
   const keys = Number(values.keys ?? 1_000_000);
   const probeClients = Number(values['probe-clients'] ?? 16);
   const seed = Number(values.seed ?? 20261201);
@@ -44,6 +44,9 @@ async function main(): Promise<void> {
     const common = { antiEntropy: { intervalSeconds: 0 } };
     for (const m of members) nodes.push(NodeProcess.create(dir, m.id, { ...common, peerListen: m.peer, cluster: { members } }));
     const n4 = NodeProcess.create(dir, 'n4', { ...common, peerListen: peer.get('n4'), cluster: { join: [members[0]!.peer], replicationFactor: 3 } });
+    // --cpu-prof-dir: n1 (a source) and n4 (the receiver) write V8 CPU profiles there when they stop.
+    const profileDir = values['cpu-prof-dir'];
+    if (profileDir !== undefined) for (const n of [nodes[0]!, n4]) n.env = { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` };
     await Promise.all(nodes.map((n) => n.start()));
     const endpoints = nodes.map((n) => n.listen);
     const client = new KvClient({ endpoints });
