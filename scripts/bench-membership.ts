@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     const n4 = NodeProcess.create(dir, 'n4', { ...common, peerListen: peer.get('n4'), cluster: { join: [members[0]!.peer], replicationFactor: 3 } });
     // --cpu-prof-dir: n1 (a source) and n4 (the receiver) write V8 CPU profiles there when they stop.
     const profileDir = values['cpu-prof-dir'];
-    if (profileDir !== undefined) for (const n of [nodes[0]!, n4]) n.env = { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir}` };
+    if (profileDir !== undefined) for (const n of [nodes[0]!, n4]) n.nodeArgs = ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
     await Promise.all(nodes.map((n) => n.start()));
     const endpoints = nodes.map((n) => n.listen);
     const client = new KvClient({ endpoints });

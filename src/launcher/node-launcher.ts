@@ -70,6 +70,8 @@ export interface LaunchOptions {
   readonly id?: string;
   /** Environment over this process's (e.g. the test hooks); an undefined value unsets a variable. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Node's own flags before the script (e.g. --cpu-prof, which NODE_OPTIONS refuses). */
+  readonly nodeArgs?: readonly string[];
   /**
    * Own process group: a terminal's Ctrl-C then reaches only the launching program, which stops
    * each node once with SIGTERM (a node treats a second signal as "exit now").
@@ -161,7 +163,7 @@ export class NodeChild {
   /** Spawns the node for `configPath`; await `ready` before talking to it. */
   static spawn(configPath: string, options: LaunchOptions = {}): NodeChild {
     const id = options.id ?? configFileId(configPath);
-    const child = spawn(process.execPath, [kvstoreBin, '--config', configPath], {
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), kvstoreBin, '--config', configPath], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...options.env },
       detached: options.detached ?? false,

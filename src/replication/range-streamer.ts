@@ -498,16 +498,17 @@ export class RangeStreamer implements BackgroundService {
     }
     await this.limiter?.take(records.reduce((n, r) => n + recordMessageBytes(r.key, r.record), 0), this.abort.signal);
     if (newest !== undefined) deps.hlc.observe(decodeRecordHeader(newest).version);
-    if (records.length > 0) await deps.repo.applyRecords(records);
-    // Durable: the cursor may move past these records now, never before.
-    if (answer.nextAfter.length > 0) stream.after = Buffer.from(answer.nextAfter);
+    // The records and the cursor past them commit together: the cursor never runs ahead.
+    const after = answer.nextAfter.length > 0 ? Buffer.from(answer.nextAfter) : stream.after;
+    const primary = stream.role === 'primary';
+    const cursor = encodeTransferCursor({ after, done: answer.done, keys: stream.keys + records.length, bytes: stream.bytes + bytes, primary });
+    await deps.repo.applyStreamPage(records, transferCursorName(deps.changeId, transfer.id, stream.source), cursor);
+    stream.after = after;
     stream.done = answer.done;
     stream.keys += records.length;
     stream.bytes += bytes;
     stream.pages++;
     stream.estimatedRecordsLeft = Number(answer.estimatedRecords);
-    const primary = stream.role === 'primary';
-    await deps.repo.storeTransferCursor(transferCursorName(deps.changeId, transfer.id, stream.source), encodeTransferCursor({ after: stream.after, done: stream.done, keys: stream.keys, bytes: stream.bytes, primary }));
     if (primary && stream.done) stream.transfer.primaryDoneRecorded = true;
     this.pageListener?.({ transferId: transfer.id, source: stream.source, records: records.length, bytes, done: stream.done });
     if (stream.done) {

@@ -744,24 +744,44 @@ export class Repository {
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.enqueue((changes): ApplyOutcome => {
-      const before: (Buffer | undefined)[] = new Array(wantPrevious.length);
-      const refused: number[] = [];
-      const notReplicated: number[] = [];
-      const wanted = new Map<number, number>();
-      wantPrevious.forEach((index, i) => wanted.set(index, i));
-      batch.forEach(({ key, record }, index) => {
-        const stored = this.records.get(key);
-        const slot = wanted.get(index);
-        if (slot !== undefined) before[slot] = stored;
-        // Asked inside the transaction: a membership change adopted meanwhile is seen.
-        const refusal = refuse?.(key, record, stored);
-        if (refusal === 'older-than-grace') refused.push(index);
-        else if (refusal === 'not-replicated') notReplicated.push(index);
-        else if (this.supersedes(key, record, stored)) this.storeInTransaction(key, record, stored, changes);
-      });
-      return Object.assign(before, { refused, notReplicated });
+    return this.enqueue((changes) => this.applyInTransaction(batch, wantPrevious, refuse, changes), batch.length);
+  }
+
+  /**
+   * applyRecords of one page a range stream received, with its stream cursor
+   * (storeTransferCursor's `name` and bytes) in the same transaction: the cursor can never run
+   * ahead of the records it covers, and a page costs one commit instead of two.
+   */
+  applyStreamPage(batch: readonly StoredRecord[], cursorName: string, cursor: Buffer): Promise<void> {
+    try {
+      for (const { key, record } of batch) Repository.checkStorable(key, record);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.enqueue((changes) => {
+      this.applyInTransaction(batch, [], undefined, changes);
+      this.meta.putSync(metaTransferPrefix + cursorName, cursor);
     }, batch.length);
+  }
+
+  /** The body of applyRecords, inside a write transaction's job: the LWW merge of each record, and the refusals. */
+  private applyInTransaction(batch: readonly StoredRecord[], wantPrevious: readonly number[], refuse: ((key: Buffer, record: Buffer, stored: Buffer | undefined) => RecordRefusal) | undefined, changes: RecordChange[]): ApplyOutcome {
+    const before: (Buffer | undefined)[] = new Array(wantPrevious.length);
+    const refused: number[] = [];
+    const notReplicated: number[] = [];
+    const wanted = new Map<number, number>();
+    wantPrevious.forEach((index, i) => wanted.set(index, i));
+    batch.forEach(({ key, record }, index) => {
+      const stored = this.records.get(key);
+      const slot = wanted.get(index);
+      if (slot !== undefined) before[slot] = stored;
+      // Asked inside the transaction: a membership change adopted meanwhile is seen.
+      const refusal = refuse?.(key, record, stored);
+      if (refusal === 'older-than-grace') refused.push(index);
+      else if (refusal === 'not-replicated') notReplicated.push(index);
+      else if (this.supersedes(key, record, stored)) this.storeInTransaction(key, record, stored, changes);
+    });
+    return Object.assign(before, { refused, notReplicated });
   }
 
   /** Queues `run` for the next shared write transaction; resolves with its result once flushed. */

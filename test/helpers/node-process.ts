@@ -63,6 +63,8 @@ export class NodeProcess {
 
   /** Extra environment for the next starts (e.g. KVSTORE_TEST_CLOCK_OFFSET_MS); undefined values unset. */
   env: Record<string, string | undefined> = {};
+  /** Node flags for the next starts (e.g. --cpu-prof). */
+  nodeArgs: string[] = [];
 
   /** Rewrites the config (takes effect at the next start). */
   updateConfig(patch: Record<string, unknown>): void {
@@ -75,6 +77,7 @@ export class NodeProcess {
     const child = NodeChild.spawn(this.configPath, {
       id: this.id,
       env: this.env,
+      nodeArgs: this.nodeArgs,
       startDeadlineMs,
       onLine: (line, stream) => keep(stream === 'stdout' ? this.stdoutLines : this.stderrLines, line),
     });
