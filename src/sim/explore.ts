@@ -57,6 +57,11 @@ export function membershipReport(r: SimulationResult): string {
   if (m.markDeadOf !== undefined) {
     parts.push(`mark-dead ${m.markDeadOf} (${m.markDeadHow}) ${m.markDeadCommitted ? 'committed' : 'not committed'} after ${m.markDeadAttempts} attempt${m.markDeadAttempts === 1 ? '' : 's'}${m.deadMemberRan ? ', ran again dead' : ''}`);
   }
+  const c = m.change;
+  if (c !== undefined) {
+    const outcome = c.completed ? (c.cancelled ? 'cancelled' : 'done') : 'NOT finished';
+    parts.push(`change ${c.plan}${c.target === undefined ? '' : ` (${c.target})`}: ${c.committed.length === 0 ? 'nothing committed' : `committed ${c.committed.join(', ')}`}${c.refused.length === 0 ? '' : `, refused ${c.refused.join(', ')}`} after ${c.attempts} attempts, ${outcome}, members ${c.finalMembers.join(' ')}, ${c.cleanedUp} cleaned up${c.straysAfterFirstCleanup > 0 ? `, ${c.straysAfterFirstCleanup} late strays (holders restarted)` : ''}`);
+  }
   const p = m.aliveProbes;
   if (p.issued + p.skipped > 0) parts.push(p.issued === 0 ? 'live mark-dead skipped' : `live mark-dead ${p.refusedNotDead > 0 ? 'refused' : 'not refused as alive'}`);
   return parts.length === 0 ? '' : `; membership: ${parts.join(', ')}, epoch ${m.finalEpoch}`;
