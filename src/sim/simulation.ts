@@ -867,30 +867,30 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         violations.push({ kind: 'membership-behind', message: `${node.id} ended at membership epoch ${state.epoch} (${describeMembership(state)}), not at epoch ${finalEpoch} (${describeMembership(finalState)}), after heal`, details: membershipLog.slice(-20) });
       }
     }
-    // A node outside the membership (removed, never added or cancelled) serves nothing.
-    for (const node of outsiders) {
+    /** A QUORUM read through `node`, which must serve nothing: undefined if it refused as not serving, else what it did. */
+    const servedBy = async (node: SimNode): Promise<string | undefined> => {
       const deadline = new RequestDeadline(new AbortController().signal, requestMs, node.clock);
       const answer = withGiveUp(scheduler, node.core!.coordinator.read(Buffer.from('c0k0'), 'quorum', deadline), clientGiveUpMs);
       await scheduler.runWhile(answer, scheduler.now + clientGiveUpMs * 2);
       const outcome = await answer;
       deadline.disarm();
-      if (outcome.ok || !(outcome.error instanceof NotServingMemberError)) {
+      if (!outcome.ok && outcome.error instanceof NotServingMemberError) return undefined;
+      return outcome.ok ? 'answered a QUORUM read' : `failed a QUORUM read otherwise than as not serving: ${String((outcome.error as Error)?.message ?? outcome.error)}`;
+    };
+    // A node outside the membership (removed, never added or cancelled) serves nothing.
+    for (const node of outsiders) {
+      const served = await servedBy(node);
+      if (served !== undefined) {
         const state = node.core!.membership.current();
-        violations.push({ kind: 'removed-member-served', message: `${node.id}, not a member at epoch ${finalEpoch} (it is at epoch ${state.epoch}: ${describeMembership(state)}), ${outcome.ok ? 'answered a QUORUM read' : `failed a QUORUM read otherwise than as not serving: ${String((outcome.error as Error)?.message ?? outcome.error)}`}`, details: membershipLog.slice(-20) });
+        violations.push({ kind: 'removed-member-served', message: `${node.id}, not a member at epoch ${finalEpoch} (it is at epoch ${state.epoch}: ${describeMembership(state)}), ${served}`, details: membershipLog.slice(-20) });
       }
     }
     // A member declared dead that runs again serves nothing.
     let deadMemberRan = false;
     for (const node of running.filter((n) => dead.has(n.id))) {
       deadMemberRan = true;
-      const deadline = new RequestDeadline(new AbortController().signal, requestMs, node.clock);
-      const answer = withGiveUp(scheduler, node.core!.coordinator.read(Buffer.from('c0k0'), 'quorum', deadline), clientGiveUpMs);
-      await scheduler.runWhile(answer, scheduler.now + clientGiveUpMs * 2);
-      const outcome = await answer;
-      deadline.disarm();
-      if (outcome.ok || !(outcome.error instanceof NotServingMemberError)) {
-        violations.push({ kind: 'dead-member-served', message: `${node.id}, declared dead at epoch ${finalEpoch}, ${outcome.ok ? 'answered a QUORUM read' : `failed a QUORUM read otherwise than as not serving: ${String((outcome.error as Error)?.message ?? outcome.error)}`}`, details: membershipLog.slice(-20) });
-      }
+      const served = await servedBy(node);
+      if (served !== undefined) violations.push({ kind: 'dead-member-served', message: `${node.id}, declared dead at epoch ${finalEpoch}, ${served}`, details: membershipLog.slice(-20) });
     }
     for (const node of live) {
       const core = node.core!;
