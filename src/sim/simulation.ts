@@ -655,7 +655,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     const memberIn = (id: string) => [...adoptedByEpoch.entries()].some(([epoch, e]) => epoch > 0 && e.state.members.some((m) => m.id === id));
     const anyAdopted = (test: (state: MembershipState) => boolean) => [...adoptedByEpoch.entries()].some(([epoch, e]) => epoch > 0 && test(e.state));
     let change:
-      | { readonly plan: ChangePlanKind; readonly target: string | undefined; committed: string[]; refused: string[]; attempts: number; running: boolean; loop: Promise<void> | undefined }
+      | { readonly plan: ChangePlanKind; readonly target: string | undefined; committed: string[]; refused: string[]; attempts: number; running: boolean; skipped: boolean; loop: Promise<void> | undefined }
       | undefined;
     /** Proposes `command` via a random member until it commits (or `done` holds: an earlier attempt committed, or it is moot), is refused for good, or the plan stops. */
     const proposeUntil = async (command: MembershipCommand, what: string, done: () => boolean, refusedForGood: (message: string) => boolean): Promise<boolean> => {
@@ -703,6 +703,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         // mark-dead comes first (docs/membership.md §4.3).
         if (!(await waitFor(() => declaredDead(target!)))) {
           membershipLog.push(`${sinceStart()}: replace of ${target}: skipped, it was not declared dead`);
+          change!.skipped = true;
           return;
         }
       }
@@ -730,7 +731,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       }
     };
     const startChangePlan = (step: FaultStep): void => {
-      change = { plan: step.plan!, target: step.target, committed: [], refused: [], attempts: 0, running: true, loop: undefined };
+      change = { plan: step.plan!, target: step.target, committed: [], refused: [], attempts: 0, running: true, skipped: false, loop: undefined };
       change.loop = runChangePlan(step);
     };
 
@@ -767,13 +768,25 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       // every node up and the network calm: first the plan's commands, then the change.
       const c = change;
       // A replace waits for its mark-dead; one that never committed (a member cut off, reachable again after the heal) has nothing to replace.
-      if (c.plan === 'replace' && !declaredDead(c.target!)) c.running = false;
+      if (c.plan === 'replace' && !declaredDead(c.target!)) {
+        c.running = false;
+        c.skipped = true;
+      }
       if (c.loop !== undefined) await scheduler.runWhile(c.loop, scheduler.now + changeAfterHealMs);
       const until = scheduler.now + changeAfterHealMs;
       while (scheduler.now < until && newestState().change !== undefined) await scheduler.runUntil(scheduler.now + 250);
       c.running = false;
       if (c.loop !== undefined) await scheduler.runWhile(c.loop, scheduler.now + proposalMs * 3);
       membershipLog.push(`${sinceStart()}: after heal: ${describeMembership(newestState())}`);
+      // With every node up and the network calm, each command of the plan must have been chosen.
+      const removing = c.plan === 'remove' || c.plan === 'add-remove';
+      const missing = [
+        ...(c.plan !== 'remove' && !c.skipped && !memberIn(spareId) ? [`${c.plan === 'replace' ? `replace of ${c.target} by` : 'add of'} ${spareId}`] : []),
+        ...(removing && !anyAdopted((st) => st.members.some((m) => m.id === c.target && (m.state === 'leaving' || m.state === 'removed'))) ? [`remove of ${c.target}`] : []),
+      ];
+      if (missing.length > 0) {
+        violations.push({ kind: 'not-converged', message: `the ${missing.join(' and the ')} never committed (${c.attempts} attempts), the last ${changeAfterHealMs} ms after heal with every node up`, details: membershipLog.slice(-20) });
+      }
       const pending = newestState().change;
       if (pending !== undefined) {
         violations.push({ kind: 'not-converged', message: `${describeChange(newestState(), pending)} did not finish within ${changeAfterHealMs} ms after heal, with every node up`, details: membershipLog.slice(-20) });
