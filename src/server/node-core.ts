@@ -291,6 +291,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
           rng,
           settings: { ...config.streaming, peerCallMs },
           logger,
+          isDead: (id) => live.member(id)?.dead === true,
         });
         return {
           start: () => streamer.start(),
