@@ -86,8 +86,9 @@ export interface ChangeSummary {
   readonly spare: string;
   /** The member removed (remove plans) or replaced (replace plans). */
   readonly target: string | undefined;
-  /** Commands committed, in order ('add', 'cancel', 'remove', 'replace'), and those refused for good (cancel after the switch). */
+  /** Commands committed, in order ("add n4", "cancel of change 1", "remove n2", "replace n1 by n4"; "(moot)" or "(committed by an attempt given up on)" when no attempt answered so). */
   readonly committed: readonly string[];
+  /** Commands refused for good (a cancel once reads switched). */
   readonly refused: readonly string[];
   /** changeMembership calls made for the plan (retries after refusals, unreachable members, lost proposers). */
   readonly attempts: number;
