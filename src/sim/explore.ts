@@ -62,7 +62,7 @@ export function membershipReport(r: SimulationResult): string {
   const c = m.change;
   if (c !== undefined) {
     const outcome = c.committed.length === 0 && !c.completed ? 'not started' : c.completed ? (c.cancelled ? 'cancelled' : 'done') : 'NOT finished';
-    parts.push(`change ${c.plan}${c.target === undefined ? '' : ` (${c.target})`}: ${c.committed.length === 0 ? 'nothing committed' : `committed ${c.committed.join(', ')}`}${c.refused.length === 0 ? '' : `, refused ${c.refused.join(', ')}`} after ${c.attempts} attempts, ${outcome}, members ${c.finalMembers.join(' ')}, ${c.cleanedUp} cleaned up${c.straysAfterFirstCleanup > 0 ? `, ${c.straysAfterFirstCleanup} late strays (holders restarted)` : ''}`);
+    parts.push(`change ${c.plan}${c.target === undefined ? '' : ` (${c.target})`}: ${c.committed.length === 0 ? 'nothing committed' : `committed ${c.committed.join(', ')}`}${c.refused.length === 0 ? '' : `, refused ${c.refused.join(', ')}`} after ${c.attempts} attempts, ${outcome}, members ${c.finalMembers.join(' ')}, ${c.opsViaSpareAcked} ops acknowledged via ${c.spare}, ${c.cleanedUp} cleaned up${c.straysAfterFirstCleanup > 0 ? `, ${c.straysAfterFirstCleanup} late strays (holders restarted)` : ''}`);
   }
   const p = m.aliveProbes;
   if (p.issued + p.skipped > 0) parts.push(p.issued === 0 ? 'live mark-dead skipped' : `live mark-dead ${p.refusedNotDead > 0 ? 'refused' : 'not refused as alive'}`);

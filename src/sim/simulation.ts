@@ -110,6 +110,8 @@ export interface ChangeSummary {
   readonly strayChecks: number;
   /** Records found on non-owners after the first cleanup (late log deliveries, §6.3), before the holders' restart. */
   readonly straysAfterFirstCleanup: number;
+  /** Client operations coordinated by the spare (clients learned it was added) and acknowledged. */
+  readonly opsViaSpareAcked: number;
 }
 
 export type ChangePlanKind = 'add' | 'add-remove' | 'add-cancel' | 'remove' | 'replace';
@@ -964,6 +966,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
                 cleanedUp: running.reduce((sum, n) => sum + n.core!.changes.cleanedUp, cleanedUpByEarlierIncarnations),
                 strayChecks,
                 straysAfterFirstCleanup,
+                opsViaSpareAcked: ops.filter((o) => o.coordinator === spareId && o.outcome === 'ok').length,
               },
         log: membershipLog,
       },

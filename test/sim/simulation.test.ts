@@ -55,7 +55,7 @@ describe('deterministic simulation', () => {
     let markDeadsCommitted = 0;
     let deadMembersRan = 0;
     let liveMarkDeadsRefused = 0;
-    const changes = { drawn: 0, finished: 0, cancelled: 0, removed: 0, replaced: 0, added: 0, strayChecks: 0 };
+    const changes = { drawn: 0, finished: 0, cancelled: 0, removed: 0, replaced: 0, added: 0, strayChecks: 0, opsViaSpare: 0 };
     for (let seed = seedFrom; seed < seedFrom + seedCount; seed++) {
       const result = await runSimulation({ seed });
       acked += result.opsAcked;
@@ -68,6 +68,7 @@ describe('deterministic simulation', () => {
       if (change !== undefined) {
         changes.drawn++;
         changes.strayChecks += change.strayChecks;
+        changes.opsViaSpare += change.opsViaSpareAcked;
         if (change.completed) changes.finished++;
         if (change.cancelled) changes.cancelled++;
         if (change.committed.some((c) => c.startsWith('remove'))) changes.removed++;
@@ -77,7 +78,7 @@ describe('deterministic simulation', () => {
       if (result.violations.length > 0) failures.push(`seed ${seed}: ${result.violations.slice(0, 3).map((v) => `${v.kind}: ${v.message}`).join('; ')}`);
     }
     console.log(`membership: ${markDeadsCommitted} mark-dead steps committed, ${deadMembersRan} dead members ran again, ${liveMarkDeadsRefused} mark-deads of a live member refused`);
-    console.log(`membership changes: ${changes.drawn} drawn, ${changes.finished} finished (${changes.added} with the spare a member, ${changes.cancelled} cancelled, ${changes.removed} removes, ${changes.replaced} replaces), ${changes.strayChecks} records checked absent on non-owners`);
+    console.log(`membership changes: ${changes.drawn} drawn, ${changes.finished} finished (${changes.added} with the spare a member, ${changes.cancelled} cancelled, ${changes.removed} removes, ${changes.replaced} replaces), ${changes.strayChecks} records checked absent on non-owners, ${changes.opsViaSpare} operations acknowledged via a spare`);
     // The runs did real work: acknowledged operations and applied faults.
     expect(acked).toBeGreaterThan(seedCount * 100);
     expect(faults).toBeGreaterThan(seedCount * 5);
@@ -97,6 +98,8 @@ describe('deterministic simulation', () => {
       expect(changes.removed).toBeGreaterThanOrEqual(2);
       expect(changes.replaced).toBeGreaterThanOrEqual(2);
       expect(changes.strayChecks).toBeGreaterThan(0);
+      // Clients learned of the nodes added and coordinated through them.
+      expect(changes.opsViaSpare).toBeGreaterThan(100);
     }
     expect(failures).toEqual([]);
   }, 600_000);
