@@ -41,6 +41,8 @@ export interface SimulationOptions {
    * False: they are `stray-copy` violations at once (for code that re-targets those entries).
    */
   readonly lateStraysAllowed?: boolean;
+  /** Streaming throttled to 4 KB/s, one range at a time: a change stays pending for seconds (default off). */
+  readonly slowStreaming?: boolean;
 }
 
 export interface SimulationResult {
@@ -276,6 +278,8 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       antiEntropy: { intervalSeconds: 5, maxRecordsPerSecond: 20_000 },
       tombstones: { graceSeconds },
       membership: { deadAfterSeconds },
+      // Slow streaming: a change's pending phase lasts seconds (as with a real data set), so more operations and faults meet it.
+      ...(options.slowStreaming === true ? { streaming: { maxBytesPerSecond: 4_000, rangesInFlight: 1 } } : {}),
     });
 
   const storageFaultsOf = (node: SimNode): StorageFaults => {
