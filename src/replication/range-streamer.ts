@@ -87,6 +87,11 @@ export interface RangeStreamerDeps {
   readonly rng: { next(): number };
   readonly settings: RangeStreamerSettings;
   readonly logger: Logger;
+  /**
+   * Whether a member is declared dead now (read per call): a primary declared dead after the
+   * streamer started completes its transfers by its fallbacks, as one dead at the start does.
+   */
+  isDead?(id: string): boolean;
 }
 
 /** What a cursor `transfer/<changeId>/<transferId>/<source>` holds (JSON in meta, see encodeTransferCursor). */
@@ -536,20 +541,27 @@ export class RangeStreamer implements BackgroundService {
     }
     const since = this.failingSinceMs.get(stream.source) ?? now;
     this.failingSinceMs.set(stream.source, since);
-    if (now - since < this.failoverMs) return;
+    const dead = this.deps.isDead?.(stream.source) === true;
+    if (now - since < this.failoverMs && !dead) return;
     for (const t of this.transfers) {
-      if (t.complete || t.fallbacksActive || t.transfer.primary !== stream.source || t.transfer.fallbacks.length === 0) continue;
-      this.activateFallbacks(t);
-      this.sourceFailovers++;
-      logger.info({ source: stream.source, transfer: t.transfer.id, fallbacks: t.transfer.fallbacks, failingMs: Math.round(now - since) }, 'primary source keeps failing: streaming the range from its fallbacks too');
+      if (t.complete || t.transfer.primary !== stream.source) continue;
+      if (!t.fallbacksActive && t.transfer.fallbacks.length > 0) {
+        this.activateFallbacks(t);
+        this.sourceFailovers++;
+        logger.info({ source: stream.source, transfer: t.transfer.id, fallbacks: t.transfer.fallbacks, failingMs: Math.round(now - since) }, `primary source ${dead ? 'declared dead' : 'keeps failing'}: streaming the range from its fallbacks too`);
+      }
+      // Declared dead since the start: its fallbacks' streams, done already or later, complete the transfer.
+      if (dead) this.checkTransferComplete(t, true);
     }
+    this.checkAllComplete();
     this.wake();
   }
 
   private checkTransferComplete(state: TransferState, log: boolean): void {
     if (state.complete) return;
     const { primary, fallbacks } = state.transfer;
-    const complete = state.primaryDoneRecorded || (primary !== undefined ? state.streams.get(primary)?.done === true : fallbacks.every((f) => state.streams.get(f)?.done === true));
+    const primaryLive = primary !== undefined && this.deps.isDead?.(primary) !== true;
+    const complete = state.primaryDoneRecorded || (primaryLive ? state.streams.get(primary)?.done === true : state.fallbacksActive || primary === undefined ? fallbacks.every((f) => state.streams.get(f)?.done === true) : false);
     if (!complete) return;
     state.complete = true;
     if (primary === undefined && fallbacks.length === 0) this.deps.logger.warn({ transfer: state.transfer.id }, 'transfer has no live source (its primary is dead and there is no fallback): nothing to stream');

@@ -296,6 +296,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
           rng,
           settings: { ...config.streaming, peerCallMs },
           logger,
+          isDead: (id) => live.member(id)?.dead === true,
         });
         return {
           start: () => streamer.start(),
@@ -322,7 +323,10 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       members: {
         // An unjoined node knows no members yet: the proposer adding it must reach its acceptor.
         has: (id) => live.isUnjoined || live.isLive(id),
-        knows: (id) => live.member(id) !== undefined,
+        // A node being added may ask too: an unjoined node took the cluster's state from the first
+        // Prepare of its add, and if that attempt failed and another epoch was chosen meanwhile, the
+        // next attempt must let it fetch the newer state (it is in no member list yet).
+        knows: (id) => live.member(id) !== undefined || joinerLinks.has(id),
         [Symbol.iterator]: () => live.activeMembers().filter((m) => m.dead !== true).map((m) => m.id)[Symbol.iterator](),
       },
       agreement: acceptor,

@@ -48,7 +48,12 @@ export type ViolationKind =
   /** A mark-dead of a member that was up and reachable was committed (each acceptor must refuse it, §2.5). */
   | 'alive-marked-dead'
   /** A member declared dead answered a client operation. */
-  | 'dead-member-served';
+  | 'dead-member-served'
+  // Membership changes (the simulator's checks, docs/membership.md §4):
+  /** After the change and the old owners' cleanup, a record on a node that does not own its key in the final ring. */
+  | 'stray-copy'
+  /** A node outside the final membership (removed, cancelled, never added) answered a client operation. */
+  | 'removed-member-served';
 
 export interface Violation {
   readonly kind: ViolationKind;

@@ -7,7 +7,7 @@ import { DigestForest } from '../cluster/digest-tree.js';
 import { murmur3x86_32 } from '../cluster/hash.js';
 import { ringHashSeed } from '../cluster/ring.js';
 import { resolveConfig } from '../config/load-config.js';
-import type { MembershipState } from '../cluster/membership.js';
+import { describeChange, type MembershipState } from '../cluster/membership.js';
 import { RequestDeadline } from '../replication/deadline.js';
 import { InvalidRequestError, NotServingMemberError } from '../replication/errors.js';
 import { composeNodeCore, type MembershipCommand, type NodeCore } from '../server/node-core.js';
@@ -35,6 +35,14 @@ export interface SimulationOptions {
   /** No faults at all: a control run. */
   readonly noFaults?: boolean;
   readonly graceSeconds?: number;
+  /**
+   * Records on a member that lost their key, found after its cleanup (log entries delivered late,
+   * §6.3), are counted and their holders restarted before the strict no-strays check (default).
+   * False: they are `stray-copy` violations at once (for code that re-targets those entries).
+   */
+  readonly lateStraysAllowed?: boolean;
+  /** Streaming throttled to 4 KB/s, one range at a time: a change stays pending for seconds (default off). */
+  readonly slowStreaming?: boolean;
 }
 
 export interface SimulationResult {
@@ -72,9 +80,43 @@ export interface MembershipSummary {
   readonly aliveProbes: { readonly issued: number; readonly refusedNotDead: number; readonly other: number; readonly skipped: number };
   /** The epoch every live member ended at. */
   readonly finalEpoch: number;
+  /** The membership change of the run (add, remove, replace, cancel), if the seed drew one. */
+  readonly change: ChangeSummary | undefined;
   /** One line per membership event (steps, attempts and their outcomes, adoptions), with times since the run began. */
   readonly log: readonly string[];
 }
+
+/** A run's membership change: what it asked for and what came of it. */
+export interface ChangeSummary {
+  /** The plan: 'add', 'add-remove' (add, then remove a member once the add is done), 'add-cancel', 'remove', 'replace' (of the member declared dead). */
+  readonly plan: ChangePlanKind;
+  /** The spare node started with cluster.join (the joiner, or the replacement). */
+  readonly spare: string;
+  /** The member removed (remove plans) or replaced (replace plans). */
+  readonly target: string | undefined;
+  /** Commands committed, in order ("add n4", "cancel of change 1", "remove n2", "replace n1 by n4"; "(moot)" or "(committed by an attempt given up on)" when no attempt answered so). */
+  readonly committed: readonly string[];
+  /** Commands refused for good (a cancel once reads switched). */
+  readonly refused: readonly string[];
+  /** changeMembership calls made for the plan (retries after refusals, unreachable members, lost proposers). */
+  readonly attempts: number;
+  /** Every change the run started was finished (done or cancelled) before the end checks. */
+  readonly completed: boolean;
+  /** The add was cancelled (its joiner removed). */
+  readonly cancelled: boolean;
+  /** The members of the final state, not removed. */
+  readonly finalMembers: readonly string[];
+  /** Records the old owners' cleanup deleted (every node, last incarnations). */
+  readonly cleanedUp: number;
+  /** Records checked on nodes that do not own them in the final ring (every one must be absent). */
+  readonly strayChecks: number;
+  /** Records found on non-owners after the first cleanup (late log deliveries, §6.3), before the holders' restart. */
+  readonly straysAfterFirstCleanup: number;
+  /** Client operations coordinated by the spare (clients learned it was added) and acknowledged. */
+  readonly opsViaSpareAcked: number;
+}
+
+export type ChangePlanKind = 'add' | 'add-remove' | 'add-cancel' | 'remove' | 'replace';
 
 const durationMsDefault = 20_000;
 /** Simulated time after the load for delivery, repair and GC to finish before the check. */
@@ -96,6 +138,10 @@ const aliveProbeShare = 0.4;
 const proposalMs = 3_000;
 /** After heal, with every other member up: how long a mark-dead of a crashed member may still take to commit. */
 const markDeadAfterHealMs = 15_000;
+/** The share of seeds that run a membership change (add, remove, replace, cancel: drawChangePlan). */
+const changeShare = 0.6;
+/** After heal, with every node up: how long the change's commands, then the change itself, may still take. */
+const changeAfterHealMs = 40_000;
 
 interface SimNode {
   readonly id: string;
@@ -142,11 +188,20 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   const membershipRng = new Rng(deriveSeed(seed, 6));
   // Choices made while they run (which node proposes, retry pauses).
   const membershipRunRng = new Rng(deriveSeed(seed, 7));
+  // The membership change (add, remove, replace, cancel) and the faults aimed at it, and the
+  // choices made while it runs: streams of their own, so a seed that draws none keeps the rest.
+  const changeRng = new Rng(deriveSeed(seed, 8));
+  const changeRunRng = new Rng(deriveSeed(seed, 9));
   const network = new SimNetwork(scheduler, networkRng);
   const logger = pino({ level: 'silent' });
   const dir = mkdtempSync(join(tmpdir(), `kvstore-sim-${seed}-`));
   const ids = Array.from({ length: nodeCount }, (_, i) => `n${i + 1}`);
   const members = ids.map((id, i) => ({ id, peer: `${id}.sim:${7000 + i}` }));
+  const replicationFactor = Math.min(3, nodeCount);
+  // The spare a membership change adds (or puts in a dead member's place): started with
+  // cluster.join when the change comes, unjoined (serving nothing) until a member adds it.
+  const spareId = `n${nodeCount + 1}`;
+  const sparePeer = `${spareId}.sim:${7000 + nodeCount}`;
   const nodes = new Map<string, SimNode>();
   const violations: Violation[] = [];
   // Rejections nobody handled, from code under simulation: bugs (the process policy counts them in a node).
@@ -156,6 +211,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   };
   process.on('unhandledRejection', onUnhandled);
   let purgedByEarlierIncarnations = 0;
+  let cleanedUpByEarlierIncarnations = 0;
   /** Simulated time the load began (times in the history and logs are relative to it). */
   let t0 = 0;
   // When each node was last at an end of a cut or of its lifting, crashed, started, paused or
@@ -170,12 +226,20 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   const membershipLog: string[] = [];
   const adoptedByEpoch = new Map<number, { canonical: string; by: string; state: MembershipState }>();
   const sinceStart = () => `${(scheduler.now - t0).toFixed(0)} ms`;
+  /** The newest state adopted anywhere (what a client learns from any member's list). */
+  let newestEpoch = 0;
+  const newestState = () => adoptedByEpoch.get(newestEpoch)!.state;
   const observeMembership = (node: SimNode, state: MembershipState, how: 'start' | 'adopted'): void => {
     const who = `${node.id} (incarnation ${node.incarnation})`;
     const canonical = canonicalMembership(state);
     const known = adoptedByEpoch.get(state.epoch);
-    if (known === undefined) adoptedByEpoch.set(state.epoch, { canonical, by: who, state });
-    else if (known.canonical !== canonical) {
+    // Epoch 0 is an unjoined node's own state (itself alone, never agreed): not compared.
+    if (state.epoch === 0) {
+      // Nothing to compare.
+    } else if (known === undefined) {
+      adoptedByEpoch.set(state.epoch, { canonical, by: who, state });
+      newestEpoch = Math.max(newestEpoch, state.epoch);
+    } else if (known.canonical !== canonical) {
       violations.push({ kind: 'membership-split', message: `epoch ${state.epoch}: ${who} ${how === 'start' ? 'started with' : 'adopted'} ${describeMembership(state)}, but ${known.by} adopted ${describeMembership(known.state)}`, details: [`${who}: ${canonical}`, `${known.by}: ${known.canonical}`, ...membershipLog.slice(-20)] });
     }
     if (how === 'start' && state.epoch < node.lastEpoch) {
@@ -183,10 +247,13 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     }
     if (how === 'adopted') {
       membershipLog.push(`${sinceStart()}: ${who} adopted epoch ${state.epoch}: ${describeMembership(state)}`);
-      // Invariant B: epoch e is chosen only once every live member has committed e - 1.
+      // Invariant B: epoch e is chosen only once every live member has committed e - 1 (a
+      // member of e - 1: a node added at e had nothing to commit before).
+      const previous = adoptedByEpoch.get(state.epoch - 1)?.state;
       for (const m of state.members) {
         const other = nodes.get(m.id);
         if (m.dead === true || m.state === 'removed' || other === undefined || other === node) continue;
+        if (previous !== undefined && !previous.members.some((p) => p.id === m.id && p.state !== 'removed' && p.dead !== true)) continue;
         if (other.lastEpoch < state.epoch - 1) {
           violations.push({ kind: 'membership-behind', message: `${who} adopted epoch ${state.epoch} while member ${m.id}, not declared dead, was at epoch ${other.lastEpoch}`, details: membershipLog.slice(-20) });
         }
@@ -197,17 +264,22 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
   /** A state adopted somewhere declares `id` dead: the mark-dead was chosen. */
   const declaredDead = (id: string) => [...adoptedByEpoch.values()].some((e) => e.state.members.some((m) => m.id === id && m.dead === true));
 
+  /** Whether a client (or an operator) would send requests to `id`: a member of the newest state, not removed. */
+  const inClientView = (id: string) => newestState().members.some((m) => m.id === id && m.state !== 'removed');
   const configOf = (id: string) =>
     resolveConfig({
       nodeId: id,
       dataDir: join(dir, id),
       logLevel: 'silent',
-      cluster: { members, replicationFactor: Math.min(3, nodeCount) },
+      // The spare joins a running cluster (cluster.join): it serves nothing until a member adds it.
+      ...(id === spareId ? { peerListen: sparePeer, cluster: { join: [members[0]!.peer], replicationFactor } } : { cluster: { members, replicationFactor } }),
       timeouts: { requestMs, peerCallMs: 1_000 },
       replication: { retryMinMs: 50, retryMaxMs: 1_000, probeIntervalMs: 500 },
       antiEntropy: { intervalSeconds: 5, maxRecordsPerSecond: 20_000 },
       tombstones: { graceSeconds },
       membership: { deadAfterSeconds },
+      // Slow streaming: a change's pending phase lasts seconds (as with a real data set), so more operations and faults meet it.
+      ...(options.slowStreaming === true ? { streaming: { maxBytesPerSecond: 4_000, rangesInFlight: 1 } } : {}),
     });
 
   const storageFaultsOf = (node: SimNode): StorageFaults => {
@@ -255,15 +327,32 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     const core = node.core;
     node.core = undefined;
     purgedByEarlierIncarnations += core?.tombstones.purged ?? 0;
+    cleanedUpByEarlierIncarnations += core?.changes.cleanedUp ?? 0;
     node.closing.abort();
     if (core !== undefined) await core.abandon();
   };
+  /** A clean restart (stop, then start on the same disk), with the network calm: from outside the run loop only. */
+  const restartNode = async (node: SimNode): Promise<void> => {
+    const core = node.core!;
+    await scheduler.runWhile(core.stop(), scheduler.now + 30_000);
+    purgedByEarlierIncarnations += core.tombstones.purged;
+    cleanedUpByEarlierIncarnations += core.changes.cleanedUp;
+    node.up = false;
+    node.clock.kill();
+    node.endpoint.service = undefined;
+    node.core = undefined;
+    node.closing.abort();
+    await startNode(node);
+  };
+
+  const newNode = (id: string): SimNode => {
+    const node: SimNode = { id, dataDir: join(dir, id), clock: new SimClock(scheduler), endpoint: { incarnation: 0, clock: new SimClock(scheduler), service: undefined }, core: undefined, up: false, incarnation: 0, closing: new AbortController(), storageTroubleUntil: 0, retired: false, starting: false, lastEpoch: 0 };
+    nodes.set(id, node);
+    return node;
+  };
 
   try {
-    for (const id of ids) {
-      const node: SimNode = { id, dataDir: join(dir, id), clock: new SimClock(scheduler), endpoint: { incarnation: 0, clock: new SimClock(scheduler), service: undefined }, core: undefined, up: false, incarnation: 0, closing: new AbortController(), storageTroubleUntil: 0, retired: false, starting: false, lastEpoch: 0 };
-      nodes.set(id, node);
-    }
+    for (const id of ids) newNode(id);
     for (const node of nodes.values()) await startNode(node);
 
     // The workload: each client owns its keys and runs its operations one after the other.
@@ -275,7 +364,9 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     const runOp = async (rng: Rng, client: number, workload: Op['workload'], kind: Op['kind'], key: string, value: string | undefined): Promise<Op | undefined> => {
       // A client cannot tell a paused node from a slow one: it may pick one (a crashed one
       // refuses connections, so it is not picked).
-      const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined);
+      // It sends to the members it knows of (the newest member list): a node added, not yet or
+      // no longer a member, is not picked.
+      const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined && inClientView(n.id));
       if (candidates.length === 0) return undefined;
       const coordinator = candidates[rng.nextInt(candidates.length)]!;
       const op: Op = { id: ops.length, client, workload, kind, key, ...(value === undefined ? {} : { value }), coordinator: coordinator.id, startMs: scheduler.now - t0, endMs: Number.NaN, outcome: 'pending' };
@@ -358,18 +449,31 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     }
 
     // The fault schedule: drawn in full first (so a prefix of it is the same steps), applied as time comes.
-    const schedule = mergeSteps(
-      drawFaultSchedule(faultRng, ids, durationMs, options.noFaults === true, graceSeconds * 1000),
-      drawMembershipSteps(membershipRng, ids, durationMs, options.noFaults === true, deadAfterSeconds * 1000, Math.min(3, nodeCount)),
-    );
+    const faultSchedule = drawFaultSchedule(faultRng, ids, durationMs, options.noFaults === true, graceSeconds * 1000);
+    const membershipSteps = drawMembershipSteps(membershipRng, ids, durationMs, options.noFaults === true, deadAfterSeconds * 1000, replicationFactor);
+    const changeSteps = drawChangePlan(changeRng, ids, spareId, durationMs, options.noFaults === true, membershipSteps.find((st) => st.kind === 'mark-dead'), replicationFactor);
+    const schedule = mergeSteps(faultSchedule, [...membershipSteps, ...changeSteps]);
     const applied = options.faultSteps === undefined ? schedule : schedule.slice(0, options.faultSteps);
     const trace: string[] = [];
-    for (const step of applied) {
-      scheduler.at(t0 + step.atMs, () => {
+    for (const planned of applied) {
+      scheduler.at(t0 + planned.atMs, () => {
+        // A fault aimed at a role of the change (its joiner, driver, leaver) takes the node that has it now.
+        const step = resolveRole(planned);
         trace.push(`${step.atMs} ms: ${step.description}`);
         void applyFault(step);
       });
     }
+    const resolveRole = (step: FaultStep): FaultStep => {
+      if (step.role === undefined) return step;
+      const state = newestState();
+      let id: string | undefined;
+      if (step.role === 'joiner') id = nodes.has(spareId) ? spareId : undefined;
+      else if (state.change !== undefined) {
+        id = step.role === 'driver' ? driverOf(state) : state.change.kind === 'remove' ? state.change.subjects[0] : undefined;
+      }
+      if (id === undefined) return { ...step, description: `${step.description}: no ${step.role} now, skipped` };
+      return { ...step, node: id, description: `${step.description}: ${id}` };
+    };
     const applyFault = async (step: FaultStep): Promise<void> => {
       const node = step.node === undefined ? undefined : nodes.get(step.node);
       switch (step.kind) {
@@ -443,6 +547,27 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         case 'mark-dead-alive':
           if (node !== undefined) void probeMarkDeadOfLive(node, nodes.get(step.from!)!);
           break;
+        case 'member-change':
+          startChangePlan(step);
+          break;
+        case 'isolate':
+          // Cut off from every node both ways for a while (heal steps lift it sooner).
+          if (node !== undefined) {
+            const others = [...nodes.keys()].filter((id) => id !== node.id);
+            for (const other of others) {
+              network.cut(node.id, other);
+              network.cut(other, node.id);
+            }
+            touch(node.id, ...others);
+            scheduler.at(scheduler.now + step.forMs!, () => {
+              for (const other of others) {
+                network.restore(node.id, other);
+                network.restore(other, node.id);
+              }
+              touch(node.id, ...others);
+            });
+          }
+          break;
         case 'storage':
           if (node !== undefined) node.storageTroubleUntil = scheduler.now + step.forMs!;
           break;
@@ -484,7 +609,7 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       const md = markDead;
       md.loop = (async () => {
         while (md.proposing && !declaredDead(md.id)) {
-          const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined && n.id !== md.id);
+          const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined && n.id !== md.id && inClientView(n.id));
           if (candidates.length === 0) {
             await simSleep(scheduler, 250);
             continue;
@@ -537,6 +662,92 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       else aliveProbes.other++;
     };
 
+    // The membership change: what an operator's `kvctl member add / remove / replace / cancel`
+    // does, on a random member's core, with the spare started with cluster.join first.
+    /** Some node adopted a state with `id` a member (an add or replace naming it was chosen). */
+    const memberIn = (id: string) => [...adoptedByEpoch.entries()].some(([epoch, e]) => epoch > 0 && e.state.members.some((m) => m.id === id));
+    const anyAdopted = (test: (state: MembershipState) => boolean) => [...adoptedByEpoch.entries()].some(([epoch, e]) => epoch > 0 && test(e.state));
+    let change:
+      | { readonly plan: ChangePlanKind; readonly target: string | undefined; committed: string[]; refused: string[]; attempts: number; running: boolean; skipped: boolean; loop: Promise<void> | undefined }
+      | undefined;
+    /** Proposes `command` via a random member until it commits (or `done` holds: an earlier attempt committed, or it is moot), is refused for good, or the plan stops. */
+    const proposeUntil = async (command: MembershipCommand, what: string, done: () => boolean, refusedForGood: (message: string) => boolean): Promise<boolean> => {
+      const c = change!;
+      for (let round = 0; c.running && !done() && round < 500; round++) {
+        const candidates = [...nodes.values()].filter((n) => n.up && n.core !== undefined && inClientView(n.id) && !declaredDead(n.id));
+        if (candidates.length === 0) {
+          await simSleep(scheduler, 250);
+          continue;
+        }
+        const proposer = candidates[changeRunRng.nextInt(candidates.length)]!;
+        c.attempts++;
+        const outcome = await proposeOn(proposer, command, proposalMs);
+        membershipLog.push(`${sinceStart()}: ${what} via ${proposer.id}: ${outcome.ok ? `committed as epoch ${outcome.value.epoch}` : errorText(outcome.error)}`);
+        if (outcome.ok) {
+          c.committed.push(what);
+          return true;
+        }
+        if (refusedForGood(errorText(outcome.error))) {
+          c.refused.push(what);
+          return false;
+        }
+        await simSleep(scheduler, 200 + changeRunRng.nextInt(800));
+      }
+      if (done()) {
+        c.committed.push(`${what} (${command.kind === 'cancel' ? 'moot' : 'committed by an attempt given up on'})`);
+        return true;
+      }
+      return false;
+    };
+    const waitFor = async (condition: () => boolean): Promise<boolean> => {
+      for (let round = 0; change!.running && !condition() && round < 2_000; round++) await simSleep(scheduler, 100);
+      return condition();
+    };
+    const startSpare = async (): Promise<void> => {
+      if (nodes.has(spareId)) return;
+      membershipLog.push(`${sinceStart()}: ${spareId} started with cluster.join (unjoined, serving nothing)`);
+      await startNode(newNode(spareId));
+    };
+    const runChangePlan = async (step: FaultStep): Promise<void> => {
+      const plan = step.plan!;
+      const target = step.target;
+      membershipLog.push(`${sinceStart()}: ${step.description}`);
+      if (plan === 'replace') {
+        // mark-dead comes first (docs/membership.md §4.3).
+        if (!(await waitFor(() => declaredDead(target!)))) {
+          membershipLog.push(`${sinceStart()}: replace of ${target}: skipped, it was not declared dead`);
+          change!.skipped = true;
+          return;
+        }
+      }
+      if (plan !== 'remove') {
+        await startSpare();
+        await simSleep(scheduler, step.delayMs!);
+      }
+      if (plan === 'add' || plan === 'add-remove' || plan === 'add-cancel') {
+        if (!(await proposeUntil({ kind: 'add', id: spareId, peer: sparePeer }, `add ${spareId}`, () => memberIn(spareId), () => false))) return;
+        const added = [...adoptedByEpoch.entries()].sort(([a], [b]) => a - b).find(([epoch, e]) => epoch > 0 && e.state.members.some((m) => m.id === spareId))![1].state;
+        const changeId = added.lastChangeId!;
+        if (plan === 'add-cancel') {
+          await simSleep(scheduler, step.secondAfterMs!);
+          const pending = () => newestState().change?.id === changeId && newestState().change?.phase === 'pending';
+          await proposeUntil({ kind: 'cancel' }, `cancel of change ${changeId}`, () => !pending(), (message) => /has switched reads|no change in progress/.test(message));
+        } else if (plan === 'add-remove') {
+          if (!(await waitFor(() => newestState().change === undefined && newestState().members.some((m) => m.id === spareId && m.state === 'normal')))) return;
+          await simSleep(scheduler, step.secondAfterMs!);
+          await proposeUntil({ kind: 'remove', id: target! }, `remove ${target}`, () => anyAdopted((st) => st.members.some((m) => m.id === target && (m.state === 'leaving' || m.state === 'removed'))), () => false);
+        }
+      } else if (plan === 'remove') {
+        await proposeUntil({ kind: 'remove', id: target! }, `remove ${target}`, () => anyAdopted((st) => st.members.some((m) => m.id === target && (m.state === 'leaving' || m.state === 'removed'))), () => false);
+      } else {
+        await proposeUntil({ kind: 'replace', oldId: target!, newId: spareId, peer: sparePeer }, `replace ${target} by ${spareId}`, () => memberIn(spareId), () => false);
+      }
+    };
+    const startChangePlan = (step: FaultStep): void => {
+      change = { plan: step.plan!, target: step.target, committed: [], refused: [], attempts: 0, running: true, skipped: false, loop: undefined };
+      change.loop = runChangePlan(step);
+    };
+
     await scheduler.runUntil(t0 + durationMs);
     loadRunning = false;
     // A member cut off for good is reachable again after the heal, so its mark-dead can only commit before.
@@ -565,6 +776,35 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         await startNode(gone);
       }
     }
+    if (change !== undefined) {
+      // The change must now finish by itself (streaming, switch, done; or the cancel), with
+      // every node up and the network calm: first the plan's commands, then the change.
+      const c = change;
+      // A replace waits for its mark-dead; one that never committed (a member cut off, reachable again after the heal) has nothing to replace.
+      if (c.plan === 'replace' && !declaredDead(c.target!)) {
+        c.running = false;
+        c.skipped = true;
+      }
+      if (c.loop !== undefined) await scheduler.runWhile(c.loop, scheduler.now + changeAfterHealMs);
+      const until = scheduler.now + changeAfterHealMs;
+      while (scheduler.now < until && newestState().change !== undefined) await scheduler.runUntil(scheduler.now + 250);
+      c.running = false;
+      if (c.loop !== undefined) await scheduler.runWhile(c.loop, scheduler.now + proposalMs * 3);
+      membershipLog.push(`${sinceStart()}: after heal: ${describeMembership(newestState())}`);
+      // With every node up and the network calm, each command of the plan must have been chosen.
+      const removing = c.plan === 'remove' || c.plan === 'add-remove';
+      const missing = [
+        ...(c.plan !== 'remove' && !c.skipped && !memberIn(spareId) ? [`${c.plan === 'replace' ? `replace of ${c.target} by` : 'add of'} ${spareId}`] : []),
+        ...(removing && !anyAdopted((st) => st.members.some((m) => m.id === c.target && (m.state === 'leaving' || m.state === 'removed'))) ? [`remove of ${c.target}`] : []),
+      ];
+      if (missing.length > 0) {
+        violations.push({ kind: 'not-converged', message: `the ${missing.join(' and the ')} never committed (${c.attempts} attempts), the last ${changeAfterHealMs} ms after heal with every node up`, details: membershipLog.slice(-20) });
+      }
+      const pending = newestState().change;
+      if (pending !== undefined) {
+        violations.push({ kind: 'not-converged', message: `${describeChange(newestState(), pending)} did not finish within ${changeAfterHealMs} ms after heal, with every node up`, details: membershipLog.slice(-20) });
+      }
+    }
     await scheduler.runUntil(scheduler.now + convergeMs);
     if (probeAfterHeal !== undefined) await scheduler.runWhile(probeMarkDeadOfLive(probeAfterHeal.target, probeAfterHeal.proposer, true), scheduler.now + proposalMs * 3);
     // The membership every live member must end at: the newest state adopted anywhere (one per epoch: check A).
@@ -572,19 +812,55 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     const finalState = adoptedByEpoch.get(finalEpoch)!.state;
     const dead = new Set(finalState.members.filter((m) => m.dead === true).map((m) => m.id));
     const running = [...nodes.values()].filter((n) => n.core !== undefined);
-    const live = running.filter((n) => !dead.has(n.id));
+    // The final members, not declared dead; and the nodes running outside the membership
+    // (removed by a change, a joiner whose add was cancelled or never chosen).
+    const isMember = (id: string) => finalState.members.some((m) => m.id === id && m.state !== 'removed');
+    const live = running.filter((n) => !dead.has(n.id) && isMember(n.id));
+    const outsiders = running.filter((n) => !dead.has(n.id) && !isMember(n.id));
+    const keys = new Set(ops.map((o) => o.key));
+    const ownersOf = (key: string) => live[0]!.core!.ring().preferenceList(Buffer.from(key), replicationFactor);
+    /** Records on members that do not own their key in the final ring, and on running nodes outside the membership. */
+    const findStrays = () => {
+      let checks = 0;
+      const lines: string[] = [];
+      const holders = new Set<SimNode>();
+      for (const node of [...live, ...outsiders]) {
+        for (const key of keys) {
+          if (ownersOf(key).includes(node.id)) continue;
+          checks++;
+          const stored = node.core!.repo.getRecord(Buffer.from(key));
+          if (stored === undefined) continue;
+          const r = decodeRecord(stored);
+          holders.add(node);
+          lines.push(`${node.id}${isMember(node.id) ? '' : ' (not a member)'} holds ${JSON.stringify(key)} (${r.tombstone ? 'tombstone' : JSON.stringify(Buffer.from(r.value).toString('utf8'))} @${r.version.wallMs}.${r.version.counter}@${r.version.nodeId}), owned by ${ownersOf(key).join(', ')}`);
+        }
+      }
+      return { checks, lines, holders };
+    };
+    // Replication-log entries for a member that lost the key are still delivered to it after its
+    // cleanup (re-targeting is not built, docs/membership.md §6.3), leaving stray copies until its
+    // next cleanup: at its next start. Counted, then the holders restarted, and checked after.
+    let straysAfterFirstCleanup = 0;
+    if (options.lateStraysAllowed !== false && (finalState.lastChangeId ?? 0) > 0 && finalState.change === undefined) {
+      const first = findStrays();
+      straysAfterFirstCleanup = first.lines.length;
+      if (first.holders.size > 0) {
+        membershipLog.push(`${sinceStart()}: ${first.lines.length} records on nodes that do not own them after the cleanup (log entries delivered late, §6.3), e.g. ${first.lines[0]}: restarting ${[...first.holders].map((n) => n.id).join(', ')} (cleanup runs again at start)`);
+        for (const node of first.holders) await restartNode(node);
+        await scheduler.runUntil(scheduler.now + 5_000);
+      }
+    }
     // An operator does not repair through a member declared dead (it is fenced anyway).
     for (const node of live) await scheduler.runWhile(node.core!.antiEntropy.repairAll(), scheduler.now + 60_000);
     await scheduler.runUntil(scheduler.now + 2_000);
 
     // Check: the history against the replicas' final contents, replicas identical, trees rebuilt.
-    const keys = new Set(ops.map((o) => o.key));
     // A member declared dead holds nothing the checker expects (it is not a replica any more);
     // that its stale copies never come back is judged on the live replicas' records.
     const replicas = new Map<string, ReplicaContents>();
     for (const node of running) {
       violations.push(...checkTreesMatchStorage(node, keys));
-      if (dead.has(node.id)) continue;
+      if (!live.includes(node)) continue;
       const contents: ReplicaContents = new Map();
       for (const key of keys) {
         const stored = node.core!.repo.getRecord(Buffer.from(key));
@@ -598,10 +874,18 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
     for (const op of ops) (byKey.get(op.key) ?? byKey.set(op.key, []).get(op.key)!).push(op);
     // With more nodes than replicationFactor, only a key's replicas are judged (the others never
     // hold it); a member declared dead still owns its ranges on the ring but is no replica.
-    const ring = live[0]!.core!.ring();
-    const replicasOf = (key: string) => ring.preferenceList(Buffer.from(key), Math.min(3, nodeCount)).filter((id) => !dead.has(id));
+    const replicasOf = (key: string) => ownersOf(key).filter((id) => !dead.has(id));
     const checked = checkHistory(byKey, replicas, { replicasOf });
     violations.push(...checked.violations, ...checkReplicasIdentical(byKey, replicas, 20, replicasOf));
+    // Nowhere else (issue 16 item 5): once the old owners' cleanup ran, a key's records are on its
+    // owners in the final ring only: no copy on a member that does not own it, nor on a node
+    // outside the membership (removed, or a cancelled joiner). A member declared dead is fenced
+    // and not judged (its disk is to be wiped).
+    // During a change (one that did not finish: not-converged above) a key has the owners of both rings.
+    const { checks: strayChecks, lines: strays } = finalState.change === undefined ? findStrays() : { checks: 0, lines: [] };
+    if (strays.length > 0) {
+      violations.push({ kind: 'stray-copy', message: `${strays.length} records on nodes that do not own them in the final ring (epoch ${finalEpoch}), after cleanup: ${strays[0]}`, details: [...strays.slice(0, 10), ...membershipLog.slice(-10)] });
+    }
     // Check B after heal: every live member at the final epoch, with its state.
     const finalCanonical = canonicalMembership(finalState);
     for (const node of live) {
@@ -610,18 +894,30 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         violations.push({ kind: 'membership-behind', message: `${node.id} ended at membership epoch ${state.epoch} (${describeMembership(state)}), not at epoch ${finalEpoch} (${describeMembership(finalState)}), after heal`, details: membershipLog.slice(-20) });
       }
     }
-    // A member declared dead that runs again serves nothing.
-    let deadMemberRan = false;
-    for (const node of running.filter((n) => dead.has(n.id))) {
-      deadMemberRan = true;
+    /** A QUORUM read through `node`, which must serve nothing: undefined if it refused as not serving, else what it did. */
+    const servedBy = async (node: SimNode): Promise<string | undefined> => {
       const deadline = new RequestDeadline(new AbortController().signal, requestMs, node.clock);
       const answer = withGiveUp(scheduler, node.core!.coordinator.read(Buffer.from('c0k0'), 'quorum', deadline), clientGiveUpMs);
       await scheduler.runWhile(answer, scheduler.now + clientGiveUpMs * 2);
       const outcome = await answer;
       deadline.disarm();
-      if (outcome.ok || !(outcome.error instanceof NotServingMemberError)) {
-        violations.push({ kind: 'dead-member-served', message: `${node.id}, declared dead at epoch ${finalEpoch}, ${outcome.ok ? 'answered a QUORUM read' : `failed a QUORUM read otherwise than as not serving: ${String((outcome.error as Error)?.message ?? outcome.error)}`}`, details: membershipLog.slice(-20) });
+      if (!outcome.ok && outcome.error instanceof NotServingMemberError) return undefined;
+      return outcome.ok ? 'answered a QUORUM read' : `failed a QUORUM read otherwise than as not serving: ${String((outcome.error as Error)?.message ?? outcome.error)}`;
+    };
+    // A node outside the membership (removed, never added or cancelled) serves nothing.
+    for (const node of outsiders) {
+      const served = await servedBy(node);
+      if (served !== undefined) {
+        const state = node.core!.membership.current();
+        violations.push({ kind: 'removed-member-served', message: `${node.id}, not a member at epoch ${finalEpoch} (it is at epoch ${state.epoch}: ${describeMembership(state)}), ${served}`, details: membershipLog.slice(-20) });
       }
+    }
+    // A member declared dead that runs again serves nothing.
+    let deadMemberRan = false;
+    for (const node of running.filter((n) => dead.has(n.id))) {
+      deadMemberRan = true;
+      const served = await servedBy(node);
+      if (served !== undefined) violations.push({ kind: 'dead-member-served', message: `${node.id}, declared dead at epoch ${finalEpoch}, ${served}`, details: membershipLog.slice(-20) });
     }
     for (const node of live) {
       const core = node.core!;
@@ -658,6 +954,24 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
         deadMemberRan,
         aliveProbes: { ...aliveProbes },
         finalEpoch,
+        change:
+          change === undefined
+            ? undefined
+            : {
+                plan: change.plan,
+                spare: spareId,
+                target: change.target,
+                committed: change.committed,
+                refused: change.refused,
+                attempts: change.attempts,
+                completed: finalState.change === undefined && (finalState.lastChangeId ?? 0) > 0,
+                cancelled: finalState.members.some((m) => m.id === spareId && m.state === 'removed') && change.plan === 'add-cancel',
+                finalMembers: finalState.members.filter((m) => m.state !== 'removed').map((m) => m.id),
+                cleanedUp: running.reduce((sum, n) => sum + n.core!.changes.cleanedUp, cleanedUpByEarlierIncarnations),
+                strayChecks,
+                straysAfterFirstCleanup,
+                opsViaSpareAcked: ops.filter((o) => o.coordinator === spareId && o.outcome === 'ok').length,
+              },
         log: membershipLog,
       },
     };
@@ -676,7 +990,8 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
 /** Every node's hash trees equal a rebuild from what its storage holds (anti-entropy's premise). */
 function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Violation[] {
   const core = node.core!;
-  const rebuilt = new DigestForest(core.ring());
+  // Over the ring the trees cover (the union ring while a change is in progress).
+  const rebuilt = new DigestForest(core.membership.forestRing());
   for (const key of keys) {
     const k = Buffer.from(key);
     const stored = core.repo.getRecord(k);
@@ -692,7 +1007,7 @@ function checkTreesMatchStorage(node: SimNode, keys: ReadonlySet<string>): Viola
   return out;
 }
 
-type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long' | 'cut-long' | 'storage' | 'mark-dead' | 'mark-dead-alive';
+type FaultKind = 'cut' | 'heal' | 'crash' | 'pause' | 'skew' | 'network' | 'isolate-long' | 'cut-long' | 'storage' | 'mark-dead' | 'mark-dead-alive' | 'member-change' | 'isolate';
 interface FaultStep {
   readonly atMs: number;
   readonly kind: FaultKind;
@@ -707,6 +1022,13 @@ interface FaultStep {
   readonly how?: 'crash' | 'isolate';
   /** mark-dead of a crashed member: its disk is started again after the heal. */
   readonly restartAtEnd?: boolean;
+  /** member-change: the plan, the member it removes or replaces, and its pauses (before the first command; before the second, from the first's commit or end). */
+  readonly plan?: ChangePlanKind;
+  readonly target?: string;
+  readonly delayMs?: number;
+  readonly secondAfterMs?: number;
+  /** A fault aimed at the change: its node is whoever has the role when the step comes. */
+  readonly role?: 'joiner' | 'driver' | 'leaver';
 }
 
 /** The seeded fault schedule: a step every 0.5-3 s of simulated time. */
@@ -800,6 +1122,57 @@ function drawMembershipSteps(rng: Rng, ids: readonly string[], durationMs: numbe
     steps.push({ atMs, kind: 'mark-dead-alive', node, from, description: `mark-dead of ${node} (up and reachable) via ${from}: must be refused` });
   }
   return steps;
+}
+
+/**
+ * The membership change of a run (a stream of its own, so a seed that draws none keeps every
+ * other step), in a share of the seeds: with a member declared dead, its replace by the spare
+ * (once declared dead), an add or an add then cancel; otherwise an add, an add then cancel, an
+ * add then (once done) the remove of a member (the new one too), or with more members than
+ * replicas a remove. Then up to 3 faults aimed at it within 8 s: its joiner crashed, paused or
+ * cut off, its driver or its leaver crashed (whoever has the role when the step comes).
+ */
+function drawChangePlan(rng: Rng, ids: readonly string[], spare: string, durationMs: number, none: boolean, markDeadStep: FaultStep | undefined, replicationFactor: number): FaultStep[] {
+  if (none || ids.length < 3 || rng.nextDouble() >= changeShare) return [];
+  const d = rng.nextInt(100);
+  let plan: ChangePlanKind;
+  if (markDeadStep !== undefined) plan = d < 50 ? 'replace' : d < 75 ? 'add' : 'add-cancel';
+  else if (ids.length - 1 >= replicationFactor) plan = d < 25 ? 'add' : d < 50 ? 'remove' : d < 70 ? 'add-remove' : 'add-cancel';
+  else plan = d < 30 ? 'add' : d < 65 ? 'add-remove' : 'add-cancel';
+  const atMs = plan === 'replace' ? markDeadStep!.atMs + markDeadStep!.forMs! : 1_000 + rng.nextInt(Math.floor(durationMs / 2));
+  const pool = plan === 'add-remove' ? [...ids, spare] : ids;
+  const target = plan === 'replace' ? markDeadStep!.node : plan === 'remove' || plan === 'add-remove' ? pool[rng.nextInt(pool.length)] : undefined;
+  const delayMs = 200 + rng.nextInt(800);
+  const secondAfterMs = plan === 'add-cancel' ? rng.nextInt(700) : rng.nextInt(1_000);
+  const what =
+    plan === 'add'
+      ? `add ${spare}`
+      : plan === 'add-cancel'
+        ? `add ${spare}, cancel it ${secondAfterMs} ms after it commits`
+        : plan === 'add-remove'
+          ? `add ${spare}, once done remove ${target}`
+          : plan === 'remove'
+            ? `remove ${target}`
+            : `replace ${target} by ${spare} once declared dead`;
+  const steps: FaultStep[] = [{ atMs, kind: 'member-change', plan, ...(target === undefined ? {} : { target }), delayMs, secondAfterMs, description: `membership change: ${what} (${plan === 'remove' ? '' : `${spare} started with cluster.join, `}proposed via a random member, retried until it commits)` }];
+  const aimed = rng.nextInt(4);
+  for (let i = 0; i < aimed; i++) {
+    const at = atMs + 300 + rng.nextInt(8_000);
+    const draw = rng.nextInt(100);
+    const forMs = 300 + rng.nextInt(3_000);
+    if (at >= durationMs - 500) continue;
+    if (draw < 40) steps.push({ atMs: at, kind: 'crash', role: 'joiner', forMs, description: `crash the joiner (SIGKILL), restart after ${forMs} ms` });
+    else if (draw < 55) steps.push({ atMs: at, kind: 'pause', role: 'joiner', forMs, description: `pause the joiner for ${forMs} ms` });
+    else if (draw < 70) steps.push({ atMs: at, kind: 'isolate', role: 'joiner', forMs, description: `cut the joiner off from every node for ${forMs} ms` });
+    else if (draw < 90) steps.push({ atMs: at, kind: 'crash', role: 'driver', forMs, description: `crash the change's driver (SIGKILL), restart after ${forMs} ms` });
+    else steps.push({ atMs: at, kind: 'crash', role: 'leaver', forMs, description: `crash the member being removed (SIGKILL), restart after ${forMs} ms` });
+  }
+  return steps.sort((a, b) => a.atMs - b.atMs);
+}
+
+/** The driver of a change (membership-changes.ts driverOf): the lowest-id live member normal in both rings. */
+function driverOf(state: MembershipState): string | undefined {
+  return state.members.find((m) => m.state === 'normal' && m.dead !== true)?.id;
 }
 
 /** The fault schedule and the membership steps in time order (stable: at one time, faults first). */

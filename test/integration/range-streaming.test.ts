@@ -195,7 +195,7 @@ async function reopenReceiver(h: Harness): Promise<void> {
   h.receiver.repoOpen = true;
 }
 
-function streamer(h: Harness, transfers: readonly RangeTransfer[], settings: Partial<RangeStreamerSettings>, rngSeed: number): RangeStreamer {
+function streamer(h: Harness, transfers: readonly RangeTransfer[], settings: Partial<RangeStreamerSettings>, rngSeed: number, isDead?: (id: string) => boolean): RangeStreamer {
   const s = new RangeStreamer({
     selfId: receiverId,
     changeId,
@@ -208,6 +208,7 @@ function streamer(h: Harness, transfers: readonly RangeTransfer[], settings: Par
     rng: new Rng(rngSeed),
     settings: { peerCallMs: 5_000, maxBytesPerSecond: 0, ...settings },
     logger: silent,
+    ...(isDead === undefined ? {} : { isDead }),
   });
   h.streamers.push(s);
   return s;
@@ -435,6 +436,34 @@ describe('range streaming over FetchRange', () => {
     expect(t.sources['n3']).toMatchObject({ role: 'fallback', done: true });
     expect(t.sources['n2']!.bytes).toBeGreaterThan(0);
     expect(h.pages.slice(fetchedBefore).some((p) => p.source === 'n1')).toBe(false);
+    expect(contents(h.receiver.repo, half.startExclusive, half.endInclusive)).toEqual(contents(h.sources.get('n2')!.repo, half.startExclusive, half.endInclusive));
+  });
+
+  it('(c3) a primary stopped mid-stream and declared dead while the streamer runs (not restarted): its fallbacks complete the transfer', async () => {
+    // The simulator found a change stuck for good without this (seed 7026 --nodes 5): the
+    // receiver's streamer is built once per change, and its primary was declared dead later.
+    const records = dataset(new Rng(seed + 4), 2_000, 1_000);
+    const h = await startHarness(['n1', 'n2', 'n3'], records);
+    const n1 = h.sources.get('n1')!;
+    const dead = new Set<string>();
+    const transfer: RangeTransfer = { id: 'c0000000', ...half, primary: 'n1', fallbacks: ['n2', 'n3'] };
+    // A failover far beyond the test's bounds: only the declaration brings the fallbacks in.
+    const s = streamer(h, [transfer], { batchMaxBytes: 16 * 1024, rangesInFlight: 2, sourceFailoverSeconds: 3600, retryDelayMaxMs: 200 }, seed, (id) => dead.has(id));
+    let fromN1 = 0;
+    s.onPage((page) => {
+      if (page.source === 'n1' && ++fromN1 === 3) stopServing(n1);
+    });
+    s.start();
+    await waitFor('the primary to fail', () => (s.progress().transfers[0]!.sources['n1']?.failures ?? 0) > 0);
+    expect(s.progress().transfers[0]!.fallbacksActive).toBe(false);
+    dead.add('n1');
+    await s.whenComplete();
+    const t = s.progress().transfers[0]!;
+    expect(t.done).toBe(true);
+    expect(t.fallbacksActive).toBe(true);
+    expect(t.sources['n1']).toMatchObject({ role: 'primary', done: false });
+    expect(t.sources['n2']).toMatchObject({ role: 'fallback', done: true });
+    expect(t.sources['n3']).toMatchObject({ role: 'fallback', done: true });
     expect(contents(h.receiver.repo, half.startExclusive, half.endInclusive)).toEqual(contents(h.sources.get('n2')!.repo, half.startExclusive, half.endInclusive));
   });
 

@@ -8,7 +8,10 @@ import { runSimulation } from '../../src/sim/simulation.js';
  * resurrected deletes, stale reads, diverged replicas, undrained logs and hash trees that differ
  * from storage; in a share of the seeds a member is crashed (or cut off) for good and declared
  * dead by agreement, and a reachable member's mark-dead must be refused, checked for one state
- * per epoch and every live member at the final epoch. A failure names the seed;
+ * per epoch and every live member at the final epoch; in another share a membership change runs
+ * under the faults (a node added, added then removed or cancelled, a member removed, a dead one
+ * replaced), checked for the same, for the change finishing after the heal and for no record left
+ * on a node that does not own it once the old owners cleaned up. A failure names the seed;
  * `npm run sim -- --seed <n>` replays it exactly.
  */
 const seedFrom = Number(process.env.KVSTORE_TEST_SIM_FROM ?? 1);
@@ -30,6 +33,19 @@ describe('deterministic simulation', () => {
     expect(b.events).toBe(a.events);
   }, 120_000);
 
+  it('a seed with a membership change gives the same history byte for byte', async () => {
+    // Seed 1 adds n4 under faults, then removes n2 once the add is done.
+    const a = await runSimulation({ seed: 1 });
+    const b = await runSimulation({ seed: 1 });
+    expect(a.membership.change?.plan).toBe('add-remove');
+    expect(a.membership.change?.completed).toBe(true);
+    expect(a.violations).toEqual([]);
+    expect(b.history).toBe(a.history);
+    expect(b.trace).toEqual(a.trace);
+    expect(b.membership.log).toEqual(a.membership.log);
+    expect(b.events).toBe(a.events);
+  }, 120_000);
+
   it(`seeds ${seedFrom}-${seedFrom + seedCount - 1}: no violation under faults`, async () => {
     console.log(`simulating seeds ${seedFrom}-${seedFrom + seedCount - 1} (replay one: npm run sim -- --seed <n>)`);
     const failures: string[] = [];
@@ -39,6 +55,7 @@ describe('deterministic simulation', () => {
     let markDeadsCommitted = 0;
     let deadMembersRan = 0;
     let liveMarkDeadsRefused = 0;
+    const changes = { drawn: 0, finished: 0, cancelled: 0, removed: 0, replaced: 0, added: 0, strayChecks: 0, opsViaSpare: 0 };
     for (let seed = seedFrom; seed < seedFrom + seedCount; seed++) {
       const result = await runSimulation({ seed });
       acked += result.opsAcked;
@@ -47,9 +64,21 @@ describe('deterministic simulation', () => {
       if (result.membership.markDeadCommitted) markDeadsCommitted++;
       if (result.membership.deadMemberRan) deadMembersRan++;
       liveMarkDeadsRefused += result.membership.aliveProbes.refusedNotDead;
+      const change = result.membership.change;
+      if (change !== undefined) {
+        changes.drawn++;
+        changes.strayChecks += change.strayChecks;
+        changes.opsViaSpare += change.opsViaSpareAcked;
+        if (change.completed) changes.finished++;
+        if (change.cancelled) changes.cancelled++;
+        if (change.committed.some((c) => c.startsWith('remove'))) changes.removed++;
+        if (change.committed.some((c) => c.startsWith('replace'))) changes.replaced++;
+        if (change.completed && !change.cancelled && change.finalMembers.includes(change.spare)) changes.added++;
+      }
       if (result.violations.length > 0) failures.push(`seed ${seed}: ${result.violations.slice(0, 3).map((v) => `${v.kind}: ${v.message}`).join('; ')}`);
     }
     console.log(`membership: ${markDeadsCommitted} mark-dead steps committed, ${deadMembersRan} dead members ran again, ${liveMarkDeadsRefused} mark-deads of a live member refused`);
+    console.log(`membership changes: ${changes.drawn} drawn, ${changes.finished} finished (${changes.added} with the spare a member, ${changes.cancelled} cancelled, ${changes.removed} removes, ${changes.replaced} replaces), ${changes.strayChecks} records checked absent on non-owners, ${changes.opsViaSpare} operations acknowledged via a spare`);
     // The runs did real work: acknowledged operations and applied faults.
     expect(acked).toBeGreaterThan(seedCount * 100);
     expect(faults).toBeGreaterThan(seedCount * 5);
@@ -61,6 +90,16 @@ describe('deterministic simulation', () => {
       expect(markDeadsCommitted).toBeGreaterThanOrEqual(5);
       expect(deadMembersRan).toBeGreaterThanOrEqual(3);
       expect(liveMarkDeadsRefused).toBeGreaterThanOrEqual(3);
+      // Membership changes ran under the faults and finished, of every kind.
+      expect(changes.drawn).toBeGreaterThanOrEqual(15);
+      expect(changes.finished).toBeGreaterThanOrEqual(12);
+      expect(changes.added).toBeGreaterThanOrEqual(5);
+      expect(changes.cancelled).toBeGreaterThanOrEqual(2);
+      expect(changes.removed).toBeGreaterThanOrEqual(2);
+      expect(changes.replaced).toBeGreaterThanOrEqual(2);
+      expect(changes.strayChecks).toBeGreaterThan(0);
+      // Clients learned of the nodes added and coordinated through them.
+      expect(changes.opsViaSpare).toBeGreaterThan(100);
     }
     expect(failures).toEqual([]);
   }, 600_000);
