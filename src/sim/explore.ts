@@ -9,13 +9,13 @@ import { parseArgs } from 'node:util';
 import { isEntryPoint } from '../common/entry-point.js';
 import { runSimulation, type SimulationOptions, type SimulationResult } from './simulation.js';
 
-const usage = `Usage: npm run sim -- [--seeds <n>] [--from <seed>] [--seed <seed>] [--duration <ms>] [--nodes <n>] [--strict-strays] [--slow-streaming]
+const usage = `Usage: npm run sim -- [--seeds <n>] [--from <seed>] [--seed <seed>] [--duration <ms>] [--nodes <n>] [--allow-late-strays] [--slow-streaming]
   --seeds     how many seeds to explore (default 100), from --from (default 1)
   --seed      run this one seed only, printing its fault trace (a replay)
   --duration  simulated milliseconds of load and faults per seed (default 20000)
   --nodes     cluster size (default 3)
-  --strict-strays  records left on a member that lost their key after its cleanup are violations
-              at once (default: counted, their holders restarted, then checked)
+  --allow-late-strays  records left on a member that lost their key after its cleanup are counted,
+              their holders restarted, then checked (default: violations at once)
   --slow-streaming  streaming throttled to 4 KB/s, one range at a time: a membership change stays
               pending for seconds, so more operations and faults meet its dual quorum
 Exit codes: 0 every seed passed, 1 a seed failed, 2 usage error.`;
@@ -78,7 +78,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // usage, exit 2.
   let values;
   try {
-    values = parseArgs({ args: [...argv], options: { seeds: { type: 'string' }, from: { type: 'string' }, seed: { type: 'string' }, duration: { type: 'string' }, nodes: { type: 'string' }, 'strict-strays': { type: 'boolean' }, 'slow-streaming': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }).values;
+    values = parseArgs({ args: [...argv], options: { seeds: { type: 'string' }, from: { type: 'string' }, seed: { type: 'string' }, duration: { type: 'string' }, nodes: { type: 'string' }, 'allow-late-strays': { type: 'boolean' }, 'slow-streaming': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }).values;
   } catch (err) {
     console.error(`sim: ${(err as Error).message}\n${usage}`);
     return 2;
@@ -92,7 +92,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     const durationMs = positive('duration', values.duration, 20_000, 1000);
     const nodes = positive('nodes', values.nodes, 3, 3);
-    base = { durationMs, nodes, ...(values['strict-strays'] === true ? { lateStraysAllowed: false } : {}), ...(values['slow-streaming'] === true ? { slowStreaming: true } : {}) };
+    base = { durationMs, nodes, ...(values['allow-late-strays'] === true ? { lateStraysAllowed: true } : {}), ...(values['slow-streaming'] === true ? { slowStreaming: true } : {}) };
     if (values.seed !== undefined) seeds = [positive('seed', values.seed, 1, 0)];
     else {
       const from = positive('from', values.from, 1, 0);
@@ -118,7 +118,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         console.log(`  ${v.kind}: ${v.message}`);
         for (const d of v.details.slice(0, 12)) console.log(`    ${d}`);
       }
-      console.log(`replay: npm run sim -- --seed ${seed} --duration ${base.durationMs} --nodes ${base.nodes}${base.lateStraysAllowed === false ? ' --strict-strays' : ''}${base.slowStreaming === true ? ' --slow-streaming' : ''}`);
+      console.log(`replay: npm run sim -- --seed ${seed} --duration ${base.durationMs} --nodes ${base.nodes}${base.lateStraysAllowed === true ? ' --allow-late-strays' : ''}${base.slowStreaming === true ? ' --slow-streaming' : ''}`);
       console.log('finding the shortest failing prefix of the fault schedule...');
       const shortest = await shortestFailingPrefix({ ...base, seed }, result.trace.length);
       console.log(`shortest failing prefix: the first ${shortest.steps} of ${result.trace.length} fault steps:`);

@@ -36,9 +36,10 @@ export interface SimulationOptions {
   readonly noFaults?: boolean;
   readonly graceSeconds?: number;
   /**
-   * Records on a member that lost their key, found after its cleanup (log entries delivered late,
-   * §6.3), are counted and their holders restarted before the strict no-strays check (default).
-   * False: they are `stray-copy` violations at once (for code that re-targets those entries).
+   * True: records on a member that lost their key, found after its cleanup (log entries
+   * delivered late, §6.3), are counted and their holders restarted before the no-strays check.
+   * Default false: they are `stray-copy` violations at once, since a node turns such deliveries
+   * away once the change is over and the entries were re-targeted (log-retarget.ts).
    */
   readonly lateStraysAllowed?: boolean;
   /** Streaming throttled to 4 KB/s, one range at a time: a change stays pending for seconds (default off). */
@@ -837,11 +838,11 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
       }
       return { checks, lines, holders };
     };
-    // Replication-log entries for a member that lost the key are still delivered to it after its
-    // cleanup (re-targeting is not built, docs/membership.md §6.3), leaving stray copies until its
-    // next cleanup: at its next start. Counted, then the holders restarted, and checked after.
+    // With lateStraysAllowed (the behaviour before re-targeting, docs/membership.md §6.3): stray
+    // copies left by late log deliveries are counted, their holders restarted (cleanup runs again
+    // at start), and only then checked.
     let straysAfterFirstCleanup = 0;
-    if (options.lateStraysAllowed !== false && (finalState.lastChangeId ?? 0) > 0 && finalState.change === undefined) {
+    if (options.lateStraysAllowed === true && (finalState.lastChangeId ?? 0) > 0 && finalState.change === undefined) {
       const first = findStrays();
       straysAfterFirstCleanup = first.lines.length;
       if (first.holders.size > 0) {
