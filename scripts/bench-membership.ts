@@ -143,7 +143,7 @@ async function main(): Promise<void> {
     const ms = (v: number) => v.toFixed(2);
     console.log(`member add n4: ${changeSeconds.toFixed(1)} s from the command to the end of the change`);
     console.log(`n4 received ${streamedKeys} keys, ${(streamedBytes / 2 ** 20).toFixed(1)} MiB by streaming in about ${streamSeconds.toFixed(1)} s (${(streamedBytes / 2 ** 20 / Math.max(streamSeconds, 0.001)).toFixed(1)} MiB/s, ${Math.round(streamedKeys / Math.max(streamSeconds, 0.001))} keys/s); n4 holds ${n4Status.recordCount} records at the end`);
-    console.log(`probe (${probeClients} clients, QUORUM, half gets, half puts): before p50 ${ms(percentile(before, 50))} ms p99 ${ms(percentile(before, 99))} ms (${before.length} ops in ${beforeMs / 1000} s); during p50 ${ms(percentile(during, 50))} ms p99 ${ms(percentile(during, 99))} ms (${during.length} ops in ${changeSeconds.toFixed(1)} s); ${failures} failed`);
+    console.log(`probe (${probeClients} clients, QUORUM, half gets, half puts): before p50 ${ms(percentile(before, 50))} ms p99 ${ms(percentile(before, 99))} ms p99.9 ${ms(percentile(before, 99.9))} ms max ${ms(before[before.length - 1] ?? Number.NaN)} ms (${before.length} ops in ${beforeMs / 1000} s); during p50 ${ms(percentile(during, 50))} ms p99 ${ms(percentile(during, 99))} ms p99.9 ${ms(percentile(during, 99.9))} ms max ${ms(during[during.length - 1] ?? Number.NaN)} ms (${during.length} ops in ${changeSeconds.toFixed(1)} s); ${failures} failed`);
     for (const [reason, n] of failureReasons) console.log(`  ${n} x ${reason}`);
   } finally {
     for (const c of clients) c.close();

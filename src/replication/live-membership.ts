@@ -202,7 +202,7 @@ export class LiveMembership {
     this.ringView = view;
     if (ringChanged) {
       // Filled in pages while the node keeps serving (a synchronous replay stopped a node holding
-      // a million records for about 2 s, twice per change); the old trees answer meanwhile,
+      // a million records for about 4 s, twice per change); the old trees answer meanwhile,
       // under their own ring's id, and are swapped for the new ones once those are complete.
       const next = new DigestForest(view.unionRing);
       const ring = view.unionRing;

@@ -39,9 +39,10 @@ export const requestOverheadBytes = 64 * 1024;
 const clockSeedWaitMsMax = 2_000;
 /**
  * Records read per page when the hash trees are rebuilt after a placement change, each page under
- * the write lock: about 20 ms of this machine's time (300,000 records took 547 ms in one replay).
+ * the write lock: 5-10 ms here (300,000 records took 547 ms in one replay). Larger pages hold
+ * writes back longer each time; BENCHMARKS.md, "Adding a node, again", measured 10,000 and 2,500.
  */
-export const forestRebuildPageRecords = 10_000;
+export const forestRebuildPageRecords = 2_500;
 
 /** What composeNodeCore needs besides the config: the seams. */
 export interface NodeCoreSeams {
