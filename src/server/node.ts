@@ -1,9 +1,10 @@
-import { createServer, type Server } from 'nice-grpc';
+import { createChannel, createClient, createServer, type Server } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import type { Logger } from 'pino';
 import { type BackupResponse, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
 import { SystemClock } from '../platform/clock.js';
-import { grpcPeerConnector } from '../platform/peer-transport.js';
+import { grpcPeerConnector, peerChannelOptions } from '../platform/peer-transport.js';
+import { probeJoinAddresses, reportJoinProbe } from './join-probe.js';
 import { composeNodeCore, type MembershipCommand, type NodeCore, requestOverheadBytes } from './node-core.js';
 import { type BackupStatus, type ChangeMembershipRequest, type ChangeMembershipResponse, KVStoreDefinition, MemberState as MemberStateMessage, memberStateFromJSON, type StatusResponse } from '../../gen/kvstore/v1/kvstore.js';
 import { describeChange, type MemberState } from '../cluster/membership.js';
@@ -38,7 +39,7 @@ import { RunningOperations, runningOperationsMaxDefault } from './running-operat
 import { OperationStreamStats } from './operation-stream.js';
 import { createPeerService } from './peer-service.js';
 import { malformedRequestMiddleware, withMalformedRequestsMarked } from './malformed-requests.js';
-import { ownPeerCertificateCheck, peerChannelCredentials, peerIdentityInterceptor, peerTlsChannelOptions, ReloadingTls, serverCredentials } from './tls-credentials.js';
+import { ownPeerCertificateCheck, peerChannelCredentials, peerChannelCredentialsAnyNode, peerIdentityInterceptor, peerTlsChannelOptions, ReloadingTls, serverCredentials } from './tls-credentials.js';
 import { LateRequestStats } from './late-requests.js';
 import { streamsClosingSignal } from './stream-messages.js';
 import { type MetricsServer, type NodeCounters, NodeMetrics, startMetricsServer } from './metrics.js';
@@ -288,6 +289,17 @@ export class KvNode {
       };
       core.membership.onChange(() => healthOfMembership());
       healthOfMembership();
+      if (core.membership.isUnjoined && config.cluster.join.length > 0 && peerAddress !== undefined) {
+        const advertised = peerAddress;
+        const messageBytes = core.peerMessageBytes;
+        void probeJoinAddresses(selfId, config.cluster.join, (address) => {
+          // The member's id is not known yet: with peerTls, any certificate naming one kvstore node.
+          const channel = createChannel(address, peerTls === undefined ? undefined : peerChannelCredentialsAnyNode(peerTls), { ...peerChannelOptions(messageBytes), ...(peerTls === undefined ? {} : peerTlsChannelOptions('kvstore-join')) });
+          return { client: createClient(PeerServiceDefinition, channel), close: () => channel.close() };
+        })
+          .then((results) => reportJoinProbe(selfId, advertised, { replicationFactor: config.cluster.replicationFactor, vnodesPerMember: config.cluster.vnodesPerMember }, results, logger))
+          .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'cluster.join: probing the join addresses failed'));
+      }
       logger.info(
         { nodeId: selfId, listen: listenAddress, peerListen: peerAddress, metricsListen: metrics?.address, dataDir: config.dataDir, members: members.map((m) => m.id), replicationFactor: config.cluster.replicationFactor },
         `kvstore node ${selfId} listening on ${listenAddress}, data in ${config.dataDir}`,

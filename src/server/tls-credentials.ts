@@ -274,6 +274,18 @@ export function peerChannelCredentials(source: ReloadingTls, memberId: string): 
 }
 
 /**
+ * Channel credentials for a peer whose id is not known yet (a `cluster.join` address, probed at
+ * start): mutual TLS as peerChannelCredentials, the peer's certificate verified against
+ * peerTls.caFile and naming exactly one kvstore node, whichever.
+ */
+export function peerChannelCredentialsAnyNode(source: ReloadingTls): grpc.ChannelCredentials {
+  const provider = new ReloadingCertificateProvider(source);
+  return grpc.experimental.createCertificateProviderChannelCredentials(provider, provider, {
+    checkServerIdentity: (_host, cert) => (certificateNodeIds(cert.subjectaltname).length === 1 ? undefined : new Error('peer certificate names no single kvstore node')),
+  });
+}
+
+/**
  * Channel options for a peer link with peerTls: the TLS server name (SNI) is the member id, not
  * the address (an IP address is not a valid SNI name, and the identity check ignores it anyway).
  */

@@ -59,6 +59,25 @@ describe('membership state', () => {
     }
   });
 
+  it('a node started with cluster.join reports at start what its join addresses reach: the cluster and how to add it, or that none answers', async () => {
+    const dir = makeTempDir('kvstore-member-join-probe-');
+    const good = NodeProcess.create(dir, 'n5', { peerListen: `127.0.0.1:${await unusedPort()}`, cluster: { join: ['127.0.0.1:1', cluster.node('n2').peerListen], replicationFactor: 3 } });
+    // n6 also places keys differently: it is warned at start, before any add is refused.
+    const bad = NodeProcess.create(dir, 'n6', { peerListen: `127.0.0.1:${await unusedPort()}`, cluster: { join: ['127.0.0.1:1'], replicationFactor: 3 } });
+    const misplaced = NodeProcess.create(dir, 'n7', { peerListen: `127.0.0.1:${await unusedPort()}`, cluster: { join: [cluster.node('n1').peerListen], replicationFactor: 3, vnodesPerMember: 64 } });
+    try {
+      await Promise.all([good.start(), bad.start(), misplaced.start()]);
+      await waitFor('n5 to report its join addresses', () => good.output().includes('reaches a kvstore cluster'));
+      expect(good.output()).toContain(`cluster.join: ${cluster.node('n2').peerListen} reaches a kvstore cluster (n2 answered, at membership epoch 1): add this node there with \`kvctl member add n5 ${good.peerListen}\``);
+      await waitFor('n6 to report its join address', () => bad.output().includes('no address reaches a kvstore cluster'));
+      await waitFor('n7 to warn about its placement', () => misplaced.output().includes(`cluster.join: ${cluster.node('n1').peerListen} has cluster.vnodesPerMember 128, this node 64: \`member add\` will refuse n7`));
+      expect(bad.output()).toMatch(/cluster\.join: no address reaches a kvstore cluster \(127\.0\.0\.1:1: .*\): check cluster\.join and that those members run; n6 waits to be added anyway/);
+    } finally {
+      await Promise.all([good.stop(), bad.stop(), misplaced.stop()]);
+      removeTempDir(dir);
+    }
+  });
+
   it('the epoch is persisted: a restart keeps it; an edited member list is ignored with a warning (members change by agreement only)', async () => {
     const n3 = cluster.node('n3');
     await n3.stop();
