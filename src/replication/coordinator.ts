@@ -71,6 +71,12 @@ interface WritePlan {
 }
 
 /** What one round of a write achieved. */
+/** What a write's rounds share: per replica, what it held before this write's first record it applied; every tracked entry. */
+interface WriteRoundsState {
+  readonly learned: Map<string, Buffer | undefined>;
+  readonly tracked: { readonly loop: DeliveryLoop; readonly seq: number }[];
+}
+
 interface RoundOutcome {
   /** Enough replicas applied the round's record. */
   readonly acked: boolean;
@@ -158,13 +164,23 @@ export class Coordinator {
     let floor = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
     const ownRecords: Buffer[] = [];
     let previous: Buffer | undefined;
+    const rounds: WriteRoundsState = { learned: new Map(), tracked: [] };
+    try {
+      return await this.runRounds(plan, value, tombstone, deadline, floor, ownRecords, previous, rounds);
+    } finally {
+      for (const t of rounds.tracked) t.loop.untrack(t.seq);
+    }
+  }
+
+  private async runRounds(plan: WritePlan, value: Buffer, tombstone: boolean, deadline: RequestDeadline, floor: Buffer | undefined, ownRecords: Buffer[], previous: Buffer | undefined, rounds: WriteRoundsState): Promise<ReadResult> {
+    const { level } = plan;
     for (let round = 1; ; round++) {
       const version = this.clock.nowAbove(floor === undefined ? undefined : decodeRecordHeader(floor).version);
       const record = encodeRecord({ version, tombstone, value });
       ownRecords.push(record);
       // A log entry's enqueue time is never above its record's version: the tombstone purge
       // relies on it (a tombstone older than every queued entry supersedes none of them).
-      const outcome = await this.writeRound(plan, record, Math.min(this.time.wallMs(), version.wallMs), ownRecords, deadline);
+      const outcome = await this.writeRound(plan, record, Math.min(this.time.wallMs(), version.wallMs), ownRecords, previous, rounds, deadline);
       previous = newerRecord(previous, outcome.previous);
       if (outcome.acked) return toReadResult(previous);
       if (round >= writeRoundsMax) {
@@ -184,7 +200,7 @@ export class Coordinator {
    * reach. Resolves with acked = false and the newest superseding record when some replica held
    * a newer version (the caller stamps above it); throws when the replicas are unreachable.
    */
-  private async writeRound(plan: WritePlan, record: Buffer, enqueuedAtMs: number, ownRecords: readonly Buffer[], deadline: RequestDeadline): Promise<RoundOutcome> {
+  private async writeRound(plan: WritePlan, record: Buffer, enqueuedAtMs: number, ownRecords: readonly Buffer[], previousSoFar: Buffer | undefined, rounds: WriteRoundsState, deadline: RequestDeadline): Promise<RoundOutcome> {
     const { key, peers, selfIsReplica, required, level, sets } = plan;
     const selfId = this.settings.selfId;
     // Whether this node's own copy alone could satisfy every set (ONE, with this node a replica of each).
@@ -198,11 +214,21 @@ export class Coordinator {
       // Registered before the loops are woken, so none can deliver an entry unseen. A peer sends
       // back its old record only if newer than the one we hold (usually it is not). Tracked even
       // when no peer ack is needed: a peer may be the only one to tell us it holds a newer version.
-      const knownPrevious = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
+      // It must be a record some replica could have held before this write: after a first round,
+      // our own copy is that round's record, and a replica holding an older real value would then
+      // answer nothing, so the put would answer a stale old value (found by the simulator, seed
+      // 7143 --nodes 5). So: our copy unless it is our own, or the old value found so far.
+      const local = selfIsReplica ? this.repo.getRecordHeader(key) : undefined;
+      const ownCopy = local !== undefined && ownRecords.some((own) => recordHeader(own).equals(local));
+      const knownPrevious = newerRecord(ownCopy ? undefined : local, previousSoFar === undefined ? undefined : Buffer.from(recordHeader(previousSoFar)));
       if (waitForPeers) {
         for (const { peer, seq } of reserved.entries) {
           const loop = this.peers.loop(peer)!;
           tracked.push({ loop, seq, outcome: loop.track(seq, knownPrevious) });
+          // Kept until the whole write ends (not this round): a replica that applies this
+          // round's entry only later, just before a later round's, answers what it really held
+          // here, and the later round sees our own record there instead (see `consider`).
+          rounds.tracked.push({ loop, seq });
         }
       }
     }
@@ -229,7 +255,7 @@ export class Coordinator {
      * it applied `record` over an old value it could not send back (too large for its answer:
      * the write then does not count that replica, rather than answer a wrong old value).
      */
-    const consider = (before: Buffer | undefined, valueOmitted = false): boolean => {
+    const consider = (node: string, before: Buffer | undefined, valueOmitted = false): boolean => {
       // The replica already held this very record: a redelivery after its acknowledgement was
       // lost (a broken stream). What it replaced there is unknown, so the replica does not count:
       // counting it could answer an old value older than one it held.
@@ -239,14 +265,20 @@ export class Coordinator {
         superseding = newerRecord(superseding, before);
         return false;
       }
-      if (before !== undefined && !isOwn(before, ownRecords)) {
-        if (valueOmitted) return false;
-        previous = newerRecord(previous, before);
+      if (before !== undefined && isOwn(before, ownRecords)) {
+        // It held an earlier round's record of ours: what that one replaced there is what it
+        // held before this write. Unknown until that entry's answer came: then it does not count.
+        if (!rounds.learned.has(node)) return false;
+        previous = newerRecord(previous, rounds.learned.get(node));
+        return true;
       }
+      if (valueOmitted) return false;
+      rounds.learned.set(node, newerRecord(rounds.learned.get(node), before));
+      if (before !== undefined) previous = newerRecord(previous, before);
       return true;
     };
     if (selfIsReplica) {
-      if (consider(committed.previous)) appliedBy.add(selfId);
+      if (consider(selfId, committed.previous)) appliedBy.add(selfId);
       else failedBy.add(selfId);
     }
     if (!waitForPeers) {
@@ -259,49 +291,46 @@ export class Coordinator {
       (sets.length > 1 ? ` in each of the old and the new replica sets (a membership change is in progress)` : '') +
       (reasons.length > 0 ? ` (${reasons.join('; ')})` : '') +
       '; it is stored in the replication log and will still reach every replica';
-    try {
-      await deadline.race(
-        new Promise<void>((resolve, reject) => {
-          // Already decided before any peer answers: replicas declared dead count as failed.
-          const settle = () => {
+    // The entries stay tracked until the whole write ends (rounds.tracked).
+    await deadline.race(
+      new Promise<void>((resolve, reject) => {
+        // Already decided before any peer answers: replicas declared dead count as failed.
+        const settle = () => {
+          if (acked()) resolve();
+          else if (!reachable()) {
+            if (superseding !== undefined) resolve();
+            else reject(new NotEnoughReplicasError(describe()));
+          }
+        };
+        settle();
+        for (const t of tracked) {
+          void t.outcome.then((o) => {
+            const peer = t.loop.peerId;
+            if (!o.delivered) {
+              failedBy.add(peer);
+              reasons.push(o.reason);
+            } else if (consider(peer, o.previous, o.previousValueOmitted === true)) appliedBy.add(peer);
+            else {
+              failedBy.add(peer);
+              reasons.push(
+                o.previous?.equals(record) === true
+                  ? `${t.loop.peerId} got the write twice (its first acknowledgement was lost), so the value it replaced is unknown`
+                  : o.previousValueOmitted === true && compareRecords(recordHeader(record), o.previous!) > 0
+                    ? `${t.loop.peerId} could not send back the old value (too large for one answer)`
+                    : `${t.loop.peerId} holds a newer version`,
+              );
+            }
             if (acked()) resolve();
             else if (!reachable()) {
               if (superseding !== undefined) resolve();
               else reject(new NotEnoughReplicasError(describe()));
             }
-          };
-          settle();
-          for (const t of tracked) {
-            void t.outcome.then((o) => {
-              const peer = t.loop.peerId;
-              if (!o.delivered) {
-                failedBy.add(peer);
-                reasons.push(o.reason);
-              } else if (consider(o.previous, o.previousValueOmitted === true)) appliedBy.add(peer);
-              else {
-                failedBy.add(peer);
-                reasons.push(
-                  o.previous?.equals(record) === true
-                    ? `${t.loop.peerId} got the write twice (its first acknowledgement was lost), so the value it replaced is unknown`
-                    : o.previousValueOmitted === true && compareRecords(recordHeader(record), o.previous!) > 0
-                      ? `${t.loop.peerId} could not send back the old value (too large for one answer)`
-                      : `${t.loop.peerId} holds a newer version`,
-                );
-              }
-              if (acked()) resolve();
-              else if (!reachable()) {
-                if (superseding !== undefined) resolve();
-                else reject(new NotEnoughReplicasError(describe()));
-              }
-            });
-          }
-          void settle;
-        }),
-        describe,
-      );
-    } finally {
-      for (const t of tracked) t.loop.untrack(t.seq);
-    }
+          });
+        }
+        void settle;
+      }),
+      describe,
+    );
     return { acked: acked(), applied: appliedBy.size, previous, superseding };
   }
 
