@@ -39,7 +39,7 @@ export const requestOverheadBytes = 64 * 1024;
 const clockSeedWaitMsMax = 2_000;
 /**
  * Records read per page when the hash trees are rebuilt after a placement change, each page under
- * the write lock: 5-10 ms here (300,000 records took 547 ms in one replay). Larger pages hold
+ * the write lock: about 5 ms here at the measured replay rate (300,000 records in 547 ms). Larger pages hold
  * writes back longer each time; BENCHMARKS.md, "Adding a node, again", measured 10,000 and 2,500.
  */
 export const forestRebuildPageRecords = 2_500;

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvClient } from '../../src/client/index.js';
 import { makeTempDir, NodeProcess, removeTempDir } from '../helpers/node-process.js';
 import { kvctl } from '../helpers/probes.js';
 import { unusedPort } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
+import { directClients, membershipScenarioConfig } from '../helpers/membership-load.js';
 
 /**
  * A source declared dead while a joiner streams from it (docs/membership.md §5.4), with real
@@ -17,19 +17,9 @@ const preloadKeys = 2000;
 describe('membership change: a source declared dead mid-stream', () => {
   const dir = makeTempDir('kvstore-member-dead-source-');
   const nodes = new Map<string, NodeProcess>();
-  const clients: KvClient[] = [];
   const peerOf = new Map<string, string>();
-  const client = (id: string) => {
-    const c = new KvClient({ endpoints: [nodes.get(id)!.listen], deadlineMs: 10_000, maxAttempts: 1 });
-    clients.push(c);
-    return c;
-  };
-  const common = {
-    replication: { retryMinMs: 20, retryMaxMs: 300, probeIntervalMs: 250 },
-    timeouts: { requestMs: 5_000, peerCallMs: 1_500 },
-    antiEntropy: { intervalSeconds: 0 },
-    membership: { deadAfterSeconds: 1 },
-  };
+  const { client, closeAll } = directClients(nodes);
+  const common = { ...membershipScenarioConfig, membership: { deadAfterSeconds: 1 } };
 
   beforeAll(async () => {
     for (const id of ['n1', 'n2', 'n3', 'n4']) peerOf.set(id, `127.0.0.1:${await unusedPort()}`);
@@ -44,7 +34,7 @@ describe('membership change: a source declared dead mid-stream', () => {
   }, 60_000);
 
   afterAll(async () => {
-    for (const c of clients) c.close();
+    closeAll();
     await Promise.all([...nodes.values()].map((n) => n.stop()));
     removeTempDir(dir);
   });

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KvClient } from '../../src/client/index.js';
 import { Ring } from '../../src/cluster/ring.js';
 import { Rng } from '../../src/common/rng.js';
 import { makeTempDir, NodeProcess, removeTempDir } from '../helpers/node-process.js';
@@ -7,6 +6,7 @@ import { kvctl } from '../helpers/probes.js';
 import { readReplica } from '../helpers/replica-state.js';
 import { TcpProxy, unusedPort } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
+import { directClients, membershipScenarioConfig } from '../helpers/membership-load.js';
 
 /**
  * Replication-log entries of moving ranges are re-targeted (issue 16 item 2, docs/membership.md
@@ -24,19 +24,10 @@ const keys = 400;
 describe('membership change: log entries held for a member that loses ranges reach the gainer', () => {
   const dir = makeTempDir('kvstore-member-retarget-');
   const nodes = new Map<string, NodeProcess>();
-  const clients: KvClient[] = [];
   const peerOf = new Map<string, string>();
   let n2ToN3: TcpProxy;
-  const client = (id: string) => {
-    const c = new KvClient({ endpoints: [nodes.get(id)!.listen], deadlineMs: 10_000, maxAttempts: 1 });
-    clients.push(c);
-    return c;
-  };
-  const common = {
-    replication: { retryMinMs: 20, retryMaxMs: 300, probeIntervalMs: 250 },
-    timeouts: { requestMs: 5_000, peerCallMs: 1_500 },
-    antiEntropy: { intervalSeconds: 0 },
-  };
+  const { client, closeAll } = directClients(nodes);
+  const common = { ...membershipScenarioConfig };
 
   beforeAll(async () => {
     for (const id of ['n1', 'n2', 'n3', 'n4']) peerOf.set(id, `127.0.0.1:${await unusedPort()}`);
@@ -53,7 +44,7 @@ describe('membership change: log entries held for a member that loses ranges rea
   }, 60_000);
 
   afterAll(async () => {
-    for (const c of clients) c.close();
+    closeAll();
     await Promise.all([...nodes.values()].map((n) => n.stop()));
     await n2ToN3?.close();
     removeTempDir(dir);

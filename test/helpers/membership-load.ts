@@ -1,13 +1,34 @@
 import { join } from 'node:path';
 import { open } from 'lmdb';
-import type { KvClient } from '../../src/client/index.js';
+import { KvClient } from '../../src/client/index.js';
 import { decodeMembership, type MembershipState } from '../../src/cluster/membership.js';
 import { RingView } from '../../src/cluster/ring-view.js';
 import { environmentFileName } from '../../src/storage/repository.js';
 import { checkHistory, type CheckResult } from './nemesis/checker.js';
 import { formatReport } from './nemesis/harness.js';
 import { History, type Op, type Workload } from './nemesis/history.js';
+import type { NodeProcess } from './node-process.js';
 import { readReplica, type ReplicaContents, seededRandom } from './replica-state.js';
+
+/** Config the small membership scenarios share: fast retries and probes, anti-entropy off (only streams and writes copy data). */
+export const membershipScenarioConfig = {
+  replication: { retryMinMs: 20, retryMaxMs: 300, probeIntervalMs: 250 },
+  timeouts: { requestMs: 5_000, peerCallMs: 1_500 },
+  antiEntropy: { intervalSeconds: 0 },
+};
+
+/** A client per call on one node's public port, no retries elsewhere; `closeAll` closes every one made. */
+export function directClients(nodes: ReadonlyMap<string, NodeProcess>): { client(id: string): KvClient; closeAll(): void } {
+  const made: KvClient[] = [];
+  return {
+    client(id) {
+      const c = new KvClient({ endpoints: [nodes.get(id)!.listen], deadlineMs: 10_000, maxAttempts: 1 });
+      made.push(c);
+      return c;
+    },
+    closeAll: () => made.forEach((c) => c.close()),
+  };
+}
 
 /**
  * The client load of the membership tests (test/cluster/membership-*.test.ts), recorded for the
