@@ -118,7 +118,9 @@ function benchTls(dir: string, size: number): { ca: string; perNode: (id: string
  * Starts `size` local nodes in a fresh temp dir; retries on another port block if one is taken.
  * With `auth`, the nodes authenticate every call (benchAuth) and the cluster's `token` is the one to send.
  */
-export async function startBenchCluster(size: number, replicationFactor?: number, auth = false, tls = false): Promise<BenchCluster> {
+export async function startBenchCluster(size: number, replicationFactor?: number, auth = false, tls = false, cpuProfileDir?: string): Promise<BenchCluster> {
+  // Each node writes its profile when it stops (SIGTERM: the cluster's stop).
+  const nodeArgs = cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`];
   let lastError: unknown;
   for (let attempt = 0; attempt < startAttemptsMax; attempt++) {
     const dir = mkdtempSync(join(tmpdir(), 'kvstore-bench-'));
@@ -126,7 +128,7 @@ export async function startBenchCluster(size: number, replicationFactor?: number
       const basePort = await findBasePort(size);
       const authSetup = auth ? benchAuth(dir) : undefined;
       const tlsSetup = tls ? benchTls(dir, size) : undefined;
-      const cluster = await LocalCluster.generate(size, dir, basePort, { ...localClusterExtra(size, basePort, replicationFactor), ...authSetup?.config }, undefined, tlsSetup?.perNode);
+      const cluster = await LocalCluster.generate(size, dir, basePort, { ...localClusterExtra(size, basePort, replicationFactor), ...authSetup?.config }, undefined, tlsSetup?.perNode, nodeArgs);
       if (!(await waitUntilHealthy(cluster.endpoints, false, healthyTimeoutMs, authSetup?.token, tlsSetup?.ca))) {
         await cluster.stop();
         throw new Error(`the local cluster's nodes did not all see each other within ${healthyTimeoutMs} ms`);

@@ -93,6 +93,8 @@ export interface BenchOptions {
    * certificates made for the run); the load generator then talks TLS.
    */
   tls: boolean;
+  /** With --local-cluster: every node runs under `node --cpu-prof`, writing its profile into this directory when it stops. */
+  serverCpuProfileDir: string | undefined;
 }
 
 /** What a caller may leave out; {@link resolveBenchOptions} fills in the rest. */
@@ -172,6 +174,7 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
   const auth = input.auth ?? false;
   const tls = input.tls ?? false;
   check(!tls || localCluster !== undefined, '--tls applies to --local-cluster only');
+  check(input.serverCpuProfileDir === undefined || localCluster !== undefined, '--server-cpu-prof applies to --local-cluster only (profile an external node with node --cpu-prof yourself)');
   check(!auth || localCluster !== undefined, '--auth applies to --local-cluster only (give an external cluster\'s token with --token)');
   return {
     workload,
@@ -200,5 +203,6 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
     token: input.token,
     auth,
     tls,
+    serverCpuProfileDir: input.serverCpuProfileDir,
   };
 }

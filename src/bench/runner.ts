@@ -186,7 +186,7 @@ export async function runBenchmark(options: BenchOptions, hooks: RunHooks, exist
     let target: Target;
     if (options.localCluster !== undefined) {
       log(`starting a local cluster of ${options.localCluster} node${options.localCluster === 1 ? '' : 's'}...`);
-      cluster = await startBenchCluster(options.localCluster, options.replicationFactor, options.auth, options.tls);
+      cluster = await startBenchCluster(options.localCluster, options.replicationFactor, options.auth, options.tls, options.serverCpuProfileDir);
       log(`local cluster up: ${cluster.endpoints.join(', ')} (data in ${cluster.dir}, replication factor ${cluster.replicationFactor})`);
       target = clusterTarget(cluster);
     } else {
@@ -219,6 +219,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
   const bar = new ProgressBar(hooks.progress);
   const notes: string[] = [];
   if (options.tls) notes.push('the nodes ran with TLS on the public port and mutual TLS between them; the load generator talked TLS');
+  if (options.serverCpuProfileDir !== undefined) notes.push(`the nodes ran with node --cpu-prof (profiles in ${options.serverCpuProfileDir}): the profiler's cost is in these figures`);
   if (options.auth) notes.push('the nodes ran with auth: every call carried a bearer token and was checked against the users file');
 
   const workers = plans.map(

@@ -1,6 +1,7 @@
 /**
  * `kvctl bench`: the load generator (src/bench) on the command line. See docs/benchmarking.md.
  */
+import { resolve } from 'node:path';
 import { BenchOptionsError, clientKinds, concurrencyDefault, durationSecondsDefault, durationSecondsMax, keysDefault, resolveBenchOptions, timeoutMsDefault, valueBytesDefault, warmupSecondsDefault, type BenchOptionsInput, type ClientKind } from '../bench/options.js';
 import { writeHtmlReport } from '../bench/report-html.js';
 import { reportToJson, writeJsonReport } from '../bench/report-json.js';
@@ -70,6 +71,7 @@ const options: KvctlOption[] = [
   { flags: '--rf <R>', group: targetGroup, description: 'replication factor of the local cluster (default min(3, N))' },
   { flags: '--auth', group: targetGroup, description: 'start the local cluster with auth (a users file of one user) and send its token' },
   { flags: '--tls', group: targetGroup, description: 'start the local cluster with TLS on both ports (mutual TLS between nodes; development certificates made for the run) and load it over TLS' },
+  { flags: '--server-cpu-prof <DIR>', group: targetGroup, description: "with --local-cluster: run every node under node --cpu-prof, writing each node's .cpuprofile into DIR when the run ends" },
   { flags: '--server-pids <p1,p2>', group: targetGroup, description: "measure these local server processes' CPU (/proc/<pid>/stat)" },
   { flags: '--out <FILE.json>', group: outputGroup, description: 'write the full report as JSON' },
   { flags: '--html <FILE.html>', group: outputGroup, description: 'write a self-contained HTML report with charts' },
@@ -151,6 +153,8 @@ export function benchInputFromFlags(args: readonly string[], flags: KvctlFlagVal
   set('token', globals.token);
   set('auth', flags['auth'] === true ? true : undefined);
   set('tls', flags['tls'] === true ? true : undefined);
+  const profileDir = stringFlag(flags, 'server-cpu-prof');
+  set('serverCpuProfileDir', profileDir === undefined ? undefined : resolve(profileDir));
   return input;
 }
 

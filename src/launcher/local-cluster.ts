@@ -39,23 +39,25 @@ export class LocalCluster {
     extra: NodeConfig = {},
     onLine?: (id: string, line: string) => void,
     perNode: (id: string) => NodeConfig = () => ({}),
+    nodeArgs: readonly string[] = [],
   ): Promise<LocalCluster> {
     mkdirSync(dir, { recursive: true });
     const members = localClusterMembers(size, basePort);
     const paths = members.map(
       ({ id, peer }, i) => createNodeConfig(dir, id, { listen: `${host}:${basePort + i}`, peerListen: peer, cluster: { members }, ...extra, ...perNode(id) }).path,
     );
-    return LocalCluster.launch(paths, onLine);
+    return LocalCluster.launch(paths, onLine, nodeArgs);
   }
 
   /**
    * Starts one node per config file (each in its own process group, so a terminal's Ctrl-C
-   * reaches only the launching program) and waits until every one listens.
+   * reaches only the launching program) and waits until every one listens. `nodeArgs`: Node's
+   * own flags for every node (e.g. `--cpu-prof`).
    */
-  static async launch(configPaths: readonly string[], onLine?: (id: string, line: string) => void): Promise<LocalCluster> {
+  static async launch(configPaths: readonly string[], onLine?: (id: string, line: string) => void, nodeArgs: readonly string[] = []): Promise<LocalCluster> {
     const nodes = await launchNodes(configPaths, (path) => {
       const id = configFileId(path);
-      return { id, detached: true, ...(onLine === undefined ? {} : { onLine: (line: string) => onLine(id, line) }) };
+      return { id, detached: true, nodeArgs, ...(onLine === undefined ? {} : { onLine: (line: string) => onLine(id, line) }) };
     });
     return new LocalCluster(nodes);
   }

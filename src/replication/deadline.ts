@@ -2,6 +2,17 @@ import { type Clock, systemClock, type TimerHandle } from '../platform/clock.js'
 import { RequestTimeoutError } from './errors.js';
 
 /**
+ * What RequestDeadline needs of a call's cancellation: an AbortSignal, or the lighter one the
+ * direct unary path makes per call (direct-unary.ts), since an AbortController per call showed
+ * in the unary profile at ~12 µs per put (BENCHMARKS.md).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
+/**
  * How long a request may wait for replicas: the client's cancellation or deadline (`signal`,
  * aborted by gRPC when the call's deadline passes) and the server's own cap (`timeoutMs`,
  * counted from when the request first waits). One per call, shared by every operation of a
@@ -22,7 +33,7 @@ export class RequestDeadline {
   };
 
   constructor(
-    private readonly signal: AbortSignal,
+    private readonly signal: CancelSignal,
     private readonly timeoutMs: number,
     private readonly clock: Clock = systemClock,
   ) {

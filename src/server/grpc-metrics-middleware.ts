@@ -88,6 +88,20 @@ export class GrpcServerMetrics {
     };
   }
 
+  /**
+   * A unary call answered outside nice-grpc (direct-unary.ts): counted as started now; the
+   * function returned ends it with its status code and duration, as the middleware would.
+   */
+  startUnary(path: string): (code: Status, seconds: number) => void {
+    const stats = this.statsOf({ path, requestStream: false, responseStream: false, options: {} });
+    this.started.inc(stats.labels);
+    return (code, seconds) => {
+      const labels = { ...stats.labels, grpc_code: statusName(code) };
+      this.handled.inc(labels);
+      this.handling.observe(labels, seconds);
+    };
+  }
+
   private statsOf(method: MethodDescriptor): MethodStats {
     let stats = this.methods.get(method.path);
     if (stats === undefined) {

@@ -18,7 +18,8 @@ import type {
 } from '../../gen/kvstore/v1/kvstore.js';
 import type { ConsistencyLevel } from '../cluster/quorum.js';
 import type { Coordinator } from '../replication/coordinator.js';
-import { RequestDeadline } from '../replication/deadline.js';
+import { type CancelSignal, RequestDeadline } from '../replication/deadline.js';
+import { deadlineMetadataKey } from '../common/deadline-header.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
 import { sessionOf } from './auth/auth-middleware.js';
 import type { AuthSession } from './auth/authenticator.js';
@@ -77,11 +78,28 @@ export interface KvServiceDeps {
 
 const emptyValue = Buffer.alloc(0);
 
+/** What a unary Put, Get or Delete needs of its call, whichever server layer read it. */
+export interface UnaryCallInfo {
+  /** The value of metadata `kvstore-deadline-unix-ms` (late-requests.ts), undefined when absent. */
+  readonly deadlineHeader: unknown;
+  /** Aborted when the client cancels or the call's gRPC deadline passes. */
+  readonly signal: CancelSignal;
+  /** The caller when the node runs with auth, else undefined (nothing is checked). */
+  readonly session: AuthSession | undefined;
+}
+
+/** The unary Put, Get and Delete of the public service, from decoded request to answer; they throw domain errors. */
+export interface KvUnaryOperations {
+  put(request: KeyValue, call: UnaryCallInfo): Promise<OldValue>;
+  get(request: Key, call: UnaryCallInfo): Promise<Value>;
+  delete(request: Key, call: UnaryCallInfo): Promise<DeleteResponse>;
+}
+
 /**
  * The public KVStore service: each handler checks its request, calls the coordinator and shapes
  * the answer. Errors are mapped to status codes by the error middleware (error-middleware.ts).
  */
-export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementation {
+export function createKvService(deps: KvServiceDeps): { service: KVStoreServiceImplementation; unary: KvUnaryOperations } {
   const { coordinator, limits, budget } = deps;
   const running = deps.running ?? new RunningOperations();
   const lateRequests = new LateRequests(deps.lateRequestToleranceMs ?? lateRequestToleranceMsDefault, deps.lateRequestStats ?? new LateRequestStats(), deps.wallClock);
@@ -90,10 +108,10 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
    * with RESOURCE_EXHAUSTED before anything runs), and stops the timer when the call is answered.
    * A call read long after its client's deadline is refused first (DEADLINE_EXCEEDED, nothing run).
    */
-  const withDeadline = async <T>(context: CallContext, bytes: number, handle: (deadline: RequestDeadline) => Promise<T>): Promise<T> => {
-    lateRequests.checkCall(context.metadata);
+  const withDeadline = async <T>(call: UnaryCallInfo, bytes: number, handle: (deadline: RequestDeadline) => Promise<T>): Promise<T> => {
+    lateRequests.checkDeadlineHeader(call.deadlineHeader);
     budget.tryAcquire(bytes);
-    const deadline = new RequestDeadline(context.signal, deps.requestMs);
+    const deadline = new RequestDeadline(call.signal, deps.requestMs);
     try {
       return await handle(deadline);
     } finally {
@@ -101,6 +119,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       budget.release(bytes);
     }
   };
+  const callInfo = (context: CallContext): UnaryCallInfo => ({ deadlineHeader: context.metadata.get(deadlineMetadataKey), signal: context.signal, session: sessionOf(context) });
 
   // `session`: the caller when the node runs with auth (auth-middleware.ts), else undefined and
   // nothing is checked. Each operation is checked where its key is known, so in a Batch or on an
@@ -157,15 +176,24 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
         });
       };
 
-  return {
+  // The public server answers these three on grpc-js directly (direct-unary.ts); the service
+  // below answers them through nice-grpc with the same functions (a server built without the
+  // direct path, and the tests that call the service).
+  const unary: KvUnaryOperations = {
+    put: (request, call) => withDeadline(call, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline, call.session)),
+    get: (request, call) => withDeadline(call, operationBytes(request.key.length, 0), (deadline) => get(request, deadline, call.session)),
+    delete: (request, call) => withDeadline(call, operationBytes(request.key.length, 0), (deadline) => del(request, deadline, call.session)),
+  };
+
+  const service: KVStoreServiceImplementation = {
     async put(request, context) {
-      return withDeadline(context, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline, sessionOf(context)));
+      return unary.put(request, callInfo(context));
     },
     async get(request, context) {
-      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => get(request, deadline, sessionOf(context)));
+      return unary.get(request, callInfo(context));
     },
     async delete(request, context) {
-      return withDeadline(context, operationBytes(request.key.length, 0), (deadline) => del(request, deadline, sessionOf(context)));
+      return unary.delete(request, callInfo(context));
     },
     async batch(request, context) {
       const count = request.operations.length;
@@ -174,7 +202,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       }
       const bytes = request.operations.reduce((sum, op) => sum + batchOperationBytes(op), 0);
       const session = sessionOf(context);
-      return withDeadline(context, bytes, async (deadline) => {
+      return withDeadline(callInfo(context), bytes, async (deadline) => {
         // Each answer counts against the budget from when it is known until the call returns
         // (in-flight-budget.ts); an operation that finds the budget full is not run, so a Batch
         // of large answers gets some and RESOURCE_EXHAUSTED for the rest, not all in memory.
@@ -239,6 +267,7 @@ export function createKvService(deps: KvServiceDeps): KVStoreServiceImplementati
       return deps.changeMembership(request);
     },
   };
+  return { service, unary };
 }
 
 /** Kinds of a Batch or OperationStream operation (the `operation` label of kvstore_operation_duration_seconds). */

@@ -52,7 +52,11 @@ export class LateRequests {
    * passed by more than the tolerance, INVALID_ARGUMENT if it carries one that is not a number.
    */
   checkCall(metadata: Metadata): void {
-    const raw = metadata.get(deadlineMetadataKey);
+    this.checkDeadlineHeader(metadata.get(deadlineMetadataKey));
+  }
+
+  /** checkCall of the value of a call's deadline header (`kvstore-deadline-unix-ms`), undefined when absent. */
+  checkDeadlineHeader(raw: unknown): void {
     if (raw === undefined) return;
     if (typeof raw !== 'string' || !decimalDeadline.test(raw)) {
       throw new InvalidRequestError(`metadata ${deadlineMetadataKey} must be the call's deadline in Unix epoch milliseconds, as 1 to ${deadlineDigitsMax} decimal digits; got ${JSON.stringify(String(raw)).slice(0, 80)}`);

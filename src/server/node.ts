@@ -27,11 +27,12 @@ import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
 import { authMiddleware } from './auth/auth-middleware.js';
-import { certificateCnFromMetadata, clientCertificateInterceptor } from './auth/client-certificate.js';
+import { certificateCnFromMetadata, clientCertificateCnMetadataKey, clientCertificateInterceptor } from './auth/client-certificate.js';
 import { Authenticator } from './auth/authenticator.js';
 import { metricsAccess } from './auth/metrics-access.js';
 import { securityWarnings } from './security-warnings.js';
 import { createKvService } from './kv-service.js';
+import { type DirectUnaryHandler, directUnaryInterceptor, firstMetadataValue } from './direct-unary.js';
 import { InFlightBudget, operationOverheadBytes } from './in-flight-budget.js';
 import { AdminJobs } from './admin-jobs.js';
 import { connectionLimitOptions } from './connection-limits.js';
@@ -175,13 +176,7 @@ export class KvNode {
         repo.onCommit((commit) => nodeMetrics.observeCommit(commit));
         antiEntropy.onExchange((result) => nodeMetrics.observeExchange(result));
       }
-      // The metrics middleware goes outside errorMiddleware: it sees the status codes sent.
-      const publicServer = withGrpcMetrics(createServer({
-        ...connectionLimitOptions(config.connections),
-        'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
-        'grpc.max_send_message_length': publicAnswerBytesMax(config.limits),
-      }), nodeMetrics).use(errorMiddleware(logger));
-      const kvService = createKvService({
+      const { service: kvService, unary: kvUnary } = createKvService({
           coordinator,
           limits: config.limits,
           defaultRead: config.consistency.read,
@@ -219,6 +214,28 @@ export class KvNode {
       // Only the KVStore service authenticates its callers: the health service stays open.
       // With a client CA, a verified client certificate's subject CN names a user (client-certificate.ts).
       const certificateUsers = authenticator !== undefined && config.tls?.clientCaFile !== undefined;
+      // Put, Get and Delete are answered on grpc-js directly (direct-unary.ts), the rest through nice-grpc.
+      const directUnary = directUnaryInterceptor({
+        methods: new Map<string, DirectUnaryHandler>([
+          [`/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.put.name}`, kvUnary.put],
+          [`/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.get.name}`, kvUnary.get],
+          [`/${KVStoreDefinition.fullName}/${KVStoreDefinition.methods.delete.name}`, kvUnary.delete],
+        ]),
+        authenticate: authenticator === undefined ? undefined : (metadata) => {
+          const header = firstMetadataValue(metadata, 'authorization');
+          const cn = certificateUsers ? firstMetadataValue(metadata, clientCertificateCnMetadataKey) : undefined;
+          return authenticator.authenticate(typeof header === 'string' ? header : undefined, typeof cn === 'string' && cn !== '' ? cn : undefined);
+        },
+        metrics: nodeMetrics?.grpc,
+        logger,
+      });
+      // The metrics middleware goes outside errorMiddleware: it sees the status codes sent.
+      const publicServer = withGrpcMetrics(createServer({
+        ...connectionLimitOptions(config.connections),
+        'grpc.max_receive_message_length': Math.max(publicRequestBytesFloor, config.limits.maxValueBytes + config.limits.maxKeyBytes + requestOverheadBytes),
+        'grpc.max_send_message_length': publicAnswerBytesMax(config.limits),
+        interceptors: [directUnary],
+      }), nodeMetrics).use(errorMiddleware(logger));
       // Malformed protobuf answers INVALID_ARGUMENT, after the credentials (malformed-requests.ts).
       const kvDefinition = withMalformedRequestsMarked(KVStoreDefinition);
       if (authenticator === undefined) publicServer.with(malformedRequestMiddleware()).add(kvDefinition, kvService);
