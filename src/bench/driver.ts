@@ -1,15 +1,17 @@
 /**
  * How a worker issues operations: through the SDK (KvClient: per-call deadline timer, failover,
- * retries of reads, coalescing into Batch RPCs unless turned off) or through bare nice-grpc clients of gen/ (one request object and one call;
+ * retries of reads, coalescing into Batch RPCs unless turned off) or through bare grpc-js clients with gen/'s codecs (one request object and one call;
  * the deadline travels as grpc-timeout and the node enforces it). Both spread a thread's channels
  * over the endpoints the same way, so their numbers are comparable.
  */
-import { ChannelCredentials, ClientError, createChannel, createClient, Metadata, Status, type Channel } from 'nice-grpc';
-import { KVStoreDefinition, type KVStoreClient } from '../../gen/kvstore/v1/kvstore.js';
+import * as grpc from '@grpc/grpc-js';
+import { ClientError, Status } from 'nice-grpc';
+import { Key, KeyValue, KVStoreDefinition } from '../../gen/kvstore/v1/kvstore.js';
 import { toConsistency } from '../client/convert.js';
 import { KvClient, KvError, channelsPerEndpointMax, statusName, type ConsistencyLevel } from '../client/index.js';
 import type { ClientKind } from './options.js';
 import type { OpName } from './workload.js';
+import { channelzOff } from '../common/grpc-options.js';
 
 /** How long a worker waits for all its channels to connect before giving up. */
 export const connectTimeoutMs = 10_000;
@@ -17,6 +19,7 @@ export const connectTimeoutMs = 10_000;
 const receiveBytesUnlimited = -1;
 /** Cap the reconnect backoff (grpc-js default 120 s) so a restarted node is used again quickly. */
 const channelOptions = {
+  ...channelzOff,
   'grpc.max_receive_message_length': receiveBytesUnlimited,
   'grpc.initial_reconnect_backoff_ms': 250,
   'grpc.max_reconnect_backoff_ms': 2000,
@@ -67,8 +70,11 @@ export function createDriver(kind: ClientKind, options: { endpoints: string[]; c
   return new SdkDriver({ ...options, coalesce: kind !== 'sdk-no-coalesce', operationStream: kind === 'sdk' });
 }
 
+/** The channel under a grpc-js client. */
+type ClientChannel = ReturnType<grpc.Client['getChannel']>;
+
 /** Waits until `channel` is READY; fails at once on TRANSIENT_FAILURE (refused) or at the deadline. */
-async function waitReady(channel: Channel, address: string, deadlineAt: number): Promise<void> {
+async function waitReady(channel: ClientChannel, address: string, deadlineAt: number): Promise<void> {
   for (;;) {
     const state: number = channel.getConnectivityState(true);
     if (state === channelReady) return;
@@ -77,52 +83,100 @@ async function waitReady(channel: Channel, address: string, deadlineAt: number):
     }
     if (Date.now() >= deadlineAt) throw new ConnectError(`cannot connect to ${address}: not connected within ${connectTimeoutMs} ms`);
     await new Promise<void>((resolve) => {
-      channel.watchConnectivityState(state as Parameters<Channel['watchConnectivityState']>[0], deadlineAt, () => resolve());
+      channel.watchConnectivityState(state as Parameters<ClientChannel['watchConnectivityState']>[0], deadlineAt, () => resolve());
     });
   }
 }
 
+/**
+ * One unary call per operation on bare grpc-js (`Client.makeUnaryRequest` with the generated
+ * codecs): the leanest way a Node program can call the API without the SDK, and so the nearest
+ * this load generator gets to a client in another language. Its cost sits on the same two cores
+ * as the nodes it measures (BENCHMARKS.md): nice-grpc's client around the same call added an
+ * AbortSignal listener and a metadata conversion per call.
+ */
 class RawDriver implements Driver {
-  private readonly channels: Channel[];
-  private readonly clients: KVStoreClient[];
+  private readonly clients: grpc.Client[];
   private readonly consistency: number;
-  /** Read-only: nice-grpc converts it to grpc-js metadata on every call. */
-  private readonly metadata: Metadata;
+  private readonly metadata: grpc.Metadata;
+  /** Each loop's call in flight (a loop has at most one), cancelled when its signal aborts. */
+  private readonly inFlight = new Map<AbortSignal, grpc.ClientUnaryCall>();
+  private readonly watched = new WeakSet<AbortSignal>();
 
   constructor(private readonly options: { channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; tlsCa: string | undefined }) {
-    const credentials = options.tlsCa === undefined ? undefined : ChannelCredentials.createSsl(Buffer.from(options.tlsCa));
+    const credentials = options.tlsCa === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(Buffer.from(options.tlsCa));
     const options2 = options.tlsCa === undefined ? channelOptions : { ...channelOptions, ...benchTlsChannelOptions };
-    this.channels = options.channelEndpoints.map((address) => createChannel(address, credentials, options2));
-    this.clients = this.channels.map((channel) => createClient(KVStoreDefinition, channel));
+    this.clients = options.channelEndpoints.map((address) => new grpc.Client(address, credentials, options2));
     this.consistency = toConsistency(options.consistency);
-    this.metadata = Metadata().set('grpc-timeout', `${options.timeoutMs}m`);
+    this.metadata = new grpc.Metadata();
     if (options.token !== undefined) this.metadata.set('authorization', `Bearer ${options.token}`);
   }
 
   async connect(): Promise<void> {
     const deadlineAt = Date.now() + connectTimeoutMs;
-    await Promise.all(this.channels.map((channel, i) => waitReady(channel, this.options.channelEndpoints[i]!, deadlineAt)));
+    await Promise.all(this.clients.map((client, i) => waitReady(client.getChannel(), this.options.channelEndpoints[i]!, deadlineAt)));
   }
 
-  async exec(op: OpName, slot: number, key: Buffer, value: Buffer, signal: AbortSignal): Promise<void> {
-    const client = this.clients[slot]!;
-    const callOptions = { signal, metadata: this.metadata };
+  exec(op: OpName, slot: number, key: Buffer, value: Buffer, signal: AbortSignal): Promise<void> {
     switch (op) {
       case 'get':
-        await client.get({ key, consistency: this.consistency }, callOptions);
-        return;
+        return this.call(slot, rawMethods.get, { key, consistency: this.consistency }, signal);
       case 'put':
-        await client.put({ key, value, consistency: this.consistency }, callOptions);
-        return;
+        return this.call(slot, rawMethods.put, { key, value, consistency: this.consistency }, signal);
       case 'delete':
-        await client.delete({ key, consistency: this.consistency }, callOptions);
-        return;
+        return this.call(slot, rawMethods.delete, { key, consistency: this.consistency }, signal);
     }
   }
 
-  close(): void {
-    for (const channel of this.channels) channel.close();
+  private call<Request>(slot: number, method: RawMethod<Request>, request: Request, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.reject(abortError());
+    if (!this.watched.has(signal)) {
+      this.watched.add(signal);
+      signal.addEventListener('abort', () => this.inFlight.get(signal)?.cancel(), { once: true });
+    }
+    return new Promise<void>((resolve, reject) => {
+      const call = this.clients[slot]!.makeUnaryRequest(method.path, method.serialize, decodeNothing, request, this.metadata, { deadline: Date.now() + this.options.timeoutMs }, (error) => {
+        this.inFlight.delete(signal);
+        if (error === null) resolve();
+        else reject(error.code === Status.CANCELLED && signal.aborted ? abortError() : new ClientError(method.path, error.code, error.details));
+      });
+      this.inFlight.set(signal, call);
+    });
   }
+
+  close(): void {
+    for (const client of this.clients) client.close();
+  }
+}
+
+interface RawMethod<Request> {
+  readonly path: string;
+  readonly serialize: (request: Request) => Buffer;
+}
+
+function rawMethod<Request>(name: string, type: { encode(message: Request): { finish(): Uint8Array } }): RawMethod<Request> {
+  return {
+    path: `/${KVStoreDefinition.fullName}/${name}`,
+    serialize: (request) => {
+      const bytes = type.encode(request).finish();
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+  };
+}
+
+const rawMethods = {
+  get: rawMethod<Key>(KVStoreDefinition.methods.get.name, Key),
+  put: rawMethod<KeyValue>(KVStoreDefinition.methods.put.name, KeyValue),
+  delete: rawMethod<Key>(KVStoreDefinition.methods.delete.name, Key),
+};
+
+/** The answers are not looked at: only whether the call succeeded. */
+const decodeNothing = (): undefined => undefined;
+
+function abortError(): Error {
+  const error = new Error('the operation was aborted');
+  error.name = 'AbortError';
+  return error;
 }
 
 class SdkDriver implements Driver {

@@ -12,7 +12,7 @@ export const clientKinds = ['sdk', 'sdk-batch', 'sdk-no-coalesce', 'raw'] as con
  * `sdk`: the KvClient SDK as users get it (deadlines, failover, concurrent calls on a connection
  * coalesced into OperationStream messages); `sdk-batch`: the SDK with `operationStream: false`
  * (coalesced into Batch calls); `sdk-no-coalesce`: the SDK with `coalesce: false` (one RPC per
- * operation); `raw`: bare nice-grpc clients from gen/, one RPC per operation.
+ * operation); `raw`: bare grpc-js clients with gen/'s codecs, one unary call per operation.
  */
 export type ClientKind = (typeof clientKinds)[number];
 

@@ -22,6 +22,7 @@ import { deadlineMetadataKey, deadlineMetadataValue } from '../common/deadline-h
 import { isNotServingRefusal } from '../common/not-serving.js';
 import { isOverloadRefusal } from '../common/overload.js';
 import { KvError, toKvError } from './errors.js';
+import { channelzOff } from '../common/grpc-options.js';
 import type {
   BackupOptions,
   BackupStatus,
@@ -102,6 +103,7 @@ const listLimitMax = 0xffff_ffff;
  * would stay unused for minutes; we cap the backoff so a recovered node is used within seconds.
  */
 const channelOptionsDefault: Record<string, string | number> = {
+  ...channelzOff,
   'grpc.initial_reconnect_backoff_ms': 250,
   'grpc.max_reconnect_backoff_ms': 2000,
   // A node may allow values up to 32 MiB (limits.maxValueBytes); grpc-js would refuse any

@@ -1,5 +1,6 @@
 import { type ChannelCredentials, type ChannelOptions, createChannel, createClient } from 'nice-grpc';
 import { type PeerServiceClient, PeerServiceDefinition } from '../../gen/kvstore/internal/v1/peer.js';
+import { channelzOff } from '../common/grpc-options.js';
 
 /**
  * The peer transport seam: every call one node makes to another (replicate, read replica, scan,
@@ -42,6 +43,7 @@ export function peerReceiveBytesMax(messageBytesMax: number): number {
  */
 export function peerChannelOptions(messageBytesMax: number): ChannelOptions {
   return {
+    ...channelzOff,
     'grpc.max_receive_message_length': peerReceiveBytesMax(messageBytesMax),
     'grpc.max_send_message_length': messageBytesMax,
     // Reconnect quickly after a peer restarts; the delivery loop has its own backoff.

@@ -1,5 +1,6 @@
 import type { ChannelOptions } from '@grpc/grpc-js';
 import type { NodeConfig } from '../config/schema.js';
+import { channelzOff } from '../common/grpc-options.js';
 
 /**
  * The grpc-js server options that bound what one connection can hold on either port
@@ -10,6 +11,7 @@ import type { NodeConfig } from '../config/schema.js';
  */
 export function connectionLimitOptions(connections: NodeConfig['connections']): ChannelOptions {
   return {
+    ...channelzOff,
     'grpc.max_concurrent_streams': connections.maxConcurrentStreams,
     'grpc.max_connection_idle_ms': connections.idleTimeoutMs,
     'grpc.keepalive_time_ms': connections.keepaliveTimeMs,
