@@ -1,3 +1,5 @@
+import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket, connect } from 'node:net';
 
 export type ProxyMode = 'open' | 'cut' | 'blackhole';
@@ -88,14 +90,43 @@ export class TcpProxy {
   }
 }
 
-/** A 127.0.0.1 port nothing listens on right now (e.g. for a configured member that is absent). */
+/**
+ * A 127.0.0.1 port nothing listens on right now (for a configured member that is absent, or a
+ * fixed peer port a node keeps across restarts). Drawn below the kernel's ephemeral range: a port
+ * from listen(0) is one that any outgoing connection of a parallel test may take as its local
+ * port the moment it is free again (a node restarting on a fixed port then fails with
+ * EADDRINUSE, seen in a full run). Below the range only another bind can take it, and two draws
+ * colliding among ~20,000 ports is the rare case the bind check here catches at the draw.
+ * Not a seeded choice: which free port a test gets changes nothing it checks.
+ */
 export async function unusedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  const [ephemeralLow] = ephemeralPortRange();
+  const low = 10_000;
+  const high = ephemeralLow - 1;
+  for (let attempt = 0; attempt < unusedPortAttemptsMax; attempt++) {
+    const port = high > low ? low + randomInt(high - low + 1) : 0;
+    const server = createServer();
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    const { port: chosen } = server.address() as { port: number };
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    return chosen;
+  }
+  throw new Error(`no free port found below the ephemeral range in ${unusedPortAttemptsMax} attempts`);
+}
+
+const unusedPortAttemptsMax = 50;
+
+/** The kernel's ephemeral port range (Linux), or the IANA one where it cannot be read. */
+function ephemeralPortRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high)) return [low!, high!];
+  } catch {
+    // not Linux
+  }
+  return [49152, 65535];
 }
