@@ -9,7 +9,7 @@ import { Status } from '../../src/client/index.js';
 import { newToken, tokenDigest } from '../../src/server/auth/users-file.js';
 import { deleteOp, getOp, putOp } from '../helpers/batch-results.js';
 import { op, RawStream } from '../helpers/raw-stream.js';
-import { collectKeys, describeCli, expectCode, grpcErrorOf, kvErrorOf, makeTempDir, runKvstore, SingleNode } from '../helpers/single-node.js';
+import { collectKeys, describeCli, expectCode, grpcErrorOf, kvErrorOf, makeTempDir, removeTempDir, runKvstore, SingleNode } from '../helpers/single-node.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -259,11 +259,15 @@ describe('auth: the users file is validated at start', () => {
     writeFileSync(usersFile, 'roles:\n  r: { read: ["a/"], wirte: [] }\nusers:\n  bob: { roles: [nope], tokenSha256: xyz }\n');
     const config = join(dir, 'node.yaml');
     writeFileSync(config, `listen: 127.0.0.1:0\ndataDir: ${join(dir, 'data')}\nauth:\n  usersFile: ${usersFile}\n`);
-    const result = await runKvstore(['--config', config]);
-    expect(result.code, describeCli(result)).toBe(2);
-    expect(result.stderr).toContain(`invalid users file ${usersFile}`);
-    expect(result.stderr).toMatch(/roles\.r: Unrecognized key.*wirte/);
-    expect(result.stderr).toMatch(/users\.bob\.tokenSha256: must be 64 hex digits/);
+    try {
+      const result = await runKvstore(['--config', config]);
+      expect(result.code, describeCli(result)).toBe(2);
+      expect(result.stderr).toContain(`invalid users file ${usersFile}`);
+      expect(result.stderr).toMatch(/roles\.r: Unrecognized key.*wirte/);
+      expect(result.stderr).toMatch(/users\.bob\.tokenSha256: must be 64 hex digits/);
+    } finally {
+      removeTempDir(dir);
+    }
   });
 });
 
