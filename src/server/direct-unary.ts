@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { deadlineMetadataKey } from '../common/deadline-header.js';
 import type { CancelSignal } from '../replication/deadline.js';
 import type { AuthSession } from './auth/authenticator.js';
-import { isDomainError, toServerError } from './error-status.js';
+import { statusOfFailedCall } from './error-middleware.js';
 import type { GrpcServerMetrics } from './grpc-metrics-middleware.js';
 import type { UnaryCallInfo } from './kv-service.js';
 import { rejectIfMalformed } from './malformed-requests.js';
@@ -119,7 +119,8 @@ class DirectUnaryCall extends grpc.ServerInterceptingCall {
           this.next.sendStatus({ code: Status.UNIMPLEMENTED, details: `Received no request message for unary method ${this.path}`, metadata: null });
           return;
         }
-        void this.run();
+        // run() answers every failure of the handler itself; this catches a bug in the answering.
+        this.run().catch((err: unknown) => this.options.logger.error({ err, method: this.path }, 'answering a unary call failed'));
       },
       onCancel: () => this.cancellation.abort(),
     });
@@ -138,10 +139,7 @@ class DirectUnaryCall extends grpc.ServerInterceptingCall {
       code = Status.OK;
       this.next.sendMessage(answer, () => this.next.sendStatus({ code: Status.OK, details: 'OK', metadata: null }));
     } catch (err) {
-      if (!isDomainError(err) && !(err instanceof Error && err.name === 'ServerError')) {
-        logger.error({ err, method: this.path }, 'request failed with an unexpected error');
-      }
-      const status = toServerError(err);
+      const status = statusOfFailedCall(err, this.path, logger);
       code = status.code;
       this.next.sendStatus({ code: status.code, details: status.details, metadata: null });
     }

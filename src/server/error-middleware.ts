@@ -1,4 +1,4 @@
-import type { CallContext, ServerMiddlewareCall } from 'nice-grpc';
+import type { CallContext, ServerError, ServerMiddlewareCall } from 'nice-grpc';
 import type { Logger } from 'pino';
 import { isDomainError, toServerError } from './error-status.js';
 
@@ -11,10 +11,15 @@ export function errorMiddleware(logger: Logger) {
     try {
       return yield* call.next(call.request, context);
     } catch (err) {
-      if (!isDomainError(err) && !(err instanceof Error && err.name === 'ServerError')) {
-        logger.error({ err, method: call.method.path }, 'request failed with an unexpected error');
-      }
-      throw toServerError(err);
+      throw statusOfFailedCall(err, call.method.path, logger);
     }
   };
+}
+
+/** The status a call that threw `err` ends with; a bug (not a domain error) is logged first. */
+export function statusOfFailedCall(err: unknown, method: string, logger: Logger): ServerError {
+  if (!isDomainError(err) && !(err instanceof Error && err.name === 'ServerError')) {
+    logger.error({ err, method }, 'request failed with an unexpected error');
+  }
+  return toServerError(err);
 }

@@ -81,9 +81,7 @@ export class GrpcServerMetrics {
       const request = call.requestStream ? countReceived(call.request, stats) : call.request;
       const inner: AsyncGenerator<Response, Response | void, undefined> = call.next(request, context);
       return new ObservedCall(inner, call.responseStream ? stats : undefined, (error) => {
-        const labels = { ...stats.labels, grpc_code: statusName(context.signal.aborted ? Status.CANCELLED : error === undefined ? Status.OK : codeOf(error)) };
-        this.handled.inc(labels);
-        this.handling.observe(labels, (performance.now() - startedMs) / 1000);
+        this.ended(stats, context.signal.aborted ? Status.CANCELLED : error === undefined ? Status.OK : codeOf(error), (performance.now() - startedMs) / 1000);
       });
     };
   }
@@ -95,11 +93,14 @@ export class GrpcServerMetrics {
   startUnary(path: string): (code: Status, seconds: number) => void {
     const stats = this.statsOf({ path, requestStream: false, responseStream: false, options: {} });
     this.started.inc(stats.labels);
-    return (code, seconds) => {
-      const labels = { ...stats.labels, grpc_code: statusName(code) };
-      this.handled.inc(labels);
-      this.handling.observe(labels, seconds);
-    };
+    return (code, seconds) => this.ended(stats, code, seconds);
+  }
+
+  /** A call of `stats`' method ended with `code` after `seconds`. */
+  private ended(stats: MethodStats, code: Status, seconds: number): void {
+    const labels = { ...stats.labels, grpc_code: statusName(code) };
+    this.handled.inc(labels);
+    this.handling.observe(labels, seconds);
   }
 
   private statsOf(method: MethodDescriptor): MethodStats {

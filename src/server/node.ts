@@ -27,7 +27,7 @@ import { PeerProber } from '../replication/peer-prober.js';
 import { Repository } from '../storage/repository.js';
 import { errorMiddleware } from './error-middleware.js';
 import { authMiddleware } from './auth/auth-middleware.js';
-import { certificateCnFromMetadata, clientCertificateCnMetadataKey, clientCertificateInterceptor } from './auth/client-certificate.js';
+import { certificateCnFromGrpcMetadata, certificateCnFromMetadata, clientCertificateInterceptor } from './auth/client-certificate.js';
 import { Authenticator } from './auth/authenticator.js';
 import { metricsAccess } from './auth/metrics-access.js';
 import { securityWarnings } from './security-warnings.js';
@@ -223,8 +223,7 @@ export class KvNode {
         ]),
         authenticate: authenticator === undefined ? undefined : (metadata) => {
           const header = firstMetadataValue(metadata, 'authorization');
-          const cn = certificateUsers ? firstMetadataValue(metadata, clientCertificateCnMetadataKey) : undefined;
-          return authenticator.authenticate(typeof header === 'string' ? header : undefined, typeof cn === 'string' && cn !== '' ? cn : undefined);
+          return authenticator.authenticate(typeof header === 'string' ? header : undefined, certificateUsers ? certificateCnFromGrpcMetadata(metadata) : undefined);
         },
         metrics: nodeMetrics?.grpc,
         logger,

@@ -39,6 +39,14 @@ export const clientCertificateInterceptor: grpc.ServerInterceptor = (_method, ca
 
 /** The auth middleware's CertificateCnOf when the interceptor runs on the public server. */
 export function certificateCnFromMetadata(context: CallContext): string | undefined {
-  const value = context.metadata.get(clientCertificateCnMetadataKey);
+  return verifiedCn(context.metadata.get(clientCertificateCnMetadataKey));
+}
+
+/** certificateCnFromMetadata for a call read on grpc-js directly (direct-unary.ts). */
+export function certificateCnFromGrpcMetadata(metadata: grpc.Metadata): string | undefined {
+  return verifiedCn(metadata.get(clientCertificateCnMetadataKey)[0]);
+}
+
+function verifiedCn(value: unknown): string | undefined {
   return typeof value === 'string' && value !== '' ? value : undefined;
 }

@@ -136,6 +136,8 @@ class NemesisCluster {
   readonly nodes = new Map<string, NemesisNode>();
   private readonly proxies = new Map<string, TcpProxy>();
   private readonly clients = new Map<string, KvClient>();
+  /** Per node, an SDK client with coalescing off: one unary Put, Get or Delete per operation (the node's direct unary path). */
+  private readonly unaryClients = new Map<string, KvClient>();
   private readonly retiredClients: KvClient[] = [];
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly crashRestarts = new Map<string, number>();
@@ -190,9 +192,12 @@ class NemesisCluster {
     return proxy;
   }
 
-  /** The current SDK client of node `id` (replaced when the node restarts on a new port). */
-  client(id: string): KvClient {
-    const client = this.clients.get(id);
+  /**
+   * The current SDK client of node `id` (replaced when the node restarts on a new port); with
+   * `unary`, the one that sends each operation as its own unary call.
+   */
+  client(id: string, unary = false): KvClient {
+    const client = (unary ? this.unaryClients : this.clients).get(id);
     if (client === undefined) throw new Error(`no client for ${id}`);
     return client;
   }
@@ -216,12 +221,17 @@ class NemesisCluster {
     const node = this.node(id);
     await node.start(env);
     for (const other of nodeIds) if (other !== id) this.proxy(other, id).setTarget(node.peerListen);
-    const old = this.clients.get(id);
-    this.clients.set(id, new KvClient({ endpoints: [node.listen], deadlineMs: this.deadlineMs, maxAttempts: 1, channelsPerEndpoint: channelsPerNode }));
-    if (old !== undefined) {
-      this.retiredClients.push(old);
-      // Calls still in flight on the old client end within their deadline; then close it.
-      this.later(this.deadlineMs + 1000, () => old.close());
+    for (const [clients, coalesce] of [
+      [this.clients, true],
+      [this.unaryClients, false],
+    ] as const) {
+      const old = clients.get(id);
+      clients.set(id, new KvClient({ endpoints: [node.listen], deadlineMs: this.deadlineMs, maxAttempts: 1, channelsPerEndpoint: channelsPerNode, coalesce }));
+      if (old !== undefined) {
+        this.retiredClients.push(old);
+        // Calls still in flight on the old client end within their deadline; then close it.
+        this.later(this.deadlineMs + 1000, () => old.close());
+      }
     }
   }
 
@@ -278,7 +288,7 @@ class NemesisCluster {
     this.stopping = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    for (const c of [...this.clients.values(), ...this.retiredClients]) c.close();
+    for (const c of [...this.clients.values(), ...this.unaryClients.values(), ...this.retiredClients]) c.close();
     await Promise.all([...this.nodes.values()].map((n) => n.kill()));
     await Promise.all([...this.proxies.values()].map((p) => p.close()));
     if (!keepDir) removeTempDir(this.dir);
@@ -291,6 +301,8 @@ class Worker {
   private ops = 0;
   private unreachableSinceLastOp = false;
   private readonly random: () => number;
+  /** Odd-numbered clients send one unary call per operation, the others go through OperationStream: both paths under the same faults. */
+  private readonly unary: boolean;
 
   constructor(
     readonly index: number,
@@ -303,6 +315,7 @@ class Worker {
   ) {
     this.rr = index % nodeIds.length;
     this.random = seededRandom(seed);
+    this.unary = index % 2 === 1;
   }
 
   private nextCoordinator(): string {
@@ -353,7 +366,7 @@ class Worker {
     const coordinator = this.nextCoordinator();
     const op = this.invoke('put', key, coordinator, value);
     try {
-      const r = await this.cluster.client(coordinator).put(key, value, { consistency: 'quorum', deadlineMs: this.deadlineMs });
+      const r = await this.cluster.client(coordinator, this.unary).put(key, value, { consistency: 'quorum', deadlineMs: this.deadlineMs });
       this.history.complete(op, r.found ? (r.oldValue?.toString('utf8') ?? '') : null);
       return true;
     } catch (err) {
@@ -366,7 +379,7 @@ class Worker {
     const coordinator = this.nextCoordinator();
     const op = this.invoke('delete', key, coordinator);
     try {
-      const found = await this.cluster.client(coordinator).delete(key, { consistency: 'quorum', deadlineMs: this.deadlineMs });
+      const found = await this.cluster.client(coordinator, this.unary).delete(key, { consistency: 'quorum', deadlineMs: this.deadlineMs });
       this.history.complete(op, found ? { live: true } : null);
       return true;
     } catch (err) {
@@ -379,7 +392,7 @@ class Worker {
     const coordinator = this.nextCoordinator();
     const op = this.invoke('get', key, coordinator);
     try {
-      const value = await this.cluster.client(coordinator).getString(key, { consistency: 'quorum', deadlineMs: this.deadlineMs });
+      const value = await this.cluster.client(coordinator, this.unary).getString(key, { consistency: 'quorum', deadlineMs: this.deadlineMs });
       this.history.complete(op, value ?? null);
     } catch (err) {
       this.failed(op, err);
