@@ -286,7 +286,12 @@ export function createReplica(deps: ReplicaDeps) {
     },
     async purgeTombstones(request: PurgeTombstonesRequest) {
       checkTombstones(request.tombstones);
-      const purged = await repo.purgeExact(request.tombstones.map((t) => ({ key: t.key, header: t.record })));
+      // By this node's view, not the sender's: once it knows of a change it may serve stream
+      // pages of a moving range, and a tombstone purged after such a page was read would come
+      // back on the joiner when it applies it (tombstone-gc.ts). The sender retries after the change.
+      const view = deps.membership.view();
+      const victims = request.tombstones.filter((t) => !view.isMovingHash(view.readRing.hashKey(t.key)));
+      const purged = await repo.purgeExact(victims.map((t) => ({ key: t.key, header: t.record })));
       return { purged };
     },
     rangeDigests(request: RangeDigestsRequest) {

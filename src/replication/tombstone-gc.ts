@@ -41,7 +41,8 @@ export interface TombstoneGcSettings {
  * 2. If every replica holds it and every log's oldest entry is younger than the tombstone's
  *    version (every queued record's version is at least its enqueue time, so none is older than
  *    the tombstone), PurgeTombstones on every other replica, then here: each deletes the key's
- *    record only if it is still exactly that tombstone.
+ *    record only if it is still exactly that tombstone, and (each by its own view) only if the
+ *    key's range is not moving: a stream source never purges what a joiner may have read.
  * A step cut short by a fault leaves some replicas with the tombstone; anti-entropy copies it back
  * and a later step purges it again. Records that arrive late for a purged key are refused by the
  * receiver (see peer-service.ts) and never sent late by the sender (see delivery-loop.ts).
@@ -111,11 +112,22 @@ export class TombstoneCollector implements BackgroundService {
         if (replicaOf[i]!.has(link.id) && answer.held[i] !== true) held[i] = false;
       });
     }
+    // The confirms took round trips: a membership change may have begun meanwhile, and a joiner
+    // may have read these tombstones into a stream page already. Purged now, they would come
+    // back on it when it applies the page (a stray tombstone only its own later sweep removes),
+    // so a step that saw another epoch purges nothing; the next one decides with the new view.
+    if (this.membership.view().epoch !== view.epoch) {
+      this.lastHoldBack = `the membership epoch changed during the step (${view.epoch} -> ${this.membership.view().epoch})`;
+      return 0;
+    }
     const purgeable = mine.filter((t, i) => held[i] && (logFloorMs === undefined || recordWallMs(t.record) < logFloorMs));
     if (purgeable.length < mine.length) this.lastHoldBack = `${mine.length - purgeable.length} of ${mine.length} candidate tombstones not yet held by every replica, or older than a queued log entry`;
     if (purgeable.length === 0) return 0;
     await this.purgeEverywhere(purgeable, links);
-    const purged = await this.repo.purgeExact(purgeable.map((t) => ({ key: t.key, header: t.record })));
+    // The same check after the purge calls' round trips, here as on every replica (replica.ts).
+    const settled = this.membership.view();
+    const ours = purgeable.filter((t) => !settled.isMovingHash(settled.readRing.hashKey(t.key)));
+    const purged = await this.repo.purgeExact(ours.map((t) => ({ key: t.key, header: t.record })));
     if (purged > 0) {
       this.purged += purged;
       this.logger.debug({ purged, total: this.purged }, 'purged tombstones held by every replica');

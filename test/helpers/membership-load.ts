@@ -207,7 +207,12 @@ export async function checkFinal(history: History, dataDirs: ReadonlyMap<string,
   for (const key of keys) {
     const owners = replicasOf(key);
     const holders = [...replicas].filter(([, c]) => c.has(key)).map(([id]) => id);
-    if (holders.length !== settings.replicationFactor || holders.some((h) => !owners.includes(h))) misplaced.push(`${key}: on ${holders.join(',')}, owners ${owners.join(',')}`);
+    if (holders.length !== settings.replicationFactor || holders.some((h) => !owners.includes(h))) {
+      // Whether each copy is a value or a tombstone: a tombstone left on some owners is a purge
+      // cut short (tombstone GC finishes it), a value is a copy that should not be there.
+      const copies = holders.map((h) => `${h} (${replicas.get(h)!.get(key)!.tombstone ? 'tombstone' : 'value'})`);
+      misplaced.push(`${key}: on ${copies.join(', ')}; owners ${owners.join(',')}`);
+    }
   }
   const counts = new Map<string, number>();
   for (const op of history.ops) counts.set(`${op.kind} ${op.outcome}`, (counts.get(`${op.kind} ${op.outcome}`) ?? 0) + 1);
