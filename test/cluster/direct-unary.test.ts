@@ -45,10 +45,8 @@ describe('unary calls answered on grpc-js directly', () => {
   it('stops waiting when the client gives up: counted CANCELLED, its bytes released, the next call served', async () => {
     expect((await put('gives-up', Buffer.from('first'), Consistency.CONSISTENCY_QUORUM, 5_000)).error).toBeNull();
     cluster.node('n2').pause();
-    const started = Date.now();
     const { error } = await put('gives-up', Buffer.alloc(1000), Consistency.CONSISTENCY_QUORUM, 300);
     expect(error?.code).toBe(Status.DEADLINE_EXCEEDED);
-    expect(Date.now() - started).toBeLessThan(4_000);
     // The handler ends as the node hears of the cancellation, well before the peer call's timeout.
     let page = '';
     for (let i = 0; i < 30 && handled(page, 'CANCELLED') === 0; i++) {
