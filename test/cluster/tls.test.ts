@@ -10,7 +10,8 @@ import { KvClient, Status, type KvTlsOptions } from '../../src/client/index.js';
 import { versionWallMsMax } from '../../src/cluster/version.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
 import { TestCluster } from '../helpers/cluster.js';
-import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
+import { makeTempDir, NodeProcess, removeTempDir } from '../helpers/node-process.js';
+import { unusedPort } from '../helpers/tcp-proxy.js';
 import { describeCli, runKvstore, SingleNode } from '../helpers/single-node.js';
 
 import { stringify } from 'yaml';
@@ -269,6 +270,55 @@ describe('mutual TLS between nodes', () => {
     await waitFor('n1 backlog to n2 to drain', async () => (await n1.status()).members.find((m) => m.nodeId === 'n2')?.backlogEntries === 0);
     expect(await cluster.client('n2').getString('k', { consistency: 'one' })).toBe('v');
   });
+
+  it('a node joins a mutual-TLS cluster: refused on the peer ports until it is added, then streamed its ranges over mutual TLS and serving them', async () => {
+    // Fixed peer ports (a member's agreed address is the one it listens on; TestCluster's
+    // proxies and ephemeral ports do not carry over to a joiner).
+    const dir = makeTempDir('kvstore-tls-join-');
+    const peerOf = new Map<string, string>();
+    for (const id of ['n1', 'n2', 'n3', 'n4']) peerOf.set(id, `127.0.0.1:${await unusedPort()}`);
+    const members = ['n1', 'n2', 'n3'].map((id) => ({ id, peer: peerOf.get(id)! }));
+    const certOf = (id: string) => (id === 'n4' ? nonMember : nodeCerts.get(id)!);
+    const tlsOf = (id: string) => ({
+      tls: { certFile: certOf(id).certFile, keyFile: certOf(id).keyFile },
+      peerTls: { certFile: certOf(id).certFile, keyFile: certOf(id).keyFile, caFile: ca.certFile },
+      peerListen: peerOf.get(id),
+    });
+    const nodes = [
+      ...members.map(({ id }) => NodeProcess.create(dir, id, { ...tlsOf(id), cluster: { members, replicationFactor: 3 } })),
+      NodeProcess.create(dir, 'n4', { ...tlsOf('n4'), cluster: { join: [peerOf.get('n1')], replicationFactor: 3 } }),
+    ];
+    try {
+      await Promise.all(nodes.slice(0, 3).map((n) => n.start()));
+      const n1 = kvClient(nodes[0]!.listen, clientTls(ca.certFile));
+      await waitFor('n1 to reach n2 and n3', async () => (await n1.status()).members.every((m) => m.reachable));
+      const keys = Array.from({ length: 200 }, (_, i) => `before-join-${i}`);
+      for (let i = 0; i < keys.length; i += 20) await Promise.all(keys.slice(i, i + 20).map((k) => n1.put(k, `v-${k}`, { consistency: 'all' })));
+      const asN4 = peerClient(peerOf.get('n1')!, ca.certFile, nonMember);
+      expect(await codeOf(asN4.ping({ fromNodeId: 'n4' }, { signal: AbortSignal.timeout(3_000) }))).toBe(Status.PERMISSION_DENIED);
+
+      const joiner = await nodes[3]!.start();
+      const at = ['--endpoints', nodes[0]!.listen, '--cacert', ca.certFile];
+      const added = await kvctl([...at, 'member', 'add', 'n4', peerOf.get('n4')!]);
+      expect(added.code, added.out + added.err + joiner.output()).toBe(0);
+      const waited = await kvctl([...at, 'member', 'wait']);
+      expect(waited.code, waited.out + waited.err).toBe(0);
+      expect(await codeOf(asN4.ping({ fromNodeId: 'n4' }, { signal: AbortSignal.timeout(3_000) }))).toBe('ok');
+
+      const n4 = kvClient(joiner.listen, clientTls(ca.certFile));
+      const status = await n4.status();
+      expect(status.members.map((m) => `${m.nodeId}:${m.state}`)).toEqual(['n1:normal', 'n2:normal', 'n3:normal', 'n4:normal']);
+      // With 4 members and 3 replicas n4 owns about 3 in 4 keys: streamed to it, not left empty.
+      expect(Number(status.keyCount)).toBeGreaterThan(100);
+      // At ALL every replica answers, n4 included for the keys it owns, over the peers' mutual TLS.
+      for (const k of keys) expect(await n4.getString(k, { consistency: 'all' })).toBe(`v-${k}`);
+      await n4.put('after-join', 'yes', { consistency: 'all' });
+      expect(await n1.getString('after-join', { consistency: 'all' })).toBe('yes');
+    } finally {
+      await Promise.all(nodes.map((n) => n.stop()));
+      removeTempDir(dir);
+    }
+  }, 90_000);
 
   it('3 nodes with mutual TLS replicate, repair and survive a SIGKILL; a rotated peer certificate is served without a restart', async () => {
     cluster = await start();
