@@ -175,7 +175,7 @@ describe('TLS on the public port', () => {
 });
 
 describe('kvstore certs', () => {
-  it('writes a CA, a certificate per node naming kvstore://node/<id> (and localhost), and an admin client certificate; refuses to overwrite a CA', async () => {
+  it('writes a CA, a certificate per node naming kvstore://node/<id> (and localhost), and an admin client certificate; refuses to overwrite a CA; --add issues a later node's from the same CA', async () => {
     const dir = makeTempDir('kvstore-certs-cli-');
     try {
       const out = join(dir, 'certs');
@@ -191,6 +191,21 @@ describe('kvstore certs', () => {
       expect(again.code).toBe(2);
       expect(again.stderr).toContain('--force');
       expect((await runKvstore(['certs', '--out', out, '--nodes', 'bad id'])).code).toBe(2);
+      // A node to add later: its certificate from the same CA, nothing else touched.
+      const caBefore = read(join(out, 'ca.crt'));
+      const n1Before = read(join(out, 'n1.crt'));
+      const added = await runKvstore(['certs', '--out', out, '--nodes', 'n3', '--add']);
+      expect(added.code, describeCli(added)).toBe(0);
+      expect(new X509Certificate(read(join(out, 'n3.crt'))).checkIssued(new X509Certificate(caBefore))).toBe(true);
+      expect(new X509Certificate(read(join(out, 'n3.crt'))).subjectAltName).toContain('URI:kvstore://node/n3');
+      expect(read(join(out, 'ca.crt')).equals(caBefore) && read(join(out, 'n1.crt')).equals(n1Before)).toBe(true);
+      const again1 = await runKvstore(['certs', '--out', out, '--nodes', 'n1', '--add']);
+      expect(again1.code).toBe(2);
+      expect(again1.stderr).toContain('already holds a certificate or key for n1');
+      const noCa = await runKvstore(['certs', '--out', join(dir, 'empty'), '--nodes', 'n1', '--add']);
+      expect(noCa.code).toBe(2);
+      expect(noCa.stderr).toContain('there is none');
+      expect((await runKvstore(['certs', '--out', out, '--nodes', 'n4', '--add', '--force'])).code).toBe(2);
     } finally {
       removeTempDir(dir);
     }
