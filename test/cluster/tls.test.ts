@@ -175,7 +175,7 @@ describe('TLS on the public port', () => {
 });
 
 describe('kvstore certs', () => {
-  it('writes a CA, a certificate per node naming kvstore://node/<id> (and localhost), and an admin client certificate; refuses to overwrite a CA; --add issues a later node's from the same CA', async () => {
+  it('writes a CA, a certificate per node naming kvstore://node/<id> (and localhost), and an admin client certificate; refuses to overwrite a CA; --add issues a later node certificate from the same CA', async () => {
     const dir = makeTempDir('kvstore-certs-cli-');
     try {
       const out = join(dir, 'certs');
