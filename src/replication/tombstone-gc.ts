@@ -42,9 +42,10 @@ export interface TombstoneGcSettings {
  *    version (every queued record's version is at least its enqueue time, so none is older than
  *    the tombstone), PurgeTombstones on every other replica, then here: each deletes the key's
  *    record only if it is still exactly that tombstone, and (each by its own view) only if the
- *    key's range is not moving: a stream source never purges what a joiner may have read.
- * A step cut short by a fault leaves some replicas with the tombstone; anti-entropy copies it back
- * and a later step purges it again. Records that arrive late for a purged key are refused by the
+ *    key's range is not moving: a stream source never purges what a joiner may have read. Here
+ *    last, and only what every other replica purged.
+ * A step cut short by a fault leaves some replicas with the tombstone, and this one too: a later
+ * step confirms and purges it again (anti-entropy would also copy it back). Records that arrive late for a purged key are refused by the
  * receiver (see peer-service.ts) and never sent late by the sender (see delivery-loop.ts).
  */
 export class TombstoneCollector implements BackgroundService {
@@ -123,10 +124,13 @@ export class TombstoneCollector implements BackgroundService {
     const purgeable = mine.filter((t, i) => held[i] && (logFloorMs === undefined || recordWallMs(t.record) < logFloorMs));
     if (purgeable.length < mine.length) this.lastHoldBack = `${mine.length - purgeable.length} of ${mine.length} candidate tombstones not yet held by every replica, or older than a queued log entry`;
     if (purgeable.length === 0) return 0;
-    await this.purgeEverywhere(purgeable, links);
-    // The same check after the purge calls' round trips, here as on every replica (replica.ts).
+    const keptElsewhere = await this.purgeEverywhere(purgeable, links);
+    // Ours goes last, and only where every other replica purged: our copy is what a later step
+    // starts from, so a replica that kept its copy (a moving range in its view, a failed call)
+    // is asked again instead of holding it alone. The moving check again after the purge calls'
+    // round trips, here as on every replica (replica.ts).
     const settled = this.membership.view();
-    const ours = purgeable.filter((t) => !settled.isMovingHash(settled.readRing.hashKey(t.key)));
+    const ours = purgeable.filter((t) => !keptElsewhere.has(t) && !settled.isMovingHash(settled.readRing.hashKey(t.key)));
     const purged = await this.repo.purgeExact(ours.map((t) => ({ key: t.key, header: t.record })));
     if (purged > 0) {
       this.purged += purged;
@@ -135,20 +139,28 @@ export class TombstoneCollector implements BackgroundService {
     return purged;
   }
 
-  /** Step 2 on the other replicas; one that fails keeps its copy (a later step retries). */
-  private async purgeEverywhere(purgeable: readonly StoredRecord[], links: readonly PeerLink[]): Promise<void> {
+  /**
+   * Step 2 on the other replicas. Returns the tombstones some replica may still hold: those of a
+   * call that failed, or of one that purged fewer than it was sent (the answer is a count). We
+   * keep ours of those, so a later step confirms and purges them again.
+   */
+  private async purgeEverywhere(purgeable: readonly StoredRecord[], links: readonly PeerLink[]): Promise<Set<StoredRecord>> {
     const { selfId, peerCallMs } = this.settings;
     const view = this.membership.view();
+    const kept = new Set<StoredRecord>();
     await Promise.all(
       links.map(async (link) => {
         const theirs = purgeable.filter((t) => view.writeReplicas(t.key).includes(link.id));
         if (theirs.length === 0) return;
         try {
-          await link.client.purgeTombstones({ fromNodeId: selfId, tombstones: theirs }, { signal: this.clock.timeoutSignal(peerCallMs) });
+          const answer = await link.client.purgeTombstones({ fromNodeId: selfId, tombstones: theirs }, { signal: this.clock.timeoutSignal(peerCallMs) });
+          if (answer.purged < theirs.length) for (const t of theirs) kept.add(t);
         } catch (err) {
+          for (const t of theirs) kept.add(t);
           this.logger.debug({ peer: link.id, err: (err as Error).message }, 'tombstone purge on a replica failed; a later step retries');
         }
       }),
     );
+    return kept;
   }
 }
