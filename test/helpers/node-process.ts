@@ -17,6 +17,29 @@ export function removeTempDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
 
+/**
+ * Every node child this test process started. A test that times out is abandoned by vitest
+ * without reaching its `finally`, and its nodes would outlive the run: they are killed when the
+ * test process exits.
+ */
+const started = new Set<NodeChild>();
+function killStarted(): void {
+  for (const child of started) {
+    try {
+      if (child.running && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+  }
+}
+process.on('exit', killStarted);
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    killStarted();
+    process.kill(process.pid, signal);
+  });
+}
+
 function keep(lines: string[], line: string): void {
   lines.push(line);
   if (lines.length > outputLinesMax) lines.splice(0, outputLinesMax / 2);
@@ -82,6 +105,8 @@ export class NodeProcess {
       onLine: (line, stream) => keep(stream === 'stdout' ? this.stdoutLines : this.stderrLines, line),
     });
     this.child = child;
+    started.add(child);
+    void child.exit.then(() => started.delete(child));
     const addresses = await child.ready;
     this.listen = addresses.listen;
     this.peerListen = addresses.peerListen;
