@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { HybridLogicalClock } from '../cluster/hlc.js';
 import { type ConsistencyLevel, requiredAcks } from '../cluster/quorum.js';
 import { writeSetsSatisfied } from '../cluster/ring-view.js';
-import { decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue } from '../storage/record-codec.js';
+import { decodeRecordHeader, encodeRecord, isTombstoneRecord, recordValue, recordWallMs } from '../storage/record-codec.js';
 import { compareRecords, newerRecord } from '../storage/merge-rule.js';
 import { recordHeader, type Repository, type StoredRecord } from '../storage/repository.js';
 import type { RequestDeadline } from './deadline.js';
@@ -22,6 +22,8 @@ export interface CoordinatorSettings {
   readonly selfId: string;
   readonly replicationFactor: number;
   readonly peerCallMs: number;
+  /** tombstones.graceSeconds: a local read repair follows the peers' rule for old records (below). */
+  readonly graceSeconds: number;
   /** Throws if this node must not serve. */
   readonly assertServing: () => void;
 }
@@ -403,9 +405,14 @@ export class Coordinator {
       if (a.record !== undefined && compareRecords(a.record, newest) >= 0) continue;
       this.counters.readRepairs++;
       const batch: StoredRecord[] = [{ key, record: newest }];
+      // Our own copy by the rule a peer applies to it (fromLog, replica.ts): a record older than
+      // the grace for a key we do not hold is not stored. Otherwise a tombstone read from a
+      // replica that GC had not reached yet would come back here, after the others purged it,
+      // held by this node alone (CI, 2026-12-01: four such on n4, read through n4).
+      const oldestAcceptedMs = this.time.wallMs() - this.settings.graceSeconds * 1000;
       const done =
         a.node === this.settings.selfId
-          ? this.repo.applyRecords(batch)
+          ? this.repo.applyRecords(batch, [], (_, record, stored) => (stored === undefined && recordWallMs(record) < oldestAcceptedMs ? 'older-than-grace' : undefined))
           : this.peers.link(a.node)!.client.replicate({ fromNodeId: this.settings.selfId, records: batch, wantPrevious: [], knownPrevious: [], fromLog: true }, { signal: this.time.timeoutSignal(this.settings.peerCallMs) });
       done.catch((err: Error) => this.logger.debug({ node: a.node, err: err.message }, 'read repair failed; anti-entropy will fix it'));
     }

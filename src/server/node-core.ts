@@ -222,7 +222,7 @@ export async function composeNodeCore(config: NodeConfig, seams: NodeCoreSeams):
       logger,
       time,
     );
-    const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, assertServing: () => live.assertCoordinating() }, live, repo, hlc, peers, logger, time);
+    const coordinator = new Coordinator({ selfId, replicationFactor, peerCallMs, graceSeconds: config.tombstones.graceSeconds, assertServing: () => live.assertCoordinating() }, live, repo, hlc, peers, logger, time);
     const prober = new PeerProber(selfId, () => peers.everyLink(), config.replication.probeIntervalMs, peerCallMs, logger, time, (link, answer) => {
       // A peer at a newer epoch: a change was committed while this node missed its Commit.
       if (Number(answer.membershipEpoch) > live.epoch) void catchUpFrom(link.id, Number(answer.membershipEpoch));
