@@ -12,6 +12,7 @@ import { KvClient, KvError, channelsPerEndpointMax, statusName, type Consistency
 import type { ClientKind } from './options.js';
 import type { OpName } from './workload.js';
 import { channelzOff } from '../common/grpc-options.js';
+import { etcdUnaryCalls } from './etcd-calls.js';
 
 /** How long a worker waits for all its channels to connect before giving up. */
 export const connectTimeoutMs = 10_000;
@@ -66,7 +67,8 @@ export function errorMessage(error: unknown): string {
 }
 
 export function createDriver(kind: ClientKind, options: { endpoints: string[]; channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; tlsCa: string | undefined }): Driver {
-  if (kind === 'raw') return new RawDriver(options);
+  if (kind === 'raw') return new RawDriver(options, kvstoreUnaryCalls(toConsistency(options.consistency)));
+  if (kind === 'etcd') return new RawDriver(options, etcdUnaryCalls(options.consistency));
   return new SdkDriver({ ...options, coalesce: kind !== 'sdk-no-coalesce', operationStream: kind === 'sdk' });
 }
 
@@ -97,17 +99,18 @@ async function waitReady(channel: ClientChannel, address: string, deadlineAt: nu
  */
 class RawDriver implements Driver {
   private readonly clients: grpc.Client[];
-  private readonly consistency: number;
   private readonly metadata: grpc.Metadata;
   /** Each loop's call in flight (a loop has at most one), cancelled when its signal aborts. */
   private readonly inFlight = new Map<AbortSignal, grpc.ClientUnaryCall>();
   private readonly watched = new WeakSet<AbortSignal>();
 
-  constructor(private readonly options: { channelEndpoints: string[]; consistency: ConsistencyLevel | undefined; timeoutMs: number; token: string | undefined; tlsCa: string | undefined }) {
+  constructor(
+    private readonly options: { channelEndpoints: string[]; timeoutMs: number; token: string | undefined; tlsCa: string | undefined },
+    private readonly calls: UnaryCalls,
+  ) {
     const credentials = options.tlsCa === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(Buffer.from(options.tlsCa));
     const options2 = options.tlsCa === undefined ? channelOptions : { ...channelOptions, ...benchTlsChannelOptions };
     this.clients = options.channelEndpoints.map((address) => new grpc.Client(address, credentials, options2));
-    this.consistency = toConsistency(options.consistency);
     this.metadata = new grpc.Metadata();
     if (options.token !== undefined) this.metadata.set('authorization', `Bearer ${options.token}`);
   }
@@ -118,27 +121,18 @@ class RawDriver implements Driver {
   }
 
   exec(op: OpName, slot: number, key: Buffer, value: Buffer, signal: AbortSignal): Promise<void> {
-    switch (op) {
-      case 'get':
-        return this.call(slot, rawMethods.get, { key, consistency: this.consistency }, signal);
-      case 'put':
-        return this.call(slot, rawMethods.put, { key, value, consistency: this.consistency }, signal);
-      case 'delete':
-        return this.call(slot, rawMethods.delete, { key, consistency: this.consistency }, signal);
-    }
-  }
-
-  private call<Request>(slot: number, method: RawMethod<Request>, request: Request, signal: AbortSignal): Promise<void> {
     if (signal.aborted) return Promise.reject(abortError());
     if (!this.watched.has(signal)) {
       this.watched.add(signal);
       signal.addEventListener('abort', () => this.inFlight.get(signal)?.cancel(), { once: true });
     }
+    const path = this.calls.paths[op];
+    const request = this.calls.encode(op, key, value);
     return new Promise<void>((resolve, reject) => {
-      const call = this.clients[slot]!.makeUnaryRequest(method.path, method.serialize, decodeNothing, request, this.metadata, { deadline: Date.now() + this.options.timeoutMs }, (error) => {
+      const call = this.clients[slot]!.makeUnaryRequest(path, sendAsIs, decodeNothing, request, this.metadata, { deadline: Date.now() + this.options.timeoutMs }, (error) => {
         this.inFlight.delete(signal);
         if (error === null) resolve();
-        else reject(error.code === Status.CANCELLED && signal.aborted ? abortError() : new ClientError(method.path, error.code, error.details));
+        else reject(error.code === Status.CANCELLED && signal.aborted ? abortError() : new ClientError(path, error.code, error.details));
       });
       this.inFlight.set(signal, call);
     });
@@ -149,26 +143,27 @@ class RawDriver implements Driver {
   }
 }
 
-interface RawMethod<Request> {
-  readonly path: string;
-  readonly serialize: (request: Request) => Buffer;
+/** The unary methods of one API and how an operation's request is encoded for them. */
+export interface UnaryCalls {
+  readonly paths: Readonly<Record<OpName, string>>;
+  encode(op: OpName, key: Buffer, value: Buffer): Buffer;
 }
 
-function rawMethod<Request>(name: string, type: { encode(message: Request): { finish(): Uint8Array } }): RawMethod<Request> {
+/** kvstore's own unary Get, Put and Delete, encoded with gen/'s codecs. */
+function kvstoreUnaryCalls(consistency: number): UnaryCalls {
+  const path = (name: string): string => `/${KVStoreDefinition.fullName}/${name}`;
+  const bytes = (encoded: { finish(): Uint8Array }): Buffer => {
+    const out = encoded.finish();
+    return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  };
   return {
-    path: `/${KVStoreDefinition.fullName}/${name}`,
-    serialize: (request) => {
-      const bytes = type.encode(request).finish();
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    },
+    paths: { get: path(KVStoreDefinition.methods.get.name), put: path(KVStoreDefinition.methods.put.name), delete: path(KVStoreDefinition.methods.delete.name) },
+    encode: (op, key, value) => (op === 'put' ? bytes(KeyValue.encode({ key, value, consistency })) : bytes(Key.encode({ key, consistency }))),
   };
 }
 
-const rawMethods = {
-  get: rawMethod<Key>(KVStoreDefinition.methods.get.name, Key),
-  put: rawMethod<KeyValue>(KVStoreDefinition.methods.put.name, KeyValue),
-  delete: rawMethod<Key>(KVStoreDefinition.methods.delete.name, Key),
-};
+/** The request is encoded by {@link UnaryCalls.encode} before the call. */
+const sendAsIs = (request: Buffer): Buffer => request;
 
 /** The answers are not looked at: only whether the call succeeded. */
 const decodeNothing = (): undefined => undefined;

@@ -7,12 +7,14 @@ import { checkZipfSkew, distributions, type Distribution, keySpaceMax, zipfSkewD
 import { defaultConnections } from './plan.js';
 import { isWorkloadName, opMixOf, readRatioDefault, workloadDefaults, workloadNames, type WorkloadName } from './workload.js';
 
-export const clientKinds = ['sdk', 'sdk-batch', 'sdk-no-coalesce', 'raw'] as const;
+export const clientKinds = ['sdk', 'sdk-batch', 'sdk-no-coalesce', 'raw', 'etcd'] as const;
 /**
  * `sdk`: the KvClient SDK as users get it (deadlines, failover, concurrent calls on a connection
  * coalesced into OperationStream messages); `sdk-batch`: the SDK with `operationStream: false`
  * (coalesced into Batch calls); `sdk-no-coalesce`: the SDK with `coalesce: false` (one RPC per
- * operation); `raw`: bare grpc-js clients with gen/'s codecs, one unary call per operation.
+ * operation); `raw`: bare grpc-js clients with gen/'s codecs, one unary call per operation;
+ * `etcd`: the same bare clients calling an etcd v3 cluster's KV service (etcd-calls.ts), the
+ * baseline BENCHMARKS.md compares the unary path with.
  */
 export type ClientKind = (typeof clientKinds)[number];
 
@@ -176,6 +178,8 @@ export function resolveBenchOptions(input: BenchOptionsInput): BenchOptions {
   check(!tls || localCluster !== undefined, '--tls applies to --local-cluster only');
   check(input.serverCpuProfileDir === undefined || localCluster !== undefined, '--server-cpu-prof applies to --local-cluster only (profile an external node with node --cpu-prof yourself)');
   check(!auth || localCluster !== undefined, '--auth applies to --local-cluster only (give an external cluster\'s token with --token)');
+  check(client !== 'etcd' || localCluster === undefined, '--client etcd loads an etcd cluster: give its client URLs as --endpoints (and its pids as --server-pids), not --local-cluster');
+  check(client !== 'etcd' || input.token === undefined, '--client etcd sends no token (etcd authenticates differently)');
   return {
     workload,
     readRatio: workload === 'mixed' ? readRatio : opMixOf(workload).get,

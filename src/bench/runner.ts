@@ -431,7 +431,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
     if (target.kind === 'local-cluster') {
       notes.push(`the servers and the load generator share this machine's ${machineInfo().availableParallelism} CPUs`);
     }
-    if (options.client === 'raw' && options.connections > options.concurrency) {
+    if ((options.client === 'raw' || options.client === 'etcd') && options.connections > options.concurrency) {
       notes.push(`only ${options.concurrency} of the ${options.connections} connections carry traffic (one loop per connection at most)`);
     }
     if (endedBy === 'time-limit') notes.push(`--ops ${options.ops} not reached within the ${options.durationSeconds} s time limit`);

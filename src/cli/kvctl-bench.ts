@@ -58,7 +58,7 @@ const options: KvctlOption[] = [
   {
     flags: '--client <kind>',
     group: loadGroup,
-    description: `${clientKinds.join(' | ')}: issue calls through the KvClient SDK (default; concurrent calls on a connection coalesced into OperationStream messages), the SDK sending Batch calls instead, the SDK with coalescing off, or bare grpc-js clients (one unary call per operation)`,
+    description: `${clientKinds.join(' | ')}: issue calls through the KvClient SDK (default; concurrent calls on a connection coalesced into OperationStream messages), the SDK sending Batch calls instead, the SDK with coalescing off, bare grpc-js clients (one unary call per operation), or the same bare clients calling an etcd v3 cluster at --endpoints (a baseline)`,
   },
   { flags: '--duration <S>', group: durationGroup, description: `measured seconds (default ${durationSecondsDefault}; at most ${durationSecondsMax})` },
   { flags: '--ops <N>', group: durationGroup, description: `stop after N measured operations (time limit: --duration, else ${durationSecondsMax} s)` },

@@ -9,7 +9,9 @@ import {
   recordLatencyUs,
   summarizeLatency,
 } from '../../src/bench/histogram.js';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
 import { diskWritesBetween } from '../../src/bench/disk-io.js';
+import { etcdUnaryCalls } from '../../src/bench/etcd-calls.js';
 import type { WorkerResult } from '../../src/bench/messages.js';
 import { BenchOptionsError, resolveBenchOptions } from '../../src/bench/options.js';
 import { defaultConnections, planWorkers } from '../../src/bench/plan.js';
@@ -176,6 +178,41 @@ describe('load layout', () => {
     expect(() => resolveBenchOptions({ durationSeconds: 100_000, endpoints: ['h:1'] })).toThrow(/--duration/);
     expect(() => resolveBenchOptions({ replicationFactor: 2, endpoints: ['h:1'] })).toThrow(/--rf/);
     expect(() => resolveBenchOptions({})).toThrow(/endpoints/);
+    expect(() => resolveBenchOptions({ client: 'etcd', localCluster: 3 })).toThrow(/--client etcd .*--endpoints/);
+    expect(() => resolveBenchOptions({ client: 'etcd', endpoints: ['h:1'], token: 't' })).toThrow(/no token/);
+    expect(resolveBenchOptions({ client: 'etcd', endpoints: ['h:1'] }).client).toBe('etcd');
+  });
+});
+
+describe('etcd baseline requests', () => {
+  /** Field number to bytes (length-delimited) or number (varint) of one encoded request. */
+  const fields = (bytes: Buffer): Map<number, Uint8Array | number> => {
+    const reader = new BinaryReader(bytes);
+    const out = new Map<number, Uint8Array | number>();
+    while (reader.pos < reader.len) {
+      const [no, wireType] = reader.tag();
+      out.set(no, wireType === 2 ? reader.bytes() : reader.uint32());
+    }
+    return out;
+  };
+
+  it('encodes Put, Range and DeleteRange as etcd v3 reads them, a 300-byte value with a two-byte length', () => {
+    const calls = etcdUnaryCalls('quorum');
+    const key = Buffer.from('bench:7');
+    const value = Buffer.alloc(300, 7);
+    expect(calls.paths).toEqual({ get: '/etcdserverpb.KV/Range', put: '/etcdserverpb.KV/Put', delete: '/etcdserverpb.KV/DeleteRange' });
+    const put = fields(calls.encode('put', key, value));
+    expect(Buffer.from(put.get(1) as Uint8Array)).toEqual(key);
+    expect(Buffer.from(put.get(2) as Uint8Array)).toEqual(value);
+    expect([...fields(calls.encode('get', key, value)).keys()]).toEqual([1]);
+    expect([...fields(calls.encode('delete', key, value)).keys()]).toEqual([1]);
+  });
+
+  it('reads serializably at ONE and linearizably otherwise', () => {
+    const key = Buffer.from('k');
+    expect(fields(etcdUnaryCalls('one').encode('get', key, Buffer.alloc(0))).get(7)).toBe(1);
+    expect(fields(etcdUnaryCalls('all').encode('get', key, Buffer.alloc(0))).has(7)).toBe(false);
+    expect(fields(etcdUnaryCalls(undefined).encode('get', key, Buffer.alloc(0))).has(7)).toBe(false);
   });
 });
 
