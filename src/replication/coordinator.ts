@@ -54,8 +54,18 @@ export interface CoordinatorCounters {
 export const writeRoundsMax = 8;
 
 /** Where one write goes and how many replicas must apply it. */
+/**
+ * How a write wakes its peers' delivery loops: `now` (the default) before its own commit, so a
+ * group of writes that arrived together (one OperationStream message, one Batch) goes out as one
+ * replication message while this node's commit runs; `after-turn`, once per event-loop turn for
+ * every write that asked in it, for writes that arrive one call at a time (unary Put and
+ * Delete). Measured both ways in BENCHMARKS.md ("Waking the delivery loops after the turn").
+ */
+export type ReplicationWake = 'now' | 'after-turn';
+
 interface WritePlan {
   readonly key: Buffer;
+  readonly wake: ReplicationWake;
   /**
    * The replica sets that must each have `required` members apply the write: one outside a
    * membership change, the old and the new ring's during one (the dual quorum, docs/membership.md §3).
@@ -103,6 +113,8 @@ function isOwn(record: Buffer, ownRecords: readonly Buffer[]): boolean {
 export class Coordinator {
   readonly counters: CoordinatorCounters = { readRepairs: 0, restampedWrites: 0 };
   private closed = false;
+  /** The loops {@link wakeAfterTurn} wakes at the end of this turn. */
+  private readonly loopsToWake = new Set<DeliveryLoop>();
 
   constructor(
     private readonly settings: CoordinatorSettings,
@@ -132,7 +144,7 @@ export class Coordinator {
    * acknowledged QUORUM or ALL write is higher than every write acknowledged before it was sent
    * (their quorums share a replica, which held the earlier write), whatever the clocks say.
    */
-  async write(key: Buffer, value: Buffer, tombstone: boolean, level: ConsistencyLevel, deadline: RequestDeadline): Promise<ReadResult> {
+  async write(key: Buffer, value: Buffer, tombstone: boolean, level: ConsistencyLevel, deadline: RequestDeadline, wake: ReplicationWake = 'now'): Promise<ReadResult> {
     if (this.closed) throw new ShuttingDownError('node is shutting down; retry on another node');
     this.settings.assertServing();
     const { selfId, replicationFactor } = this.settings;
@@ -150,6 +162,7 @@ export class Coordinator {
       selfIsReplica,
       required: requiredAcks(level, replicationFactor),
       level,
+      wake,
     };
     // Counted until answered, by the epoch it was planned at: the drain barrier of a change.
     const finished = this.membership.beginWrite();
@@ -234,7 +247,8 @@ export class Coordinator {
         }
       }
     }
-    for (const peer of peers) this.peers.loop(peer)?.wake();
+    if (plan.wake === 'now') for (const peer of peers) this.peers.loop(peer)?.wake();
+    else this.wakeAfterTurn(peers);
     let committed: Awaited<ReturnType<Repository['commitWrite']>>;
     try {
       committed = await this.repo.commitWrite(key, record, selfIsReplica, reserved);
@@ -397,6 +411,28 @@ export class Coordinator {
       for (let i = 0; i < need; i++) launch();
     });
     return deadline.race(work, () => `read deadline passed: ${describe()}`);
+  }
+
+  /**
+   * Wakes the peers' delivery loops once, after this turn of the event loop (clock.defer), for
+   * all the writes that asked in it: unary calls arrive one per callback, and a wake at once
+   * sent each as its own replication message (BENCHMARKS.md, issue 17). An idle loop is woken at
+   * once: a lone write has nothing to wait for, and a deferred send went out only after this
+   * node's own commit (lmdb-js starts it in the same turn's immediates), one fsync later.
+   */
+  private wakeAfterTurn(peers: readonly string[]): void {
+    const scheduled = this.loopsToWake.size > 0;
+    for (const peer of peers) {
+      const loop = this.peers.loop(peer);
+      if (loop === undefined) continue;
+      if (loop.idle) loop.wake();
+      else this.loopsToWake.add(loop);
+    }
+    if (scheduled || this.loopsToWake.size === 0) return;
+    this.time.defer(() => {
+      for (const loop of this.loopsToWake) loop.wake();
+      this.loopsToWake.clear();
+    });
   }
 
   /** Read repair: sends the newest record to every replica that answered with an older one. */

@@ -78,6 +78,8 @@ interface Waiter {
 export class DeliveryLoop {
   private readonly waiters = new Map<number, Waiter>();
   private wakeUp: (() => void) | undefined;
+  /** Batches sent and not yet acknowledged, oldest first (they cover consecutive sequences). */
+  private readonly inFlight: { batch: readonly HintEntry[]; answer: Promise<SendResult> }[] = [];
   private pendingWake = false;
   private stopped = false;
   private backoff: AbortController | undefined;
@@ -157,9 +159,13 @@ export class DeliveryLoop {
     await this.running;
   }
 
+  /** No batch is on its way to the peer: a wake now sends at once, alone. */
+  get idle(): boolean {
+    return this.inFlight.length === 0;
+  }
+
   private async run(): Promise<void> {
-    /** Batches sent and not yet acknowledged, oldest first (they cover consecutive sequences). */
-    const inFlight: { batch: readonly HintEntry[]; answer: Promise<SendResult> }[] = [];
+    const inFlight = this.inFlight;
     let sentSeq = this.deliveredSeq;
     while (!this.stopped) {
       if (inFlight.length < deliveryBatchesInFlightMax) {

@@ -17,7 +17,7 @@ import type {
   VerifyResponse,
 } from '../../gen/kvstore/v1/kvstore.js';
 import type { ConsistencyLevel } from '../cluster/quorum.js';
-import type { Coordinator } from '../replication/coordinator.js';
+import type { Coordinator, ReplicationWake } from '../replication/coordinator.js';
 import { type CancelSignal, RequestDeadline } from '../replication/deadline.js';
 import { deadlineMetadataKey } from '../common/deadline-header.js';
 import { InvalidRequestError, ResourceLimitError } from '../replication/errors.js';
@@ -124,12 +124,14 @@ export function createKvService(deps: KvServiceDeps): { service: KVStoreServiceI
   // `session`: the caller when the node runs with auth (auth-middleware.ts), else undefined and
   // nothing is checked. Each operation is checked where its key is known, so in a Batch or on an
   // OperationStream a denied operation fails alone (PERMISSION_DENIED) and the others run.
-  const put = async (request: KeyValue, deadline: RequestDeadline, session: AuthSession | undefined): Promise<OldValue> => {
+  // `wake`: a unary call's write wakes replication after the turn, with the other calls that
+  // arrived in it; the operations of a Batch or OperationStream message are already together.
+  const put = async (request: KeyValue, deadline: RequestDeadline, session: AuthSession | undefined, wake: ReplicationWake = 'now'): Promise<OldValue> => {
     const key = checkKey(request.key, limits);
     if (session !== undefined) checkKeyPermission(session.user(), 'write', key);
     const value = checkValue(request.value, limits);
     const level = checkConsistency(request.consistency, deps.defaultWrite);
-    const old = await coordinator.write(key, value, false, level, deadline);
+    const old = await coordinator.write(key, value, false, level, deadline, wake);
     return { found: old.found, value: old.value ?? emptyValue };
   };
   const get = async (request: Key, deadline: RequestDeadline, session: AuthSession | undefined): Promise<Value> => {
@@ -139,11 +141,11 @@ export function createKvService(deps: KvServiceDeps): { service: KVStoreServiceI
     const result = await coordinator.read(key, level, deadline);
     return { found: result.found, value: result.value ?? emptyValue };
   };
-  const del = async (request: Key, deadline: RequestDeadline, session: AuthSession | undefined): Promise<DeleteResponse> => {
+  const del = async (request: Key, deadline: RequestDeadline, session: AuthSession | undefined, wake: ReplicationWake = 'now'): Promise<DeleteResponse> => {
     const key = checkKey(request.key, limits);
     if (session !== undefined) checkKeyPermission(session.user(), 'write', key);
     const level = checkConsistency(request.consistency, deps.defaultWrite);
-    const old = await coordinator.write(key, emptyValue, true, level, deadline);
+    const old = await coordinator.write(key, emptyValue, true, level, deadline, wake);
     return { found: old.found };
   };
   /** One Batch or OperationStream operation; its failure becomes its result, never the call's. */
@@ -180,9 +182,9 @@ export function createKvService(deps: KvServiceDeps): { service: KVStoreServiceI
   // below answers them through nice-grpc with the same functions (a server built without the
   // direct path, and the tests that call the service).
   const unary: KvUnaryOperations = {
-    put: (request, call) => withDeadline(call, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline, call.session)),
+    put: (request, call) => withDeadline(call, operationBytes(request.key.length, request.value.length), (deadline) => put(request, deadline, call.session, 'after-turn')),
     get: (request, call) => withDeadline(call, operationBytes(request.key.length, 0), (deadline) => get(request, deadline, call.session)),
-    delete: (request, call) => withDeadline(call, operationBytes(request.key.length, 0), (deadline) => del(request, deadline, call.session)),
+    delete: (request, call) => withDeadline(call, operationBytes(request.key.length, 0), (deadline) => del(request, deadline, call.session, 'after-turn')),
   };
 
   const service: KVStoreServiceImplementation = {

@@ -383,7 +383,8 @@ export async function runSimulation(options: SimulationOptions): Promise<Simulat
           const started =
             kind === 'get'
               ? core.coordinator.read(Buffer.from(key), 'quorum', deadline)
-              : core.coordinator.write(Buffer.from(key), Buffer.from(value ?? ''), kind === 'delete', 'quorum', deadline);
+              : // Every other write wakes replication as a unary call's does (after the turn), the rest as a stream's.
+                core.coordinator.write(Buffer.from(key), Buffer.from(value ?? ''), kind === 'delete', 'quorum', deadline, op.id % 2 === 0 ? 'now' : 'after-turn');
           started.then(resolve, reject);
         });
       });
