@@ -49,10 +49,19 @@ start)
   ;;
 stop)
   dir=${2:?usage: $0 stop DIR}
+  pids=()
   for f in "$dir"/e*.pid; do
     [ -e "$f" ] || continue
-    kill "$(cat "$f")" 2>/dev/null || true
+    pids+=("$(cat "$f")")
+    kill "${pids[-1]}" 2>/dev/null || true
     rm -f "$f"
+  done
+  # Wait until they are gone, so their ports are free for the next start.
+  for _ in $(seq 1 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.2
   done
   ;;
 *)
