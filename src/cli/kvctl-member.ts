@@ -10,6 +10,23 @@ import { formatTable, jsonLine } from './kvctl-format.js';
 
 /** How often `member add` and `member wait` look at the change in progress. */
 const waitPollMs = 1000;
+/**
+ * Streaming that has not moved for this long gets a hint: a joiner that cannot reach a member
+ * retries quietly, and the bar alone sat at 0% with no clue why (a cluster whose members had
+ * agreed on a peer address of 127.0.0.1:0).
+ */
+export const stallHintMs = 30_000;
+
+/** What `member wait` says once a change's streaming has not moved for `stalledMs`. */
+export function stalledChangeHint(status: NodeStatus, stalledMs: number): string {
+  const unreachable = status.members.filter((m) => !m.self && !m.reachable).map((m) => m.nodeId);
+  return (
+    `kvctl: no streaming progress for ${formatSeconds(stalledMs / 1000)}. A member gaining ranges must reach every member at the peer ` +
+    'address `kvctl member list` shows (not a port 0, not an address that resolves only on its own host); its log names the ' +
+    'member it cannot reach ("peer unreachable"). The change goes on when it can; Ctrl-C stops only the waiting.' +
+    (unreachable.length === 0 ? '' : ` Unreachable from ${status.nodeId} now: ${unreachable.join(', ')}.`)
+  );
+}
 
 /**
  * The member list: the answering node's epoch, then one row per member. The epoch is the
@@ -124,6 +141,9 @@ async function waitForChange(context: KvctlContext): Promise<number> {
   const client = context.client();
   // Time left: bytes left at the rate seen since this command first saw bytes move.
   let first: { atMs: number; bytes: number } | undefined;
+  // When the progress last moved, and whether this stall was already explained.
+  let moved = { atMs: Date.now(), at: '' };
+  let hinted = false;
   for (;;) {
     const status = await client.status();
     if (status.membershipChange === undefined) {
@@ -138,6 +158,15 @@ async function waitForChange(context: KvctlContext): Promise<number> {
     const rate = elapsedS > 0 ? (bytes - first!.bytes) / elapsedS : 0;
     // Bytes in all: bytes so far over the fraction of ranges done (ranges differ in size: an estimate).
     const left = rate > 0 && fraction > 0 && fraction < 1 ? `  ~${formatSeconds((bytes / fraction - bytes) / rate)} left` : '';
+    const at = `${p?.transfersDone ?? 0}/${bytes}/${p?.keys ?? 0}`;
+    if (at !== moved.at) {
+      moved = { atMs: Date.now(), at };
+      hinted = false;
+    } else if (!hinted && Date.now() - moved.atMs >= stallHintMs) {
+      hinted = true;
+      bar.done();
+      context.io.stderr.write(`${stalledChangeHint(status, Date.now() - moved.atMs)}\n`);
+    }
     bar.update(`${renderBar(fraction)} ${(fraction * 100).toFixed(0)}%  ${formatCount(p?.keys ?? 0)} keys  ${(bytes / 2 ** 20).toFixed(1)} MiB${left}  ${status.membershipChange}`);
     await new Promise((resolve) => setTimeout(resolve, waitPollMs));
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MemberStatus, NodeStatus } from '../../src/client/index.js';
-import { formatMembers } from '../../src/cli/kvctl-member.js';
+import { formatMembers, stalledChangeHint } from '../../src/cli/kvctl-member.js';
 
 const member = (nodeId: string, peer: string, self: boolean): MemberStatus => ({
   nodeId, peer, self, reachable: true, backlogEntries: 0, backlogBytes: 0, backlogOldestAgeMs: 0, droppedEntries: 0, lastExchangeRepaired: 0, state: 'normal', ownedShare: 1, dead: false,
@@ -26,5 +26,14 @@ describe('kvctl member list', () => {
     const out = formatMembers(changing);
     expect(out).toContain('change: change 1: add n4 (d:4), phase pending, streaming 3/8 ranges, 1200 keys (5 of 8 ranges pending, 3.0 MiB received)');
     expect(out).toMatch(/^n2\s+b:2\s+normal DEAD\s+100\.0%\s+NO$/m);
+  });
+
+  it('explains a change whose streaming stalled, naming the members the answering node cannot reach', () => {
+    const stalled = status([member('n1', 'a:1', true), { ...member('n2', 'b:2', false), reachable: false }, member('n3', 'c:3', false)], false);
+    const hint = stalledChangeHint(stalled, 31_000);
+    expect(hint).toContain('no streaming progress for 31.0s');
+    expect(hint).toContain('peer unreachable');
+    expect(hint).toMatch(/Unreachable from node1 now: n2\.$/);
+    expect(stalledChangeHint(status([member('n1', 'a:1', true)], false), 31_000)).not.toContain('Unreachable from');
   });
 });
