@@ -63,6 +63,8 @@ stop)
     [ $alive = 0 ] && break
     sleep 0.2
   done
+  # A member still there after 10 s is killed (only the pids this script started).
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   ;;
 *)
   sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
