@@ -53,16 +53,16 @@ export interface CoordinatorCounters {
  */
 export const writeRoundsMax = 8;
 
-/** Where one write goes and how many replicas must apply it. */
 /**
  * How a write wakes its peers' delivery loops: `now` (the default) before its own commit, so a
  * group of writes that arrived together (one OperationStream message, one Batch) goes out as one
  * replication message while this node's commit runs; `after-turn`, once per event-loop turn for
  * every write that asked in it, for writes that arrive one call at a time (unary Put and
- * Delete). Measured both ways in BENCHMARKS.md ("Waking the delivery loops after the turn").
+ * Delete). Measured both ways in BENCHMARKS.md ("Waking replication after the turn").
  */
 export type ReplicationWake = 'now' | 'after-turn';
 
+/** Where one write goes and how many replicas must apply it. */
 interface WritePlan {
   readonly key: Buffer;
   readonly wake: ReplicationWake;
