@@ -17,6 +17,10 @@ R = {
  'now-above': [('src/replication/coordinator.ts', 'const version = this.clock.nowAbove(floor === undefined ? undefined : decodeRecordHeader(floor).version);', 'const version = this.clock.now(); void floor;')],
  'deadline-race': [('src/replication/deadline.ts', '      promise.catch(() => {});\n      return Promise.reject', '      return Promise.reject')],
  'fencing': [('src/server/node-core.ts', 'has: (id) => live.isLive(id),', 'has: (id) => live.member(id) !== undefined,')],
+ 'gc-epoch-recheck': [('src/replication/tombstone-gc.ts', 'if (this.membership.view().epoch !== view.epoch) {', 'if (false && this.membership.view().epoch !== view.epoch) {')],
+ 'purge-moving': [('src/replication/replica.ts', 'request.tombstones.filter((t) => !view.isMovingHash(view.readRing.hashKey(t.key)))', 'request.tombstones.filter((t) => true || !view.isMovingHash(view.readRing.hashKey(t.key)))')],
+ 'own-last': [('src/replication/tombstone-gc.ts', 'purgeable.filter((t) => !keptElsewhere.has(t) && !settled.isMovingHash(settled.readRing.hashKey(t.key)))', 'purgeable.filter(() => settled !== undefined && keptElsewhere !== undefined)')],
+ 'local-repair-grace': [('src/replication/coordinator.ts', "stored === undefined && recordWallMs(record) < oldestAcceptedMs ? 'older-than-grace'", "false && stored === undefined && recordWallMs(record) < oldestAcceptedMs ? 'older-than-grace'")],
 }
 for name in sys.argv[1:]:
     for (p, a, b) in R[name]:

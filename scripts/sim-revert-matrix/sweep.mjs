@@ -1,5 +1,7 @@
 import { runSimulation } from '../../dist/src/sim/simulation.js';
-const [from, count, nodes] = process.argv.slice(2).map(Number);
+const [from, count, nodes] = process.argv.slice(2, 5).map(Number);
+// SLOW_STREAMING=1: as explore's --slow-streaming (a membership change stays pending for seconds).
+const slowStreaming = process.env.SLOW_STREAMING === '1';
 const failed = [];
 let purged = 0;
 let markDeads = 0;
@@ -7,7 +9,7 @@ let committed = 0;
 let deadRan = 0;
 let aliveRefused = 0;
 for (let s = from; s < from + count; s++) {
-  const r = await runSimulation({ seed: s, nodes: nodes || 3 });
+  const r = await runSimulation({ seed: s, nodes: nodes || 3, ...(slowStreaming ? { slowStreaming: true } : {}) });
   purged += r.tombstonesPurged;
   const m = r.membership;
   if (m.markDeadOf !== undefined) markDeads++;
