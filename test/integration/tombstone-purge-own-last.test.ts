@@ -14,6 +14,9 @@ import { InProcessCores } from '../helpers/in-process-cores.js';
  * of an add that n1 has not committed yet is a replica that confirms every tombstone and then
  * purges only some.
  *
+ * The third test is the sweeper's own epoch check: a change it learns of while its confirms are
+ * on the wire ends the step with nothing purged anywhere.
+ *
  * A peer that is down or cut off cannot show this: it fails ConfirmTombstones first, and a step
  * with an unconfirmed member purges nothing anywhere, with or without the rule.
  */
@@ -77,4 +80,23 @@ it('a sweep step keeps its own copy of the tombstones it sent to a replica that 
   // Its answer counted fewer than it was sent: n1 keeps every tombstone of that call, so a later step confirms and purges them again.
   expect(heldBy(n1, keys)).toEqual(keys.map(String));
   expect(purged).toBe(0);
+});
+
+it('a sweep step that sees the membership epoch change during its confirms purges nothing, on any replica', async () => {
+  // Both start at epoch 1. n1 adopts an add of n4 while its confirm to n2 is on the wire: a
+  // joiner may already have read these tombstones into a stream page, so none may be purged by
+  // this step (n2, still at epoch 1, would purge every one it was sent).
+  const { n1, n2 } = await startCores();
+  const tombstones = await oldTombstonesSweptByN1(n1, n2);
+  const keys = tombstones.map((t) => t.key);
+  const seed = n1.membership.current();
+  const adding = proposeChange(seed, { kind: 'add', id: 'n4', peer: 'n4:1' }, 2); // replication factor 2
+  if (!('state' in adding)) throw new Error(adding.refusal);
+
+  const step = n1.tombstones.step();
+  await n1.membership.adopt(adding.state); // persisted synchronously: done before n2's answer arrives
+  expect(n1.membership.view().epoch).toBe(seed.epoch + 1);
+  expect(await step).toBe(0);
+  expect(heldBy(n2, keys)).toEqual(keys.map(String));
+  expect(heldBy(n1, keys)).toEqual(keys.map(String));
 });
