@@ -2,7 +2,7 @@
 // The per-call floor of a unary gRPC call on this machine, without kvstore: a server that answers
 // kvstore.v1.KVStore/Get with one fixed Value (found, 100 bytes) and does nothing else, built on
 // either bare node:http2 or bare grpc-js. Load it with the same generator as a kvstore node and
-// compare the server CPU per call (BENCHMARKS.md, "What this machine allows"):
+// compare the server CPU per call (BENCHMARKS.md, "What this machine allows"). After npm run build:
 //
 //   node scripts/unary-floor.mjs <http2|grpc-js> <port> &
 //   node dist/src/cli/kvctl.js bench get --endpoints 127.0.0.1:<port> --server-pids <its pid> \
