@@ -18,6 +18,11 @@ export const clientKinds = ['sdk', 'sdk-batch', 'sdk-no-coalesce', 'raw', 'etcd'
  */
 export type ClientKind = (typeof clientKinds)[number];
 
+/** The kinds that send one unary call per operation on bare grpc-js clients (driver.ts RawDriver). */
+export function isRawUnaryClient(kind: ClientKind): boolean {
+  return kind === 'raw' || kind === 'etcd';
+}
+
 export const workloadDefault: WorkloadName = 'mixed';
 export const keysDefault = 100_000;
 /** A billion keys: preloading more would take hours; also far inside the 2^32 permutation domain. */

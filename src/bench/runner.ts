@@ -16,7 +16,7 @@ import { deviceOfPath, diskWritesBetween, snapshotDisk, type DiskSnapshot } from
 import { zeta } from './key-chooser.js';
 import { epochNowMs } from './load-generator.js';
 import type { MainToWorker, WorkerInit, WorkerResult, WorkerToMain } from './messages.js';
-import type { BenchOptions } from './options.js';
+import { type BenchOptions, isRawUnaryClient } from './options.js';
 import { planWorkers, share } from './plan.js';
 import { clockTicksPerSecond, snapshotCpu } from './proc-cpu.js';
 import { formatCount, formatProgress, formatSeconds, ProgressBar, RateMeter, type ProgressOutput } from './progress-bar.js';
@@ -431,7 +431,7 @@ async function runAgainst(options: BenchOptions, target: Target, hooks: RunHooks
     if (target.kind === 'local-cluster') {
       notes.push(`the servers and the load generator share this machine's ${machineInfo().availableParallelism} CPUs`);
     }
-    if ((options.client === 'raw' || options.client === 'etcd') && options.connections > options.concurrency) {
+    if (isRawUnaryClient(options.client) && options.connections > options.concurrency) {
       notes.push(`only ${options.concurrency} of the ${options.connections} connections carry traffic (one loop per connection at most)`);
     }
     if (endedBy === 'time-limit') notes.push(`--ops ${options.ops} not reached within the ${options.durationSeconds} s time limit`);
