@@ -868,7 +868,10 @@ export class Repository {
       // previous commit ended under 2 ms ago cost a lone put ~400 µs of server CPU and did not
       // raise unary throughput at 128 clients, so the rule stays the record count alone.
       if (records <= syncCommitRecordsMax || this.simulated) this.env.transactionSync(body);
-      else await this.env.transaction(body);
+      // On the write thread the body runs as a child transaction: lmdb-js commits what an async
+      // transaction callback wrote before it threw (write.js executeTxnCallbacks only hands the
+      // error to its promise), and a failed batch must change nothing (transactionSync aborts).
+      else await this.env.transaction(() => this.env.childTransaction(body));
     } catch (err) {
       this.hints.requeueRemovals(drained);
       // A batch that never committed is never applied: it must not hold a rebuild's page rule open.

@@ -8,7 +8,7 @@ import { systemClock } from '../../src/platform/clock.js';
 import { grpcPeerConnector } from '../../src/platform/peer-transport.js';
 import { errorMiddleware } from '../../src/server/error-middleware.js';
 import { composeNodeCore, type NodeCore } from '../../src/server/node-core.js';
-import { Repository } from '../../src/storage/repository.js';
+import { Repository, type StorageFaults } from '../../src/storage/repository.js';
 import { makeTempDir, removeTempDir } from './node-process.js';
 import { TcpProxy } from './tcp-proxy.js';
 
@@ -19,6 +19,8 @@ export interface InProcessCoresOptions {
   readonly config?: Record<string, unknown>;
   /** A membership state to store in a node's data dir before its core is built (a change in progress, ...). */
   readonly storedMembership?: (id: string) => MembershipState | undefined;
+  /** Storage failures to inject into a node's repository (the simulator's seam, StorageFaults). */
+  readonly storageFaults?: (id: string) => StorageFaults | undefined;
 }
 
 interface CoreEntry {
@@ -83,7 +85,8 @@ export class InProcessCores {
         cluster: { members, replicationFactor },
         ...this.options.config,
       });
-      const core = await composeNodeCore(config, { logger, clock: systemClock, connect: grpcPeerConnector(), closing: this.closing.signal });
+      const storageFaults = this.options.storageFaults?.(id);
+      const core = await composeNodeCore(config, { logger, clock: systemClock, connect: grpcPeerConnector(), closing: this.closing.signal, ...(storageFaults === undefined ? {} : { storageFaults }) });
       const server = createServer().use(errorMiddleware(logger));
       server.add(PeerServiceDefinition, core.peerService);
       this.entries.set(id, { core, server });

@@ -2,6 +2,7 @@ import { afterEach, expect, it } from 'vitest';
 import { type MembershipState, proposeChange, seedMembership } from '../../src/cluster/membership.js';
 import type { NodeCore } from '../../src/server/node-core.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
+import type { StorageFaults } from '../../src/storage/repository.js';
 import { InProcessCores } from '../helpers/in-process-cores.js';
 
 /**
@@ -14,7 +15,8 @@ import { InProcessCores } from '../helpers/in-process-cores.js';
  * of an add that n1 has not committed yet is a replica that confirms every tombstone and then
  * purges only some.
  *
- * The third test is the sweeper's own epoch check: a change it learns of while its confirms are
+ * The third test fails the other replica's purge call itself (its storage refuses the commit).
+ * The fourth is the sweeper's own epoch check: a change it learns of while its confirms are
  * on the wire ends the step with nothing purged anywhere.
  *
  * A peer that is down or cut off cannot show this: it fails ConfirmTombstones first, and a step
@@ -29,8 +31,14 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function startCores(storedMembership?: (id: string) => MembershipState | undefined): Promise<{ n1: NodeCore; n2: NodeCore }> {
-  const cores = await InProcessCores.start({ ids, replicationFactor: 2, config: { tombstones: { graceSeconds } }, ...(storedMembership === undefined ? {} : { storedMembership }) });
+async function startCores(storedMembership?: (id: string) => MembershipState | undefined, storageFaults?: (id: string) => StorageFaults | undefined): Promise<{ n1: NodeCore; n2: NodeCore }> {
+  const cores = await InProcessCores.start({
+    ids,
+    replicationFactor: 2,
+    config: { tombstones: { graceSeconds } },
+    ...(storedMembership === undefined ? {} : { storedMembership }),
+    ...(storageFaults === undefined ? {} : { storageFaults }),
+  });
   cleanups.push(() => cores.stop());
   return { n1: cores.core('n1'), n2: cores.core('n2') };
 }
@@ -80,6 +88,44 @@ it('a sweep step keeps its own copy of the tombstones it sent to a replica that 
   // Its answer counted fewer than it was sent: n1 keeps every tombstone of that call, so a later step confirms and purges them again.
   expect(heldBy(n1, keys)).toEqual(keys.map(String));
   expect(purged).toBe(0);
+});
+
+it('a sweep step keeps its own copy of the tombstones whose purge call to a replica failed, and a later step purges them', async () => {
+  // n2 confirms and then fails its purge: the purge's write transaction cannot commit (as on a
+  // full disk), so the call fails and n2 still holds every tombstone; n1 must keep its own.
+  // Once armed, n2's first transaction is the confirm's (it stores any tombstone it lacks: here
+  // none) and passes; the next, the purge's, fails. Nothing else writes on n2 meanwhile (the
+  // cores run no background services).
+  let armed = false;
+  let passBeforeFailing = 0;
+  let failedCommits = 0;
+  const failingN2: StorageFaults = {
+    failJob: () => false,
+    failCommit: () => {
+      if (!armed) return false;
+      if (passBeforeFailing > 0) {
+        passBeforeFailing--;
+        return false;
+      }
+      failedCommits++;
+      return true;
+    },
+  };
+  const { n1, n2 } = await startCores(undefined, (id) => (id === 'n2' ? failingN2 : undefined));
+  const tombstones = await oldTombstonesSweptByN1(n1, n2);
+  const keys = tombstones.map((t) => t.key);
+
+  armed = true;
+  passBeforeFailing = 1;
+  expect(await n1.tombstones.step()).toBe(0);
+  expect(failedCommits).toBe(1);
+  expect(heldBy(n2, keys)).toEqual(keys.map(String));
+  expect(heldBy(n1, keys)).toEqual(keys.map(String));
+
+  armed = false;
+  expect(await n1.tombstones.step()).toBe(tombstones.length);
+  expect(heldBy(n2, keys)).toEqual([]);
+  expect(heldBy(n1, keys)).toEqual([]);
 });
 
 it('a sweep step that sees the membership epoch change during its confirms purges nothing, on any replica', async () => {

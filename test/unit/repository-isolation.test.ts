@@ -4,7 +4,7 @@ import { DigestForest } from '../../src/cluster/digest-tree.js';
 import { Ring } from '../../src/cluster/ring.js';
 import { RequestDeadline } from '../../src/replication/deadline.js';
 import { encodeRecord } from '../../src/storage/record-codec.js';
-import { recordHeader, Repository, UnstorableRecordError } from '../../src/storage/repository.js';
+import { recordHeader, Repository, syncCommitRecordsMax, UnstorableRecordError } from '../../src/storage/repository.js';
 import { murmur3x86_32 } from '../../src/cluster/hash.js';
 import { makeTempDir, removeTempDir } from '../helpers/node-process.js';
 
@@ -154,6 +154,44 @@ describe('Repository.rebuildObserver: hash trees refilled in pages while commits
     await expect(first).rejects.toThrow(/cancelled by a newer one/);
     expect(roots(second)).toEqual(roots(replay));
   });
+});
+
+describe('a commit that fails', () => {
+  // Both of the repository's commit paths: a transaction of at most syncCommitRecordsMax records
+  // commits on the main thread (transactionSync), a larger one on lmdb-js's write thread. On the
+  // second, lmdb-js commits whatever an async transaction callback wrote before it threw: the
+  // repository's body has to run in a child transaction there to be undone (repository.ts).
+  for (const records of [1, syncCommitRecordsMax + 3]) {
+    it(`changes nothing, fails every job in it, and leaves counts and trees equal to a rebuild (${records} records: the ${records <= syncCommitRecordsMax ? 'main-thread' : 'write-thread'} commit)`, async () => {
+      const dir = makeTempDir('kvstore-isolation-');
+      dirs.push(dir);
+      const dataDir = join(dir, 'data');
+      let failing = false;
+      const repo = Repository.open({ dataDir, nodeId: 'n1', peers: ['n2', 'n3'], storageFaults: { failJob: () => false, failCommit: () => failing } });
+      repos.push(repo);
+      const forest = new DigestForest(ring);
+      repo.observeRecords((key, keyHash, oldHeader, newHeader) => forest.apply(keyHash, key, oldHeader, newHeader));
+      await repo.applyRecords([{ key: Buffer.from('kept'), record: record('before') }]);
+      const rootsBefore = roots(forest);
+
+      failing = true;
+      const batch = Array.from({ length: records }, (_, i) => ({ key: Buffer.from(`k${i}`), record: record(`v${i}`) }));
+      const outcomes = await Promise.allSettled([repo.applyRecords(batch), repo.commitWrite(Buffer.from('kept'), record('after'), true, undefined)]);
+      failing = false;
+      expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected']);
+      for (const { key } of batch) expect(repo.getRecord(key)).toBeUndefined();
+      expect(repo.getRecord(Buffer.from('kept'))!.subarray(-6).toString()).toBe('before');
+      expect(repo.recordCounts()).toEqual({ records: 1, live: 1 });
+      expect(roots(forest)).toEqual(rootsBefore);
+
+      await repo.close();
+      repos = repos.filter((r) => r !== repo);
+      const rebuilt = openWithForest(dataDir);
+      expect(rebuilt.repo.recordCounts()).toEqual({ records: 1, live: 1 });
+      for (const { key } of batch) expect(rebuilt.repo.getRecord(key)).toBeUndefined();
+      expect(roots(rebuilt.forest)).toEqual(rootsBefore);
+    });
+  }
 });
 
 describe('version collisions', () => {
