@@ -130,12 +130,12 @@ export interface RepositoryOptions {
    * not the page cache, which is what a process crash (not a power cut) does.
    */
   readonly simulated?: boolean;
-  /** For the simulator only: storage failures to inject (production passes none). */
+  /** For the simulator and tests only: storage failures to inject (production passes none). */
   readonly storageFaults?: StorageFaults;
 }
 
 /**
- * Storage failures the simulator injects, asked at each write job and each commit. A failing job
+ * Storage failures the simulator (and some tests) inject, asked at each write job and each commit. A failing job
  * throws after its writes, as an LMDB error midway through a job would; a failing commit aborts
  * the whole transaction, as a full disk (MDB_MAP_FULL) does.
  */
