@@ -2,7 +2,7 @@
 // The per-call floor of a unary gRPC call on this machine, without kvstore: a server that answers
 // kvstore.v1.KVStore/Get with one fixed Value (found, 100 bytes) and does nothing else, built on
 // either bare node:http2 or bare grpc-js. Load it with the same generator as a kvstore node and
-// compare the server CPU per call (BENCHMARKS.md, "What this machine allows"). After npm run build:
+// compare the server CPU per call (BENCHMARKS.md, "What this machine allows"); kvctl needs npm run build:
 //
 //   node scripts/unary-floor.mjs <http2|grpc-js> <port> &
 //   node dist/src/cli/kvctl.js bench get --endpoints 127.0.0.1:<port> --server-pids <its pid> \
@@ -12,18 +12,22 @@
 // path and frames, and listens on 127.0.0.1 only. It stops on SIGINT or SIGTERM.
 import http2 from 'node:http2';
 import grpc from '@grpc/grpc-js';
-import { Value } from '../dist/gen/kvstore/v1/kvstore.js';
 
 const [kind, portText] = process.argv.slice(2);
 const port = Number(portText);
-if (!['http2', 'grpc-js'].includes(kind) || !Number.isInteger(port) || port < 1 || port > 65535) {
-  console.error('usage: node scripts/unary-floor.mjs <http2|grpc-js> <port>');
+if (!['http2', 'grpc-js'].includes(kind) || !Number.isInteger(port) || port < 0 || port > 65535) {
+  console.error('usage: node scripts/unary-floor.mjs <http2|grpc-js> <port>   (port 0: an ephemeral one, printed)');
   process.exit(2);
 }
 
 const GET_PATH = '/kvstore.v1.KVStore/Get';
 const VALUE_BYTES = 100;
-const answer = Buffer.from(Value.encode({ found: true, value: Buffer.alloc(VALUE_BYTES, 7) }).finish());
+/**
+ * kvstore.v1.Value { found: true, value: 100 bytes of 7 }, encoded by hand so the script needs no
+ * build: field 1 (found) varint 1, field 2 (value) length-delimited. test/unit/unary-floor.test.ts
+ * decodes it with gen/'s codec.
+ */
+const answer = Buffer.concat([Buffer.from([0x08, 0x01, 0x12, VALUE_BYTES]), Buffer.alloc(VALUE_BYTES, 7)]);
 
 /** One length-prefixed gRPC message: flag byte 0 (not compressed), 4-byte big-endian length. */
 function framed(message) {
@@ -51,7 +55,7 @@ function serveBareHttp2() {
     });
     stream.on('error', () => {});
   });
-  server.listen(port, '127.0.0.1', () => console.log(`bare node:http2 floor server on 127.0.0.1:${port}, pid ${process.pid}`));
+  server.listen(port, '127.0.0.1', () => console.log(`bare node:http2 floor server on 127.0.0.1:${server.address().port}, pid ${process.pid}`));
   return () => server.close();
 }
 
@@ -59,12 +63,12 @@ function serveBareGrpcJs() {
   const server = new grpc.Server({ 'grpc.enable_channelz': 0 });
   const passThrough = (buffer) => buffer;
   server.register(GET_PATH, (_call, callback) => callback(null, answer), passThrough, passThrough, 'unary');
-  server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error) => {
+  server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error, bound) => {
     if (error) {
       console.error(error.message);
       process.exit(1);
     }
-    console.log(`bare grpc-js floor server on 127.0.0.1:${port}, pid ${process.pid}`);
+    console.log(`bare grpc-js floor server on 127.0.0.1:${bound}, pid ${process.pid}`);
   });
   return () => server.forceShutdown();
 }
