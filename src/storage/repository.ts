@@ -135,9 +135,9 @@ export interface RepositoryOptions {
 }
 
 /**
- * Storage failures the simulator (and some tests) inject, asked at each write job and each commit. A failing job
- * throws after its writes, as an LMDB error midway through a job would; a failing commit aborts
- * the whole transaction, as a full disk (MDB_MAP_FULL) does.
+ * Storage failures the simulator (and some tests) inject, asked at each write job and each
+ * commit. A failing job throws after its writes, as an LMDB error midway through a job would; a
+ * failing commit aborts the whole transaction, as a full disk (MDB_MAP_FULL) does.
  */
 export interface StorageFaults {
   failJob(): boolean;
