@@ -55,7 +55,7 @@ export interface NodeCoreSeams {
   readonly retry?: RetryForever;
   /** Storage for the simulator (no fsync, commits on this thread); see RepositoryOptions.simulated. */
   readonly simulatedStorage?: boolean;
-  /** The simulator and in-process tests only: storage failures to inject (see StorageFaults). */
+  /** Storage failures to inject (StorageFaults): the simulator, tests, the KVSTORE_TEST_STORAGE_FAULTS hook. */
   readonly storageFaults?: StorageFaults;
   /** Start even on a data dir restored from a backup older than the grace. */
   readonly allowStaleStart?: boolean;

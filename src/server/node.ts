@@ -16,7 +16,7 @@ import { DigestForest } from '../cluster/digest-tree.js';
 import { AntiEntropy } from '../replication/anti-entropy.js';
 import { Coordinator } from '../replication/coordinator.js';
 import { HintLimits } from '../replication/hint-limits.js';
-import { testClockOffsetMs } from '../common/test-hooks.js';
+import { testClockOffsetMs, testStorageFaults } from '../common/test-hooks.js';
 import { unhandledRejections } from '../common/process-policy.js';
 import { TombstoneCollector } from '../replication/tombstone-gc.js';
 import { DataDirMismatchError } from '../storage/repository.js';
@@ -136,6 +136,11 @@ export class KvNode {
       if (peerTls !== undefined) tlsSources.push(peerTls);
       // The process's clock (shifted by the KVSTORE_TEST_CLOCK_OFFSET_MS hook when set).
       const time = new SystemClock(testClockOffsetMs());
+      // Injected storage failures (the KVSTORE_TEST_STORAGE_FAULTS hook), said loudly: never in production.
+      const storageFaults = testStorageFaults();
+      if (storageFaults !== undefined) {
+        logger.warn({ hook: 'KVSTORE_TEST_STORAGE_FAULTS', jobRate: storageFaults.jobRate, commitRate: storageFaults.commitRate, seed: storageFaults.seed }, 'test hook: failing storage writes on purpose');
+      }
       const peerStreamsClosing = streamsClosingSignal();
       // Set below, once the admin-job slot exists: the peer Backup RPC takes the same slot.
       let backupForPeer: (() => Promise<BackupResponse>) | undefined;
@@ -147,6 +152,7 @@ export class KvNode {
         identityFromCertificate: peerTls !== undefined,
         backup: () => backupForPeer!(),
         closing: peerStreamsClosing.signal,
+        ...(storageFaults === undefined ? {} : { storageFaults }),
       });
       const { repo, hlc: clock, peers: peerDirectory, coordinator, antiEntropy, tombstones, prober, hintLimits, peerMessageBytes } = core;
       const wallClock = () => time.wallMs();

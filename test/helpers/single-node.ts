@@ -30,9 +30,10 @@ export class SingleNode {
     this.node = NodeProcess.create(dir, id, config);
   }
 
-  /** Starts node `id` (config merged over the helper's defaults) in a fresh temp dir. */
-  static async start(id = 'solo', config: Record<string, unknown> = {}, dir = makeTempDir(`kvstore-${id}-`)): Promise<SingleNode> {
+  /** Starts node `id` (config merged over the helper's defaults) in a fresh temp dir, with `env` (test hooks) over this process's environment. */
+  static async start(id = 'solo', config: Record<string, unknown> = {}, dir = makeTempDir(`kvstore-${id}-`), env: Record<string, string | undefined> = {}): Promise<SingleNode> {
     const single = new SingleNode(dir, id, config);
+    single.node.env = env;
     try {
       await single.node.start();
     } catch (err) {
