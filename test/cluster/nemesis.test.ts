@@ -20,7 +20,7 @@ afterEach(async () => {
 });
 
 describe('nemesis', () => {
-  it(`${clients} clients under a seeded schedule of crashes, pauses, partitions and clock skew: no acknowledged write lost, no delete resurrected, no stale QUORUM read, replicas identical, no unasked exit`, async () => {
+  it(`${clients} clients under a seeded schedule of crashes, pauses, partitions, clock skew and failing storage: no acknowledged write lost, no delete resurrected, no stale QUORUM read, replicas identical, no unasked exit`, async () => {
     const seed = nemesisSeed();
     // The seed line at once; the other progress lines at the end (with the summary), not one console block each.
     const progress: string[] = [];

@@ -6,7 +6,7 @@ import { TcpProxy } from '../tcp-proxy.js';
 import { type Anomaly, checkHistory, checkReplicasIdentical, type Violation } from './checker.js';
 import { History, type Op, type Workload } from './history.js';
 import { type ErrorLog, NemesisNode, type UnexpectedExit } from './node.js';
-import { describeFault, type Fault, makeSchedule, type ScheduleStep } from './schedule.js';
+import { describeFault, type Fault, makeSchedule, type ScheduleStep, storageFaultsValue } from './schedule.js';
 
 /**
  * The nemesis: 3 real node processes (replication factor 3, every peer link through its own
@@ -85,6 +85,8 @@ const repairDeadlineMs = 60_000;
 const repairRoundsMax = 3;
 /** Error-level log lines kept (they are grouped by node and message in the report). */
 const errorLogsMax = 10_000;
+/** In the message of every failure KVSTORE_TEST_STORAGE_FAULTS injects (InjectedStorageError, src/storage/repository.ts). */
+const injectedStorageFailureText = 'simulated storage failure';
 /** How many violations of one kind the report shows in full. */
 const reportFullPerKind = 5;
 
@@ -144,6 +146,8 @@ class NemesisCluster {
   private readonly timers = new Set<NodeJS.Timeout>();
   readonly unexpectedExits: UnexpectedExit[] = [];
   readonly errorLogs: ErrorLog[] = [];
+  /** Error-level lines caused by the storage fault's injected failures (not violations). */
+  injectedStorageErrorLogs = 0;
   /** Once set, exits are still recorded but nodes are no longer restarted by the supervisor. */
   stopping = false;
 
@@ -172,7 +176,9 @@ class NemesisCluster {
           () => this.history.now(),
           (exit) => this.onUnexpectedExit(exit),
           (log) => {
-            if (this.errorLogs.length < errorLogsMax) this.errorLogs.push(log);
+            // What a node logs because its storage fails on purpose (the storage fault) is expected.
+            if (log.line.includes(injectedStorageFailureText)) this.injectedStorageErrorLogs++;
+            else if (this.errorLogs.length < errorLogsMax) this.errorLogs.push(log);
           },
         ),
       );
@@ -583,14 +589,15 @@ export class NemesisRun {
         await sleep(fault.ms, signal);
         cluster.healAll();
         return;
-      case 'skew': {
+      case 'skew':
+      case 'storage': {
         const restart = (env: Record<string, string>) =>
           cluster.withNode(fault.node, async (n) => {
             if (fault.kill) await n.kill();
             else await n.stop();
             await cluster.startNode(fault.node, env);
           });
-        await restart({ KVSTORE_TEST_CLOCK_OFFSET_MS: String(fault.offsetMs) });
+        await restart(fault.kind === 'skew' ? { KVSTORE_TEST_CLOCK_OFFSET_MS: String(fault.offsetMs) } : { KVSTORE_TEST_STORAGE_FAULTS: storageFaultsValue(fault) });
         await sleep(fault.ms, signal);
         await restart({});
         return;
@@ -718,7 +725,7 @@ export class NemesisRun {
       `faults applied: ${[...this.faultCounts].map(([k, n]) => `${k} ${n}`).join(', ') || 'none'} (${this.history.faults.length} scheduled and started)`,
       ...this.history.faults.map((f) => `  ${(f.startMs / 1000).toFixed(1)}-${(f.endMs / 1000).toFixed(1)} s: ${f.description}`),
       ...this.notes.map((n) => `  note: ${n}`),
-      `node exits nobody asked for: ${this.cluster?.unexpectedExits.length ?? 0}; error-level log lines: ${this.cluster?.errorLogs.length ?? 0}`,
+      `node exits nobody asked for: ${this.cluster?.unexpectedExits.length ?? 0}; error-level log lines: ${this.cluster?.errorLogs.length ?? 0} (and ${this.cluster?.injectedStorageErrorLogs ?? 0} caused by injected storage failures)`,
       `checked: ${keys} keys (${keysAcked} with an acknowledged write); Verify ${repair.agreed ? 'agreed' : 'still DISAGREED'} after ${repair.rounds} repair round(s)`,
       `anomalies (allowed: an indeterminate write took effect after a later acknowledged one): ${anomalies.length}`,
       `violations: ${violations.length}${violations.length > 0 ? ` (${[...byKind].map(([k, n]) => `${k} ${n}`).join(', ')})` : ''}`,

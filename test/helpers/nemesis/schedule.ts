@@ -25,7 +25,13 @@ export type Fault =
    * ahead, or behind when negative), let it serve `ms`, then restart it without the offset.
    * `kill`: the restarts are SIGKILL instead of a graceful stop.
    */
-  | { readonly kind: 'skew'; readonly node: string; readonly offsetMs: number; readonly ms: number; readonly kill: boolean };
+  | { readonly kind: 'skew'; readonly node: string; readonly offsetMs: number; readonly ms: number; readonly kill: boolean }
+  /**
+   * Failing storage: restart `node` with KVSTORE_TEST_STORAGE_FAULTS (write jobs fail with
+   * probability `jobRate`, whole group commits with `commitRate`, drawn from `faultSeed`), let it
+   * serve `ms`, then restart it without. `kill`: the restarts are SIGKILL.
+   */
+  | { readonly kind: 'storage'; readonly node: string; readonly jobRate: number; readonly commitRate: number; readonly faultSeed: number; readonly ms: number; readonly kill: boolean };
 
 export interface ScheduleStep {
   /** When the fault starts, in ms after the workload began (later if the previous step overran). */
@@ -42,6 +48,8 @@ const quietMsMax = 2000;
 const endMarginMs = 1000;
 /** Offsets of the clock-skew fault: far enough to reorder versions across many writes. */
 const skewOffsetsMs = [20_000, -20_000, 5_000, -5_000] as const;
+/** Failure rates of the storage fault: some writes fail, or most of a node's commits do. */
+const storageFaultRates = [0.05, 0.2, 0.5] as const;
 
 /** Relative weights of the fault kinds (skew heavier: it exercises version ordering most). */
 const weights: ReadonlyArray<[Fault['kind'], number]> = [
@@ -51,6 +59,7 @@ const weights: ReadonlyArray<[Fault['kind'], number]> = [
   ['one-way', 1],
   ['partial', 2],
   ['skew', 3],
+  ['storage', 2],
 ];
 
 /** Draws the schedule for `durationMs` of faults over nodes `ids` from `seed`. */
@@ -90,6 +99,9 @@ export function makeSchedule(seed: number, durationMs: number, ids: readonly str
       case 'skew':
         fault = { kind: 'skew', node, offsetMs: pick(skewOffsetsMs), ms: between(3000, 7000), kill: random() < 0.3 };
         break;
+      case 'storage':
+        fault = { kind: 'storage', node, jobRate: pick(storageFaultRates), commitRate: pick(storageFaultRates), faultSeed: between(0, 2 ** 31 - 1), ms: between(3000, 6000), kill: random() < 0.3 };
+        break;
     }
     const length = faultLengthMs(fault);
     if (at + length + endMarginMs > durationMs) break;
@@ -125,5 +137,12 @@ export function describeFault(fault: Fault): string {
       return `partial partition: ${fault.a} <-/-> ${fault.b} (both still reach the third) for ${fault.ms} ms`;
     case 'skew':
       return `clock skew: restart ${fault.node} with KVSTORE_TEST_CLOCK_OFFSET_MS=${fault.offsetMs}${fault.kill ? ' (SIGKILL restarts)' : ''} for ${fault.ms} ms, then without`;
+    case 'storage':
+      return `failing storage: restart ${fault.node} with KVSTORE_TEST_STORAGE_FAULTS=${storageFaultsValue(fault)}${fault.kill ? ' (SIGKILL restarts)' : ''} for ${fault.ms} ms, then without`;
   }
+}
+
+/** The KVSTORE_TEST_STORAGE_FAULTS value of a storage fault. */
+export function storageFaultsValue(fault: Extract<Fault, { kind: 'storage' }>): string {
+  return `job=${fault.jobRate},commit=${fault.commitRate},seed=${fault.faultSeed}`;
 }
