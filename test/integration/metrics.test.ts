@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Consistency, type OperationStreamRequest } from '../../gen/kvstore/v1/kvstore.js';
 import { op } from '../helpers/raw-stream.js';
@@ -115,6 +116,14 @@ describe('GET /metrics', () => {
       expect(page, name).toMatch(new RegExp(`^# HELP ${name} \\S`, 'm'));
       expect(page, name).toMatch(new RegExp(`^# TYPE ${name} ${type}$`, 'm'));
     }
+  });
+
+  it('has every metric it serves listed in docs/monitoring.md', async () => {
+    const page = await (await fetch(`http://${single.node.metricsListen}/metrics`)).text();
+    const docs = readFileSync(new URL('../../docs/monitoring.md', import.meta.url), 'utf8');
+    const names = [...page.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]!);
+    expect(names.length).toBeGreaterThan(40);
+    expect(names.filter((name) => !docs.includes(`\`${name}\``))).toEqual([]);
   });
 
   it('has per-method gRPC latency histograms with status codes, per-operation histograms, commit histograms and the process metrics', async () => {
